@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kive's kernel side: one hash lookup per file open against the armed
+ * (device, inode) keys; a hit becomes a struct kive_event in a ring buffer.
+ *
+ * Three tiers of hooks; user space autoloads only the programs of one tier:
+ *   lsm         lsm/file_open                          observe + block
+ *   trampoline  fmod_ret/security_file_open            observe + block
+ *               (fentry/security_file_open if fmod_ret is refused: observe)
+ *   tracepoint  tp_btf/sys_exit (open, openat, openat2, creat) and
+ *               tp_btf/sched_process_exec               observe
+ *   tracepoint-classic  the same on classic syscall tracepoints (fallback)
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "kive.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define MAY_EXEC 0x1
+#define MAY_WRITE 0x2
+#define MAY_READ 0x4
+#define MAY_APPEND 0x8
+#define MAY_OPEN 0x20
+
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+#define FMODE_PATH 0x4000
+#define O_APPEND 02000
+#define __FMODE_EXEC 0x20
+#define EPERM 1
+
+/* x86_64 syscall numbers of the calls that open files. */
+#define NR_OPEN 2
+#define NR_CREAT 85
+#define NR_OPENAT 257
+#define NR_OPENAT2 437
+
+/* Set by user space before load. */
+const volatile __u32 self_tgid = 0;    /* the loader's own accesses never fire */
+const volatile __u64 wakeup_bytes = 0; /* wake the reader past this fill; 0 = every event */
+/* Never read: keeps struct kive_event in the BTF so user space can check its layout. */
+const volatile struct kive_event kive_event_layout = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct kive_key);
+	__type(value, struct kive_trap);
+} traps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KIVE_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct kive_trap *lookup(struct file *file, struct kive_key *key)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+
+	if (!inode)
+		return 0;
+	key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	key->pad = 0;
+	key->ino = BPF_CORE_READ(inode, i_ino);
+	return bpf_map_lookup_elem(&traps, key);
+}
+
+static __always_inline __u32 access_mask(__u32 f_mode, __u32 f_flags)
+{
+	__u32 mask = MAY_OPEN;
+
+	if (f_flags & __FMODE_EXEC)
+		return MAY_OPEN | MAY_EXEC;
+	if (f_mode & FMODE_READ)
+		mask |= MAY_READ;
+	if (f_mode & FMODE_WRITE)
+		mask |= MAY_WRITE;
+	if (f_flags & O_APPEND)
+		mask |= MAY_APPEND;
+	return mask;
+}
+
+static __always_inline bool is_self(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == self_tgid;
+}
+
+/*
+ * overlayfs opens the backing real file a second time (6.1: with the
+ * overlay's path but the real inode). That open is not the user's.
+ */
+static __always_inline bool is_backing_open(struct file *file)
+{
+	return BPF_CORE_READ(file, f_path.dentry, d_inode) != BPF_CORE_READ(file, f_inode);
+}
+
+static __always_inline void emit(const struct kive_key *key, const struct kive_trap *trap,
+				 __u32 mask, __u32 f_flags, __u8 hook, __u8 action)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 ugid = bpf_get_current_uid_gid();
+	struct kive_event *e;
+	struct pid *tp;
+	unsigned int level;
+	__u64 flags = 0;
+
+	count(KIVE_STAT_HITS);
+	if (action == KIVE_ACTION_BLOCK)
+		count(KIVE_STAT_BLOCKED);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(KIVE_STAT_DROPS);
+		return;
+	}
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->ino = key->ino;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->dev = key->dev;
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = (__u32)ugid;
+	e->gid = ugid >> 32;
+	e->mask = mask;
+	e->flags = f_flags;
+	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	e->trap_id = trap->trap_id;
+	e->version = KIVE_EVENT_VERSION;
+	e->hook = hook;
+	e->action = action;
+	tp = BPF_CORE_READ(task, group_leader, thread_pid);
+	level = BPF_CORE_READ(tp, level);
+	e->ns_pid = 0;
+	bpf_probe_read_kernel(&e->ns_pid, sizeof(e->ns_pid), &tp->numbers[level & 31].nr);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	if (wakeup_bytes && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
+		flags = BPF_RB_NO_WAKEUP;
+	else
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
+/* Shared by the LSM and trampoline hooks; returns 0 or -EPERM. */
+static __always_inline int on_file_open(struct file *file, __u8 hook, bool can_block)
+{
+	struct kive_key key;
+	struct kive_trap *trap;
+	__u32 f_mode, f_flags;
+	__u8 action = KIVE_ACTION_AUDIT;
+
+	trap = lookup(file, &key);
+	if (!trap)
+		return 0;
+	if (is_self() || is_backing_open(file))
+		return 0;
+	f_mode = BPF_CORE_READ(file, f_mode);
+	f_flags = BPF_CORE_READ(file, f_flags);
+	if (can_block && (trap->flags & KIVE_TRAP_F_BLOCK))
+		action = KIVE_ACTION_BLOCK;
+	emit(&key, trap, access_mask(f_mode, f_flags), f_flags, hook, action);
+	return action == KIVE_ACTION_BLOCK ? -EPERM : 0;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(kive_lsm_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	return on_file_open(file, KIVE_HOOK_LSM_FILE_OPEN, true);
+}
+
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(kive_fmod_ret_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	return on_file_open(file, KIVE_HOOK_FMOD_RET_FILE_OPEN, true);
+}
+
+SEC("fentry/security_file_open")
+int BPF_PROG(kive_fentry_file_open, struct file *file)
+{
+	on_file_open(file, KIVE_HOOK_FENTRY_FILE_OPEN, false);
+	return 0;
+}
+
+/* Tracepoint tier: after a successful open, find the new fd's file. */
+static __always_inline void on_fd_opened(long fd, __u8 hook)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds;
+	struct file *file = 0;
+	struct kive_key key;
+	struct kive_trap *trap;
+	__u32 f_mode, f_flags;
+
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return;
+	trap = lookup(file, &key);
+	if (!trap)
+		return;
+	f_mode = BPF_CORE_READ(file, f_mode);
+	if ((f_mode & FMODE_PATH) || is_self())
+		return;
+	f_flags = BPF_CORE_READ(file, f_flags);
+	emit(&key, trap, access_mask(f_mode, f_flags), f_flags, hook, KIVE_ACTION_AUDIT);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kive_tp_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr;
+
+	if (ret < 0)
+		return 0;
+	nr = BPF_CORE_READ(regs, orig_ax);
+	if (nr != NR_OPENAT && nr != NR_OPEN && nr != NR_OPENAT2 && nr != NR_CREAT)
+		return 0;
+	on_fd_opened(ret, KIVE_HOOK_TP_SYS_EXIT);
+	return 0;
+}
+
+static __always_inline void on_exec(struct linux_binprm *bprm)
+{
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct kive_key key;
+	struct kive_trap *trap;
+
+	if (!file)
+		return;
+	trap = lookup(file, &key);
+	if (!trap || is_self())
+		return;
+	emit(&key, trap, MAY_OPEN | MAY_EXEC, BPF_CORE_READ(file, f_flags), KIVE_HOOK_TP_EXEC,
+	     KIVE_ACTION_AUDIT);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(kive_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	on_exec(bprm);
+	return 0;
+}
+
+/* Classic tracepoints: the fallback when tp_btf is not available. */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int kive_tpc_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		on_fd_opened(ctx->ret, KIVE_HOOK_TP_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int kive_tpc_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		on_fd_opened(ctx->ret, KIVE_HOOK_TP_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int kive_tpc_open(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		on_fd_opened(ctx->ret, KIVE_HOOK_TP_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int kive_tpc_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		on_fd_opened(ctx->ret, KIVE_HOOK_TP_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int kive_tpc_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file *file = BPF_CORE_READ(task, mm, exe_file);
+	struct kive_key key;
+	struct kive_trap *trap;
+
+	if (!file)
+		return 0;
+	trap = lookup(file, &key);
+	if (!trap || is_self())
+		return 0;
+	emit(&key, trap, MAY_OPEN | MAY_EXEC, BPF_CORE_READ(file, f_flags), KIVE_HOOK_TP_EXEC,
+	     KIVE_ACTION_AUDIT);
+	return 0;
+}

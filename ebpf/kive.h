@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The structures shared by the kernel side (kive.bpf.c) and user space
+ * (plugin/src/trap/wire.rs). Every field has a fixed size and explicit
+ * padding; the Rust side asserts the same sizes and offsets in its tests.
+ */
+#ifndef KIVE_H
+#define KIVE_H
+
+#define KIVE_COMM_LEN 16
+#define KIVE_EXE_LEN 256
+#define KIVE_EVENT_VERSION 1
+
+/* Which program saw the access (kive_event.hook). */
+enum kive_hook {
+	KIVE_HOOK_LSM_FILE_OPEN = 1,
+	KIVE_HOOK_FENTRY_FILE_OPEN = 2,
+	KIVE_HOOK_FMOD_RET_FILE_OPEN = 3,
+	KIVE_HOOK_TP_SYS_EXIT = 4,
+	KIVE_HOOK_TP_OPENAT = 5,
+	KIVE_HOOK_TP_EXEC = 6,
+};
+
+/* What the kernel did with the access (kive_event.action). */
+enum kive_action {
+	KIVE_ACTION_AUDIT = 0,
+	KIVE_ACTION_BLOCK = 1,
+};
+
+/* kive_trap.flags */
+#define KIVE_TRAP_F_BLOCK 1u
+
+/* Per-CPU counters (stats map indices). */
+enum kive_stat {
+	KIVE_STAT_HITS = 0,
+	KIVE_STAT_DROPS = 1,
+	KIVE_STAT_BLOCKED = 2,
+	KIVE_STAT_MAX = 3,
+};
+
+/*
+ * Trap map key: the file's identity in the kernel's encoding.
+ * dev is sb->s_dev (MAJOR << 20 | MINOR), not userspace st_dev.
+ */
+struct kive_key {
+	__u32 dev;
+	__u32 pad; /* always zero */
+	__u64 ino;
+};
+
+/* Trap map value. */
+struct kive_trap {
+	__u32 trap_id;
+	__u32 flags; /* KIVE_TRAP_F_* */
+};
+
+/* One access to a trapped file, as written to the ring buffer. */
+struct kive_event {
+	__u64 ts_boot_ns; /* bpf_ktime_get_boot_ns() at the access */
+	__u64 ino;
+	__u64 cgroup_id;  /* cgroup v2 id of the accessing task */
+	__u32 dev;        /* kernel encoding */
+	__u32 pid;        /* host thread id */
+	__u32 tgid;       /* host process id */
+	__u32 ppid;       /* host tgid of the real parent */
+	__u32 uid;
+	__u32 gid;
+	__u32 mask;       /* MAY_* bits */
+	__u32 flags;      /* open flags (f_flags) */
+	__u32 mnt_ns;     /* mount namespace inode number */
+	__u32 trap_id;
+	__u16 version;    /* KIVE_EVENT_VERSION */
+	__u8 hook;        /* enum kive_hook */
+	__u8 action;      /* enum kive_action */
+	__u32 ns_pid;     /* tgid inside the task's pid namespace */
+	char comm[KIVE_COMM_LEN];
+};
+
+#endif /* KIVE_H */

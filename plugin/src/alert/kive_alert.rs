@@ -1,0 +1,197 @@
+//! KiveAlert v1: kivebpf's alert JSON, with the seed's names and nesting
+//! exactly; what kive adds lives in new keys only.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The alert version this build writes.
+pub const ALERT_VERSION: &str = "v1";
+
+/// One access to a trapped file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KiveAlert {
+    /// `kive-alert-version` (`v1`).
+    #[serde(rename = "kive-alert-version")]
+    pub alert_version: String,
+    /// `kive-policy-name`: `metadata.name` of the policy.
+    #[serde(rename = "kive-policy-name")]
+    pub policy_name: String,
+    /// RFC 3339 with nanoseconds, from the kernel's time of the access.
+    pub timestamp: String,
+    /// The file and the access.
+    pub metadata: AlertMetadata,
+    /// The trap's `metadata`.
+    #[serde(rename = "custom-metadata", default)]
+    pub custom_metadata: BTreeMap<String, String>,
+    /// The pod whose file it is (empty for a host trap).
+    #[serde(default)]
+    pub pod: PodMetadata,
+    /// The node.
+    #[serde(default)]
+    pub node: NodeMetadata,
+    /// The process that accessed the file.
+    #[serde(default)]
+    pub process: ProcessMetadata,
+    /// kive: namespace of the policy.
+    #[serde(
+        rename = "kive-policy-namespace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_namespace: Option<String>,
+}
+
+/// `metadata` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertMetadata {
+    /// Path of the file (inside its owner's root).
+    pub path: String,
+    /// Inode number.
+    pub inode: u64,
+    /// MAY_* bits of the access.
+    pub mask: i32,
+    /// Boot id of the node's kernel.
+    #[serde(rename = "kernel-id")]
+    pub kernel_id: String,
+    /// The trap's callback URL (empty when none).
+    #[serde(default)]
+    pub callback: String,
+    /// kive: device as `major:minor` (kernel numbering).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dev: String,
+    /// kive: the trap's path as written in the policy.
+    #[serde(rename = "trap-path", default, skip_serializing_if = "String::is_empty")]
+    pub trap_path: String,
+    /// kive: program that saw the access.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hook: String,
+    /// kive: `audit` or `block`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub action: String,
+    /// kive: open flags.
+    #[serde(rename = "open-flags", default, skip_serializing_if = "Option::is_none")]
+    pub open_flags: Option<u32>,
+    /// kive: `host` (the node's own file) or `pod`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// kive: cgroup v2 id of the accessing process.
+    #[serde(rename = "cgroup-id", default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+}
+
+/// `pod` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodMetadata {
+    /// Pod name.
+    #[serde(default)]
+    pub name: String,
+    /// Pod namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// Pod IP.
+    #[serde(default)]
+    pub ip: String,
+    /// The container.
+    #[serde(default)]
+    pub container: ContainerMetadata,
+    /// kive: pod labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `pod.container` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerMetadata {
+    /// `runtime://id`.
+    #[serde(default)]
+    pub id: String,
+    /// Container name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `node` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeMetadata {
+    /// Node name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `process` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMetadata {
+    /// Host thread id.
+    #[serde(default)]
+    pub pid: i32,
+    /// Host process id.
+    #[serde(default)]
+    pub tgid: u32,
+    /// Real uid.
+    #[serde(default)]
+    pub uid: u32,
+    /// Real gid.
+    #[serde(default)]
+    pub gid: u32,
+    /// Executable path.
+    #[serde(default)]
+    pub binary: String,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: String,
+    /// Command line, space separated.
+    #[serde(default)]
+    pub arguments: String,
+    /// kive: task command name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comm: String,
+    /// kive: parent's host process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+}
+
+impl KiveAlert {
+    /// One JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a KiveAlert always serializes")
+    }
+
+    /// Wall-clock nanoseconds of `timestamp` (0 if it does not parse).
+    pub fn timestamp_ns(&self) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(&self.timestamp)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC.
+pub fn rfc3339_nanos(wall_ns: u64) -> String {
+    let secs = (wall_ns / 1_000_000_000) as i64;
+    let nanos = (wall_ns % 1_000_000_000) as u32;
+    chrono::DateTime::from_timestamp(secs, nanos)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Names of the MAY_* bits of a mask (`open` only when nothing else is set).
+pub fn access_names(mask: u32) -> Vec<&'static str> {
+    let names: Vec<_> = [
+        (1, "exec"),
+        (4, "read"),
+        (2, "write"),
+        (8, "append"),
+        (16, "access"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| mask & bit != 0)
+    .map(|(_, n)| n)
+    .collect();
+    if names.is_empty() && mask & 32 != 0 {
+        vec!["open"]
+    } else {
+        names
+    }
+}

@@ -1,0 +1,201 @@
+//! `kive`: the trap engine without Falco or a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kive::alert::text::to_text;
+use kive::policy::{self, Compiled};
+use kive::runtime::{Runtime, RuntimeConfig};
+use kive::trap::TierChoice;
+
+/// The policy `kive run` arms when no --policy is given.
+const DEFAULT_POLICY: &str = include_str!("../../../examples/host-policy.yaml");
+
+#[derive(Parser)]
+#[command(name = "kive", version, about = "eBPF file tripwires (standalone kive engine)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// One KiveAlert v1 JSON object per line.
+    Json,
+    /// One human-readable line per alert.
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Arm the traps of KivePolicy files that target this node and print alerts.
+    Run {
+        /// KivePolicy YAML file(s); without one, the embedded example host policy.
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        /// Hook tier: auto, lsm, trampoline, tracepoint, tracepoint-classic.
+        #[arg(long, default_value = "auto")]
+        tier: TierChoice,
+        /// Output format of alerts on stdout.
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Ring buffer size in bytes (power of two).
+        #[arg(long, default_value_t = 4 * 1024 * 1024)]
+        ring_bytes: u32,
+        /// Node name in alerts (default: $NODE_NAME, else the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Re-resolve armed paths this often (milliseconds).
+        #[arg(long, default_value_t = 1000)]
+        rescan_ms: u64,
+    },
+    /// Check KivePolicy files and print what each trap targets.
+    Check {
+        /// KivePolicy YAML file(s).
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
+}
+
+fn load(policies: &[PathBuf]) -> Compiled {
+    if policies.is_empty() {
+        return policy::load_str("(embedded examples/host-policy.yaml)", DEFAULT_POLICY);
+    }
+    let mut all = Compiled::default();
+    for p in policies {
+        let name = p.display().to_string();
+        match std::fs::read_to_string(p) {
+            Ok(text) => {
+                let c = policy::load_str(&name, &text);
+                all.traps.extend(c.traps);
+                all.errors.extend(c.errors);
+            }
+            Err(e) => all.errors.push(policy::PolicyError::Document {
+                document: name,
+                field: "(file)".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    all
+}
+
+fn run(
+    policies: &[PathBuf],
+    tier: TierChoice,
+    format: Format,
+    ring_bytes: u32,
+    node_name: Option<String>,
+    rescan_ms: u64,
+) -> ExitCode {
+    let compiled = load(policies);
+    for e in &compiled.errors {
+        tracing::error!("{e}");
+    }
+    let mut cfg = RuntimeConfig::default();
+    cfg.engine.tier = tier;
+    cfg.engine.ring_bytes = ring_bytes;
+    cfg.rescan = Duration::from_millis(rescan_ms.max(10));
+    if let Some(n) = node_name {
+        cfg.node_name = n;
+    }
+    let (rt, report) = match Runtime::start(&cfg, &compiled.traps) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    for f in &report.failures {
+        tracing::error!("{f} (kept pending, retried)");
+    }
+    for t in &report.needs_cluster {
+        tracing::warn!("{t}: targets pods: needs a cluster (the Kubernetes source), not armed here");
+    }
+    tracing::info!(
+        "kive running: tier={} armed={} pending={} rejected={}",
+        rt.tier(),
+        report.armed,
+        report.failures.len(),
+        compiled.errors.len()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
+        tracing::error!("installing the signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let Some(ev) = rt.next_event(Duration::from_millis(100)) else {
+            continue;
+        };
+        for alert in rt.alerts_for(&ev) {
+            match format {
+                Format::Json => println!("{}", alert.to_json()),
+                Format::Text => println!("{}", to_text(&alert)),
+            }
+        }
+    }
+    let m = rt.metrics();
+    tracing::info!(
+        "kive stopped: kernel hits={} ring drops={} queue drops={} rearms={}",
+        m.kernel.hits,
+        m.kernel.drops,
+        m.queue_drops,
+        m.rearms
+    );
+    ExitCode::SUCCESS
+}
+
+fn check(policies: &[PathBuf]) -> ExitCode {
+    let compiled = load(policies);
+    for t in &compiled.traps {
+        let target = match (t.target.host, t.target.pods.len()) {
+            (true, 0) => "host".to_string(),
+            (true, n) => format!("host and {n} pod selector(s)"),
+            (false, 0) => "nothing (empty matchAny)".to_string(),
+            (false, n) => format!("{n} pod selector(s)"),
+        };
+        println!("ok    {}: {target}", t.origin);
+        for w in &t.warnings {
+            println!("warn  {w}");
+        }
+    }
+    for e in &compiled.errors {
+        println!("error {e}");
+    }
+    if compiled.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            policies,
+            tier,
+            format,
+            ring_bytes,
+            node_name,
+            rescan_ms,
+        } => run(&policies, tier, format, ring_bytes, node_name, rescan_ms),
+        Command::Check { policies } => check(&policies),
+    }
+}

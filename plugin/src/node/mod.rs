@@ -1,0 +1,8 @@
+//! The node edge: paths inside roots, the boot id, cgroups and /proc.
+
+pub mod cgroup;
+pub mod host;
+pub mod procfs;
+pub mod resolve;
+
+pub use resolve::{PinnedFile, ResolveError, Root};

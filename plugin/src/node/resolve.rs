@@ -1,0 +1,271 @@
+//! Files inside a root (the host's `/` or a container's `/proc/<pid>/root`),
+//! resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` so that
+//! absolute symlinks and `..` stay inside the root, never by a plain stat of a
+//! joined path.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use thiserror::Error;
+
+use crate::trap::dev::kernel_dev;
+use crate::trap::TrapKey;
+
+/// Resolution and creation errors.
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    /// The root directory could not be opened.
+    #[error("opening root {root}")]
+    Root {
+        /// Root path.
+        root: PathBuf,
+        /// OS error.
+        source: io::Error,
+    },
+    /// The path does not exist inside the root.
+    #[error("{path} does not exist in {root}")]
+    NotFound {
+        /// Path inside the root.
+        path: String,
+        /// Root path.
+        root: PathBuf,
+    },
+    /// The path resolves to something that is not a regular file.
+    #[error("{path} in {root} is not a regular file")]
+    NotAFile {
+        /// Path inside the root.
+        path: String,
+        /// Root path.
+        root: PathBuf,
+    },
+    /// Any other failure, with the operation that failed.
+    #[error("{op} {path} in {root}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path inside the root.
+        path: String,
+        /// Root path.
+        root: PathBuf,
+        /// OS error.
+        source: io::Error,
+    },
+}
+
+/// A directory that paths are resolved inside.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// A resolved file, held open with `O_PATH` so that its inode (and inode
+/// number) cannot be freed and reused while it is armed.
+#[derive(Debug)]
+pub struct PinnedFile {
+    fd: OwnedFd,
+    /// The file's trap key.
+    pub key: TrapKey,
+    /// Userspace `st_dev`.
+    pub st_dev: u64,
+}
+
+impl PinnedFile {
+    /// Whether the file still has a name (`nlink > 0`).
+    pub fn is_linked(&self) -> bool {
+        rustix::fs::fstat(&self.fd).map(|s| s.st_nlink > 0).unwrap_or(false)
+    }
+}
+
+fn io_err(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+impl Root {
+    /// Opens a root directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ResolveError> {
+        let path = path.as_ref().to_path_buf();
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ResolveError::Root {
+            root: path.clone(),
+            source: io_err(e),
+        })?;
+        Ok(Self { fd, path })
+    }
+
+    /// The root's path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, op: &'static str, path: &str, e: rustix::io::Errno) -> ResolveError {
+        if e == rustix::io::Errno::NOENT {
+            return ResolveError::NotFound {
+                path: path.to_string(),
+                root: self.path.clone(),
+            };
+        }
+        ResolveError::Io {
+            op,
+            path: path.to_string(),
+            root: self.path.clone(),
+            source: io_err(e),
+        }
+    }
+
+    /// Resolves `path` inside the root to a pinned regular file.
+    pub fn resolve(&self, path: &str) -> Result<PinnedFile, ResolveError> {
+        let fd = rustix::fs::openat2(
+            &self.fd,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(|e| self.err("resolving", path, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(ResolveError::NotAFile {
+                path: path.to_string(),
+                root: self.path.clone(),
+            });
+        }
+        Ok(PinnedFile {
+            fd,
+            key: TrapKey {
+                dev: kernel_dev(st.st_dev),
+                ino: st.st_ino,
+            },
+            st_dev: st.st_dev,
+        })
+    }
+
+    /// Creates `path` inside the root if it does not exist (O_CREAT|O_EXCL:
+    /// an existing file, or a symlink in its place, is never opened for
+    /// writing, truncated or followed), sets `mode` with fchmod (umask-proof),
+    /// and returns whether it created the file.
+    pub fn create_if_missing(&self, path: &str, mode: u32) -> Result<bool, ResolveError> {
+        let created = rustix::fs::openat2(
+            &self.fd,
+            path,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0),
+            RESOLVE,
+        );
+        match created {
+            Ok(fd) => {
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                    .map_err(|e| self.err("setting the mode of", path, e))?;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(self.err("creating", path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temp dir")
+    }
+
+    #[test]
+    fn resolves_a_file_to_its_kernel_key() {
+        let d = tmp();
+        std::fs::write(d.path().join("f"), "x").expect("write");
+        let root = Root::open(d.path()).expect("open root");
+        let p = root.resolve("/f").expect("resolve");
+        let md = std::fs::metadata(d.path().join("f")).expect("stat");
+        assert_eq!(p.key.ino, md.ino());
+        assert_eq!(p.key.dev, kernel_dev(md.dev()));
+        assert!(p.is_linked());
+        std::fs::remove_file(d.path().join("f")).expect("rm");
+        assert!(!p.is_linked(), "an unlinked pinned file reports it");
+    }
+
+    #[test]
+    fn absolute_symlinks_and_dotdot_stay_inside_the_root() {
+        let d = tmp();
+        let inner = d.path().join("root");
+        std::fs::create_dir_all(inner.join("etc")).expect("mkdir");
+        std::fs::write(inner.join("etc/passwd"), "container passwd").expect("write");
+        symlink("/etc/passwd", inner.join("link")).expect("symlink");
+        symlink("../../../../../../etc/passwd", inner.join("up")).expect("symlink");
+        let root = Root::open(&inner).expect("open root");
+        let want = std::fs::metadata(inner.join("etc/passwd")).expect("stat").ino();
+        let host = std::fs::metadata("/etc/passwd").expect("host passwd").ino();
+        assert_ne!(want, host);
+        for path in ["/link", "/up", "/../../etc/passwd", "/etc/../../etc/passwd"] {
+            let p = root.resolve(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(p.key.ino, want, "{path} must resolve to the root's own file");
+        }
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        let d = tmp();
+        symlink("/proc/self/root/etc/passwd", d.path().join("m")).expect("symlink");
+        let root = Root::open(d.path()).expect("open root");
+        // inside the root /proc/self does not exist: not found, never the host file
+        assert!(root.resolve("/m").is_err());
+        let host_root = Root::open("/").expect("open /");
+        let e = host_root
+            .resolve("/proc/self/root/etc/passwd")
+            .expect_err("magic link through /proc/self/root is refused");
+        assert!(matches!(e, ResolveError::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn create_sets_the_mode_despite_umask_and_never_truncates() {
+        let d = tmp();
+        let root = Root::open(d.path()).expect("open root");
+        assert!(root.create_if_missing("/decoy", 0o604).expect("create"));
+        let md = std::fs::metadata(d.path().join("decoy")).expect("stat");
+        assert_eq!(md.permissions().mode() & 0o7777, 0o604);
+        std::fs::write(d.path().join("decoy"), "keep me").expect("write");
+        assert!(!root.create_if_missing("/decoy", 0o600).expect("exists"));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("decoy")).expect("read"),
+            "keep me"
+        );
+        assert_eq!(
+            std::fs::metadata(d.path().join("decoy")).expect("stat").permissions().mode() & 0o7777,
+            0o604,
+            "an existing file keeps its mode"
+        );
+    }
+
+    #[test]
+    fn create_never_follows_a_symlink_to_the_host() {
+        let d = tmp();
+        let host_target = d.path().join("host-file");
+        let inner = d.path().join("root");
+        std::fs::create_dir(&inner).expect("mkdir");
+        symlink(&host_target, inner.join("decoy")).expect("symlink");
+        let root = Root::open(&inner).expect("open root");
+        // the name exists (as a symlink): nothing is created, nothing followed
+        assert!(!root.create_if_missing("/decoy", 0o644).expect("create"));
+        assert!(!host_target.exists(), "the symlink target outside the root was not created");
+    }
+
+    #[test]
+    fn directories_are_not_trappable() {
+        let d = tmp();
+        std::fs::create_dir(d.path().join("dir")).expect("mkdir");
+        let root = Root::open(d.path()).expect("open root");
+        assert!(matches!(root.resolve("/dir"), Err(ResolveError::NotAFile { .. })));
+        assert!(matches!(root.resolve("/nope"), Err(ResolveError::NotFound { .. })));
+    }
+}

@@ -1,0 +1,215 @@
+//! From decoded policies to trap plans: semantic checks of each trap and
+//! what it targets (the node itself, or pods), with compiled matchers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::error::{PolicyError, TrapRef};
+use super::matcher::NameMatcher;
+use super::model::{KivePolicy, KiveTrap, KiveTrapMatch, TrapAction};
+use super::parse::ParsedPolicy;
+
+/// Mode of a created decoy when the trap gives none.
+pub const DEFAULT_MODE: u32 = 0o444;
+const MAX_PATH: usize = 4096;
+
+/// One `matchAny` entry selecting pods and containers.
+#[derive(Debug, Clone)]
+pub struct PodSelector {
+    /// Pod name, exact.
+    pub pod: Option<String>,
+    /// Namespace, exact.
+    pub namespace: Option<String>,
+    /// Pod IP.
+    pub ip: Option<String>,
+    /// Labels that must all match.
+    pub labels: BTreeMap<String, String>,
+    /// Container name selector.
+    pub container: NameMatcher,
+}
+
+/// What a trap applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The node's own filesystem (`host: true`).
+    pub host: bool,
+    /// Pod selectors (OR-ed).
+    pub pods: Vec<PodSelector>,
+}
+
+/// A valid trap, ready to be planned onto files.
+#[derive(Debug, Clone)]
+pub struct CompiledTrap {
+    /// Where it was defined.
+    pub origin: TrapRef,
+    /// `metadata.name` of the policy (`kive-policy-name`).
+    pub policy_name: String,
+    /// `metadata.namespace` of the policy.
+    pub policy_namespace: Option<String>,
+    /// Absolute path inside the target's root.
+    pub path: String,
+    /// Create the file when missing.
+    pub create: bool,
+    /// Mode of a created file.
+    pub mode: u32,
+    /// Callback URL.
+    pub callback: Option<String>,
+    /// `custom-metadata`.
+    pub metadata: BTreeMap<String, String>,
+    /// Audit or block.
+    pub action: TrapAction,
+    /// What it applies to.
+    pub target: Target,
+    /// `spec.alertVersion` (always v1 today).
+    pub alert_version: String,
+    /// Non-fatal remarks (armed anyway), each naming the trap.
+    pub warnings: Vec<String>,
+}
+
+/// The result of compiling a set of policy documents.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    /// Valid traps.
+    pub traps: Vec<Arc<CompiledTrap>>,
+    /// Every document or trap that was rejected.
+    pub errors: Vec<PolicyError>,
+}
+
+/// Decimal spellings of common modes (e.g. JSON's `420` for 0644): not
+/// octal written without its leading zero.
+const DECIMAL_MODES: [u32; 9] = [256, 288, 292, 384, 416, 420, 436, 493, 511];
+
+fn looks_like_unprefixed_octal(mode: u32) -> bool {
+    let s = mode.to_string();
+    (3..=4).contains(&s.len())
+        && s.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        && !DECIMAL_MODES.contains(&mode)
+}
+
+fn selector(m: &KiveTrapMatch) -> Result<PodSelector, String> {
+    let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
+    Ok(PodSelector {
+        pod: nonempty(&m.pod),
+        namespace: nonempty(&m.namespace),
+        ip: nonempty(&m.ip),
+        labels: m.match_labels.clone(),
+        container: NameMatcher::compile(m.container_name.as_deref())?,
+    })
+}
+
+/// Checks one trap of a policy.
+pub fn compile_trap(
+    policy: &KivePolicy,
+    index: usize,
+    trap: &KiveTrap,
+) -> Result<CompiledTrap, PolicyError> {
+    let origin = TrapRef {
+        policy: policy.qualified_name(),
+        index,
+        path: trap.path.clone(),
+    };
+    let err = |field: String, message: String| PolicyError::Trap {
+        trap: origin.clone(),
+        field,
+        message,
+    };
+    if trap.path.is_empty() {
+        return Err(err("path".into(), "a trap needs a path".into()));
+    }
+    if !trap.path.starts_with('/') {
+        return Err(err(
+            "path".into(),
+            format!("{:?} is relative: a trap path must be absolute", trap.path),
+        ));
+    }
+    if trap.path.contains('\0') || trap.path.len() > MAX_PATH {
+        return Err(err("path".into(), "contains NUL or is too long".into()));
+    }
+    if trap.path.ends_with('/') {
+        return Err(err("path".into(), "names a directory: kive traps files".into()));
+    }
+    let mut warnings = Vec::new();
+    let mode = match trap.mode {
+        Some(m) if m > 0o7777 => {
+            return Err(err("mode".into(), format!("{m} (0o{m:o}) is not a file mode")))
+        }
+        Some(m) => {
+            if looks_like_unprefixed_octal(m) {
+                warnings.push(format!(
+                    "{origin}: field mode: {m} is decimal (0o{m:o}); write 0{m} for octal {m}"
+                ));
+            }
+            m
+        }
+        None => DEFAULT_MODE,
+    };
+    if let Some(cb) = &trap.callback {
+        if !(cb.starts_with("http://") || cb.starts_with("https://")) {
+            return Err(err(
+                "callback".into(),
+                format!("{cb:?}: only http:// and https:// URLs are supported"),
+            ));
+        }
+    }
+    let mut target = Target::default();
+    for (i, m) in trap.match_any.iter().enumerate() {
+        if m.host {
+            if m.has_pod_fields() {
+                return Err(err(
+                    format!("matchAny[{i}].host"),
+                    "host: true selects the node's own files and cannot be combined with pod, namespace, ip, containerName or matchLabels".into(),
+                ));
+            }
+            target.host = true;
+            continue;
+        }
+        let sel = selector(m).map_err(|e| err(format!("matchAny[{i}].containerName"), e))?;
+        target.pods.push(sel);
+    }
+    if trap.match_any.is_empty() {
+        warnings.push(format!("{origin}: field matchAny: empty, so this trap matches nothing"));
+    }
+    Ok(CompiledTrap {
+        policy_name: policy.meta.name.clone(),
+        policy_namespace: policy.meta.namespace.clone(),
+        path: trap.path.clone(),
+        create: trap.create,
+        mode,
+        callback: trap.callback.clone(),
+        metadata: trap.metadata.clone(),
+        action: trap.action.unwrap_or_default(),
+        target,
+        alert_version: policy
+            .spec
+            .alert_version
+            .clone()
+            .unwrap_or_else(|| "v1".to_string()),
+        warnings,
+        origin,
+    })
+}
+
+/// Compiles parsed documents (and the errors of those that did not parse).
+pub fn compile(docs: Vec<Result<ParsedPolicy, PolicyError>>) -> Compiled {
+    let mut out = Compiled::default();
+    for doc in docs {
+        match doc {
+            Err(e) => out.errors.push(e),
+            Ok(p) => {
+                let mut errors = p.trap_errors;
+                for (trap, &index) in p.policy.spec.traps.iter().zip(&p.indices) {
+                    match compile_trap(&p.policy, index, trap) {
+                        Ok(t) => out.traps.push(Arc::new(t)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                errors.sort_by_key(|e| match e {
+                    PolicyError::Trap { trap, .. } => trap.index,
+                    _ => 0,
+                });
+                out.errors.extend(errors);
+            }
+        }
+    }
+    out
+}

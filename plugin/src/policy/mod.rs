@@ -1,0 +1,21 @@
+//! Policies: the KivePolicy API, reading it from YAML, and compiling each
+//! trap into a plan (pure code, no I/O).
+
+pub mod compile;
+pub mod error;
+pub mod matcher;
+pub mod model;
+pub mod parse;
+
+pub use compile::{compile, CompiledTrap, Compiled, PodSelector, Target};
+pub use error::{PolicyError, TrapRef};
+pub use model::{KivePolicy, KivePolicySpec, KiveTrap, KiveTrapMatch, TrapAction};
+pub use parse::{parse_policies, ParsedPolicy};
+
+/// Reads and compiles policy YAML from a named source.
+pub fn load_str(source: &str, text: &str) -> Compiled {
+    compile(parse_policies(source, text))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! KivePolicy (`kivebpf.san7o.github.io/v1`) as Rust types: exactly
+//! kivebpf's APIv1 schema, plus two additive optional fields (`host` on a
+//! match entry, `action` on a trap).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The API group of KivePolicy.
+pub const GROUP: &str = "kivebpf.san7o.github.io";
+/// The API versions served (identical schemas).
+pub const VERSIONS: [&str; 2] = ["v1", "v2alpha1"];
+/// The kind.
+pub const KIND: &str = "KivePolicy";
+
+/// `spec` of a KivePolicy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KivePolicySpec {
+    /// Version of the KiveAlert output (`v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_version: Option<String>,
+    /// List of traps.
+    #[serde(default)]
+    pub traps: Vec<KiveTrap>,
+}
+
+/// What the kernel does on an access to a trapped file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrapAction {
+    /// Report the access (kivebpf's behaviour).
+    #[default]
+    Audit,
+    /// Deny the open with EPERM (LSM and trampoline tiers) and report it.
+    Block,
+}
+
+/// One trapped path and the workloads it applies to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KiveTrap {
+    /// Absolute path of the file to monitor, inside each matching container.
+    #[serde(default)]
+    pub path: String,
+    /// Create the file if it does not exist (never truncates an existing one).
+    #[serde(default)]
+    pub create: bool,
+    /// Permission bits of a created file (Kubernetes style: YAML `0444` is octal).
+    #[serde(
+        default,
+        deserialize_with = "mode_k8s",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mode: Option<u32>,
+    /// Send each alert of this trap by HTTP POST to this URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    /// Additional information copied into every alert (`custom-metadata`).
+    #[serde(
+        default,
+        deserialize_with = "metadata_map_or_string",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub metadata: BTreeMap<String, String>,
+    /// Match any of these entries (logical OR); an empty list matches nothing.
+    #[serde(default)]
+    pub match_any: Vec<KiveTrapMatch>,
+    /// kive extension: `audit` (default) or `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<TrapAction>,
+}
+
+/// One match entry: all the fields given must match (logical AND); an
+/// absent or empty field matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KiveTrapMatch {
+    /// Pod name, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Container name: `regex:<RE2>` (unanchored), `glob:<pattern>`, or exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// Pod namespace, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pod IP (any of the pod's IPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Pod labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// kive extension: the node's own filesystem instead of a pod's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
+}
+
+impl KiveTrapMatch {
+    /// Whether any pod-selecting field is set.
+    pub fn has_pod_fields(&self) -> bool {
+        let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+        set(&self.pod)
+            || set(&self.container_name)
+            || set(&self.namespace)
+            || set(&self.ip)
+            || !self.match_labels.is_empty()
+    }
+}
+
+/// kivebpf's APIv1 doc shows `metadata` as a string, its code and samples
+/// as a map: accept both (a string becomes `{metadata: <string>}`).
+fn metadata_map_or_string<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Map(BTreeMap<String, String>),
+        Text(String),
+        Null(()),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Map(m) => m,
+        Either::Text(s) if s.is_empty() => BTreeMap::new(),
+        Either::Text(s) => BTreeMap::from([("metadata".to_string(), s)]),
+        Either::Null(()) => BTreeMap::new(),
+    })
+}
+
+/// `mode` as Kubernetes reads YAML (1.1): `0444` and `0o444` are octal,
+/// `444` is decimal.
+fn mode_k8s<'de, D>(d: D) -> Result<Option<u32>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u32),
+        Text(String),
+        Null(()),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Num(n) => Ok(Some(n)),
+        Raw::Null(()) => Ok(None),
+        Raw::Text(t) => {
+            let digits = t
+                .strip_prefix("0o")
+                .or_else(|| t.strip_prefix('0'))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{t:?} is not a file mode"))
+                })?;
+            u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not an octal file mode")))
+        }
+    }
+}
+
+/// The object metadata kive reads from a policy document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyMeta {
+    /// Policy name.
+    #[serde(default)]
+    pub name: String,
+    /// Policy namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A whole KivePolicy document as read from a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KivePolicy {
+    /// apiVersion as written.
+    pub api_version: String,
+    /// metadata.name / namespace.
+    pub meta: PolicyMeta,
+    /// spec.
+    pub spec: KivePolicySpec,
+}
+
+impl KivePolicy {
+    /// `namespace/name`, or `name` for a policy without a namespace.
+    pub fn qualified_name(&self) -> String {
+        match &self.meta.namespace {
+            Some(ns) if !ns.is_empty() => format!("{ns}/{}", self.meta.name),
+            _ => self.meta.name.clone(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+use super::*;
+
+fn shared(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel)
+}
+
+#[test]
+fn every_kivebpf_sample_policy_is_accepted_unchanged() {
+    let dir = shared("peer/kivebpf-samples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("sample readable");
+        let c = load_str(&path.display().to_string(), &text);
+        assert!(c.errors.is_empty(), "{}: {:?}", path.display(), c.errors);
+        assert!(!c.traps.is_empty(), "{}: no trap", path.display());
+        n += 1;
+    }
+    assert_eq!(n, 9, "the peer directory holds nine samples");
+}
+
+#[test]
+fn the_usage_guide_sample_reads_with_its_metadata_map() {
+    let text = r#"
+apiVersion: kivebpf.san7o.github.io/v1
+kind: KivePolicy
+metadata:
+  labels:
+    app.kubernetes.io/name: kivebpf
+  finalizers:
+    - kivebpf.san7o.github.io/finalizer
+  name: kive-sample-policy
+  namespace: kivebpf-system
+spec:
+  alertVersion: v1
+  traps:
+    - path: /secret.txt
+      create: true
+      mode: 444
+      matchAny:
+      - pod: nginx-pod
+        namespace: default
+        matchLabels:
+          security-level: high
+      metadata:
+          severity: medium
+"#;
+    let c = load_str("guide.yaml", text);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let t = &c.traps[0];
+    assert_eq!(t.policy_name, "kive-sample-policy");
+    assert_eq!(t.path, "/secret.txt");
+    assert!(t.create);
+    assert_eq!(t.mode, 444);
+    assert_eq!(t.metadata.get("severity").map(String::as_str), Some("medium"));
+    assert!(!t.target.host);
+    assert_eq!(t.target.pods.len(), 1);
+    assert_eq!(t.target.pods[0].pod.as_deref(), Some("nginx-pod"));
+    // 444 is decimal (0o674): armed, with a warning naming policy and trap
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert!(
+        t.warnings[0].contains("kivebpf-system/kive-sample-policy trap 0")
+            && t.warnings[0].contains("mode"),
+        "{}",
+        t.warnings[0]
+    );
+}
+
+fn policy(traps: &str) -> String {
+    format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata:\n  name: p\n  namespace: ns\nspec:\n  traps:\n{traps}"
+    )
+}
+
+#[test]
+fn octal_modes_follow_kubernetes_yaml() {
+    for (written, want) in [("0444", 0o444), ("0o600", 0o600), ("420", 420), ("0", 0)] {
+        let c = load_str(
+            "m.yaml",
+            &policy(&format!(
+                "  - path: /a\n    mode: {written}\n    matchAny: [{{host: true}}]\n"
+            )),
+        );
+        assert!(c.errors.is_empty(), "{written}: {:?}", c.errors);
+        assert_eq!(c.traps[0].mode, want, "{written}");
+        assert!(c.traps[0].warnings.is_empty(), "{written}: {:?}", c.traps[0].warnings);
+    }
+}
+
+#[test]
+fn one_broken_trap_leaves_the_others_armed_and_names_trap_and_field() {
+    let text = policy(concat!(
+        "  - path: /good\n    matchAny: [{host: true}]\n",
+        "  - path: /typo\n    matchAny: [{host: true}]\n    colour: red\n",
+        "  - path: relative.txt\n    matchAny: [{host: true}]\n",
+        "  - path: /re\n    matchAny: [{containerName: 'regex:(open'}]\n",
+        "  - path: /mixed\n    matchAny: [{host: true, namespace: default}]\n",
+        "  - path: /badtype\n    create: maybe\n",
+        "  - path: /also-good\n    matchAny: [{pod: web}]\n",
+    ));
+    let c = load_str("mixed.yaml", &text);
+    let paths: Vec<_> = c.traps.iter().map(|t| t.path.as_str()).collect();
+    assert_eq!(paths, ["/good", "/also-good"]);
+    let msgs: Vec<String> = c.errors.iter().map(ToString::to_string).collect();
+    let expect = [
+        ("trap 1 (/typo)", "field colour"),
+        ("trap 2 (relative.txt)", "field path"),
+        ("trap 3 (/re)", "field matchAny[0].containerName"),
+        ("trap 4 (/mixed)", "field matchAny[0].host"),
+        ("trap 5 (/badtype)", "field create"),
+    ];
+    assert_eq!(msgs.len(), expect.len(), "{msgs:#?}");
+    for (msg, (trap, field)) in msgs.iter().zip(expect) {
+        assert!(msg.starts_with("policy ns/p "), "{msg}");
+        assert!(msg.contains(trap) && msg.contains(field), "{msg} lacks {trap} / {field}");
+    }
+}
+
+#[test]
+fn documents_are_checked_one_by_one() {
+    let text = format!(
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{}",
+        policy("  - path: /one\n    matchAny: [{host: true}]\n"),
+        policy("  - path: /two\n    matchAny: [{host: true}]\n").replace("name: p", "name: q"),
+    );
+    let c = load_str("multi.yaml", &text);
+    assert_eq!(c.traps.len(), 2);
+    assert_eq!(c.errors.len(), 1);
+    let msg = c.errors[0].to_string();
+    assert!(msg.starts_with("multi.yaml#1: field apiVersion"), "{msg}");
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_document() {
+    let c = load_str("broken.yaml", "apiVersion: [unclosed\n");
+    assert_eq!(c.errors.len(), 1);
+    let msg = c.errors[0].to_string();
+    assert!(msg.starts_with("broken.yaml#0: yaml:"), "{msg}");
+}
+
+#[test]
+fn unknown_spec_fields_are_rejected() {
+    let text = policy("  - path: /a\n").replace("spec:\n", "spec:\n  trapz: []\n");
+    let c = load_str("s.yaml", &text);
+    assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+    assert!(c.errors[0].to_string().contains("trapz"), "{}", c.errors[0]);
+}
+
+#[test]
+fn empty_match_any_matches_nothing_with_a_warning() {
+    let c = load_str("e.yaml", &policy("  - path: /test.txt\n    create: true\n"));
+    let t = &c.traps[0];
+    assert!(!t.target.host && t.target.pods.is_empty());
+    assert!(t.warnings[0].contains("matchAny"), "{:?}", t.warnings);
+}
+
+#[test]
+fn action_block_is_an_additive_field() {
+    let c = load_str(
+        "b.yaml",
+        &policy("  - path: /a\n    action: block\n    matchAny: [{host: true}]\n"),
+    );
+    assert_eq!(c.traps[0].action, TrapAction::Block);
+    let c = load_str(
+        "b.yaml",
+        &policy("  - path: /a\n    action: deny\n    matchAny: [{host: true}]\n"),
+    );
+    assert!(c.errors[0].to_string().contains("field action"), "{}", c.errors[0]);
+}
+
+#[test]
+fn metadata_as_a_plain_string_is_kept() {
+    let c = load_str(
+        "m.yaml",
+        &policy("  - path: /a\n    metadata: important\n    matchAny: [{host: true}]\n"),
+    );
+    assert_eq!(
+        c.traps[0].metadata.get("metadata").map(String::as_str),
+        Some("important")
+    );
+}

@@ -1,0 +1,127 @@
+//! From a kernel event and the entry it hit to a KiveAlert (pure).
+
+use crate::alert::{rfc3339_nanos, AlertMetadata, KiveAlert, NodeMetadata, ProcessMetadata};
+use crate::node::host::BootClock;
+use crate::node::procfs::ProcessDetails;
+use crate::policy::CompiledTrap;
+use crate::trap::dev::kernel_dev_display;
+use crate::trap::RawEvent;
+
+use super::table::Owner;
+
+/// What every alert of this node shares.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// Boot id.
+    pub kernel_id: String,
+    /// Node name.
+    pub node_name: String,
+    /// Boottime → wall clock.
+    pub clock: BootClock,
+}
+
+/// Builds the alert for one entry hit by one event.
+pub fn build_alert(
+    raw: &RawEvent,
+    trap: &CompiledTrap,
+    owner: &Owner,
+    node: &NodeContext,
+    details: &ProcessDetails,
+) -> KiveAlert {
+    KiveAlert {
+        alert_version: trap.alert_version.clone(),
+        policy_name: trap.policy_name.clone(),
+        policy_namespace: trap.policy_namespace.clone(),
+        timestamp: rfc3339_nanos(node.clock.wall_ns(raw.ts_boot_ns)),
+        metadata: AlertMetadata {
+            path: trap.path.clone(),
+            inode: raw.key.ino,
+            mask: raw.mask as i32,
+            kernel_id: node.kernel_id.clone(),
+            callback: trap.callback.clone().unwrap_or_default(),
+            dev: kernel_dev_display(raw.key.dev),
+            trap_path: trap.path.clone(),
+            hook: raw.hook.as_str().to_string(),
+            action: raw.action.as_str().to_string(),
+            open_flags: Some(raw.flags),
+            owner: owner.kind().to_string(),
+            cgroup_id: Some(raw.cgroup_id),
+        },
+        custom_metadata: trap.metadata.clone(),
+        pod: Default::default(),
+        node: NodeMetadata {
+            name: node.node_name.clone(),
+        },
+        process: ProcessMetadata {
+            pid: raw.pid as i32,
+            tgid: raw.tgid,
+            uid: raw.uid,
+            gid: raw.gid,
+            binary: details.binary.clone(),
+            cwd: details.cwd.clone(),
+            arguments: details.arguments.clone(),
+            comm: raw.comm.clone(),
+            ppid: Some(raw.ppid),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load_str;
+    use crate::trap::{Action, Hook, TrapKey};
+
+    #[test]
+    fn an_event_on_a_host_trap_becomes_a_v1_alert() {
+        let c = load_str(
+            "t.yaml",
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: p, namespace: n}\nspec:\n  traps:\n  - path: /etc/secret\n    callback: http://127.0.0.1:9/x\n    metadata: {severity: high}\n    matchAny: [{host: true}]\n",
+        );
+        let trap = &c.traps[0];
+        let raw = RawEvent {
+            ts_boot_ns: 1_000,
+            key: TrapKey { dev: 0x0fe0_0000, ino: 42 },
+            cgroup_id: 7,
+            pid: 100,
+            tgid: 99,
+            ppid: 1,
+            ns_pid: 99,
+            uid: 65534,
+            gid: 65534,
+            mask: 36,
+            flags: 0,
+            mnt_ns: 1,
+            trap_id: 1,
+            hook: Hook::TpSysExit,
+            action: Action::Audit,
+            comm: "cat".into(),
+        };
+        let node = NodeContext {
+            kernel_id: "boot".into(),
+            node_name: "node-a".into(),
+            clock: BootClock::with_offset(1_754_153_479_000_000_000),
+        };
+        let details = ProcessDetails {
+            binary: "/usr/bin/cat".into(),
+            cwd: "/".into(),
+            arguments: "cat /etc/secret".into(),
+        };
+        let a = build_alert(&raw, trap, &Owner::Host, &node, &details);
+        assert_eq!(a.alert_version, "v1");
+        assert_eq!(a.policy_name, "p");
+        assert_eq!(a.timestamp, "2025-08-02T16:51:19.000001Z");
+        assert_eq!(a.metadata.path, "/etc/secret");
+        assert_eq!(a.metadata.inode, 42);
+        assert_eq!(a.metadata.mask, 36);
+        assert_eq!(a.metadata.dev, "254:0");
+        assert_eq!(a.metadata.kernel_id, "boot");
+        assert_eq!(a.metadata.callback, "http://127.0.0.1:9/x");
+        assert_eq!(a.metadata.owner, "host");
+        assert_eq!(a.custom_metadata.get("severity").map(String::as_str), Some("high"));
+        assert_eq!((a.process.pid, a.process.tgid, a.process.uid), (100, 99, 65534));
+        assert_eq!(a.process.binary, "/usr/bin/cat");
+        assert_eq!(a.process.comm, "cat");
+        assert_eq!(a.node.name, "node-a");
+    }
+}

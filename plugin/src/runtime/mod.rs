@@ -1,0 +1,387 @@
+//! The running tripwire: loads the engine, arms the planned traps, re-arms
+//! them when their files are replaced, and turns kernel events into alerts.
+//!
+//! Threads: the engine's ring reader only decodes and queues (bounded);
+//! a rescan thread re-resolves armed paths; the consumer (`kive run` or
+//! Falco's `next_batch`) pulls events and enriches them.
+
+pub mod enrich;
+pub mod table;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::alert::KiveAlert;
+use crate::node::host::{boot_id, BootClock};
+use crate::node::procfs::process_details;
+use crate::node::{ResolveError, Root};
+use crate::policy::{CompiledTrap, TrapAction, TrapRef};
+use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
+
+pub use enrich::{build_alert, NodeContext};
+pub use table::{Entry, EntryState, Owner, TrapTable};
+
+/// How the runtime runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Capacity of the queue between the ring reader and the consumer.
+    pub queue_capacity: usize,
+    /// Ring poll timeout (the reader is woken only past a fill threshold).
+    pub poll: Duration,
+    /// How often armed paths are re-resolved (replacement, deletion).
+    pub rescan: Duration,
+    /// The host's root (`/`).
+    pub host_root: PathBuf,
+    /// The proc root for process details.
+    pub proc_root: PathBuf,
+    /// Node name for alerts.
+    pub node_name: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            queue_capacity: 65536,
+            poll: Duration::from_millis(10),
+            rescan: Duration::from_secs(1),
+            host_root: PathBuf::from("/"),
+            proc_root: PathBuf::from("/proc"),
+            node_name: crate::node::host::node_name(),
+        }
+    }
+}
+
+/// What happened when the traps were armed.
+#[derive(Debug, Default)]
+pub struct ArmReport {
+    /// Entries armed now.
+    pub armed: usize,
+    /// Entries pending (each with a logged reason naming policy and trap).
+    pub failures: Vec<String>,
+    /// Traps that target pods: they need the cluster source.
+    pub needs_cluster: Vec<TrapRef>,
+    /// Non-fatal remarks.
+    pub warnings: Vec<String>,
+}
+
+/// Counters of the runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Entries armed.
+    pub armed: usize,
+    /// Entries pending.
+    pub pending: usize,
+    /// Kernel counters.
+    pub kernel: KernelStats,
+    /// Events lost because the consumer queue was full.
+    pub queue_drops: u64,
+    /// Ring records that did not decode.
+    pub decode_errors: u64,
+    /// Events for keys no longer armed (dropped).
+    pub stale_events: u64,
+    /// Re-arms after a file was replaced or recreated.
+    pub rearms: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    queue_drops: AtomicU64,
+    decode_errors: AtomicU64,
+    stale: AtomicU64,
+    rearms: AtomicU64,
+}
+
+struct Shared {
+    engine: Engine,
+    table: Mutex<TrapTable>,
+    counters: Arc<Counters>,
+}
+
+impl Shared {
+    fn table(&self) -> MutexGuard<'_, TrapTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the kernel value of a key from the table (or removes it).
+    fn sync_key(&self, table: &TrapTable, key: TrapKey) {
+        let result = match table.kernel_value(key) {
+            Some(v) => self.engine.arm(key, v),
+            None => self.engine.disarm(key),
+        };
+        if let Err(e) = result {
+            tracing::error!("{e:#}");
+        }
+    }
+
+    /// Resolves (and creates) an entry's file and arms its key. Returns
+    /// whether the key changed.
+    fn arm_entry(&self, table: &mut TrapTable, id: u32) -> Result<bool, String> {
+        let Some(entry) = table.get(id) else {
+            return Ok(false);
+        };
+        let trap = Arc::clone(&entry.trap);
+        let root = Arc::clone(&entry.root);
+        let current = match &entry.state {
+            EntryState::Armed(p) if p.is_linked() => Some(p.key),
+            _ => None,
+        };
+        let resolved = (|| -> Result<_, ResolveError> {
+            if trap.create {
+                root.create_if_missing(&trap.path, trap.mode)?;
+            }
+            root.resolve(&trap.path)
+        })();
+        match resolved {
+            Ok(pinned) if Some(pinned.key) == current => Ok(false),
+            Ok(pinned) => {
+                let new = pinned.key;
+                let old = table.set_armed(id, pinned);
+                self.sync_key(table, new);
+                if let Some(old) = old {
+                    self.sync_key(table, old);
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", trap.origin);
+                if let Some(old) = table.set_pending(id, msg.clone()) {
+                    self.sync_key(table, old);
+                }
+                Err(msg)
+            }
+        }
+    }
+
+    fn rescan(&self) {
+        let mut table = self.table();
+        for id in table.ids() {
+            let was_armed = table.get(id).and_then(Entry::key);
+            match self.arm_entry(&mut table, id) {
+                Ok(true) => {
+                    self.counters.rearms.fetch_add(1, Ordering::Relaxed);
+                    if let Some(e) = table.get(id) {
+                        tracing::info!(
+                            "{}: re-armed (file {})",
+                            e.trap.origin,
+                            if was_armed.is_some() { "replaced" } else { "appeared" }
+                        );
+                    }
+                }
+                Ok(false) => {}
+                Err(msg) => {
+                    if let Some(Entry {
+                        state: EntryState::Pending { reported, .. },
+                        ..
+                    }) = table.get_mut(id)
+                    {
+                        if !*reported {
+                            *reported = true;
+                            tracing::warn!("{msg} (kept pending, retried)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A running tripwire.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    events: Receiver<RawEvent>,
+    node: NodeContext,
+    proc_root: PathBuf,
+    stop: Arc<AtomicBool>,
+    rescanner: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Loads the engine and arms every trap that targets this node.
+    pub fn start(
+        cfg: &RuntimeConfig,
+        traps: &[Arc<CompiledTrap>],
+    ) -> Result<(Self, ArmReport), TrapError> {
+        let mut engine = Engine::load(&cfg.engine)?;
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = sync_channel::<RawEvent>(cfg.queue_capacity.max(1));
+        let c = Arc::clone(&counters);
+        engine.start_reader(cfg.poll, move |data| match RawEvent::decode(data) {
+            Ok(ev) => {
+                if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
+                    c.queue_drops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                c.decode_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
+        let tier = engine.tier();
+        let shared = Arc::new(Shared {
+            engine,
+            table: Mutex::new(TrapTable::default()),
+            counters,
+        });
+        let mut report = ArmReport::default();
+        let host_root = match Root::open(&cfg.host_root) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                report.failures.push(format!("host root: {e}"));
+                None
+            }
+        };
+        {
+            let mut table = shared.table();
+            for trap in traps {
+                report.warnings.extend(trap.warnings.iter().cloned());
+                if !trap.target.pods.is_empty() {
+                    report.needs_cluster.push(trap.origin.clone());
+                }
+                if !trap.target.host {
+                    continue;
+                }
+                if trap.action == TrapAction::Block && !tier.can_block() {
+                    report.warnings.push(format!(
+                        "{}: action block is not enforced on the {tier} tier: accesses are reported only",
+                        trap.origin
+                    ));
+                }
+                let Some(root) = &host_root else { continue };
+                let id = table.insert(Arc::clone(trap), Owner::Host, Arc::clone(root));
+                match shared.arm_entry(&mut table, id) {
+                    Ok(_) => report.armed += 1,
+                    Err(msg) => {
+                        if let Some(Entry {
+                            state: EntryState::Pending { reported, .. },
+                            ..
+                        }) = table.get_mut(id)
+                        {
+                            *reported = true;
+                        }
+                        report.failures.push(msg);
+                    }
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let rescanner = {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            let every = cfg.rescan;
+            std::thread::Builder::new()
+                .name("kive-rescan".into())
+                .spawn(move || {
+                    let tick = Duration::from_millis(20).min(every);
+                    let mut waited = Duration::ZERO;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        waited += tick;
+                        if waited >= every {
+                            waited = Duration::ZERO;
+                            shared.rescan();
+                        }
+                    }
+                })
+                .map_err(TrapError::Thread)?
+        };
+        let node = NodeContext {
+            kernel_id: boot_id(),
+            node_name: cfg.node_name.clone(),
+            clock: BootClock::now(),
+        };
+        Ok((
+            Self {
+                shared,
+                events: rx,
+                node,
+                proc_root: cfg.proc_root.clone(),
+                stop,
+                rescanner: Some(rescanner),
+            },
+            report,
+        ))
+    }
+
+    /// The active tier.
+    pub fn tier(&self) -> Tier {
+        self.shared.engine.tier()
+    }
+
+    /// The next kernel event, waiting at most `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<RawEvent> {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// The next kernel event if one is queued.
+    pub fn try_next_event(&self) -> Option<RawEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// The alerts of one event: one per entry armed on its key. An event
+    /// for a key no longer armed gives none (and is counted).
+    pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
+        let hits: Vec<(Arc<CompiledTrap>, Owner)> = {
+            let table = self.shared.table();
+            table
+                .entries_for(raw.key)
+                .map(|e| (Arc::clone(&e.trap), e.owner.clone()))
+                .collect()
+        };
+        if hits.is_empty() {
+            self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            return Vec::new();
+        }
+        let details = process_details(&self.proc_root, raw.tgid);
+        hits.iter()
+            .map(|(trap, owner)| build_alert(raw, trap, owner, &self.node, &details))
+            .collect()
+    }
+
+    /// Re-resolves every entry now (the rescan thread does it periodically).
+    pub fn rescan_now(&self) {
+        self.shared.rescan();
+    }
+
+    /// Keys in the kernel map (for checks).
+    pub fn kernel_keys(&self) -> Vec<TrapKey> {
+        self.shared.engine.armed_keys()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Metrics {
+        let (armed, pending) = self.shared.table().counts();
+        let c = &self.shared.counters;
+        Metrics {
+            armed,
+            pending,
+            kernel: self.shared.engine.kernel_stats(),
+            queue_drops: c.queue_drops.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            stale_events: c.stale.load(Ordering::Relaxed),
+            rearms: c.rearms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Node facts used in alerts.
+    pub fn node(&self) -> &NodeContext {
+        &self.node
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.rescanner.take() {
+            let _ = h.join();
+        }
+    }
+}

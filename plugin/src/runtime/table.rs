@@ -1,0 +1,182 @@
+//! The armed traps: one entry per (trap, owner), and which entries share a
+//! kernel key. Entries whose file cannot be resolved yet stay pending and
+//! are retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::node::{PinnedFile, Root};
+use crate::policy::{CompiledTrap, TrapAction};
+use crate::trap::{TrapKey, TrapValue};
+
+/// Whose file a trap entry watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The node's own filesystem.
+    Host,
+}
+
+impl Owner {
+    /// `host` or `pod`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Host => "host",
+        }
+    }
+}
+
+/// Armed (key in the kernel, file pinned) or pending (retried).
+#[derive(Debug)]
+pub enum EntryState {
+    /// The key is in the trap map; the file is held open with O_PATH.
+    Armed(PinnedFile),
+    /// Not armed; the reason is logged once.
+    Pending {
+        /// Why it is not armed.
+        reason: String,
+        /// Whether the reason was already logged.
+        reported: bool,
+    },
+}
+
+/// One trap applied to one owner.
+#[derive(Debug)]
+pub struct Entry {
+    /// Trap id written to the kernel map.
+    pub id: u32,
+    /// The trap.
+    pub trap: Arc<CompiledTrap>,
+    /// Whose file.
+    pub owner: Owner,
+    /// The root the path is resolved in.
+    pub root: Arc<Root>,
+    /// Armed or pending.
+    pub state: EntryState,
+}
+
+impl Entry {
+    /// The armed key, if armed.
+    pub fn key(&self) -> Option<TrapKey> {
+        match &self.state {
+            EntryState::Armed(p) => Some(p.key),
+            EntryState::Pending { .. } => None,
+        }
+    }
+}
+
+/// All entries, by id and by key.
+#[derive(Debug, Default)]
+pub struct TrapTable {
+    entries: HashMap<u32, Entry>,
+    by_key: HashMap<TrapKey, Vec<u32>>,
+    next_id: u32,
+}
+
+impl TrapTable {
+    /// Adds an entry (pending); returns its id.
+    pub fn insert(&mut self, trap: Arc<CompiledTrap>, owner: Owner, root: Arc<Root>) -> u32 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.entries.insert(
+            id,
+            Entry {
+                id,
+                trap,
+                owner,
+                root,
+                state: EntryState::Pending {
+                    reason: "not resolved yet".into(),
+                    reported: true,
+                },
+            },
+        );
+        id
+    }
+
+    /// An entry by id.
+    pub fn get(&self, id: u32) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// An entry by id, mutable.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Entry> {
+        self.entries.get_mut(&id)
+    }
+
+    /// Every entry id, ascending.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<_> = self.entries.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The entries watching a key.
+    pub fn entries_for(&self, key: TrapKey) -> impl Iterator<Item = &Entry> {
+        self.by_key
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+    }
+
+    /// Marks an entry armed on `pinned.key`; returns the key it left (if
+    /// any) so that the caller can sync both keys with the kernel.
+    pub fn set_armed(&mut self, id: u32, pinned: PinnedFile) -> Option<TrapKey> {
+        let key = pinned.key;
+        let old = self.set_state(id, EntryState::Armed(pinned));
+        self.by_key.entry(key).or_default().push(id);
+        old
+    }
+
+    /// Marks an entry pending; returns the key it left, if any.
+    pub fn set_pending(&mut self, id: u32, reason: String) -> Option<TrapKey> {
+        self.set_state(
+            id,
+            EntryState::Pending {
+                reason,
+                reported: false,
+            },
+        )
+    }
+
+    fn set_state(&mut self, id: u32, state: EntryState) -> Option<TrapKey> {
+        let entry = self.entries.get_mut(&id)?;
+        let old = entry.key();
+        entry.state = state;
+        if let Some(k) = old {
+            if let Some(ids) = self.by_key.get_mut(&k) {
+                ids.retain(|&i| i != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&k);
+                }
+            }
+        }
+        old
+    }
+
+    /// What the kernel map must hold for a key: `None` = no entry left.
+    pub fn kernel_value(&self, key: TrapKey) -> Option<TrapValue> {
+        let ids = self.by_key.get(&key)?;
+        let first = *ids.first()?;
+        let block = ids.iter().any(|id| {
+            self.entries
+                .get(id)
+                .is_some_and(|e| e.trap.action == TrapAction::Block)
+        });
+        Some(TrapValue {
+            trap_id: first,
+            block,
+        })
+    }
+
+    /// (armed, pending) counts.
+    pub fn counts(&self) -> (usize, usize) {
+        let armed = self.entries.values().filter(|e| e.key().is_some()).count();
+        (armed, self.entries.len() - armed)
+    }
+
+    /// Number of distinct keys armed.
+    pub fn key_count(&self) -> usize {
+        self.by_key.len()
+    }
+}

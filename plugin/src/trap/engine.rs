@@ -1,0 +1,326 @@
+//! The only module that touches libbpf-rs: opens the skeleton, picks and
+//! loads a hook tier, attaches it, updates the trap map and reads the ring
+//! buffer. Everything outside sees plain Rust types.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, PrintLevel};
+
+use super::wire::{TrapKey, TrapValue};
+use super::{EngineConfig, Tier, TierChoice, TrapError};
+use crate::skel::{KiveSkel, KiveSkelBuilder, OpenKiveSkel};
+
+/// Counters summed over every CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Accesses to armed keys (reported or not).
+    pub hits: u64,
+    /// Events lost because the ring buffer was full.
+    pub drops: u64,
+    /// Opens denied.
+    pub blocked: u64,
+}
+
+/// A loaded and attached trap engine. Dropping it detaches every program
+/// and closes every map.
+pub struct Engine {
+    tier: Tier,
+    programs: Vec<&'static str>,
+    links: Vec<Link>,
+    traps: MapHandle,
+    stats: MapHandle,
+    events: MapHandle,
+    reader: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+/// libbpf's log of the load in progress, kept for the error.
+static LOAD_LOG: Mutex<String> = Mutex::new(String::new());
+
+fn capture_log(level: PrintLevel, msg: String) {
+    if level == PrintLevel::Debug {
+        return;
+    }
+    tracing::debug!(target: "kive::libbpf", "{}", msg.trim_end());
+    if let Ok(mut log) = LOAD_LOG.lock() {
+        if log.len() < 256 * 1024 {
+            log.push_str(&msg);
+        }
+    }
+}
+
+fn take_log() -> String {
+    LOAD_LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+}
+
+/// The programs each tier autoloads, in attach order.
+fn tier_programs(tier: Tier) -> &'static [&'static str] {
+    match tier {
+        Tier::Lsm => &["kive_lsm_file_open"],
+        Tier::Trampoline => &["kive_fmod_ret_file_open"],
+        Tier::Fentry => &["kive_fentry_file_open"],
+        Tier::Tracepoint => &["kive_tp_sys_exit", "kive_tp_exec"],
+        Tier::TracepointClassic => &[
+            "kive_tpc_openat",
+            "kive_tpc_openat2",
+            "kive_tpc_open",
+            "kive_tpc_creat",
+            "kive_tpc_exec",
+        ],
+    }
+}
+
+/// The tiers to try for a choice, best first.
+fn candidates(choice: TierChoice) -> Vec<Tier> {
+    match choice {
+        TierChoice::Auto => vec![
+            Tier::Lsm,
+            Tier::Trampoline,
+            Tier::Fentry,
+            Tier::Tracepoint,
+            Tier::TracepointClassic,
+        ],
+        TierChoice::Lsm => vec![Tier::Lsm],
+        // fentry observes when fmod_ret (blocking) is refused
+        TierChoice::Trampoline => vec![Tier::Trampoline, Tier::Fentry],
+        TierChoice::Tracepoint => vec![Tier::Tracepoint],
+        TierChoice::TracepointClassic => vec![Tier::TracepointClassic],
+    }
+}
+
+impl Engine {
+    /// Loads and attaches the best tier allowed by `cfg.tier`.
+    pub fn load(cfg: &EngineConfig) -> Result<Self, TrapError> {
+        libbpf_rs::set_print(Some((PrintLevel::Info, capture_log)));
+        let mut failures = Vec::new();
+        for tier in candidates(cfg.tier) {
+            match Self::load_tier(tier, cfg) {
+                Ok(engine) => {
+                    for f in &failures {
+                        let full = f.to_string();
+                        tracing::info!(
+                            "tier not available: {}",
+                            full.lines().next().unwrap_or_default()
+                        );
+                        tracing::debug!("{full}");
+                    }
+                    return Ok(engine);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(TrapError::NoTier(failures))
+    }
+
+    fn load_tier(tier: Tier, cfg: &EngineConfig) -> Result<Self, TrapError> {
+        take_log();
+        let mut storage = MaybeUninit::<OpenObject>::uninit();
+        let mut open: OpenKiveSkel<'_> = KiveSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(|source| TrapError::Open { source })?;
+        let wanted = tier_programs(tier);
+        for mut prog in open.open_object_mut().progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            prog.set_autoload(wanted.contains(&name.as_str()));
+        }
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or(TrapError::Rodata)?;
+        rodata.self_tgid = std::process::id();
+        rodata.wakeup_bytes = cfg.wakeup_bytes;
+        open.maps
+            .events
+            .set_max_entries(cfg.ring_bytes)
+            .map_err(|source| TrapError::Config {
+                what: "ring buffer size",
+                source,
+            })?;
+        open.maps
+            .traps
+            .set_max_entries(cfg.max_traps)
+            .map_err(|source| TrapError::Config {
+                what: "trap map size",
+                source,
+            })?;
+        let skel: KiveSkel<'_> = open.load().map_err(|source| TrapError::Load {
+            tier,
+            source,
+            log: take_log(),
+        })?;
+        let mut links = Vec::new();
+        for prog in skel.object().progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            if !wanted.contains(&name.as_str()) {
+                continue;
+            }
+            let link = prog.attach().map_err(|source| TrapError::Attach {
+                tier,
+                program: name.clone(),
+                source,
+            })?;
+            links.push(link);
+        }
+        let handle = |m: &libbpf_rs::Map<'_>, what: &'static str| {
+            MapHandle::try_from(m).map_err(|source| TrapError::Config { what, source })
+        };
+        let traps = handle(&skel.maps.traps, "trap map handle")?;
+        let stats = handle(&skel.maps.stats, "stats map handle")?;
+        let events = handle(&skel.maps.events, "ring buffer handle")?;
+        // The links and map handles keep programs and maps alive; the
+        // object itself (and its fds) is closed here.
+        drop(skel);
+        Ok(Self {
+            tier,
+            programs: wanted.to_vec(),
+            links,
+            traps,
+            stats,
+            events,
+            reader: None,
+        })
+    }
+
+    /// The tier in use.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The attached programs.
+    pub fn programs(&self) -> &[&'static str] {
+        &self.programs
+    }
+
+    /// Puts a key into the trap map (or replaces its value).
+    pub fn arm(&self, key: TrapKey, value: TrapValue) -> Result<(), TrapError> {
+        self.traps
+            .update(&key.to_bytes(), &value.to_bytes(), MapFlags::ANY)
+            .map_err(|source| TrapError::Map { key, source })
+    }
+
+    /// Removes a key; a key that is not armed is not an error.
+    pub fn disarm(&self, key: TrapKey) -> Result<(), TrapError> {
+        match self.traps.delete(&key.to_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(TrapError::Map { key, source }),
+        }
+    }
+
+    /// The keys in the trap map.
+    pub fn armed_keys(&self) -> Vec<TrapKey> {
+        self.traps
+            .keys()
+            .filter_map(|k| {
+                let k: [u8; 16] = k.try_into().ok()?;
+                Some(TrapKey {
+                    dev: u32::from_le_bytes(k[0..4].try_into().ok()?),
+                    ino: u64::from_le_bytes(k[8..16].try_into().ok()?),
+                })
+            })
+            .collect()
+    }
+
+    /// Per-CPU counters, summed.
+    pub fn kernel_stats(&self) -> KernelStats {
+        let read = |idx: u32| -> u64 {
+            match self.stats.lookup_percpu(&idx.to_le_bytes(), MapFlags::ANY) {
+                Ok(Some(per_cpu)) => per_cpu
+                    .iter()
+                    .filter_map(|v| Some(u64::from_le_bytes(v.get(..8)?.try_into().ok()?)))
+                    .sum(),
+                _ => 0,
+            }
+        };
+        KernelStats {
+            hits: read(0),
+            drops: read(1),
+            blocked: read(2),
+        }
+    }
+
+    /// Starts the reader thread: every ring-buffer record is handed to
+    /// `on_record`, which must be quick (decode and queue, nothing more).
+    pub fn start_reader<F>(&mut self, poll: Duration, mut on_record: F) -> Result<(), TrapError>
+    where
+        F: FnMut(&[u8]) + Send + 'static,
+    {
+        if self.reader.is_some() {
+            return Ok(());
+        }
+        let events = MapHandle::try_from(&self.events).map_err(|source| TrapError::Config {
+            what: "ring buffer handle",
+            source,
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("kive-ring".into())
+            .spawn(move || {
+                let mut builder = libbpf_rs::RingBufferBuilder::new();
+                let built = match builder.add(&events, move |data: &[u8]| {
+                    on_record(data);
+                    0
+                }) {
+                    Ok(_) => builder.build(),
+                    Err(e) => Err(e),
+                };
+                let ring = match built {
+                    Ok(r) => {
+                        let _ = ready_tx.send(Ok(()));
+                        r
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while !stop2.load(Ordering::Relaxed) {
+                    // Producers wake us only past a fill threshold, so a
+                    // poll that times out still drains what is there.
+                    let _ = ring.poll(poll);
+                    let _ = ring.consume();
+                }
+                let _ = ring.consume();
+            })
+            .map_err(TrapError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                let _ = handle.join();
+                return Err(TrapError::Config {
+                    what: "ring buffer reader",
+                    source,
+                });
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(TrapError::ReaderDied);
+            }
+        }
+        self.reader = Some((stop, handle));
+        Ok(())
+    }
+
+    /// Stops the reader thread (waits at most one poll period).
+    pub fn stop_reader(&mut self) {
+        if let Some((stop, handle)) = self.reader.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_reader();
+        // links detach on drop, map handles close on drop
+        self.links.clear();
+    }
+}

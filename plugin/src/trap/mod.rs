@@ -1,0 +1,223 @@
+//! The trap engine: eBPF programs that check every file open against the
+//! armed (device, inode) keys, and the ring buffer that reports hits.
+//!
+//! [`engine`] is the only module that calls libbpf-rs; [`wire`] and [`dev`]
+//! are the pure encodings shared with `ebpf/kive.h`.
+
+pub mod dev;
+pub mod engine;
+pub mod wire;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use engine::{Engine, KernelStats};
+pub use wire::{Action, Hook, RawEvent, TrapKey, TrapValue};
+
+/// A set of hooks that can report file opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// BPF LSM `file_open`: sees every open, can block.
+    Lsm,
+    /// `fmod_ret/security_file_open`: sees every open, can block.
+    Trampoline,
+    /// `fentry/security_file_open`: sees every open, cannot block.
+    Fentry,
+    /// `tp_btf/sys_exit` + `sched_process_exec`: syscall opens and execs.
+    Tracepoint,
+    /// Classic `syscalls/sys_exit_open*` tracepoints + `sched_process_exec`.
+    TracepointClassic,
+}
+
+impl Tier {
+    /// The name used in config, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm",
+            Self::Trampoline => "trampoline",
+            Self::Fentry => "fentry",
+            Self::Tracepoint => "tracepoint",
+            Self::TracepointClassic => "tracepoint-classic",
+        }
+    }
+
+    /// Whether a trap with `action: block` is enforced on this tier.
+    pub fn can_block(self) -> bool {
+        matches!(self, Self::Lsm | Self::Trampoline)
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which tier to use: the best that loads, or a forced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierChoice {
+    /// Try lsm, trampoline, fentry, tracepoint, tracepoint-classic in order.
+    #[default]
+    Auto,
+    /// BPF LSM only.
+    Lsm,
+    /// fmod_ret (blocking), else fentry.
+    Trampoline,
+    /// tp_btf tracepoints only.
+    Tracepoint,
+    /// Classic tracepoints only.
+    TracepointClassic,
+}
+
+impl FromStr for TierChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "lsm" => Self::Lsm,
+            "trampoline" => Self::Trampoline,
+            "tracepoint" => Self::Tracepoint,
+            "tracepoint-classic" => Self::TracepointClassic,
+            other => {
+                return Err(format!(
+                    "unknown tier {other:?}: expected auto, lsm, trampoline, tracepoint or tracepoint-classic"
+                ))
+            }
+        })
+    }
+}
+
+/// How the engine is loaded.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Tier to use.
+    pub tier: TierChoice,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Capacity of the trap map.
+    pub max_traps: u32,
+    /// Wake the reader only once this many bytes wait (0 = every event).
+    pub wakeup_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            tier: TierChoice::Auto,
+            ring_bytes: 4 * 1024 * 1024,
+            max_traps: 65536,
+            wakeup_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Trap engine errors.
+#[derive(Debug, Error)]
+pub enum TrapError {
+    /// The embedded object could not be opened.
+    #[error("opening the embedded bpf object")]
+    Open {
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+    },
+    /// The object has no `.rodata` to configure.
+    #[error("the bpf object has no writable rodata")]
+    Rodata,
+    /// A map could not be configured or duplicated.
+    #[error("configuring the {what}")]
+    Config {
+        /// What was being configured.
+        what: &'static str,
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+    },
+    /// The kernel refused the tier's programs.
+    #[error("loading the {tier} tier: {source}{}", verifier_log(log))]
+    Load {
+        /// Tier tried.
+        tier: Tier,
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+        /// libbpf and verifier output.
+        log: String,
+    },
+    /// A program loaded but did not attach.
+    #[error("attaching {program} ({tier} tier): {source}")]
+    Attach {
+        /// Tier tried.
+        tier: Tier,
+        /// Program name.
+        program: String,
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+    },
+    /// No tier loaded; one error per tier tried.
+    #[error("no hook tier could be loaded: {}", join(.0))]
+    NoTier(Vec<TrapError>),
+    /// A trap map update failed.
+    #[error("updating trap key {}:{}", dev::kernel_dev_display(key.dev), key.ino)]
+    Map {
+        /// Key updated.
+        key: TrapKey,
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+    },
+    /// The reader thread could not start.
+    #[error("starting the ring buffer reader")]
+    Thread(#[source] std::io::Error),
+    /// The reader thread exited during start.
+    #[error("the ring buffer reader exited during start")]
+    ReaderDied,
+}
+
+fn verifier_log(log: &str) -> String {
+    if log.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- libbpf/verifier log ---\n{}", log.trim_end())
+    }
+}
+
+fn join(errors: &[TrapError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            let s = e.to_string();
+            s.lines().next().unwrap_or_default().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_choice_parses_every_name() {
+        for (s, c) in [
+            ("auto", TierChoice::Auto),
+            ("lsm", TierChoice::Lsm),
+            ("trampoline", TierChoice::Trampoline),
+            ("tracepoint", TierChoice::Tracepoint),
+            ("tracepoint-classic", TierChoice::TracepointClassic),
+        ] {
+            assert_eq!(s.parse::<TierChoice>(), Ok(c));
+        }
+        let err = "kprobe".parse::<TierChoice>().expect_err("kprobe is not a tier");
+        assert!(err.contains("kprobe"), "{err}");
+    }
+
+    #[test]
+    fn only_lsm_and_trampoline_block() {
+        assert!(Tier::Lsm.can_block());
+        assert!(Tier::Trampoline.can_block());
+        assert!(!Tier::Fentry.can_block());
+        assert!(!Tier::Tracepoint.can_block());
+        assert!(!Tier::TracepointClassic.can_block());
+    }
+}

@@ -1,0 +1,360 @@
+//! The wire structs shared with `ebpf/kive.h`: trap keys and values written
+//! to the trap map, and events read from the ring buffer. Pure code: encoded
+//! and decoded with explicit little-endian offsets, never by casting.
+
+use thiserror::Error;
+
+/// Size of `struct kive_key`.
+pub const KEY_SIZE: usize = 16;
+/// Size of `struct kive_trap`.
+pub const TRAP_SIZE: usize = 8;
+/// Size of `struct kive_event`.
+pub const EVENT_SIZE: usize = 88;
+/// `KIVE_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+/// `KIVE_EVENT_VERSION`: the event layout this build decodes.
+pub const EVENT_VERSION: u16 = 1;
+/// `KIVE_TRAP_F_BLOCK`.
+pub const TRAP_F_BLOCK: u32 = 1;
+
+/// Byte offsets of the fields of `struct kive_event` (checked against the
+/// skeleton's generated type in tests).
+pub mod offsets {
+    #![allow(missing_docs)]
+    pub const TS_BOOT_NS: usize = 0;
+    pub const INO: usize = 8;
+    pub const CGROUP_ID: usize = 16;
+    pub const DEV: usize = 24;
+    pub const PID: usize = 28;
+    pub const TGID: usize = 32;
+    pub const PPID: usize = 36;
+    pub const UID: usize = 40;
+    pub const GID: usize = 44;
+    pub const MASK: usize = 48;
+    pub const FLAGS: usize = 52;
+    pub const MNT_NS: usize = 56;
+    pub const TRAP_ID: usize = 60;
+    pub const VERSION: usize = 64;
+    pub const HOOK: usize = 66;
+    pub const ACTION: usize = 67;
+    pub const NS_PID: usize = 68;
+    pub const COMM: usize = 72;
+}
+
+/// A file's identity as the kernel sees it: `(sb->s_dev, i_ino)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrapKey {
+    /// Device in the kernel's encoding (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl TrapKey {
+    /// The key as `struct kive_key` bytes, padding zeroed.
+    pub fn to_bytes(self) -> [u8; KEY_SIZE] {
+        let mut b = [0u8; KEY_SIZE];
+        b[0..4].copy_from_slice(&self.dev.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        b
+    }
+}
+
+/// The value stored under a key: which trap, and what to do on access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrapValue {
+    /// Engine-wide trap id, echoed in every event.
+    pub trap_id: u32,
+    /// Deny the open (tiers that can block) instead of only reporting it.
+    pub block: bool,
+}
+
+impl TrapValue {
+    /// The value as `struct kive_trap` bytes.
+    pub fn to_bytes(self) -> [u8; TRAP_SIZE] {
+        let mut b = [0u8; TRAP_SIZE];
+        b[0..4].copy_from_slice(&self.trap_id.to_le_bytes());
+        let flags = if self.block { TRAP_F_BLOCK } else { 0 };
+        b[4..8].copy_from_slice(&flags.to_le_bytes());
+        b
+    }
+}
+
+/// The program that saw an access (`enum kive_hook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `lsm/file_open`.
+    LsmFileOpen,
+    /// `fentry/security_file_open`.
+    FentryFileOpen,
+    /// `fmod_ret/security_file_open`.
+    FmodRetFileOpen,
+    /// `tp_btf/sys_exit` after an open syscall.
+    TpSysExit,
+    /// A classic `syscalls/sys_exit_open*` tracepoint.
+    TpOpenat,
+    /// `sched_process_exec` (the trapped file was executed).
+    TpExec,
+}
+
+impl Hook {
+    fn from_raw(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::LsmFileOpen,
+            2 => Self::FentryFileOpen,
+            3 => Self::FmodRetFileOpen,
+            4 => Self::TpSysExit,
+            5 => Self::TpOpenat,
+            6 => Self::TpExec,
+            _ => return None,
+        })
+    }
+
+    /// The name shown in alerts and in `kive.hook`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LsmFileOpen => "lsm/file_open",
+            Self::FentryFileOpen => "fentry/security_file_open",
+            Self::FmodRetFileOpen => "fmod_ret/security_file_open",
+            Self::TpSysExit => "tp_btf/sys_exit",
+            Self::TpOpenat => "tracepoint/sys_exit_open",
+            Self::TpExec => "sched_process_exec",
+        }
+    }
+
+    /// Parses [`Hook::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::LsmFileOpen,
+            Self::FentryFileOpen,
+            Self::FmodRetFileOpen,
+            Self::TpSysExit,
+            Self::TpOpenat,
+            Self::TpExec,
+        ]
+        .into_iter()
+        .find(|h| h.as_str() == s)
+    }
+}
+
+/// What the kernel did with the access (`enum kive_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Reported only.
+    Audit,
+    /// Denied with EPERM.
+    Block,
+}
+
+impl Action {
+    /// `audit` or `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Block => "block",
+        }
+    }
+}
+
+/// One access to a trapped file, decoded from `struct kive_event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// `CLOCK_BOOTTIME` nanoseconds at the access.
+    pub ts_boot_ns: u64,
+    /// The file's key.
+    pub key: TrapKey,
+    /// cgroup v2 id of the accessing task.
+    pub cgroup_id: u64,
+    /// Host thread id.
+    pub pid: u32,
+    /// Host process id.
+    pub tgid: u32,
+    /// Host process id of the parent.
+    pub ppid: u32,
+    /// Process id inside its own pid namespace.
+    pub ns_pid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// `MAY_*` bits.
+    pub mask: u32,
+    /// Open flags (`f_flags`).
+    pub flags: u32,
+    /// Mount namespace inode.
+    pub mnt_ns: u32,
+    /// Trap id from the map value.
+    pub trap_id: u32,
+    /// Program that fired.
+    pub hook: Hook,
+    /// What the kernel did.
+    pub action: Action,
+    /// `task->comm`.
+    pub comm: String,
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Record shorter than `struct kive_event`.
+    #[error("event record is {0} bytes, expected {EVENT_SIZE}")]
+    Short(usize),
+    /// Produced by another layout version.
+    #[error("event layout version {0}, this build decodes {EVENT_VERSION}")]
+    Version(u16),
+    /// Unknown hook number.
+    #[error("unknown hook {0}")]
+    Hook(u8),
+    /// Unknown action number.
+    #[error("unknown action {0}")]
+    Action(u8),
+}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+impl RawEvent {
+    /// Decodes one ring-buffer record.
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        use offsets::*;
+        if b.len() < EVENT_SIZE {
+            return Err(DecodeError::Short(b.len()));
+        }
+        let version = u16_at(b, VERSION);
+        if version != EVENT_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let hook = Hook::from_raw(b[HOOK]).ok_or(DecodeError::Hook(b[HOOK]))?;
+        let action = match b[ACTION] {
+            0 => Action::Audit,
+            1 => Action::Block,
+            other => return Err(DecodeError::Action(other)),
+        };
+        let comm = &b[COMM..COMM + COMM_LEN];
+        let end = comm.iter().position(|&c| c == 0).unwrap_or(COMM_LEN);
+        Ok(Self {
+            ts_boot_ns: u64_at(b, TS_BOOT_NS),
+            key: TrapKey {
+                dev: u32_at(b, DEV),
+                ino: u64_at(b, INO),
+            },
+            cgroup_id: u64_at(b, CGROUP_ID),
+            pid: u32_at(b, PID),
+            tgid: u32_at(b, TGID),
+            ppid: u32_at(b, PPID),
+            ns_pid: u32_at(b, NS_PID),
+            uid: u32_at(b, UID),
+            gid: u32_at(b, GID),
+            mask: u32_at(b, MASK),
+            flags: u32_at(b, FLAGS),
+            mnt_ns: u32_at(b, MNT_NS),
+            trap_id: u32_at(b, TRAP_ID),
+            hook,
+            action,
+            comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the kernel writes it, byte by byte.
+    const RECORD: [u8; EVENT_SIZE] = [
+        0x00, 0xe4, 0x0b, 0x54, 0x02, 0x00, 0x00, 0x00, // ts_boot_ns = 10_000_000_000
+        0x54, 0x0c, 0xf8, 0x00, 0x00, 0x00, 0x00, 0x00, // ino = 16256084
+        0x39, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cgroup_id = 12345
+        0x00, 0x00, 0xe0, 0x0f, // dev = 0x0fe00000 (254:0)
+        0x20, 0xb3, 0x02, 0x00, // pid = 176928
+        0x20, 0xb3, 0x02, 0x00, // tgid = 176928
+        0x01, 0x00, 0x00, 0x00, // ppid = 1
+        0xfe, 0xff, 0x00, 0x00, // uid = 65534
+        0xe8, 0x03, 0x00, 0x00, // gid = 1000
+        0x24, 0x00, 0x00, 0x00, // mask = 36
+        0x00, 0x80, 0x00, 0x00, // flags = O_LARGEFILE
+        0x00, 0x00, 0x00, 0xf0, // mnt_ns = 0xf0000000
+        0x07, 0x00, 0x00, 0x00, // trap_id = 7
+        0x01, 0x00, // version
+        0x04, // hook = tp_btf/sys_exit
+        0x00, // action = audit
+        0x2a, 0x00, 0x00, 0x00, // ns_pid = 42
+        b'c', b'a', b't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // comm
+    ];
+
+    #[test]
+    fn decodes_a_literal_record() {
+        let e = RawEvent::decode(&RECORD).expect("the literal record decodes");
+        assert_eq!(e.ts_boot_ns, 10_000_000_000);
+        assert_eq!(
+            e.key,
+            TrapKey {
+                dev: 0x0fe0_0000,
+                ino: 16_256_084
+            }
+        );
+        assert_eq!(e.cgroup_id, 12345);
+        assert_eq!((e.pid, e.tgid, e.ppid, e.ns_pid), (176_928, 176_928, 1, 42));
+        assert_eq!((e.uid, e.gid), (65534, 1000));
+        assert_eq!(e.mask, 36);
+        assert_eq!(e.flags, 0x8000);
+        assert_eq!(e.mnt_ns, 0xf000_0000);
+        assert_eq!(e.trap_id, 7);
+        assert_eq!(e.hook, Hook::TpSysExit);
+        assert_eq!(e.action, Action::Audit);
+        assert_eq!(e.comm, "cat");
+    }
+
+    #[test]
+    fn rejects_short_records_other_versions_and_unknown_enums() {
+        assert_eq!(RawEvent::decode(&RECORD[..40]), Err(DecodeError::Short(40)));
+        let mut r = RECORD;
+        r[offsets::VERSION] = 2;
+        assert_eq!(RawEvent::decode(&r), Err(DecodeError::Version(2)));
+        let mut r = RECORD;
+        r[offsets::HOOK] = 99;
+        assert_eq!(RawEvent::decode(&r), Err(DecodeError::Hook(99)));
+        let mut r = RECORD;
+        r[offsets::ACTION] = 5;
+        assert_eq!(RawEvent::decode(&r), Err(DecodeError::Action(5)));
+    }
+
+    #[test]
+    fn comm_without_terminator_uses_all_sixteen_bytes() {
+        let mut r = RECORD;
+        r[offsets::COMM..offsets::COMM + COMM_LEN].copy_from_slice(b"0123456789abcdef");
+        assert_eq!(RawEvent::decode(&r).expect("decodes").comm, "0123456789abcdef");
+    }
+
+    #[test]
+    fn key_and_value_bytes_have_zero_padding() {
+        let k = TrapKey {
+            dev: 0x0fe0_0001,
+            ino: 0x0102_0304_0506_0708,
+        };
+        assert_eq!(
+            k.to_bytes(),
+            [0x01, 0x00, 0xe0, 0x0f, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]
+        );
+        let v = TrapValue {
+            trap_id: 3,
+            block: true,
+        };
+        assert_eq!(v.to_bytes(), [3, 0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn hook_names_round_trip() {
+        for raw in 1..=6u8 {
+            let h = Hook::from_raw(raw).expect("known hook");
+            assert_eq!(Hook::parse(h.as_str()), Some(h));
+        }
+    }
+}
