@@ -96,7 +96,7 @@ impl Engine {
     /// Loads and attaches the best tier allowed by `cfg.tier`.
     pub fn load(cfg: &EngineConfig) -> Result<Self, TrapError> {
         libbpf_rs::set_print(Some((PrintLevel::Info, capture_log)));
-        let mut failures = Vec::new();
+        let mut failures: Vec<TrapError> = Vec::new();
         for tier in candidates(cfg.tier) {
             match Self::load_tier(tier, cfg) {
                 Ok(engine) => {
@@ -112,6 +112,9 @@ impl Engine {
                 }
                 Err(e) => failures.push(e),
             }
+        }
+        if failures.len() == 1 {
+            return Err(failures.remove(0));
         }
         Err(TrapError::NoTier(failures))
     }

@@ -156,7 +156,7 @@ pub enum TrapError {
         source: libbpf_rs::Error,
     },
     /// No tier loaded; one error per tier tried.
-    #[error("no hook tier could be loaded: {}", join(.0))]
+    #[error("no hook tier could be loaded:\n{}", join(.0))]
     NoTier(Vec<TrapError>),
     /// A trap map update failed.
     #[error("updating trap key {}:{}", dev::kernel_dev_display(key.dev), key.ino)]
@@ -185,12 +185,9 @@ fn verifier_log(log: &str) -> String {
 fn join(errors: &[TrapError]) -> String {
     errors
         .iter()
-        .map(|e| {
-            let s = e.to_string();
-            s.lines().next().unwrap_or_default().to_string()
-        })
+        .map(|e| format!("- {e}"))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("\n")
 }
 
 #[cfg(test)]

@@ -350,6 +350,42 @@ mod tests {
         assert_eq!(v.to_bytes(), [3, 0, 0, 0, 1, 0, 0, 0]);
     }
 
+    /// The offsets used here are the ones clang laid out for `kive.h`
+    /// (the skeleton's types come from the object's BTF).
+    #[test]
+    fn layout_matches_the_c_header() {
+        use crate::skel::types::{kive_event as E, kive_key as K, kive_trap as T};
+        use std::mem::{offset_of, size_of};
+        assert_eq!(size_of::<E>(), EVENT_SIZE);
+        assert_eq!(size_of::<K>(), KEY_SIZE);
+        assert_eq!(size_of::<T>(), TRAP_SIZE);
+        let pairs = [
+            (offset_of!(E, ts_boot_ns), offsets::TS_BOOT_NS),
+            (offset_of!(E, ino), offsets::INO),
+            (offset_of!(E, cgroup_id), offsets::CGROUP_ID),
+            (offset_of!(E, dev), offsets::DEV),
+            (offset_of!(E, pid), offsets::PID),
+            (offset_of!(E, tgid), offsets::TGID),
+            (offset_of!(E, ppid), offsets::PPID),
+            (offset_of!(E, uid), offsets::UID),
+            (offset_of!(E, gid), offsets::GID),
+            (offset_of!(E, mask), offsets::MASK),
+            (offset_of!(E, flags), offsets::FLAGS),
+            (offset_of!(E, mnt_ns), offsets::MNT_NS),
+            (offset_of!(E, trap_id), offsets::TRAP_ID),
+            (offset_of!(E, version), offsets::VERSION),
+            (offset_of!(E, hook), offsets::HOOK),
+            (offset_of!(E, action), offsets::ACTION),
+            (offset_of!(E, ns_pid), offsets::NS_PID),
+            (offset_of!(E, comm), offsets::COMM),
+        ];
+        for (i, (c, rust)) in pairs.into_iter().enumerate() {
+            assert_eq!(c, rust, "field #{i} of struct kive_event");
+        }
+        assert_eq!(offset_of!(K, ino), 8);
+        assert_eq!(offset_of!(T, flags), 4);
+    }
+
     #[test]
     fn hook_names_round_trip() {
         for raw in 1..=6u8 {

@@ -1,0 +1,185 @@
+//! The trap engine on this machine's kernel (tracepoint tier here): real
+//! programs, real opens by child processes, events read from the ring.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use kive::trap::{Action, Hook, Tier, TierChoice, TrapValue};
+use support::{engine, events_for, key_of, run, world_dir};
+
+const WAIT: Duration = Duration::from_millis(400);
+
+fn audit(id: u32) -> TrapValue {
+    TrapValue {
+        trap_id: id,
+        block: false,
+    }
+}
+
+#[test]
+fn auto_picks_a_tier_that_loads_here() {
+    let (e, _rx) = engine(TierChoice::Auto);
+    // this kernel refuses trampolines (DESIGN.md §2): auto falls to tp_btf
+    assert_eq!(e.tier(), Tier::Tracepoint);
+    assert_eq!(e.programs(), ["kive_tp_sys_exit", "kive_tp_exec"]);
+}
+
+#[test]
+fn cat_of_a_trapped_file_gives_exactly_one_event() {
+    let d = world_dir();
+    let f = d.path().join("secret.txt");
+    std::fs::write(&f, "s3cr3t").expect("write");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    let key = key_of(&f);
+    e.arm(key, audit(7)).expect("arm");
+    let (pid, out) = run(Command::new("cat").arg(&f));
+    assert!(out.status.success());
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "one open, one event: {evs:#?}");
+    let ev = &evs[0];
+    assert_eq!(ev.tgid, pid, "the cat's pid");
+    assert_eq!(ev.pid, pid, "single-threaded cat: tid == pid");
+    assert_eq!(ev.uid, 0);
+    assert_eq!(ev.comm, "cat");
+    assert_eq!(ev.mask, 0x20 | 0x4, "MAY_OPEN|MAY_READ");
+    assert_eq!(ev.trap_id, 7);
+    assert_eq!(ev.hook, Hook::TpSysExit);
+    assert_eq!(ev.action, Action::Audit);
+    assert_eq!(ev.ppid, std::process::id(), "parent is the test process");
+    assert_ne!(ev.cgroup_id, 0);
+    assert_ne!(ev.mnt_ns, 0);
+}
+
+#[test]
+fn an_untrapped_file_gives_no_event() {
+    let d = world_dir();
+    let trapped = d.path().join("trapped");
+    let free = d.path().join("free");
+    std::fs::write(&trapped, "t").expect("write");
+    std::fs::write(&free, "f").expect("write");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    e.arm(key_of(&trapped), audit(1)).expect("arm");
+    run(Command::new("cat").arg(&free));
+    let free_key = key_of(&free);
+    assert!(events_for(&rx, free_key, WAIT).is_empty());
+    assert_eq!(e.kernel_stats().hits, 0, "no hit counted");
+}
+
+#[test]
+fn a_write_gives_a_write_mask() {
+    let d = world_dir();
+    let f = d.path().join("log");
+    std::fs::write(&f, "").expect("write");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    let key = key_of(&f);
+    e.arm(key, audit(2)).expect("arm");
+    run(Command::new("sh").arg("-c").arg(format!("echo x > {}", f.display())));
+    run(Command::new("sh").arg("-c").arg(format!("echo y >> {}", f.display())));
+    let evs = events_for(&rx, key, WAIT);
+    let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
+    assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
+    assert_eq!(evs[0].comm, "sh");
+}
+
+#[test]
+fn access_as_another_uid_reports_that_uid() {
+    let d = world_dir();
+    let f = d.path().join("shared.txt");
+    std::fs::write(&f, "x").expect("write");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    let key = key_of(&f);
+    e.arm(key, audit(3)).expect("arm");
+    let (pid, out) = run(Command::new("cat").arg(&f).uid(65534).gid(65534));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!((evs[0].uid, evs[0].gid, evs[0].tgid), (65534, 65534, pid));
+}
+
+#[test]
+fn exec_of_a_trapped_binary_is_reported() {
+    let d = world_dir();
+    let bin = d.path().join("trapped-true");
+    std::fs::copy("/bin/true", &bin).expect("copy /bin/true");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    let key = key_of(&bin);
+    e.arm(key, audit(4)).expect("arm");
+    let (pid, out) = run(&mut Command::new(&bin));
+    assert!(out.status.success());
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].hook, Hook::TpExec);
+    assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
+    assert_eq!(evs[0].tgid, pid);
+    assert_eq!(evs[0].comm, "trapped-true", "comm after exec is the new program");
+}
+
+#[test]
+fn the_loader_s_own_opens_never_fire() {
+    let d = world_dir();
+    let f = d.path().join("own");
+    std::fs::write(&f, "x").expect("write");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    let key = key_of(&f);
+    e.arm(key, audit(5)).expect("arm");
+    // this process is the loader: its reads are not reported
+    let _ = std::fs::read(&f).expect("read");
+    assert!(events_for(&rx, key, WAIT).is_empty());
+    assert_eq!(e.kernel_stats().hits, 0);
+}
+
+#[test]
+fn disarm_stops_events_and_classic_tracepoints_also_work() {
+    let d = world_dir();
+    let f = d.path().join("f");
+    std::fs::write(&f, "x").expect("write");
+    let (e, rx) = engine(TierChoice::TracepointClassic);
+    assert_eq!(e.tier(), Tier::TracepointClassic);
+    let key = key_of(&f);
+    e.arm(key, audit(6)).expect("arm");
+    run(Command::new("cat").arg(&f));
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].hook, Hook::TpOpenat);
+    e.disarm(key).expect("disarm");
+    assert!(e.armed_keys().is_empty());
+    run(Command::new("cat").arg(&f));
+    assert!(events_for(&rx, key, WAIT).is_empty(), "disarmed key is silent");
+    e.disarm(key).expect("disarming twice is not an error");
+}
+
+#[test]
+fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
+    let cfg = kive::trap::EngineConfig {
+        tier: TierChoice::Lsm,
+        ..Default::default()
+    };
+    support::ensure_mounts();
+    let err = match kive::trap::Engine::load(&cfg) {
+        Ok(_) => panic!("this kernel refuses BPF LSM (DESIGN.md §2)"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("lsm tier"), "{err}");
+    assert!(err.contains("libbpf"), "the load error carries libbpf's log: {err}");
+}
+
+#[test]
+fn hits_are_counted_per_cpu_and_summed() {
+    let d = world_dir();
+    let f = d.path().join("counted");
+    std::fs::write(&f, "x").expect("write");
+    let (e, rx) = engine(TierChoice::Tracepoint);
+    let key = key_of(&f);
+    e.arm(key, audit(9)).expect("arm");
+    for _ in 0..5 {
+        run(Command::new("cat").arg(&f));
+    }
+    assert_eq!(events_for(&rx, key, WAIT).len(), 5);
+    let s = e.kernel_stats();
+    assert_eq!((s.hits, s.drops, s.blocked), (5, 0, 0));
+}

@@ -1,0 +1,202 @@
+//! The runtime on this machine's kernel: decoys, alerts, re-arming when a
+//! trapped path gets a new inode.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kive::alert::KiveAlert;
+use kive::policy::{load_str, CompiledTrap};
+use kive::runtime::{Runtime, RuntimeConfig};
+use kive::trap::TierChoice;
+use support::{key_of, run, world_dir};
+
+fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
+    let text = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: rt, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n{extra}",
+        path.display()
+    );
+    let c = load_str("runtime-test", &text);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    c.traps
+}
+
+fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
+    support::ensure_mounts();
+    let cfg = RuntimeConfig {
+        // the test drives rescans itself
+        rescan: Duration::from_secs(3600),
+        node_name: "test-node".into(),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Tracepoint,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (rt, report) = Runtime::start(&cfg, traps).unwrap_or_else(|e| panic!("runtime: {e}"));
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    rt
+}
+
+fn alerts(rt: &Runtime, wait: Duration) -> Vec<KiveAlert> {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(ev) = rt.next_event(left) {
+            out.extend(rt.alerts_for(&ev));
+        }
+    }
+    out
+}
+
+const WAIT: Duration = Duration::from_millis(400);
+
+#[test]
+fn a_decoy_is_created_with_its_mode_without_alerting_on_itself() {
+    let d = world_dir();
+    let f = d.path().join("decoy.txt");
+    let traps = host_policy(&f, "    create: true\n    mode: 0640\n    metadata: {severity: high}\n");
+    let rt = start(&traps);
+    let md = std::fs::metadata(&f).expect("decoy exists");
+    assert_eq!(md.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(md.len(), 0);
+    assert!(alerts(&rt, WAIT).is_empty(), "creating and resolving the decoy is silent");
+    assert_eq!(rt.metrics().kernel.hits, 0);
+
+    let (pid, _) = run(Command::new("cat").arg(&f));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let a = &got[0];
+    assert_eq!(a.alert_version, "v1");
+    assert_eq!(a.policy_name, "rt");
+    assert_eq!(a.metadata.path, f.display().to_string());
+    assert_eq!(a.metadata.inode, md.ino());
+    assert_eq!(a.metadata.mask, 36);
+    assert_eq!(a.metadata.owner, "host");
+    assert_eq!(
+        a.metadata.kernel_id,
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .expect("boot id")
+            .trim()
+    );
+    assert_eq!(a.custom_metadata.get("severity").map(String::as_str), Some("high"));
+    assert_eq!(a.process.tgid, pid);
+    assert_eq!(a.process.comm, "cat");
+    assert_eq!(a.node.name, "test-node");
+    let age = a.timestamp_ns().abs_diff(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64,
+    );
+    assert!(age < 5_000_000_000, "timestamp is the access time: {}", a.timestamp);
+}
+
+#[test]
+fn an_existing_file_is_never_truncated_or_rewritten() {
+    let d = world_dir();
+    let f = d.path().join("existing.txt");
+    std::fs::write(&f, "precious").expect("write");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let _rt = start(&host_policy(&f, "    create: true\n    mode: 0444\n"));
+    assert_eq!(std::fs::read_to_string(&f).expect("read"), "precious");
+    assert_eq!(
+        std::fs::metadata(&f).expect("stat").permissions().mode() & 0o7777,
+        0o600
+    );
+}
+
+#[test]
+fn a_replaced_file_is_re_armed_and_the_old_inode_is_released() {
+    let d = world_dir();
+    let f = d.path().join("config");
+    std::fs::write(&f, "v1").expect("write");
+    let rt = start(&host_policy(&f, ""));
+    let old_key = key_of(&f);
+    assert_eq!(rt.kernel_keys(), [old_key]);
+
+    // an atomic writer: write a new file, rename it over the trapped path
+    let new = d.path().join(".config.tmp");
+    std::fs::write(&new, "v2").expect("write");
+    let moved_old = d.path().join("config.old");
+    std::fs::hard_link(&f, &moved_old).expect("keep the old inode reachable");
+    run(Command::new("mv").arg(&new).arg(&f));
+    rt.rescan_now();
+    let new_key = key_of(&f);
+    assert_ne!(old_key, new_key);
+    assert_eq!(rt.kernel_keys(), [new_key], "old key disarmed, new key armed");
+    assert_eq!(rt.metrics().rearms, 1);
+
+    run(Command::new("cat").arg(&f));
+    run(Command::new("cat").arg(&moved_old));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "only the file now at the path alerts: {got:#?}");
+    assert_eq!(got[0].metadata.inode, new_key.ino);
+}
+
+#[test]
+fn a_deleted_decoy_is_recreated_and_re_armed() {
+    let d = world_dir();
+    let f = d.path().join("decoy");
+    let rt = start(&host_policy(&f, "    create: true\n    mode: 0444\n"));
+    let first = key_of(&f);
+    run(Command::new("rm").arg("-f").arg(&f));
+    rt.rescan_now();
+    assert!(f.exists(), "recreated");
+    let second = key_of(&f);
+    assert_eq!(rt.kernel_keys(), [second]);
+    assert_ne!(first, second);
+    run(Command::new("cat").arg(&f));
+    assert_eq!(alerts(&rt, WAIT).len(), 1);
+}
+
+#[test]
+fn a_missing_file_stays_pending_and_arms_when_it_appears() {
+    let d = world_dir();
+    let f = d.path().join("later");
+    support::ensure_mounts();
+    let cfg = RuntimeConfig {
+        rescan: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let traps = host_policy(&f, "");
+    let (rt, report) = Runtime::start(&cfg, &traps).expect("runtime");
+    assert_eq!(report.armed, 0);
+    assert_eq!(report.failures.len(), 1);
+    assert!(
+        report.failures[0].contains("policy test/rt trap 0") && report.failures[0].contains("does not exist"),
+        "{}",
+        report.failures[0]
+    );
+    assert_eq!((rt.metrics().armed, rt.metrics().pending), (0, 1));
+    std::fs::write(&f, "now").expect("write");
+    rt.rescan_now();
+    assert_eq!(rt.kernel_keys(), [key_of(&f)]);
+    assert_eq!((rt.metrics().armed, rt.metrics().pending), (1, 0));
+}
+
+#[test]
+fn two_policies_on_one_file_give_one_alert_each() {
+    let d = world_dir();
+    let f = d.path().join("shared");
+    std::fs::write(&f, "x").expect("write");
+    let mut traps = host_policy(&f, "");
+    let other = load_str(
+        "second",
+        &format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: second}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n",
+            f.display()
+        ),
+    );
+    traps.extend(other.traps);
+    let rt = start(&traps);
+    assert_eq!(rt.kernel_keys().len(), 1);
+    run(Command::new("cat").arg(&f));
+    let mut names: Vec<String> = alerts(&rt, WAIT).into_iter().map(|a| a.policy_name).collect();
+    names.sort();
+    assert_eq!(names, ["rt", "second"]);
+}
