@@ -77,8 +77,12 @@ fn a_write_gives_a_write_mask() {
     let (e, rx) = engine(TierChoice::Tracepoint);
     let key = key_of(&f);
     e.arm(key, audit(2)).expect("arm");
-    run(Command::new("sh").arg("-c").arg(format!("echo x > {}", f.display())));
-    run(Command::new("sh").arg("-c").arg(format!("echo y >> {}", f.display())));
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x > {}", f.display())));
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo y >> {}", f.display())));
     let evs = events_for(&rx, key, WAIT);
     let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
     assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
@@ -95,7 +99,11 @@ fn access_as_another_uid_reports_that_uid() {
     let key = key_of(&f);
     e.arm(key, audit(3)).expect("arm");
     let (pid, out) = run(Command::new("cat").arg(&f).uid(65534).gid(65534));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let evs = events_for(&rx, key, WAIT);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!((evs[0].uid, evs[0].gid, evs[0].tgid), (65534, 65534, pid));
@@ -116,7 +124,10 @@ fn exec_of_a_trapped_binary_is_reported() {
     assert_eq!(evs[0].hook, Hook::TpExec);
     assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
     assert_eq!(evs[0].tgid, pid);
-    assert_eq!(evs[0].comm, "trapped-true", "comm after exec is the new program");
+    assert_eq!(
+        evs[0].comm, "trapped-true",
+        "comm after exec is the new program"
+    );
 }
 
 #[test]
@@ -149,7 +160,10 @@ fn disarm_stops_events_and_classic_tracepoints_also_work() {
     e.disarm(key).expect("disarm");
     assert!(e.armed_keys().is_empty());
     run(Command::new("cat").arg(&f));
-    assert!(events_for(&rx, key, WAIT).is_empty(), "disarmed key is silent");
+    assert!(
+        events_for(&rx, key, WAIT).is_empty(),
+        "disarmed key is silent"
+    );
     e.disarm(key).expect("disarming twice is not an error");
 }
 
@@ -165,7 +179,10 @@ fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("lsm tier"), "{err}");
-    assert!(err.contains("libbpf"), "the load error carries libbpf's log: {err}");
+    assert!(
+        err.contains("libbpf"),
+        "the load error carries libbpf's log: {err}"
+    );
 }
 
 #[test]

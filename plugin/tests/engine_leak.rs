@@ -43,8 +43,17 @@ fn a_hundred_load_close_cycles_leak_nothing() {
         let mut e = Engine::load(&cfg).unwrap_or_else(|err| panic!("cycle {i}: {err}"));
         e.start_reader(std::time::Duration::from_millis(1), |_| {})
             .expect("reader");
-        e.arm(TrapKey { dev: 1, ino: u64::from(i) }, TrapValue { trap_id: i, block: false })
-            .expect("arm");
+        e.arm(
+            TrapKey {
+                dev: 1,
+                ino: u64::from(i),
+            },
+            TrapValue {
+                trap_id: i,
+                block: false,
+            },
+        )
+        .expect("arm");
         let during = fd_kinds();
         peak_bpf = during
             .iter()
@@ -55,6 +64,9 @@ fn a_hundred_load_close_cycles_leak_nothing() {
         drop(e);
     }
     let after = fd_kinds();
-    assert!(peak_bpf >= 4, "while loaded the engine holds links and maps: {peak_bpf}");
+    assert!(
+        peak_bpf >= 4,
+        "while loaded the engine holds links and maps: {peak_bpf}"
+    );
     assert_eq!(before, after, "fds by kind before and after 100 cycles");
 }

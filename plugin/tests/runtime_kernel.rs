@@ -59,12 +59,18 @@ const WAIT: Duration = Duration::from_millis(400);
 fn a_decoy_is_created_with_its_mode_without_alerting_on_itself() {
     let d = world_dir();
     let f = d.path().join("decoy.txt");
-    let traps = host_policy(&f, "    create: true\n    mode: 0640\n    metadata: {severity: high}\n");
+    let traps = host_policy(
+        &f,
+        "    create: true\n    mode: 0640\n    metadata: {severity: high}\n",
+    );
     let rt = start(&traps);
     let md = std::fs::metadata(&f).expect("decoy exists");
     assert_eq!(md.permissions().mode() & 0o7777, 0o640);
     assert_eq!(md.len(), 0);
-    assert!(alerts(&rt, WAIT).is_empty(), "creating and resolving the decoy is silent");
+    assert!(
+        alerts(&rt, WAIT).is_empty(),
+        "creating and resolving the decoy is silent"
+    );
     assert_eq!(rt.metrics().kernel.hits, 0);
 
     let (pid, _) = run(Command::new("cat").arg(&f));
@@ -83,7 +89,10 @@ fn a_decoy_is_created_with_its_mode_without_alerting_on_itself() {
             .expect("boot id")
             .trim()
     );
-    assert_eq!(a.custom_metadata.get("severity").map(String::as_str), Some("high"));
+    assert_eq!(
+        a.custom_metadata.get("severity").map(String::as_str),
+        Some("high")
+    );
     assert_eq!(a.process.tgid, pid);
     assert_eq!(a.process.comm, "cat");
     assert_eq!(a.node.name, "test-node");
@@ -93,7 +102,11 @@ fn a_decoy_is_created_with_its_mode_without_alerting_on_itself() {
             .expect("clock")
             .as_nanos() as u64,
     );
-    assert!(age < 5_000_000_000, "timestamp is the access time: {}", a.timestamp);
+    assert!(
+        age < 5_000_000_000,
+        "timestamp is the access time: {}",
+        a.timestamp
+    );
 }
 
 #[test]
@@ -128,13 +141,21 @@ fn a_replaced_file_is_re_armed_and_the_old_inode_is_released() {
     rt.rescan_now();
     let new_key = key_of(&f);
     assert_ne!(old_key, new_key);
-    assert_eq!(rt.kernel_keys(), [new_key], "old key disarmed, new key armed");
+    assert_eq!(
+        rt.kernel_keys(),
+        [new_key],
+        "old key disarmed, new key armed"
+    );
     assert_eq!(rt.metrics().rearms, 1);
 
     run(Command::new("cat").arg(&f));
     run(Command::new("cat").arg(&moved_old));
     let got = alerts(&rt, WAIT);
-    assert_eq!(got.len(), 1, "only the file now at the path alerts: {got:#?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "only the file now at the path alerts: {got:#?}"
+    );
     assert_eq!(got[0].metadata.inode, new_key.ino);
 }
 
@@ -168,7 +189,8 @@ fn a_missing_file_stays_pending_and_arms_when_it_appears() {
     assert_eq!(report.armed, 0);
     assert_eq!(report.failures.len(), 1);
     assert!(
-        report.failures[0].contains("policy test/rt trap 0") && report.failures[0].contains("does not exist"),
+        report.failures[0].contains("policy test/rt trap 0")
+            && report.failures[0].contains("does not exist"),
         "{}",
         report.failures[0]
     );
@@ -196,7 +218,43 @@ fn two_policies_on_one_file_give_one_alert_each() {
     let rt = start(&traps);
     assert_eq!(rt.kernel_keys().len(), 1);
     run(Command::new("cat").arg(&f));
-    let mut names: Vec<String> = alerts(&rt, WAIT).into_iter().map(|a| a.policy_name).collect();
+    let mut names: Vec<String> = alerts(&rt, WAIT)
+        .into_iter()
+        .map(|a| a.policy_name)
+        .collect();
     names.sort();
     assert_eq!(names, ["rt", "second"]);
+}
+
+#[test]
+fn an_atomic_writer_symlink_swap_is_followed() {
+    // the kubelet's atomic writer: file -> ..data/file, ..data -> ..v1; an
+    // update writes ..v2 and swaps the ..data symlink
+    let d = world_dir();
+    let v1 = d.path().join("..v1");
+    std::fs::create_dir(&v1).expect("mkdir");
+    std::fs::write(v1.join("token"), "one").expect("write");
+    std::os::unix::fs::symlink("..v1", d.path().join("..data")).expect("symlink");
+    std::os::unix::fs::symlink("..data/token", d.path().join("token")).expect("symlink");
+    let f = d.path().join("token");
+    let rt = start(&host_policy(&f, ""));
+    let first = key_of(&f);
+    assert_eq!(rt.kernel_keys(), [first]);
+
+    let v2 = d.path().join("..v2");
+    std::fs::create_dir(&v2).expect("mkdir");
+    std::fs::write(v2.join("token"), "two").expect("write");
+    std::os::unix::fs::symlink("..v2", d.path().join("..data_tmp")).expect("symlink");
+    run(Command::new("mv")
+        .arg("-T")
+        .arg(d.path().join("..data_tmp"))
+        .arg(d.path().join("..data")));
+    rt.rescan_now();
+    let second = key_of(&f);
+    assert_ne!(first, second);
+    assert_eq!(rt.kernel_keys(), [second]);
+    run(Command::new("cat").arg(&f));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].metadata.inode, second.ino);
 }

@@ -17,7 +17,11 @@ use kive::trap::TierChoice;
 const DEFAULT_POLICY: &str = include_str!("../../../examples/host-policy.yaml");
 
 #[derive(Parser)]
-#[command(name = "kive", version, about = "eBPF file tripwires (standalone kive engine)")]
+#[command(
+    name = "kive",
+    version,
+    about = "eBPF file tripwires (standalone kive engine)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,7 +122,9 @@ fn run(
         tracing::error!("{f} (kept pending, retried)");
     }
     for t in &report.needs_cluster {
-        tracing::warn!("{t}: targets pods: needs a cluster (the Kubernetes source), not armed here");
+        tracing::warn!(
+            "{t}: targets pods: needs a cluster (the Kubernetes source), not armed here"
+        );
     }
     tracing::info!(
         "kive running: tier={} armed={} pending={} rejected={}",
@@ -182,6 +188,7 @@ fn check(policies: &[PathBuf]) -> ExitCode {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -31,7 +31,13 @@ fn random_id() -> String {
     let mut bytes = [0u8; 32];
     let f = std::fs::read("/proc/sys/kernel/random/uuid").expect("uuid");
     let g = std::fs::read("/proc/sys/kernel/random/uuid").expect("uuid");
-    for (i, b) in f.iter().chain(g.iter()).filter(|b| b.is_ascii_hexdigit()).take(32).enumerate() {
+    for (i, b) in f
+        .iter()
+        .chain(g.iter())
+        .filter(|b| b.is_ascii_hexdigit())
+        .take(32)
+        .enumerate()
+    {
         bytes[i] = *b;
     }
     let half = String::from_utf8_lossy(&bytes).to_string();
@@ -53,7 +59,11 @@ impl Container {
             std::fs::create_dir_all(d).expect("mkdir layer");
         }
         std::fs::create_dir_all(lower.join("usr")).expect("mkdir usr");
-        for (name, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        for (name, target) in [
+            ("bin", "usr/bin"),
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+        ] {
             symlink(target, lower.join(name)).expect("usr symlink");
         }
         for (path, content) in files {
@@ -85,7 +95,15 @@ impl Container {
             cg = cgroup.display(),
         );
         let unshare = Command::new("unshare")
-            .args(["--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c"])
+            .args([
+                "--mount",
+                "--pid",
+                "--fork",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+            ])
             .arg(script)
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
@@ -96,13 +114,20 @@ impl Container {
         let pid = loop {
             let children = std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
                 .unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()) {
+            if let Some(pid) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+            {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 if comm.trim() == "sleep" {
                     break pid;
                 }
             }
-            assert!(Instant::now() < deadline, "the emulated container did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the emulated container did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Self {
@@ -155,12 +180,17 @@ impl Container {
 pub fn ns_inode(link: &str) -> u32 {
     let t = std::fs::read_link(link).expect("ns link");
     let t = t.to_string_lossy();
-    t[t.find('[').expect("[") + 1..t.len() - 1].parse().expect("ns inode")
+    t[t.find('[').expect("[") + 1..t.len() - 1]
+        .parse()
+        .expect("ns inode")
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.pid.to_string())
+            .status();
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -1,0 +1,148 @@
+//! `kive run` as a user runs it: policies from files, alerts on stdout,
+//! per-trap errors on stderr, clean exit on SIGINT.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+struct Kive {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn spawn(args: &[&str]) -> Kive {
+    support::ensure_mounts();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kive"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kive starts");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    Kive {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// Stderr lines until one contains `needle` (all lines read so far returned).
+fn wait_for(rx: &Receiver<String>, needle: &str, wait: Duration) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let done = l.contains(needle);
+                seen.push(l);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} in {seen:#?}");
+}
+
+fn stop(mut k: Kive) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped
+    let rc = unsafe { libc::kill(k.child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(st) = k.child.try_wait().expect("wait") {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "kive did not exit on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
+    let d = support::world_dir();
+    let decoy = d.path().join("decoy.txt");
+    let policy = d.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: cli, namespace: ops}}\nspec:\n  traps:\n  - path: {}\n    create: true\n    mode: 0444\n    matchAny: [{{host: true}}]\n  - path: not/absolute\n    matchAny: [{{host: true}}]\n  - path: /x\n    matchAny: [{{containerName: 'regex:(', namespace: default}}]\n  - path: /in/a/pod\n    matchAny: [{{namespace: default}}]\n",
+            decoy.display()
+        ),
+    )
+    .expect("write policy");
+    let k = spawn(&[
+        "run",
+        "--policy",
+        policy.to_str().expect("utf-8"),
+        "--tier",
+        "tracepoint",
+    ]);
+    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20));
+    let all = log.join("\n");
+    assert!(all.contains("tier=tracepoint armed=1"), "{all}");
+    assert!(
+        all.contains("policy ops/cli trap 1 (not/absolute): field path"),
+        "{all}"
+    );
+    assert!(
+        all.contains("policy ops/cli trap 2 (/x): field matchAny[0].containerName"),
+        "{all}"
+    );
+    assert!(
+        all.contains("policy ops/cli trap 3 (/in/a/pod): targets pods: needs a cluster"),
+        "{all}"
+    );
+    let (pid, _) = support::run(Command::new("cat").arg(&decoy));
+    let line = k
+        .stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("an alert line on stdout");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("stdout is JSON lines");
+    assert_eq!(v["kive-alert-version"], "v1");
+    assert_eq!(v["kive-policy-name"], "cli");
+    assert_eq!(v["metadata"]["path"], decoy.display().to_string());
+    assert_eq!(v["metadata"]["mask"], 36);
+    assert_eq!(v["process"]["tgid"], pid);
+    assert_eq!(v["process"]["comm"], "cat");
+    assert!(stop(k).success(), "clean exit on Ctrl-C");
+}
+
+#[test]
+fn text_format_and_the_embedded_default_policy() {
+    let k = spawn(&["run", "--format", "text"]);
+    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    assert!(log.contains("armed=1"), "{log}");
+    support::run(Command::new("cat").arg("/tmp/kive-secret.txt"));
+    let line = k
+        .stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("alert");
+    assert!(
+        line.contains("policy=host-decoy path=/tmp/kive-secret.txt access=read"),
+        "{line}"
+    );
+    assert!(line.contains("comm=cat"), "{line}");
+    assert!(stop(k).success());
+}
