@@ -61,7 +61,11 @@ pub struct AlertMetadata {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dev: String,
     /// kive: the trap's path as written in the policy.
-    #[serde(rename = "trap-path", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "trap-path",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub trap_path: String,
     /// kive: program that saw the access.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -70,7 +74,11 @@ pub struct AlertMetadata {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
     /// kive: open flags.
-    #[serde(rename = "open-flags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "open-flags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub open_flags: Option<u32>,
     /// kive: `host` (the node's own file) or `pod`.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -13,7 +13,10 @@ mod tests {
     use super::*;
 
     fn seed_sample() -> serde_json::Value {
-        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../test_files/seed_sample_alert.json");
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../test_files/seed_sample_alert.json"
+        );
         serde_json::from_str(&std::fs::read_to_string(p).expect("sample present")).expect("json")
     }
 
@@ -22,7 +25,9 @@ mod tests {
         match (want, got) {
             (serde_json::Value::Object(w), serde_json::Value::Object(g)) => {
                 for (k, v) in w {
-                    let gv = g.get(k).unwrap_or_else(|| panic!("{at}.{k} missing in {got}"));
+                    let gv = g
+                        .get(k)
+                        .unwrap_or_else(|| panic!("{at}.{k} missing in {got}"));
                     assert_contains(v, gv, &format!("{at}.{k}"));
                 }
             }
@@ -34,7 +39,10 @@ mod tests {
     fn the_seed_sample_round_trips_key_by_key() {
         let sample = seed_sample();
         let alert: KiveAlert = serde_json::from_value(sample.clone()).expect("sample decodes");
-        assert_eq!(alert.metadata.kernel_id, "2c147a95-23e5-4f99-a2de-67d5e9fdb502");
+        assert_eq!(
+            alert.metadata.kernel_id,
+            "2c147a95-23e5-4f99-a2de-67d5e9fdb502"
+        );
         let out: serde_json::Value = serde_json::from_str(&alert.to_json()).expect("json");
         assert_contains(&sample, &out, "");
         // kivebpf's Go structs have no omitempty: these keys are always there

@@ -10,7 +10,11 @@ pub fn to_text(a: &KiveAlert) -> String {
         a.policy_name,
         a.metadata.path,
         access_names(a.metadata.mask as u32).join(","),
-        if a.metadata.action.is_empty() { "audit" } else { &a.metadata.action },
+        if a.metadata.action.is_empty() {
+            "audit"
+        } else {
+            &a.metadata.action
+        },
         a.process.tgid,
         a.process.uid,
         a.process.gid,

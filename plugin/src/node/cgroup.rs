@@ -27,7 +27,9 @@ impl ContainerRef {
 }
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The container a cgroup directory name denotes, if any: systemd-driver
@@ -112,7 +114,9 @@ impl CgroupIndex {
 
     fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let Some(root) = self.root.clone() else { return };
+        let Some(root) = self.root.clone() else {
+            return;
+        };
         self.by_id.clear();
         let mut stack = vec![(root, 0usize)];
         while let Some((dir, depth)) = stack.pop() {
@@ -122,7 +126,9 @@ impl CgroupIndex {
             if depth >= 16 {
                 continue;
             }
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in rd.flatten() {
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     stack.push((entry.path(), depth + 1));
@@ -159,7 +165,8 @@ mod tests {
 
     #[test]
     fn runtime_scopes_and_bare_ids() {
-        let c = container_from_cgroup_name(&format!("cri-containerd-{ID}.scope")).expect("containerd");
+        let c =
+            container_from_cgroup_name(&format!("cri-containerd-{ID}.scope")).expect("containerd");
         assert_eq!(c.uri(), format!("containerd://{ID}"));
         let c = container_from_cgroup_name(&format!("crio-{ID}.scope")).expect("crio");
         assert_eq!(c.uri(), format!("cri-o://{ID}"));
@@ -169,7 +176,10 @@ mod tests {
         assert_eq!((c.runtime, c.id.as_str()), (None, ID));
         assert_eq!(container_from_cgroup_name("crio-conmon-abc.scope"), None);
         assert_eq!(container_from_cgroup_name("system.slice"), None);
-        assert_eq!(container_from_cgroup_name(&format!("cri-containerd-{}.scope", &ID[1..])), None);
+        assert_eq!(
+            container_from_cgroup_name(&format!("cri-containerd-{}.scope", &ID[1..])),
+            None
+        );
     }
 
     #[test]
@@ -186,7 +196,10 @@ mod tests {
             container_from_cgroup_path(Path::new(&cgroupfs)).map(|c| c.id),
             Some(ID.to_string())
         );
-        assert_eq!(container_from_cgroup_path(Path::new("/user.slice/session-1.scope")), None);
+        assert_eq!(
+            container_from_cgroup_path(Path::new("/user.slice/session-1.scope")),
+            None
+        );
     }
 
     #[test]
@@ -198,7 +211,10 @@ mod tests {
             cgroup2_mount_point(mi),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
-        assert_eq!(cgroup2_mount_point("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_point("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 
     #[test]

@@ -58,6 +58,9 @@ mod tests {
             std::env::current_dir().expect("cwd").to_string_lossy()
         );
         assert!(!d.arguments.is_empty());
-        assert_eq!(process_details(Path::new("/proc"), u32::MAX), ProcessDetails::default());
+        assert_eq!(
+            process_details(Path::new("/proc"), u32::MAX),
+            ProcessDetails::default()
+        );
     }
 }

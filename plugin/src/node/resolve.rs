@@ -75,7 +75,9 @@ pub struct PinnedFile {
 impl PinnedFile {
     /// Whether the file still has a name (`nlink > 0`).
     pub fn is_linked(&self) -> bool {
-        rustix::fs::fstat(&self.fd).map(|s| s.st_nlink > 0).unwrap_or(false)
+        rustix::fs::fstat(&self.fd)
+            .map(|s| s.st_nlink > 0)
+            .unwrap_or(false)
     }
 }
 
@@ -204,12 +206,17 @@ mod tests {
         symlink("/etc/passwd", inner.join("link")).expect("symlink");
         symlink("../../../../../../etc/passwd", inner.join("up")).expect("symlink");
         let root = Root::open(&inner).expect("open root");
-        let want = std::fs::metadata(inner.join("etc/passwd")).expect("stat").ino();
+        let want = std::fs::metadata(inner.join("etc/passwd"))
+            .expect("stat")
+            .ino();
         let host = std::fs::metadata("/etc/passwd").expect("host passwd").ino();
         assert_ne!(want, host);
         for path in ["/link", "/up", "/../../etc/passwd", "/etc/../../etc/passwd"] {
             let p = root.resolve(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert_eq!(p.key.ino, want, "{path} must resolve to the root's own file");
+            assert_eq!(
+                p.key.ino, want,
+                "{path} must resolve to the root's own file"
+            );
         }
     }
 
@@ -241,7 +248,11 @@ mod tests {
             "keep me"
         );
         assert_eq!(
-            std::fs::metadata(d.path().join("decoy")).expect("stat").permissions().mode() & 0o7777,
+            std::fs::metadata(d.path().join("decoy"))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o7777,
             0o604,
             "an existing file keeps its mode"
         );
@@ -257,7 +268,10 @@ mod tests {
         let root = Root::open(&inner).expect("open root");
         // the name exists (as a symlink): nothing is created, nothing followed
         assert!(!root.create_if_missing("/decoy", 0o644).expect("create"));
-        assert!(!host_target.exists(), "the symlink target outside the root was not created");
+        assert!(
+            !host_target.exists(),
+            "the symlink target outside the root was not created"
+        );
     }
 
     #[test]
@@ -265,7 +279,13 @@ mod tests {
         let d = tmp();
         std::fs::create_dir(d.path().join("dir")).expect("mkdir");
         let root = Root::open(d.path()).expect("open root");
-        assert!(matches!(root.resolve("/dir"), Err(ResolveError::NotAFile { .. })));
-        assert!(matches!(root.resolve("/nope"), Err(ResolveError::NotFound { .. })));
+        assert!(matches!(
+            root.resolve("/dir"),
+            Err(ResolveError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            root.resolve("/nope"),
+            Err(ResolveError::NotFound { .. })
+        ));
     }
 }

@@ -126,12 +126,18 @@ pub fn compile_trap(
         return Err(err("path".into(), "contains NUL or is too long".into()));
     }
     if trap.path.ends_with('/') {
-        return Err(err("path".into(), "names a directory: kive traps files".into()));
+        return Err(err(
+            "path".into(),
+            "names a directory: kive traps files".into(),
+        ));
     }
     let mut warnings = Vec::new();
     let mode = match trap.mode {
         Some(m) if m > 0o7777 => {
-            return Err(err("mode".into(), format!("{m} (0o{m:o}) is not a file mode")))
+            return Err(err(
+                "mode".into(),
+                format!("{m} (0o{m:o}) is not a file mode"),
+            ))
         }
         Some(m) => {
             if looks_like_unprefixed_octal(m) {
@@ -167,7 +173,9 @@ pub fn compile_trap(
         target.pods.push(sel);
     }
     if trap.match_any.is_empty() {
-        warnings.push(format!("{origin}: field matchAny: empty, so this trap matches nothing"));
+        warnings.push(format!(
+            "{origin}: field matchAny: empty, so this trap matches nothing"
+        ));
     }
     Ok(CompiledTrap {
         policy_name: policy.meta.name.clone(),

@@ -7,7 +7,7 @@ pub mod matcher;
 pub mod model;
 pub mod parse;
 
-pub use compile::{compile, CompiledTrap, Compiled, PodSelector, Target};
+pub use compile::{compile, Compiled, CompiledTrap, PodSelector, Target};
 pub use error::{PolicyError, TrapRef};
 pub use model::{KivePolicy, KivePolicySpec, KiveTrap, KiveTrapMatch, TrapAction};
 pub use parse::{parse_policies, ParsedPolicy};

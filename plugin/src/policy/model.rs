@@ -150,9 +150,7 @@ where
             let digits = t
                 .strip_prefix("0o")
                 .or_else(|| t.strip_prefix('0'))
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!("{t:?} is not a file mode"))
-                })?;
+                .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not a file mode")))?;
             u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
                 .map(Some)
                 .map_err(|_| serde::de::Error::custom(format!("{t:?} is not an octal file mode")))

@@ -54,7 +54,10 @@ spec:
     assert_eq!(t.path, "/secret.txt");
     assert!(t.create);
     assert_eq!(t.mode, 444);
-    assert_eq!(t.metadata.get("severity").map(String::as_str), Some("medium"));
+    assert_eq!(
+        t.metadata.get("severity").map(String::as_str),
+        Some("medium")
+    );
     assert!(!t.target.host);
     assert_eq!(t.target.pods.len(), 1);
     assert_eq!(t.target.pods[0].pod.as_deref(), Some("nginx-pod"));
@@ -85,7 +88,11 @@ fn octal_modes_follow_kubernetes_yaml() {
         );
         assert!(c.errors.is_empty(), "{written}: {:?}", c.errors);
         assert_eq!(c.traps[0].mode, want, "{written}");
-        assert!(c.traps[0].warnings.is_empty(), "{written}: {:?}", c.traps[0].warnings);
+        assert!(
+            c.traps[0].warnings.is_empty(),
+            "{written}: {:?}",
+            c.traps[0].warnings
+        );
     }
 }
 
@@ -114,7 +121,10 @@ fn one_broken_trap_leaves_the_others_armed_and_names_trap_and_field() {
     assert_eq!(msgs.len(), expect.len(), "{msgs:#?}");
     for (msg, (trap, field)) in msgs.iter().zip(expect) {
         assert!(msg.starts_with("policy ns/p "), "{msg}");
-        assert!(msg.contains(trap) && msg.contains(field), "{msg} lacks {trap} / {field}");
+        assert!(
+            msg.contains(trap) && msg.contains(field),
+            "{msg} lacks {trap} / {field}"
+        );
     }
 }
 
@@ -167,7 +177,11 @@ fn action_block_is_an_additive_field() {
         "b.yaml",
         &policy("  - path: /a\n    action: deny\n    matchAny: [{host: true}]\n"),
     );
-    assert!(c.errors[0].to_string().contains("field action"), "{}", c.errors[0]);
+    assert!(
+        c.errors[0].to_string().contains("field action"),
+        "{}",
+        c.errors[0]
+    );
 }
 
 #[test]

@@ -81,7 +81,10 @@ mod tests {
         let trap = &c.traps[0];
         let raw = RawEvent {
             ts_boot_ns: 1_000,
-            key: TrapKey { dev: 0x0fe0_0000, ino: 42 },
+            key: TrapKey {
+                dev: 0x0fe0_0000,
+                ino: 42,
+            },
             cgroup_id: 7,
             pid: 100,
             tgid: 99,
@@ -118,8 +121,14 @@ mod tests {
         assert_eq!(a.metadata.kernel_id, "boot");
         assert_eq!(a.metadata.callback, "http://127.0.0.1:9/x");
         assert_eq!(a.metadata.owner, "host");
-        assert_eq!(a.custom_metadata.get("severity").map(String::as_str), Some("high"));
-        assert_eq!((a.process.pid, a.process.tgid, a.process.uid), (100, 99, 65534));
+        assert_eq!(
+            a.custom_metadata.get("severity").map(String::as_str),
+            Some("high")
+        );
+        assert_eq!(
+            (a.process.pid, a.process.tgid, a.process.uid),
+            (100, 99, 65534)
+        );
         assert_eq!(a.process.binary, "/usr/bin/cat");
         assert_eq!(a.process.comm, "cat");
         assert_eq!(a.node.name, "node-a");

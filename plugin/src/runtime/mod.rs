@@ -10,7 +10,7 @@ pub mod table;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -170,7 +170,11 @@ impl Shared {
                         tracing::info!(
                             "{}: re-armed (file {})",
                             e.trap.origin,
-                            if was_armed.is_some() { "replaced" } else { "appeared" }
+                            if was_armed.is_some() {
+                                "replaced"
+                            } else {
+                                "appeared"
+                            }
                         );
                     }
                 }
@@ -315,10 +319,7 @@ impl Runtime {
 
     /// The next kernel event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<RawEvent> {
-        match self.events.recv_timeout(timeout) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.events.recv_timeout(timeout).ok()
     }
 
     /// The next kernel event if one is queued.

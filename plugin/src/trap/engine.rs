@@ -54,7 +54,10 @@ fn capture_log(level: PrintLevel, msg: String) {
 }
 
 fn take_log() -> String {
-    LOAD_LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+    LOAD_LOG
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
 }
 
 /// The programs each tier autoloads, in attach order.

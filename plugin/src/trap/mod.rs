@@ -57,7 +57,9 @@ impl fmt::Display for Tier {
 }
 
 /// Which tier to use: the best that loads, or a forced one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TierChoice {
     /// Try lsm, trampoline, fentry, tracepoint, tracepoint-classic in order.
@@ -205,7 +207,9 @@ mod tests {
         ] {
             assert_eq!(s.parse::<TierChoice>(), Ok(c));
         }
-        let err = "kprobe".parse::<TierChoice>().expect_err("kprobe is not a tier");
+        let err = "kprobe"
+            .parse::<TierChoice>()
+            .expect_err("kprobe is not a tier");
         assert!(err.contains("kprobe"), "{err}");
     }
 

@@ -330,7 +330,10 @@ mod tests {
     fn comm_without_terminator_uses_all_sixteen_bytes() {
         let mut r = RECORD;
         r[offsets::COMM..offsets::COMM + COMM_LEN].copy_from_slice(b"0123456789abcdef");
-        assert_eq!(RawEvent::decode(&r).expect("decodes").comm, "0123456789abcdef");
+        assert_eq!(
+            RawEvent::decode(&r).expect("decodes").comm,
+            "0123456789abcdef"
+        );
     }
 
     #[test]
