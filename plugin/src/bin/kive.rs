@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use kive::alert::text::to_text;
+use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::policy::{self, Compiled};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
@@ -57,7 +58,17 @@ enum Command {
         /// Re-resolve armed paths this often (milliseconds).
         #[arg(long, default_value_t = 1000)]
         rescan_ms: u64,
+        /// Also arm pod traps from the cluster, reading KivePolicies and this
+        /// node's pods from the API server of this kubeconfig.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Also arm pod traps from the cluster, with the in-cluster
+        /// service-account configuration.
+        #[arg(long, conflicts_with = "kubeconfig")]
+        in_cluster: bool,
     },
+    /// Print the KivePolicy CRD (generated from the Rust types).
+    Crd,
     /// Check KivePolicy files and print what each trap targets.
     Check {
         /// KivePolicy YAML file(s).
@@ -89,15 +100,31 @@ fn load(policies: &[PathBuf]) -> Compiled {
     all
 }
 
-fn run(
-    policies: &[PathBuf],
+struct RunArgs {
+    policies: Vec<PathBuf>,
     tier: TierChoice,
     format: Format,
     ring_bytes: u32,
     node_name: Option<String>,
     rescan_ms: u64,
-) -> ExitCode {
-    let compiled = load(policies);
+    cluster: Option<Option<PathBuf>>,
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let RunArgs {
+        policies,
+        tier,
+        format,
+        ring_bytes,
+        node_name,
+        rescan_ms,
+        cluster,
+    } = args;
+    let compiled = if policies.is_empty() && cluster.is_some() {
+        Compiled::default()
+    } else {
+        load(&policies)
+    };
     for e in &compiled.errors {
         tracing::error!("{e}");
     }
@@ -161,6 +188,16 @@ fn run(
     ExitCode::SUCCESS
 }
 
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 fn check(policies: &[PathBuf]) -> ExitCode {
     let compiled = load(policies);
     for t in &compiled.traps {
@@ -202,7 +239,25 @@ fn main() -> ExitCode {
             ring_bytes,
             node_name,
             rescan_ms,
-        } => run(&policies, tier, format, ring_bytes, node_name, rescan_ms),
+            kubeconfig,
+            in_cluster,
+        } => run(RunArgs {
+            policies,
+            tier,
+            format,
+            ring_bytes,
+            node_name,
+            rescan_ms,
+            cluster: match (kubeconfig, in_cluster) {
+                (Some(k), _) => Some(Some(k)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+        }),
+        Command::Crd => {
+            print!("{}", kive::k8s::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Check { policies } => check(&policies),
     }
 }

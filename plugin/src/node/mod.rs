@@ -1,6 +1,7 @@
 //! The node edge: paths inside roots, the boot id, cgroups and /proc.
 
 pub mod cgroup;
+pub mod containers;
 pub mod host;
 pub mod procfs;
 pub mod resolve;

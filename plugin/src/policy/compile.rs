@@ -64,6 +64,8 @@ pub struct CompiledTrap {
     pub alert_version: String,
     /// Non-fatal remarks (armed anyway), each naming the trap.
     pub warnings: Vec<String>,
+    /// Identity of the trap's content: changes when the policy changes it.
+    pub fingerprint: String,
 }
 
 /// The result of compiling a set of policy documents.
@@ -193,6 +195,8 @@ pub fn compile_trap(
             .clone()
             .unwrap_or_else(|| "v1".to_string()),
         warnings,
+        fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
+            .unwrap_or_else(|_| format!("{origin}")),
         origin,
     })
 }

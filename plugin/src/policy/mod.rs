@@ -6,11 +6,14 @@ pub mod error;
 pub mod matcher;
 pub mod model;
 pub mod parse;
+pub mod pods;
 
 pub use compile::{compile, Compiled, CompiledTrap, PodSelector, Target};
 pub use error::{PolicyError, TrapRef};
-pub use model::{KivePolicy, KivePolicySpec, KiveTrap, KiveTrapMatch, TrapAction};
-pub use parse::{parse_policies, ParsedPolicy};
+pub use model::{
+    KivePolicy, KivePolicyResource, KivePolicySpec, KiveTrap, KiveTrapMatch, TrapAction,
+};
+pub use parse::{parse_document, parse_policies, ParsedPolicy};
 
 /// Reads and compiles policy YAML from a named source.
 pub fn load_str(source: &str, text: &str) -> Compiled {

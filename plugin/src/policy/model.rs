@@ -14,8 +14,20 @@ pub const VERSIONS: [&str; 2] = ["v1", "v2alpha1"];
 /// The kind.
 pub const KIND: &str = "KivePolicy";
 
-/// `spec` of a KivePolicy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+// The CustomResource derive also generates the Kubernetes resource type
+// `KivePolicyResource` and its CRD (see k8s::crd).
+/// The traps of a KivePolicy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, kube::CustomResource)]
+#[kube(
+    group = "kivebpf.san7o.github.io",
+    version = "v1",
+    kind = "KivePolicy",
+    root = "KivePolicyResource",
+    plural = "kivepolicies",
+    shortname = "kp",
+    namespaced,
+    doc = "A set of file traps and the pods (or the node) they apply to."
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KivePolicySpec {
     /// Version of the KiveAlert output (`v1`).

@@ -99,7 +99,12 @@ pub fn parse_policies(source: &str, text: &str) -> Vec<Result<ParsedPolicy, Poli
     out
 }
 
-fn parse_document(document: String, value: serde_yaml::Value) -> Result<ParsedPolicy, PolicyError> {
+/// Reads one policy document given as a value (from YAML, or from the API
+/// server's JSON converted to a YAML value).
+pub fn parse_document(
+    document: String,
+    value: serde_yaml::Value,
+) -> Result<ParsedPolicy, PolicyError> {
     let doc_err = |field: &str, message: String| PolicyError::Document {
         document: document.clone(),
         field: field.to_string(),

@@ -1,6 +1,9 @@
 //! From a kernel event and the entry it hit to a KiveAlert (pure).
 
-use crate::alert::{rfc3339_nanos, AlertMetadata, KiveAlert, NodeMetadata, ProcessMetadata};
+use crate::alert::{
+    rfc3339_nanos, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata, PodMetadata,
+    ProcessMetadata,
+};
 use crate::node::host::BootClock;
 use crate::node::procfs::ProcessDetails;
 use crate::policy::CompiledTrap;
@@ -48,7 +51,19 @@ pub fn build_alert(
             cgroup_id: Some(raw.cgroup_id),
         },
         custom_metadata: trap.metadata.clone(),
-        pod: Default::default(),
+        pod: match owner {
+            Owner::Host => Default::default(),
+            Owner::Container(c) => PodMetadata {
+                name: c.pod.clone(),
+                namespace: c.namespace.clone(),
+                ip: c.ip.clone(),
+                container: ContainerMetadata {
+                    id: c.container_id.clone(),
+                    name: c.container.clone(),
+                },
+                labels: c.labels.clone(),
+            },
+        },
         node: NodeMetadata {
             name: node.node_name.clone(),
         },
@@ -113,7 +128,7 @@ mod tests {
         let a = build_alert(&raw, trap, &Owner::Host, &node, &details);
         assert_eq!(a.alert_version, "v1");
         assert_eq!(a.policy_name, "p");
-        assert_eq!(a.timestamp, "2025-08-02T16:51:19.000001Z");
+        assert_eq!(a.timestamp, "2025-08-02T16:51:19.000001000Z");
         assert_eq!(a.metadata.path, "/etc/secret");
         assert_eq!(a.metadata.inode, 42);
         assert_eq!(a.metadata.mask, 36);

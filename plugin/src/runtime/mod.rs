@@ -6,6 +6,7 @@
 //! Falco's `next_batch`) pulls events and enriches them.
 
 pub mod enrich;
+pub mod pods;
 pub mod table;
 
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
 
 pub use enrich::{build_alert, NodeContext};
-pub use table::{Entry, EntryState, Owner, TrapTable};
+pub use pods::{DesiredEntry, PodController, PodReconcileReport};
+pub use table::{ContainerOwner, Entry, EntryState, Owner, TrapTable};
 
 /// How the runtime runs.
 #[derive(Debug, Clone)]
@@ -98,19 +100,19 @@ struct Counters {
     rearms: AtomicU64,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     engine: Engine,
     table: Mutex<TrapTable>,
     counters: Arc<Counters>,
 }
 
 impl Shared {
-    fn table(&self) -> MutexGuard<'_, TrapTable> {
+    pub(crate) fn table(&self) -> MutexGuard<'_, TrapTable> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes the kernel value of a key from the table (or removes it).
-    fn sync_key(&self, table: &TrapTable, key: TrapKey) {
+    pub(crate) fn sync_key(&self, table: &TrapTable, key: TrapKey) {
         let result = match table.kernel_value(key) {
             Some(v) => self.engine.arm(key, v),
             None => self.engine.disarm(key),
@@ -122,12 +124,19 @@ impl Shared {
 
     /// Resolves (and creates) an entry's file and arms its key. Returns
     /// whether the key changed.
-    fn arm_entry(&self, table: &mut TrapTable, id: u32) -> Result<bool, String> {
+    pub(crate) fn arm_entry(&self, table: &mut TrapTable, id: u32) -> Result<bool, String> {
         let Some(entry) = table.get(id) else {
             return Ok(false);
         };
         let trap = Arc::clone(&entry.trap);
-        let root = Arc::clone(&entry.root);
+        let Some(root) = entry.root.clone() else {
+            let msg = format!(
+                "{}: container {} is not running on this node yet",
+                trap.origin,
+                entry.owner.container_id()
+            );
+            return Err(msg);
+        };
         let current = match &entry.state {
             EntryState::Armed(p) if p.is_linked() => Some(p.key),
             _ => None,
@@ -257,7 +266,7 @@ impl Runtime {
                     ));
                 }
                 let Some(root) = &host_root else { continue };
-                let id = table.insert(Arc::clone(trap), Owner::Host, Arc::clone(root));
+                let id = table.insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
                 match shared.arm_entry(&mut table, id) {
                     Ok(_) => report.armed += 1,
                     Err(msg) => {
@@ -370,6 +379,11 @@ impl Runtime {
             stale_events: c.stale.load(Ordering::Relaxed),
             rearms: c.rearms.load(Ordering::Relaxed),
         }
+    }
+
+    /// A handle that applies the cluster's wanted pod traps to this runtime.
+    pub fn pod_controller(&self) -> PodController {
+        PodController::new(Arc::clone(&self.shared), self.proc_root.clone())
     }
 
     /// Node facts used in alerts.

@@ -2,18 +2,41 @@
 //! kernel key. Entries whose file cannot be resolved yet stay pending and
 //! are retried.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::node::{PinnedFile, Root};
 use crate::policy::{CompiledTrap, TrapAction};
 use crate::trap::{TrapKey, TrapValue};
 
+/// The pod and container whose file a trap entry watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerOwner {
+    /// Pod name.
+    pub pod: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod uid.
+    pub pod_uid: String,
+    /// Pod IP (first).
+    pub ip: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Container name.
+    pub container: String,
+    /// `runtime://<id>`.
+    pub container_id: String,
+    /// Container image.
+    pub image: String,
+}
+
 /// Whose file a trap entry watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     /// The node's own filesystem.
     Host,
+    /// A container of a pod on this node.
+    Container(ContainerOwner),
 }
 
 impl Owner {
@@ -21,6 +44,15 @@ impl Owner {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Host => "host",
+            Self::Container(_) => "pod",
+        }
+    }
+
+    /// The container id (`runtime://id`), empty for the host.
+    pub fn container_id(&self) -> &str {
+        match self {
+            Self::Host => "",
+            Self::Container(c) => &c.container_id,
         }
     }
 }
@@ -48,8 +80,8 @@ pub struct Entry {
     pub trap: Arc<CompiledTrap>,
     /// Whose file.
     pub owner: Owner,
-    /// The root the path is resolved in.
-    pub root: Arc<Root>,
+    /// The root the path is resolved in (`None` until the container runs).
+    pub root: Option<Arc<Root>>,
     /// Armed or pending.
     pub state: EntryState,
 }
@@ -74,7 +106,12 @@ pub struct TrapTable {
 
 impl TrapTable {
     /// Adds an entry (pending); returns its id.
-    pub fn insert(&mut self, trap: Arc<CompiledTrap>, owner: Owner, root: Arc<Root>) -> u32 {
+    pub fn insert(
+        &mut self,
+        trap: Arc<CompiledTrap>,
+        owner: Owner,
+        root: Option<Arc<Root>>,
+    ) -> u32 {
         self.next_id += 1;
         let id = self.next_id;
         self.entries.insert(
@@ -91,6 +128,19 @@ impl TrapTable {
             },
         );
         id
+    }
+
+    /// Removes an entry; returns the key it held, if any, so that the caller
+    /// can sync it with the kernel.
+    pub fn remove(&mut self, id: u32) -> Option<TrapKey> {
+        let old = self.set_pending(id, "removed".into());
+        self.entries.remove(&id);
+        old
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
     }
 
     /// An entry by id.

@@ -1,0 +1,248 @@
+//! From API objects to kive's plain views (pure): pods to [`PodView`],
+//! KivePolicy objects to compiled traps, and both to the wanted entries.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::DynamicObject;
+
+use crate::policy::pods::{matching_containers, ContainerView, PodView};
+use crate::policy::{compile, parse_document, CompiledTrap, PolicyError};
+use crate::runtime::{ContainerOwner, DesiredEntry};
+
+/// One KivePolicy, compiled.
+#[derive(Debug, Clone)]
+pub struct PolicyEntry {
+    /// `namespace/name`.
+    pub name: String,
+    /// Its valid traps.
+    pub traps: Vec<Arc<CompiledTrap>>,
+    /// What was rejected, naming policy, trap and field.
+    pub errors: Vec<PolicyError>,
+}
+
+impl PartialEq for PolicyEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.errors == other.errors
+            && self.traps.len() == other.traps.len()
+            && self
+                .traps
+                .iter()
+                .zip(&other.traps)
+                .all(|(a, b)| a.fingerprint == b.fingerprint)
+    }
+}
+
+/// `namespace/name` of an object.
+pub fn object_key(ns: Option<&str>, name: Option<&str>) -> String {
+    format!("{}/{}", ns.unwrap_or_default(), name.unwrap_or_default())
+}
+
+/// Compiles a KivePolicy object as served by the API server. Each trap is
+/// decoded on its own: a malformed trap never hides the others.
+pub fn policy_entry(obj: &DynamicObject) -> PolicyEntry {
+    let name = object_key(obj.metadata.namespace.as_deref(), obj.metadata.name.as_deref());
+    let mut doc = serde_json::Map::new();
+    if let Some(t) = &obj.types {
+        doc.insert("apiVersion".into(), t.api_version.clone().into());
+        doc.insert("kind".into(), t.kind.clone().into());
+    } else {
+        doc.insert(
+            "apiVersion".into(),
+            "kivebpf.san7o.github.io/v1".to_string().into(),
+        );
+        doc.insert("kind".into(), "KivePolicy".to_string().into());
+    }
+    doc.insert(
+        "metadata".into(),
+        serde_json::json!({"name": obj.metadata.name, "namespace": obj.metadata.namespace}),
+    );
+    if let Some(spec) = obj.data.get("spec") {
+        doc.insert("spec".into(), spec.clone());
+    }
+    let value = serde_yaml::to_value(serde_json::Value::Object(doc)).unwrap_or_default();
+    let compiled = compile(vec![parse_document(format!("kivepolicy {name}"), value)]);
+    PolicyEntry {
+        name,
+        traps: compiled.traps,
+        errors: compiled.errors,
+    }
+}
+
+/// The view of a pod that matching and alerts use.
+pub fn pod_view(pod: &Pod) -> PodView {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let mut ips: Vec<String> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
+        .unwrap_or_default();
+    if ips.is_empty() {
+        if let Some(ip) = status.and_then(|s| s.pod_ip.clone()) {
+            ips.push(ip);
+        }
+    }
+    let mut containers = Vec::new();
+    for statuses in [
+        status.and_then(|s| s.container_statuses.as_ref()),
+        status.and_then(|s| s.init_container_statuses.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for cs in statuses {
+            containers.push(ContainerView {
+                name: cs.name.clone(),
+                id: cs.container_id.clone().unwrap_or_default(),
+                running: cs.state.as_ref().is_some_and(|s| s.running.is_some()),
+                image: cs.image.clone(),
+            });
+        }
+    }
+    // containers without a status yet are known by name only
+    for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
+        if !containers.iter().any(|v| v.name == c.name) {
+            containers.push(ContainerView {
+                name: c.name.clone(),
+                id: String::new(),
+                running: false,
+                image: c.image.clone().unwrap_or_default(),
+            });
+        }
+    }
+    PodView {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        ips,
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        containers,
+    }
+}
+
+/// Every (trap, container) this node must arm: pods on `node`, containers
+/// that run and have an id, traps whose `matchAny` selects them.
+pub fn plan<'a>(
+    policies: impl IntoIterator<Item = &'a PolicyEntry>,
+    pods: impl IntoIterator<Item = &'a PodView> + Clone,
+    node: &str,
+) -> Vec<DesiredEntry> {
+    let mut out = Vec::new();
+    for p in policies {
+        for trap in &p.traps {
+            for pod in pods.clone() {
+                if pod.node != node {
+                    continue;
+                }
+                for c in matching_containers(trap, pod) {
+                    if !c.running || c.id.is_empty() {
+                        continue;
+                    }
+                    out.push(DesiredEntry {
+                        trap: Arc::clone(trap),
+                        owner: ContainerOwner {
+                            pod: pod.name.clone(),
+                            namespace: pod.namespace.clone(),
+                            pod_uid: pod.uid.clone(),
+                            ip: pod.ip().to_string(),
+                            labels: pod.labels.clone(),
+                            container: c.name.clone(),
+                            container_id: c.id.clone(),
+                            image: c.image.clone(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_json(name: &str, node: &str, cid: &str, running: bool) -> Pod {
+        let state = if running {
+            serde_json::json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+        } else {
+            serde_json::json!({"waiting": {"reason": "ContainerCreating"}})
+        };
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "labels": {"security-level": "high"}},
+            "spec": {"nodeName": node, "containers": [{"name": "nginx", "image": "nginx:1"}]},
+            "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}],
+                       "containerStatuses": [{"name": "nginx", "image": "nginx:1", "imageID": "",
+                         "containerID": cid, "ready": running, "restartCount": 0, "state": state}]}
+        }))
+        .expect("pod json")
+    }
+
+    fn policy(spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kivebpf.san7o.github.io/v1", "kind": "KivePolicy",
+            "metadata": {"name": "kive-sample-policy", "namespace": "kivebpf-system"},
+            "spec": spec
+        }))
+        .expect("object")
+    }
+
+    #[test]
+    fn pods_become_views_with_every_ip_and_container_state() {
+        let v = pod_view(&pod_json("nginx-pod", "node-a", "containerd://abc", true));
+        assert_eq!(v.name, "nginx-pod");
+        assert_eq!(v.ips, ["10.0.0.5", "fd00::5"]);
+        assert_eq!(v.node, "node-a");
+        assert_eq!(v.containers.len(), 1);
+        assert!(v.containers[0].running);
+        assert_eq!(v.containers[0].id, "containerd://abc");
+        assert_eq!(v.containers[0].image, "nginx:1");
+        let w = pod_view(&pod_json("p", "node-a", "", false));
+        assert!(!w.containers[0].running);
+    }
+
+    #[test]
+    fn the_seed_sample_policy_plans_onto_its_pod_on_this_node_only() {
+        let e = policy_entry(&policy(serde_json::json!({
+            "alertVersion": "v1",
+            "traps": [{"path": "/secret.txt", "create": true, "mode": 444,
+                       "matchAny": [{"pod": "nginx-pod", "namespace": "default",
+                                     "matchLabels": {"security-level": "high"}}],
+                       "metadata": {"severity": "medium"}}]
+        })));
+        assert!(e.errors.is_empty(), "{:?}", e.errors);
+        assert_eq!(e.name, "kivebpf-system/kive-sample-policy");
+        let here = pod_view(&pod_json("nginx-pod", "node-a", "containerd://aaa", true));
+        let there = pod_view(&pod_json("nginx-pod", "node-b", "containerd://bbb", true));
+        let starting = pod_view(&pod_json("nginx-pod", "node-a", "", false));
+        let pods = [here, there, starting];
+        let d = plan([&e], &pods, "node-a");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].owner.container_id, "containerd://aaa");
+        assert_eq!(d[0].owner.pod, "nginx-pod");
+        assert_eq!(d[0].owner.ip, "10.0.0.5");
+        assert_eq!(d[0].trap.path, "/secret.txt");
+    }
+
+    #[test]
+    fn a_broken_trap_in_an_api_object_leaves_the_others() {
+        let e = policy_entry(&policy(serde_json::json!({
+            "traps": [
+                {"path": "/ok", "matchAny": [{"namespace": "default"}]},
+                {"path": "/bad", "matchAny": [{"containerName": "regex:("}]},
+                {"path": "/worse", "unknown": 1}
+            ]
+        })));
+        assert_eq!(e.traps.len(), 1);
+        assert_eq!(e.errors.len(), 2);
+        let msg = e.errors[0].to_string();
+        assert!(
+            msg.contains("policy kivebpf-system/kive-sample-policy trap 1 (/bad)"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The cluster source: watches KivePolicies (all namespaces) and the pods of
+//! this node, and keeps the runtime's pod traps equal to what they ask for.
+//! Runs on its own small tokio runtime; stopping it never disarms anything.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Config};
+use thiserror::Error;
+use tokio::sync::Notify;
+
+use super::convert::{object_key, plan, pod_view, PolicyEntry};
+use super::store::{map_event, Store};
+use crate::policy::pods::PodView;
+use crate::runtime::PodController;
+
+/// Where the API server is and which node this is.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// A kubeconfig file; `None` = in-cluster (service account), then the
+    /// usual kubeconfig lookup.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (pods are watched with `spec.nodeName=<node>`).
+    pub node_name: String,
+    /// Reconcile at least this often (containers starting, files appearing).
+    pub resync: Duration,
+}
+
+/// Cluster source errors.
+#[derive(Debug, Error)]
+pub enum K8sError {
+    /// No usable client configuration.
+    #[error("kubernetes client configuration")]
+    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The tokio runtime could not start.
+    #[error("starting the cluster source's runtime")]
+    Runtime(#[source] std::io::Error),
+    /// No node name.
+    #[error("the node name is empty: set nodeName or NODE_NAME")]
+    NoNode,
+}
+
+/// Counters of the cluster source.
+#[derive(Debug, Default)]
+pub struct ClusterStatus {
+    /// Reconciles done.
+    pub reconciles: AtomicU64,
+    /// Pod entries armed after the last reconcile.
+    pub armed: AtomicUsize,
+    /// Pod entries pending after the last reconcile.
+    pub pending: AtomicUsize,
+    /// Policy traps rejected (all policies).
+    pub rejected: AtomicUsize,
+    /// Wall-clock time of the last reconcile.
+    pub last_reconcile: Mutex<Option<SystemTime>>,
+    /// Watch errors seen (the watchers retry with backoff).
+    pub watch_errors: AtomicU64,
+}
+
+struct State {
+    policies: Mutex<Store<PolicyEntry>>,
+    pods: Mutex<Store<PodView>>,
+    changed: Notify,
+    status: Arc<ClusterStatus>,
+}
+
+/// The running cluster source.
+pub struct ClusterSource {
+    runtime: Option<tokio::runtime::Runtime>,
+    status: Arc<ClusterStatus>,
+}
+
+/// The KivePolicy resource as a dynamic type: each object is decoded trap
+/// by trap, so one malformed object or trap never breaks the watch.
+pub fn kivepolicy_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kivebpf.san7o.github.io", "v1", "KivePolicy"),
+        "kivepolicies",
+    )
+}
+
+async fn client(cfg: &ClusterConfig) -> Result<Client, K8sError> {
+    let config = match &cfg.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| K8sError::Config(Box::new(e)))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| K8sError::Config(Box::new(e)))?
+        }
+        None => Config::infer().await.map_err(|e| K8sError::Config(Box::new(e)))?,
+    };
+    Client::try_from(config).map_err(|e| K8sError::Config(Box::new(e)))
+}
+
+impl ClusterSource {
+    /// Connects (lazily: an unreachable server is retried, not an error)
+    /// and starts watching and reconciling into `controller`.
+    pub fn start(cfg: ClusterConfig, controller: PodController) -> Result<Self, K8sError> {
+        if cfg.node_name.is_empty() {
+            return Err(K8sError::NoNode);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kive-k8s")
+            .enable_all()
+            .build()
+            .map_err(K8sError::Runtime)?;
+        let client = runtime.block_on(client(&cfg))?;
+        let status = Arc::new(ClusterStatus::default());
+        let state = Arc::new(State {
+            policies: Mutex::new(Store::default()),
+            pods: Mutex::new(Store::default()),
+            changed: Notify::new(),
+            status: Arc::clone(&status),
+        });
+
+        let policies = Api::<DynamicObject>::all_with(client.clone(), &kivepolicy_resource());
+        let st = Arc::clone(&state);
+        runtime.spawn(async move {
+            let stream = watcher(policies, watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(ev) => {
+                        let ev = map_event(ev, |o: DynamicObject| {
+                            let entry = super::convert::policy_entry(&o);
+                            (entry.name.clone(), entry)
+                        });
+                        let (added, removed) = describe(&ev);
+                        let initial = matches!(ev, watcher::Event::InitApply(_));
+                        let changed = lock(&st.policies).apply(ev);
+                        if changed || initial {
+                            if let Some(p) = added {
+                                tracing::info!("kivepolicy {} applied: {} trap(s)", p.name, p.traps.len());
+                                for e in &p.errors {
+                                    tracing::error!("{e}");
+                                }
+                                for t in &p.traps {
+                                    for w in &t.warnings {
+                                        tracing::warn!("{w}");
+                                    }
+                                }
+                            }
+                            if let Some(name) = removed {
+                                tracing::info!("kivepolicy {name} deleted");
+                            }
+                            st.changed.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("kivepolicy watch: {e} (retrying; armed traps stay armed)");
+                    }
+                }
+            }
+        });
+
+        let pods = Api::<Pod>::all(client);
+        let selector = format!("spec.nodeName={}", cfg.node_name);
+        let st = Arc::clone(&state);
+        runtime.spawn(async move {
+            let stream = watcher(pods, watcher::Config::default().fields(&selector)).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(ev) => {
+                        let ev = map_event(ev, |p: Pod| {
+                            let v = pod_view(&p);
+                            (object_key(Some(&v.namespace), Some(&v.name)), v)
+                        });
+                        if lock(&st.pods).apply(ev) {
+                            st.changed.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("pod watch: {e} (retrying; armed traps stay armed)");
+                    }
+                }
+            }
+        });
+
+        let st = Arc::clone(&state);
+        let node = cfg.node_name.clone();
+        let resync = cfg.resync;
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = st.changed.notified() => {}
+                    _ = tokio::time::sleep(resync) => {}
+                }
+                // let a burst of watch events settle into one reconcile
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let ready = lock(&st.policies).synced && lock(&st.pods).synced;
+                if !ready {
+                    continue;
+                }
+                let desired = {
+                    let policies = lock(&st.policies);
+                    let pods = lock(&st.pods);
+                    let pod_views: Vec<&PodView> = pods.items().map(|(_, v)| v).collect();
+                    st.status.rejected.store(
+                        policies.items().map(|(_, p)| p.errors.len()).sum(),
+                        Ordering::Relaxed,
+                    );
+                    plan(policies.items().map(|(_, p)| p), pod_views.iter().copied(), &node)
+                };
+                let ctrl = controller.clone();
+                let report = tokio::task::spawn_blocking(move || ctrl.reconcile(&desired)).await;
+                let Ok(report) = report else { continue };
+                if report.added > 0 || report.removed > 0 {
+                    tracing::info!(
+                        "reconciled: +{} -{} pod trap(s), {} armed, {} pending",
+                        report.added,
+                        report.removed,
+                        report.armed,
+                        report.pending.len()
+                    );
+                }
+                for p in &report.pending {
+                    tracing::debug!("pending: {p}");
+                }
+                st.status.armed.store(report.armed, Ordering::Relaxed);
+                st.status.pending.store(report.pending.len(), Ordering::Relaxed);
+                st.status.reconciles.fetch_add(1, Ordering::Relaxed);
+                *lock(&st.status.last_reconcile) = Some(SystemTime::now());
+            }
+        });
+        Ok(Self {
+            runtime: Some(runtime),
+            status,
+        })
+    }
+
+    /// Counters.
+    pub fn status(&self) -> &ClusterStatus {
+        &self.status
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn describe(ev: &watcher::Event<(String, PolicyEntry)>) -> (Option<PolicyEntry>, Option<String>) {
+    match ev {
+        watcher::Event::Apply((_, p)) | watcher::Event::InitApply((_, p)) => (Some(p.clone()), None),
+        watcher::Event::Delete((k, _)) => (None, Some(k.clone())),
+        _ => (None, None),
+    }
+}
+
+impl Drop for ClusterSource {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Applying the cluster's wanted pod traps: arm exactly the difference
+//! between what is wanted and what is in the table, never touching host
+//! traps. The wanted set comes from the Kubernetes source.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::node::containers::ContainerPids;
+use crate::node::Root;
+use crate::policy::CompiledTrap;
+
+use super::table::{ContainerOwner, EntryState, Owner};
+use super::Shared;
+
+/// One trap wanted on one container.
+#[derive(Debug, Clone)]
+pub struct DesiredEntry {
+    /// The trap.
+    pub trap: Arc<CompiledTrap>,
+    /// The container whose copy of the file is trapped.
+    pub owner: ContainerOwner,
+}
+
+impl DesiredEntry {
+    fn ident(&self) -> (String, String) {
+        (self.trap.fingerprint.clone(), self.owner.container_id.clone())
+    }
+}
+
+/// What one reconcile did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PodReconcileReport {
+    /// Entries added.
+    pub added: usize,
+    /// Entries removed (their keys disarmed unless shared).
+    pub removed: usize,
+    /// Pod entries armed after the reconcile.
+    pub armed: usize,
+    /// Pod entries pending, each with its reason (policy, trap, container).
+    pub pending: Vec<String>,
+}
+
+/// Applies wanted pod traps to a running runtime.
+#[derive(Clone)]
+pub struct PodController {
+    shared: Arc<Shared>,
+    proc_root: PathBuf,
+}
+
+impl PodController {
+    pub(crate) fn new(shared: Arc<Shared>, proc_root: PathBuf) -> Self {
+        Self { shared, proc_root }
+    }
+
+    /// Makes the table's pod entries exactly `desired`: adds the new ones
+    /// (finding each container's root through a process of its cgroup),
+    /// retries pending ones, removes the rest.
+    pub fn reconcile(&self, desired: &[DesiredEntry]) -> PodReconcileReport {
+        let pids = ContainerPids::scan(&self.proc_root);
+        let mut roots: HashMap<String, Option<Arc<Root>>> = HashMap::new();
+        let mut root_of = |owner: &ContainerOwner| -> Option<Arc<Root>> {
+            roots
+                .entry(owner.container_id.clone())
+                .or_insert_with(|| {
+                    let bare = owner.container_id.rsplit("://").next().unwrap_or_default();
+                    let pid = pids.pid_of(bare)?;
+                    Root::open(self.proc_root.join(pid.to_string()).join("root"))
+                        .ok()
+                        .map(Arc::new)
+                })
+                .clone()
+        };
+        let mut report = PodReconcileReport::default();
+        let mut table = self.shared.table();
+        let mut existing: HashMap<(String, String), u32> = HashMap::new();
+        for e in table.entries() {
+            if let Owner::Container(c) = &e.owner {
+                existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
+            }
+        }
+        let wanted: HashSet<(String, String)> = desired.iter().map(DesiredEntry::ident).collect();
+        for (ident, id) in &existing {
+            if !wanted.contains(ident) {
+                if let Some(old) = table.remove(*id) {
+                    self.shared.sync_key(&table, old);
+                }
+                report.removed += 1;
+            }
+        }
+        for d in desired {
+            let id = match existing.get(&d.ident()) {
+                Some(&id) => id,
+                None => {
+                    report.added += 1;
+                    let root = root_of(&d.owner);
+                    table.insert(
+                        Arc::clone(&d.trap),
+                        Owner::Container(d.owner.clone()),
+                        root,
+                    )
+                }
+            };
+            let needs_arm = match table.get(id) {
+                Some(e) => matches!(e.state, EntryState::Pending { .. }),
+                None => false,
+            };
+            if !needs_arm {
+                continue;
+            }
+            if table.get(id).is_some_and(|e| e.root.is_none()) {
+                let root = root_of(&d.owner);
+                if let Some(e) = table.get_mut(id) {
+                    e.root = root;
+                }
+            }
+            if let Err(msg) = self.shared.arm_entry(&mut table, id) {
+                report.pending.push(format!(
+                    "{msg} (pod {}/{}, container {})",
+                    d.owner.namespace, d.owner.pod, d.owner.container
+                ));
+            }
+        }
+        report.armed = table
+            .entries()
+            .filter(|e| matches!(e.owner, Owner::Container(_)) && e.key().is_some())
+            .count();
+        report
+    }
+}
