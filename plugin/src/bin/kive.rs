@@ -148,11 +148,30 @@ fn run(args: RunArgs) -> ExitCode {
     for f in &report.failures {
         tracing::error!("{f} (kept pending, retried)");
     }
-    for t in &report.needs_cluster {
-        tracing::warn!(
-            "{t}: targets pods: needs a cluster (the Kubernetes source), not armed here"
-        );
+    if cluster.is_none() {
+        for t in &report.needs_cluster {
+            tracing::warn!(
+                "{t}: targets pods: needs a cluster (--kubeconfig or --in-cluster), not armed here"
+            );
+        }
     }
+    let _cluster = match cluster {
+        None => None,
+        Some(kubeconfig) => {
+            let cfg = ClusterConfig {
+                kubeconfig,
+                node_name: cfg.node_name.clone(),
+                resync: Duration::from_millis(rescan_ms.max(10)),
+            };
+            match ClusterSource::start(cfg, rt.pod_controller()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("{e}: {}", error_chain(&e));
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     tracing::info!(
         "kive running: tier={} armed={} pending={} rejected={}",
         rt.tier(),

@@ -42,7 +42,10 @@ pub fn object_key(ns: Option<&str>, name: Option<&str>) -> String {
 /// Compiles a KivePolicy object as served by the API server. Each trap is
 /// decoded on its own: a malformed trap never hides the others.
 pub fn policy_entry(obj: &DynamicObject) -> PolicyEntry {
-    let name = object_key(obj.metadata.namespace.as_deref(), obj.metadata.name.as_deref());
+    let name = object_key(
+        obj.metadata.namespace.as_deref(),
+        obj.metadata.name.as_deref(),
+    );
     let mut doc = serde_json::Map::new();
     if let Some(t) = &obj.types {
         doc.insert("apiVersion".into(), t.api_version.clone().into());

@@ -56,12 +56,27 @@ mod tests {
         let schema = serde_json::to_value(&c.spec.versions[0].schema).expect("schema");
         let trap = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["traps"]["items"]
             ["properties"];
-        for field in ["path", "create", "mode", "callback", "metadata", "matchAny", "action"] {
-            assert!(trap.get(field).is_some(), "trap field {field} in the schema: {trap}");
+        for field in [
+            "path", "create", "mode", "callback", "metadata", "matchAny", "action",
+        ] {
+            assert!(
+                trap.get(field).is_some(),
+                "trap field {field} in the schema: {trap}"
+            );
         }
         let entry = &trap["matchAny"]["items"]["properties"];
-        for field in ["pod", "containerName", "namespace", "ip", "matchLabels", "host"] {
-            assert!(entry.get(field).is_some(), "matchAny field {field}: {entry}");
+        for field in [
+            "pod",
+            "containerName",
+            "namespace",
+            "ip",
+            "matchLabels",
+            "host",
+        ] {
+            assert!(
+                entry.get(field).is_some(),
+                "matchAny field {field}: {entry}"
+            );
         }
     }
 }

@@ -95,7 +95,9 @@ async fn client(cfg: &ClusterConfig) -> Result<Client, K8sError> {
                 .await
                 .map_err(|e| K8sError::Config(Box::new(e)))?
         }
-        None => Config::infer().await.map_err(|e| K8sError::Config(Box::new(e)))?,
+        None => Config::infer()
+            .await
+            .map_err(|e| K8sError::Config(Box::new(e)))?,
     };
     Client::try_from(config).map_err(|e| K8sError::Config(Box::new(e)))
 }
@@ -139,7 +141,11 @@ impl ClusterSource {
                         let changed = lock(&st.policies).apply(ev);
                         if changed || initial {
                             if let Some(p) = added {
-                                tracing::info!("kivepolicy {} applied: {} trap(s)", p.name, p.traps.len());
+                                tracing::info!(
+                                    "kivepolicy {} applied: {} trap(s)",
+                                    p.name,
+                                    p.traps.len()
+                                );
                                 for e in &p.errors {
                                     tracing::error!("{e}");
                                 }
@@ -167,7 +173,8 @@ impl ClusterSource {
         let selector = format!("spec.nodeName={}", cfg.node_name);
         let st = Arc::clone(&state);
         runtime.spawn(async move {
-            let stream = watcher(pods, watcher::Config::default().fields(&selector)).default_backoff();
+            let stream =
+                watcher(pods, watcher::Config::default().fields(&selector)).default_backoff();
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 match ev {
@@ -211,7 +218,11 @@ impl ClusterSource {
                         policies.items().map(|(_, p)| p.errors.len()).sum(),
                         Ordering::Relaxed,
                     );
-                    plan(policies.items().map(|(_, p)| p), pod_views.iter().copied(), &node)
+                    plan(
+                        policies.items().map(|(_, p)| p),
+                        pod_views.iter().copied(),
+                        &node,
+                    )
                 };
                 let ctrl = controller.clone();
                 let report = tokio::task::spawn_blocking(move || ctrl.reconcile(&desired)).await;
@@ -229,7 +240,9 @@ impl ClusterSource {
                     tracing::debug!("pending: {p}");
                 }
                 st.status.armed.store(report.armed, Ordering::Relaxed);
-                st.status.pending.store(report.pending.len(), Ordering::Relaxed);
+                st.status
+                    .pending
+                    .store(report.pending.len(), Ordering::Relaxed);
                 st.status.reconciles.fetch_add(1, Ordering::Relaxed);
                 *lock(&st.status.last_reconcile) = Some(SystemTime::now());
             }
@@ -252,7 +265,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn describe(ev: &watcher::Event<(String, PolicyEntry)>) -> (Option<PolicyEntry>, Option<String>) {
     match ev {
-        watcher::Event::Apply((_, p)) | watcher::Event::InitApply((_, p)) => (Some(p.clone()), None),
+        watcher::Event::Apply((_, p)) | watcher::Event::InitApply((_, p)) => {
+            (Some(p.clone()), None)
+        }
         watcher::Event::Delete((k, _)) => (None, Some(k.clone())),
         _ => (None, None),
     }

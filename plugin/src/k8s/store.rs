@@ -101,7 +101,10 @@ mod tests {
         assert!(s.synced);
         assert_eq!(s.len(), 2);
         assert!(s.apply(Event::Apply(kv("c", 3))));
-        assert!(!s.apply(Event::Apply(kv("c", 3))), "same object again: no change");
+        assert!(
+            !s.apply(Event::Apply(kv("c", 3))),
+            "same object again: no change"
+        );
         assert!(s.apply(Event::Apply(kv("c", 4))));
         assert!(s.apply(Event::Delete(kv("a", 0))));
         assert!(!s.apply(Event::Delete(kv("a", 0))));
@@ -118,7 +121,11 @@ mod tests {
         // the connection drops; a new list starts (410 Gone or a reconnect)
         s.apply(Event::Init);
         s.apply(Event::InitApply(kv("b", 1)));
-        assert_eq!(s.items().next().map(|(k, _)| k.as_str()), Some("a"), "old state kept meanwhile");
+        assert_eq!(
+            s.items().next().map(|(k, _)| k.as_str()),
+            Some("a"),
+            "old state kept meanwhile"
+        );
         assert!(s.apply(Event::InitDone));
         let keys: Vec<_> = s.items().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["b"], "a was deleted while we were away");

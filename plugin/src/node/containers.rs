@@ -28,7 +28,11 @@ impl ContainerPids {
             return Self { by_id };
         };
         for entry in rd.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(text) = std::fs::read_to_string(entry.path().join("cgroup")) else {
@@ -74,7 +78,10 @@ mod tests {
             "12:pids:/kubepods/burstable/pod1/{ID}\n1:name=systemd:/kubepods/burstable/pod1/{ID}\n0::/\n"
         );
         assert_eq!(container_of_cgroup_file(&v1).as_deref(), Some(ID));
-        assert_eq!(container_of_cgroup_file("0::/user.slice/session-2.scope\n"), None);
+        assert_eq!(
+            container_of_cgroup_file("0::/user.slice/session-2.scope\n"),
+            None
+        );
     }
 
     #[test]

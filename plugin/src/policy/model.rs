@@ -17,7 +17,9 @@ pub const KIND: &str = "KivePolicy";
 // The CustomResource derive also generates the Kubernetes resource type
 // `KivePolicyResource` and its CRD (see k8s::crd).
 /// The traps of a KivePolicy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, kube::CustomResource)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, kube::CustomResource,
+)]
 #[kube(
     group = "kivebpf.san7o.github.io",
     version = "v1",

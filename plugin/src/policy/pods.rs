@@ -54,11 +54,11 @@ impl PodView {
 fn pod_matches(sel: &PodSelector, pod: &PodView) -> bool {
     sel.pod.as_ref().is_none_or(|p| *p == pod.name)
         && sel.namespace.as_ref().is_none_or(|n| *n == pod.namespace)
-        && sel.ip.as_ref().is_none_or(|ip| pod.ips.iter().any(|i| i == ip))
         && sel
-            .labels
-            .iter()
-            .all(|(k, v)| pod.labels.get(k) == Some(v))
+            .ip
+            .as_ref()
+            .is_none_or(|ip| pod.ips.iter().any(|i| i == ip))
+        && sel.labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
 }
 
 /// The containers of `pod` that `trap` applies to: any `matchAny` entry
@@ -80,13 +80,22 @@ mod tests {
     use super::*;
     use crate::policy::load_str;
 
-    fn pod(name: &str, ns: &str, ip: &str, labels: &[(&str, &str)], containers: &[&str]) -> PodView {
+    fn pod(
+        name: &str,
+        ns: &str,
+        ip: &str,
+        labels: &[(&str, &str)],
+        containers: &[&str],
+    ) -> PodView {
         PodView {
             name: name.into(),
             namespace: ns.into(),
             uid: format!("uid-{name}"),
             ips: vec![ip.into()],
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             node: "node-a".into(),
             containers: containers
                 .iter()
@@ -112,7 +121,10 @@ mod tests {
     }
 
     fn names(t: &CompiledTrap, p: &PodView) -> Vec<String> {
-        matching_containers(t, p).into_iter().map(|c| c.name.clone()).collect()
+        matching_containers(t, p)
+            .into_iter()
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     #[test]
@@ -131,8 +143,14 @@ mod tests {
                 &["nginx", "sidecar"],
             ),
             ("[{pod: nginx-pod, namespace: other}]", &[]),
-            ("[{pod: other}, {namespace: default}]", &["nginx", "sidecar"]), // OR
-            ("[{namespace: default, containerName: 'regex:ngi.*'}]", &["nginx"]),
+            (
+                "[{pod: other}, {namespace: default}]",
+                &["nginx", "sidecar"],
+            ), // OR
+            (
+                "[{namespace: default, containerName: 'regex:ngi.*'}]",
+                &["nginx"],
+            ),
             ("[{containerName: 'regex:ide'}]", &["sidecar"]), // unanchored
             ("[{containerName: 'regex:^ide'}]", &[]),
             ("[{containerName: 'glob:s*'}]", &["sidecar"]),
@@ -140,12 +158,15 @@ mod tests {
             ("[{containerName: nginx}]", &["nginx"]),
             ("[{ip: 10.0.0.5}]", &["nginx", "sidecar"]),
             ("[{ip: 10.0.0.6}]", &[]),
-            ("[{matchLabels: {app: web, security-level: high}}]", &["nginx", "sidecar"]),
+            (
+                "[{matchLabels: {app: web, security-level: high}}]",
+                &["nginx", "sidecar"],
+            ),
             ("[{matchLabels: {app: db}}]", &[]),
             ("[{}]", &["nginx", "sidecar"]), // an empty entry matches anything
             ("[{pod: ''}]", &["nginx", "sidecar"]), // an empty field matches anything
-            ("[]", &[]),                      // an empty matchAny matches nothing
-            ("[{host: true}]", &[]),          // host traps are not pod traps
+            ("[]", &[]),                     // an empty matchAny matches nothing
+            ("[{host: true}]", &[]),         // host traps are not pod traps
         ];
         for (m, want) in cases {
             assert_eq!(names(&trap(m), &web), *want, "matchAny: {m}");

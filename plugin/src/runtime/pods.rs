@@ -24,7 +24,10 @@ pub struct DesiredEntry {
 
 impl DesiredEntry {
     fn ident(&self) -> (String, String) {
-        (self.trap.fingerprint.clone(), self.owner.container_id.clone())
+        (
+            self.trap.fingerprint.clone(),
+            self.owner.container_id.clone(),
+        )
     }
 }
 
@@ -94,11 +97,7 @@ impl PodController {
                 None => {
                     report.added += 1;
                     let root = root_of(&d.owner);
-                    table.insert(
-                        Arc::clone(&d.trap),
-                        Owner::Container(d.owner.clone()),
-                        root,
-                    )
+                    table.insert(Arc::clone(&d.trap), Owner::Container(d.owner.clone()), root)
                 }
             };
             let needs_arm = match table.get(id) {

@@ -2,6 +2,7 @@
 //! and helpers to run processes that touch files.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod container;
 
 use std::path::Path;

@@ -1,0 +1,196 @@
+//! End to end on this machine's kernel: the test API server serves
+//! KivePolicies and pods whose containers are emulated containers; the real
+//! kube client watches them; kive arms the traps per container.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kive::alert::KiveAlert;
+use kive::k8s::{ClusterConfig, ClusterSource};
+use kive::node::Root;
+use kive::runtime::{Runtime, RuntimeConfig};
+use kive::trap::{TierChoice, TrapKey};
+use serde_json::json;
+use support::apiserver::{ApiServer, Kind};
+use support::container::Container;
+
+const NODE: &str = "node-a";
+
+fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                     "labels": {"app": "web"}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "web:1"}]},
+        "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
+                   "containerStatuses": [{"name": "app", "image": "web:1", "imageID": "",
+                     "containerID": format!("containerd://{container_id}"), "ready": true,
+                     "restartCount": 0, "state": {"running": {"startedAt": "2026-11-22T00:00:00Z"}}}]}
+    })
+}
+
+fn policy(name: &str, path: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "namespace": "kive-system"},
+        "spec": {"alertVersion": "v1", "traps": [{
+            "path": path, "create": true, "mode": 0o400,
+            "metadata": {"severity": "high"},
+            "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]
+        }]}
+    })
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alerts(rt: &Runtime, wait: Duration) -> Vec<KiveAlert> {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(ev) = rt.next_event(left) {
+            out.extend(rt.alerts_for(&ev));
+        }
+    }
+    out
+}
+
+fn key_in(c: &Container, path: &str) -> TrapKey {
+    Root::open(c.root())
+        .expect("container root")
+        .resolve(path)
+        .unwrap_or_else(|e| panic!("{path} in container: {e}"))
+        .key
+}
+
+const WAIT: Duration = Duration::from_millis(500);
+
+#[test]
+fn pod_traps_follow_policies_pods_and_containers() {
+    support::ensure_mounts();
+    let a = Container::start(&[], &[]);
+    let b = Container::start(&[], &[]);
+    let mut api = ApiServer::start();
+    api.apply(Kind::Pod, pod("web-0", NODE, &a.id));
+    api.apply(Kind::Pod, pod("web-1", "node-b", &b.id));
+    api.apply(Kind::Policy, policy("decoys", "/secret.txt"));
+
+    let cfg = RuntimeConfig {
+        node_name: NODE.into(),
+        rescan: Duration::from_secs(3600),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Tracepoint,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
+    let rt = Arc::new(rt);
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let cluster = ClusterSource::start(
+        ClusterConfig {
+            kubeconfig: Some(kubeconfig),
+            node_name: NODE.into(),
+            resync: Duration::from_millis(200),
+        },
+        rt.pod_controller(),
+    )
+    .expect("cluster source");
+
+    // the policy arms on web-0 only (web-1 runs on node-b)
+    wait_until("the decoy in web-0 is armed", || rt.metrics().armed == 1);
+    let ka = key_in(&a, "/secret.txt");
+    assert_eq!(rt.kernel_keys(), [ka]);
+    assert!(
+        Root::open(b.root())
+            .expect("b")
+            .resolve("/secret.txt")
+            .is_err(),
+        "nothing is created in the pod of another node"
+    );
+    assert!(api.requests("Pod list") >= 1 && api.requests("Pod watch") >= 1);
+
+    a.exec("cat /secret.txt");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let al = &got[0];
+    assert_eq!(al.policy_name, "decoys");
+    assert_eq!(al.policy_namespace.as_deref(), Some("kive-system"));
+    assert_eq!(al.pod.name, "web-0");
+    assert_eq!(al.pod.namespace, "default");
+    assert_eq!(al.pod.ip, "10.1.0.7");
+    assert_eq!(al.pod.container.name, "app");
+    assert_eq!(al.pod.container.id, format!("containerd://{}", a.id));
+    assert_eq!(al.metadata.owner, "pod");
+    assert_eq!(al.metadata.path, "/secret.txt");
+    assert_eq!(al.node.name, NODE);
+    assert_eq!(al.process.comm, "cat");
+
+    // the container restarts: a new container id, the trap follows it
+    let a2 = Container::start(&[], &[]);
+    api.apply(Kind::Pod, pod("web-0", NODE, &a2.id));
+    wait_until("the restarted container is armed", || {
+        let now = Root::open(a2.root())
+            .ok()
+            .and_then(|r| r.resolve("/secret.txt").ok());
+        now.is_some_and(|p| rt.kernel_keys() == vec![p.key])
+    });
+    drop(a);
+    a2.exec("cat /secret.txt");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].pod.container.id, format!("containerd://{}", a2.id));
+
+    // the API server goes away: what is armed stays armed
+    api.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    a2.exec("cat /secret.txt");
+    assert_eq!(
+        alerts(&rt, WAIT).len(),
+        1,
+        "traps fire while the API server is down"
+    );
+    assert_eq!(rt.metrics().armed, 1);
+
+    // it comes back with history compacted (410 Gone → re-list) and a new policy
+    api.compact();
+    api.restart();
+    api.apply(Kind::Policy, policy("more", "/other.txt"));
+    wait_until("the new policy is armed", || rt.metrics().armed == 2);
+    // 410 Gone made both watchers re-list (each after its own backoff)
+    wait_until("both watchers re-listed after 410 Gone", || {
+        api.requests("Policy list") >= 2 && api.requests("Pod list") >= 2
+    });
+    a2.exec("cat /other.txt");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].policy_name, "more");
+
+    // deleting a policy disarms exactly its traps
+    api.delete(Kind::Policy, "kive-system", "decoys");
+    wait_until("the deleted policy is disarmed", || rt.metrics().armed == 1);
+    a2.exec("cat /secret.txt");
+    assert!(
+        alerts(&rt, WAIT).is_empty(),
+        "a deleted policy's trap is silent"
+    );
+
+    // deleting the pod disarms the rest
+    api.delete(Kind::Pod, "default", "web-0");
+    wait_until("the deleted pod is disarmed", || rt.metrics().armed == 0);
+    assert!(rt.kernel_keys().is_empty());
+    assert!(
+        cluster
+            .status()
+            .reconciles
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}

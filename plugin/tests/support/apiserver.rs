@@ -1,0 +1,346 @@
+//! A test double of the Kubernetes API server that speaks the real REST and
+//! watch protocol over HTTP, so that the real `kube` client and watchers
+//! are what the tests exercise: list with `resourceVersion`, chunked watch
+//! streams of ADDED/MODIFIED/DELETED, `fieldSelector=spec.nodeName=…`, and
+//! `410 Gone` (an ERROR event with an Expired status) for a compacted
+//! resourceVersion. It can be stopped (connections dropped) and restarted on
+//! the same port.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// The two resources served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// core/v1 Pod.
+    Pod,
+    /// kivebpf.san7o.github.io/v1 KivePolicy.
+    Policy,
+}
+
+impl Kind {
+    fn api_version(self) -> &'static str {
+        match self {
+            Kind::Pod => "v1",
+            Kind::Policy => "kivebpf.san7o.github.io/v1",
+        }
+    }
+    fn kind(self) -> &'static str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::Policy => "KivePolicy",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Change {
+    rv: u64,
+    kind: Kind,
+    ty: &'static str,
+    object: Value,
+}
+
+struct Inner {
+    rv: u64,
+    compacted_below: u64,
+    objects: BTreeMap<(Kind, String), Value>,
+    log: Vec<Change>,
+    tx: broadcast::Sender<Change>,
+    requests: HashMap<String, usize>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// The running test API server.
+pub struct ApiServer {
+    inner: Shared,
+    addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+fn key(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+fn selector_matches(sel: Option<&String>, obj: &Value) -> bool {
+    let Some(sel) = sel else { return true };
+    sel.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (path, want) = term.split_once('=').unwrap_or((term, ""));
+        let want = want.trim_start_matches('=');
+        let mut v = obj;
+        for part in path.split('.') {
+            v = &v[part];
+        }
+        v.as_str().unwrap_or_default() == want
+    })
+}
+
+impl ApiServer {
+    /// Starts on a free loopback port.
+    pub fn start() -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        let inner = Arc::new(Mutex::new(Inner {
+            rv: 100,
+            compacted_below: 0,
+            objects: BTreeMap::new(),
+            log: Vec::new(),
+            tx,
+            requests: HashMap::new(),
+        }));
+        let mut s = Self {
+            inner,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            rt: None,
+        };
+        s.serve();
+        s
+    }
+
+    fn serve(&mut self) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("test api server runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(self.addr))
+            .unwrap_or_else(|e| panic!("binding the test API server on {}: {e}", self.addr));
+        self.addr = listener.local_addr().expect("local addr");
+        let app = Router::new()
+            .route("/api/v1/pods", get(pods))
+            .route(
+                "/apis/kivebpf.san7o.github.io/v1/kivepolicies",
+                get(policies),
+            )
+            .with_state(Arc::clone(&self.inner));
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        self.rt = Some(rt);
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig pointing at this server.
+    pub fn write_kubeconfig(&self, path: &Path) {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\n",
+                self.url()
+            ),
+        )
+        .expect("write kubeconfig");
+    }
+
+    /// Creates or replaces an object (ADDED or MODIFIED).
+    pub fn apply(&self, kind: Kind, mut object: Value) {
+        let mut g = self.inner.lock().expect("lock");
+        g.rv += 1;
+        let rv = g.rv;
+        object["apiVersion"] = json!(kind.api_version());
+        object["kind"] = json!(kind.kind());
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let k = (kind, key(&object));
+        let ty = if g.objects.contains_key(&k) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        g.objects.insert(k, object.clone());
+        let change = Change {
+            rv,
+            kind,
+            ty,
+            object,
+        };
+        g.log.push(change.clone());
+        let _ = g.tx.send(change);
+    }
+
+    /// Deletes an object (DELETED).
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
+        let mut g = self.inner.lock().expect("lock");
+        let Some(mut object) = g.objects.remove(&(kind, format!("{namespace}/{name}"))) else {
+            panic!("deleting {namespace}/{name}: not there");
+        };
+        g.rv += 1;
+        let rv = g.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let change = Change {
+            rv,
+            kind,
+            ty: "DELETED",
+            object,
+        };
+        g.log.push(change.clone());
+        let _ = g.tx.send(change);
+    }
+
+    /// Forgets history: a watch from an older resourceVersion gets 410.
+    pub fn compact(&self) {
+        let mut g = self.inner.lock().expect("lock");
+        g.compacted_below = g.rv + 1;
+        g.log.clear();
+    }
+
+    /// How many list (`list`) and watch (`watch`) requests each path got.
+    pub fn requests(&self, what: &str) -> usize {
+        self.inner
+            .lock()
+            .expect("lock")
+            .requests
+            .get(what)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Stops serving: every connection, watches included, is dropped.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+
+    /// Serves again on the same port, with the same objects.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.serve();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn pods(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    handle(s, Kind::Pod, q)
+}
+
+async fn policies(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    handle(s, Kind::Policy, q)
+}
+
+fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
+    let selector = q.get("fieldSelector").cloned();
+    if q.get("watch").map(String::as_str) == Some("true")
+        || q.get("watch").map(String::as_str) == Some("1")
+    {
+        watch(s, kind, q, selector)
+    } else {
+        list(s, kind, selector)
+    }
+}
+
+fn list(s: Shared, kind: Kind, selector: Option<String>) -> Response {
+    let mut g = s.lock().expect("lock");
+    *g.requests.entry(format!("{kind:?} list")).or_default() += 1;
+    let items: Vec<Value> = g
+        .objects
+        .iter()
+        .filter(|((k, _), o)| *k == kind && selector_matches(selector.as_ref(), o))
+        .map(|(_, o)| {
+            // like the real server: list items carry no apiVersion/kind
+            let mut o = o.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+            }
+            o
+        })
+        .collect();
+    let body = json!({
+        "apiVersion": kind.api_version(),
+        "kind": format!("{}List", kind.kind()),
+        "metadata": {"resourceVersion": g.rv.to_string()},
+        "items": items,
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn watch(s: Shared, kind: Kind, q: HashMap<String, String>, selector: Option<String>) -> Response {
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(290u64);
+    let (backlog, mut rx, gone) = {
+        let mut g = s.lock().expect("lock");
+        *g.requests.entry(format!("{kind:?} watch")).or_default() += 1;
+        let gone = from != 0 && from < g.compacted_below;
+        let backlog: Vec<Change> = g
+            .log
+            .iter()
+            .filter(|c| c.rv > from && c.kind == kind)
+            .cloned()
+            .collect();
+        (backlog, g.tx.subscribe(), gone)
+    };
+    let stream = async_stream::stream! {
+        if gone {
+            let status = json!({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410}});
+            yield Ok::<_, std::convert::Infallible>(format!("{status}\n"));
+            return;
+        }
+        let mut last = from;
+        for c in backlog {
+            last = c.rv;
+            if selector_matches(selector.as_ref(), &c.object) {
+                yield Ok(format!("{}\n", json!({"type": c.ty, "object": c.object})));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        loop {
+            let c = tokio::select! {
+                c = rx.recv() => c,
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            let Ok(c) = c else { break };
+            if c.kind != kind || c.rv <= last {
+                continue;
+            }
+            last = c.rv;
+            if selector_matches(selector.as_ref(), &c.object) {
+                yield Ok(format!("{}\n", json!({"type": c.ty, "object": c.object})));
+            }
+        }
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
