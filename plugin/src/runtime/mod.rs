@@ -381,6 +381,19 @@ impl Runtime {
         }
     }
 
+    /// Entries armed on a container (`id` with or without `runtime://`).
+    pub fn armed_for_container(&self, id: &str) -> usize {
+        self.shared
+            .table()
+            .entries()
+            .filter(|e| {
+                let cid = e.owner.container_id();
+                !cid.is_empty() && (cid == id || cid.rsplit("://").next() == Some(id))
+            })
+            .filter(|e| e.key().is_some())
+            .count()
+    }
+
     /// A handle that applies the cluster's wanted pod traps to this runtime.
     pub fn pod_controller(&self) -> PodController {
         PodController::new(Arc::clone(&self.shared), self.proc_root.clone())
