@@ -20,16 +20,19 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 # Keep kernel chatter off the console so it cannot split our lines; the
 # kernel log is dumped in its own section at the end instead.
 echo 1 >/proc/sys/kernel/printk
+dmesg -c >/dev/null
+hostname kive-vm
 
+# shellcheck source=/dev/null
 . /vmtest/config
 
 echo "KIVE-VM-BOOTED kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm) btf=$(test -e /sys/kernel/btf/vmlinux && echo yes || echo no)"
 
 result() { # name ok detail...
-    n=$1
-    o=$2
+    local name=$1 ok=$2
     shift 2
-    echo "KIVE-VM-RESULT name=$n ok=$o detail=$*"
+    # One line per result: fold a multi-line detail (command output).
+    echo "KIVE-VM-RESULT name=$name ok=$ok detail=$(printf '%s' "$*" | tr '\n' ' ')"
 }
 
 # dump NAME FILE: print FILE between markers for the host to parse.
@@ -62,12 +65,12 @@ fi
 # Untrapped file, created before kive starts.
 echo free >/tmp/free.txt
 
-# start_kive TIER: start kive in the background; sets KPID, KOUT, KERR.
-# Returns 0 once stderr shows "armed=", 1 if kive died or never got there.
+# start_kive TIER POLICY NAME: start kive in the background; sets KPID, KOUT,
+# KERR. Returns 0 once stderr shows "armed=", 1 if kive died or never got there.
 start_kive() {
-    KOUT=/tmp/kive-$1.out
-    KERR=/tmp/kive-$1.err
-    kive run --policy /vmtest/policy-vm.yaml --tier "$1" --format json >"$KOUT" 2>"$KERR" &
+    KOUT=/tmp/kive-$3.out
+    KERR=/tmp/kive-$3.err
+    kive run --policy "$2" --tier "$1" --format json >"$KOUT" 2>"$KERR" &
     KPID=$!
     # Loading and verifying BPF under TCG is slow: allow up to 120 s.
     i=0
@@ -98,88 +101,147 @@ stop_kive() {
     fi
 }
 
-# wait_alert PATTERN: wait up to 20 s for a stdout line containing PATTERN.
-wait_alert() {
+# wait_alerts PATTERN COUNT: wait up to 20 s for COUNT stdout lines with PATTERN.
+wait_alerts() {
     i=0
     while [ $i -lt 100 ]; do
-        grep -q "$1" "$KOUT" && return 0
+        [ "$(grep -c "$1" "$KOUT")" -ge "$2" ] && return 0
         usleep 200000
         i=$((i + 1))
     done
     return 1
 }
 
-# The tier named on the "armed=" startup line.
+# The tier named on the "armed=" startup line (stderr may carry ANSI colours).
 active_tier() {
     grep 'armed=' "$KERR" | head -n1 | grep -o 'tier=[a-z_-]*' | head -n1 | cut -d= -f2
 }
 
-run_tier() {
-    t=$1
+# try CMD...: run CMD in a child shell that execs it, so its pid is known
+# (the alert's process.pid must equal it). Sets RC, MSG, PID.
+try() {
+    MSG=$(sh -c 'echo $$ >/tmp/try.pid; exec "$@"' sh "$@" 2>&1)
+    RC=$?
+    PID=$(cat /tmp/try.pid)
+}
+
+# expect_eperm NAME CMD...: CMD must fail with "Operation not permitted".
+expect_eperm() {
+    local n=$1 ok
+    shift
+    try "$@"
+    case "$MSG" in
+    *"Operation not permitted"*) [ $RC != 0 ] && ok=1 || ok=0 ;;
+    *) ok=0 ;;
+    esac
+    result "$n" "$ok" "pid=$PID rc=$RC msg=$MSG"
+}
+
+# expect_ok NAME WANT CMD...: CMD must succeed and print WANT.
+expect_ok() {
+    local n=$1 want=$2 ok
+    shift 2
+    try "$@"
+    [ $RC = 0 ] && [ "$MSG" = "$want" ] && ok=1 || ok=0
+    result "$n" "$ok" "pid=$PID rc=$RC msg=$MSG"
+}
+
+# start_or_report TIER POLICY NAME: start kive and report NAME.start.
+start_or_report() {
     t0=$(now)
-    if ! start_kive "$t"; then
-        result "$t.start" 0 "kive did not arm (still running: $(kill -0 $KPID 2>/dev/null && echo yes || echo no))"
+    if ! start_kive "$1" "$2" "$3"; then
+        result "$3.start" 0 "kive did not arm (still running: $(kill -0 $KPID 2>/dev/null && echo yes || echo no))"
         stop_kive
-        dump "$t.stdout" "$KOUT"
-        dump "$t.stderr" "$KERR"
-        return
+        dump "$3.stdout" "$KOUT"
+        dump "$3.stderr" "$KERR"
+        return 1
     fi
     got=$(active_tier)
     armed=$(grep 'armed=' "$KERR" | head -n1 | grep -o 'armed=[0-9]*')
-    if [ "$got" = "$t" ]; then ok=1; else ok=0; fi
-    result "$t.start" $ok "tier=$got $armed after $(now) (started $t0)"
+    [ "$got" = "$1" ] || [ "$1" = auto ] && ok=1 || ok=0
+    result "$3.start" "$ok" "tier=$got $armed at uptime $(now) (started at $t0)"
+}
 
-    # A blocked trap: the open must fail with EPERM.
-    msg=$(cat /tmp/blocked.txt 2>&1)
-    rc=$?
-    case "$msg" in
-    *"Operation not permitted"*) [ $rc != 0 ] && ok=1 || ok=0 ;;
-    *) ok=0 ;;
-    esac
-    result "$t.block-eperm" $ok "rc=$rc msg=$msg"
-
-    # An audited trap: the open succeeds.
-    msg=$(cat /tmp/audited.txt 2>&1)
-    rc=$?
-    [ $rc = 0 ] && ok=1 || ok=0
-    result "$t.audit-open" $ok "rc=$rc msg=$msg"
-
-    # An untrapped file: opens normally (its "no alert" is checked on the host).
-    msg=$(cat /tmp/free.txt 2>&1)
-    rc=$?
-    [ $rc = 0 ] && [ "$msg" = free ] && ok=1 || ok=0
-    result "$t.free-open" $ok "rc=$rc msg=$msg"
-
-    # Alerts arrive asynchronously through the ring buffer.
-    wait_alert blocked.txt && wait_alert audited.txt && ok=1 || ok=0
-    result "$t.alerts-seen" $ok "alert lines=$(grep -c . "$KOUT")"
-    # Give a wrong alert for free.txt the time to show up too.
-    sleep 1
-
+# stop_and_dump NAME: stop kive, report NAME.exit, dump its output.
+stop_and_dump() {
     stop_kive
     [ "$KRC" = 0 ] && ok=1 || ok=0
-    result "$t.exit" $ok "exit=$KRC on SIGINT"
-    dump "$t.stdout" "$KOUT"
-    dump "$t.stderr" "$KERR"
+    result "$1.exit" "$ok" "exit=$KRC on SIGINT"
+    dump "$1.stdout" "$KOUT"
+    dump "$1.stderr" "$KERR"
+}
+
+# Plain files on the guest's tmpfs: block, audit, and an untrapped file.
+run_tier() {
+    t=$1
+    start_or_report "$t" /vmtest/policy-vm.yaml "$t" || return
+    expect_eperm "$t.block-eperm" cat /tmp/blocked.txt
+    expect_ok "$t.audit-open" "" cat /tmp/audited.txt
+    expect_ok "$t.free-open" free cat /tmp/free.txt
+    # Alerts arrive asynchronously through the ring buffer.
+    wait_alerts blocked.txt 1 && wait_alerts audited.txt 1 && ok=1 || ok=0
+    result "$t.alerts-seen" "$ok" "alert lines=$(grep -c . "$KOUT")"
+    # Give a wrong alert (free.txt, a duplicate) the time to show up too.
+    sleep 1
+    stop_and_dump "$t"
+}
+
+# Traps seen through overlayfs, the way a container sees its image files:
+# the opens run as an unprivileged user, the file is in the lower layer and
+# gets copied up by a write. On the LSM/trampoline tiers, 6.1 opens the
+# backing (real) file a second time, with the mounter's credentials: the host
+# checks there is exactly one alert per open, with the opener's pid and uid.
+run_overlay() {
+    t=$1
+    n=$t.ovl
+    umount /tmp/ovl/merged 2>/dev/null
+    rm -rf /tmp/ovl
+    mkdir -p /tmp/ovl/lower /tmp/ovl/upper /tmp/ovl/work /tmp/ovl/merged
+    echo secret >/tmp/ovl/lower/secret.txt
+    echo blocked >/tmp/ovl/lower/blocked.txt
+    echo peek >/tmp/ovl/lower/peek.txt
+    chmod 0666 /tmp/ovl/lower/secret.txt /tmp/ovl/lower/blocked.txt /tmp/ovl/lower/peek.txt
+    if ! mount -t overlay overlay -o lowerdir=/tmp/ovl/lower,upperdir=/tmp/ovl/upper,workdir=/tmp/ovl/work /tmp/ovl/merged; then
+        result "$n.start" 0 "overlay mount failed"
+        return
+    fi
+    start_or_report "$t" /vmtest/policy-overlay.yaml "$n" || return
+    # su execs the shell, which execs the command: the pid stays the same.
+    # A trap on a real lower-layer file: a direct open alerts, an open
+    # through the overlay (whose backing open is of that same real file) not.
+    expect_ok "$n.read-real" peek su -s /bin/sh nobody -c 'exec cat /tmp/ovl/lower/peek.txt'
+    expect_ok "$n.read-backing" peek su -s /bin/sh nobody -c 'exec cat /tmp/ovl/merged/peek.txt'
+    expect_ok "$n.read-lower" secret su -s /bin/sh nobody -c 'exec cat /tmp/ovl/merged/secret.txt'
+    # Opening for append copies the file up to the upper layer.
+    expect_ok "$n.append" "" su -s /bin/sh nobody -c 'echo more >>/tmp/ovl/merged/secret.txt'
+    [ -f /tmp/ovl/upper/secret.txt ] && ok=1 || ok=0
+    result "$n.copied-up" "$ok" "upper/secret.txt exists=$ok"
+    expect_ok "$n.read-upper" "secret
+more" su -s /bin/sh nobody -c 'exec cat /tmp/ovl/merged/secret.txt'
+    expect_eperm "$n.block-eperm" su -s /bin/sh nobody -c 'exec cat /tmp/ovl/merged/blocked.txt'
+    wait_alerts secret.txt 3 && wait_alerts peek.txt 1 && wait_alerts blocked.txt 1 && ok=1 || ok=0
+    result "$n.alerts-seen" "$ok" "alert lines=$(grep -c . "$KOUT")"
+    sleep 1
+    stop_and_dump "$n"
+    umount /tmp/ovl/merged
 }
 
 run_tier lsm
 run_tier trampoline
 
-# Without --tier, kive must pick the best tier that loads: lsm on this kernel.
-if start_kive auto; then
-    got=$(active_tier)
-    [ "$got" = lsm ] && ok=1 || ok=0
-    result auto.start $ok "tier=$got"
-    msg=$(cat /tmp/blocked.txt 2>&1)
-    rc=$?
-    case "$msg" in *"Operation not permitted"*) ok=1 ;; *) ok=0 ;; esac
-    result auto.block-eperm $ok "rc=$rc msg=$msg"
+# The overlay scenario needs overlayfs, a module in Debian's kernel.
+if insmod /vmtest/overlay.ko; then
+    run_overlay lsm
+    run_overlay trampoline
 else
-    result auto.start 0 "kive did not arm"
+    result overlay.module 0 "insmod overlay.ko failed"
 fi
-stop_kive
-result auto.exit "$([ "$KRC" = 0 ] && echo 1 || echo 0)" "exit=$KRC on SIGINT"
-dump auto.stderr "$KERR"
+
+# With --tier auto kive must pick the best tier that loads: lsm on this kernel.
+if start_or_report auto /vmtest/policy-vm.yaml auto; then
+    expect_eperm auto.block-eperm cat /tmp/blocked.txt
+    wait_alerts blocked.txt 1
+    stop_and_dump auto
+fi
 
 finish

@@ -80,6 +80,8 @@ else
 fi
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+# Keep the cache out of git even if target/ is not ignored.
+[ -f "$cache/.gitignore" ] || echo '*' >"$cache/.gitignore"
 
 # ---------------------------------------------------------------- host tools
 as_root() {
@@ -145,7 +147,9 @@ fetch_extract() {
     local pkg=$1 ver dir deb
     apt_cache_show "$pkg" || apt_update_once
     ver=$(apt-cache policy "$pkg" | awk '$1 == "Candidate:" { print $2 }')
-    [ -n "$ver" ] && [ "$ver" != "(none)" ] || die "no installable candidate for $pkg"
+    if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
+        die "no installable candidate for $pkg"
+    fi
     # Epochs contain ':' which is awkward in paths.
     dir=$cache/pkg/$pkg-${ver//:/_}
     if [ ! -f "$dir/.done" ]; then
@@ -246,6 +250,18 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 cp "$script_dir/guest-init.sh" "$stage/init"
 chmod 0755 "$stage/init"
 cp "$script_dir"/policy-*.yaml "$stage/vmtest/"
+# overlayfs is a module in Debian's config (CONFIG_OVERLAY_FS=m, no
+# dependencies); the overlay scenario insmods it. Everything else is built in.
+if [ -n "${kdir:-}" ]; then
+    ovl_ko=$(find "$kdir/lib/modules" -path '*/kernel/fs/overlayfs/overlay.ko*' | head -n1)
+    [ -n "$ovl_ko" ] || die "overlay.ko not found in $kdir"
+    case "$ovl_ko" in
+    *.ko) cp "$ovl_ko" "$stage/vmtest/overlay.ko" ;;
+    *.ko.xz) xz -dc "$ovl_ko" >"$stage/vmtest/overlay.ko" ;;
+    *.ko.zst) zstd -dcq "$ovl_ko" >"$stage/vmtest/overlay.ko" ;;
+    *) die "unexpected module file $ovl_ko" ;;
+    esac
+fi
 echo "MODE=$mode" >"$stage/vmtest/config"
 
 initrd=$work/initramfs.cpio
