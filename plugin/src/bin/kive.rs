@@ -66,6 +66,13 @@ enum Command {
         /// service-account configuration.
         #[arg(long, conflicts_with = "kubeconfig")]
         in_cluster: bool,
+        /// Also print the alerts of traps that have a callback (like kivebpf,
+        /// they are only POSTed to the callback by default).
+        #[arg(long)]
+        print_callback_alerts: bool,
+        /// Extra CA certificates (PEM) for HTTPS callbacks.
+        #[arg(long, value_name = "FILE")]
+        callback_ca: Option<PathBuf>,
     },
     /// Print the KivePolicy CRD (generated from the Rust types).
     Crd,
@@ -108,6 +115,8 @@ struct RunArgs {
     node_name: Option<String>,
     rescan_ms: u64,
     cluster: Option<Option<PathBuf>>,
+    print_callback_alerts: bool,
+    callback_ca: Option<PathBuf>,
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -119,6 +128,8 @@ fn run(args: RunArgs) -> ExitCode {
         node_name,
         rescan_ms,
         cluster,
+        print_callback_alerts,
+        callback_ca,
     } = args;
     let compiled = if policies.is_empty() && cluster.is_some() {
         Compiled::default()
@@ -134,6 +145,9 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.rescan = Duration::from_millis(rescan_ms.max(10));
     if let Some(n) = node_name {
         cfg.node_name = n;
+    }
+    if let Some(cb) = cfg.callbacks.as_mut() {
+        cb.ca_bundle = callback_ca;
     }
     let (rt, report) = match Runtime::start(&cfg, &compiled.traps) {
         Ok(r) => r,
@@ -190,6 +204,9 @@ fn run(args: RunArgs) -> ExitCode {
             continue;
         };
         for alert in rt.alerts_for(&ev) {
+            if !alert.metadata.callback.is_empty() && !print_callback_alerts {
+                continue;
+            }
             match format {
                 Format::Json => println!("{}", alert.to_json()),
                 Format::Text => println!("{}", to_text(&alert)),
@@ -198,11 +215,14 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let m = rt.metrics();
     tracing::info!(
-        "kive stopped: kernel hits={} ring drops={} queue drops={} rearms={}",
+        "kive stopped: kernel hits={} ring drops={} queue drops={} rearms={} callbacks delivered={} failed={} dropped={}",
         m.kernel.hits,
         m.kernel.drops,
         m.queue_drops,
-        m.rearms
+        m.rearms,
+        m.callbacks.delivered,
+        m.callbacks.failed,
+        m.callbacks.dropped
     );
     ExitCode::SUCCESS
 }
@@ -260,6 +280,8 @@ fn main() -> ExitCode {
             rescan_ms,
             kubeconfig,
             in_cluster,
+            print_callback_alerts,
+            callback_ca,
         } => run(RunArgs {
             policies,
             tier,
@@ -272,6 +294,8 @@ fn main() -> ExitCode {
                 (None, true) => Some(None),
                 (None, false) => None,
             },
+            print_callback_alerts,
+            callback_ca,
         }),
         Command::Crd => {
             print!("{}", kive::k8s::crd::crd_yaml());

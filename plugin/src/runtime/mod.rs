@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::alert::KiveAlert;
+use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details;
 use crate::node::{ResolveError, Root};
@@ -44,6 +45,8 @@ pub struct RuntimeConfig {
     pub proc_root: PathBuf,
     /// Node name for alerts.
     pub node_name: String,
+    /// How trap callbacks are sent (`None`: never sent).
+    pub callbacks: Option<CallbackConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -56,6 +59,7 @@ impl Default for RuntimeConfig {
             host_root: PathBuf::from("/"),
             proc_root: PathBuf::from("/proc"),
             node_name: crate::node::host::node_name(),
+            callbacks: Some(CallbackConfig::default()),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Metrics {
     pub stale_events: u64,
     /// Re-arms after a file was replaced or recreated.
     pub rearms: u64,
+    /// Callback deliveries, summed over endpoints.
+    pub callbacks: EndpointCounts,
 }
 
 #[derive(Default)]
@@ -213,6 +219,7 @@ pub struct Runtime {
     proc_root: PathBuf,
     stop: Arc<AtomicBool>,
     rescanner: Option<JoinHandle<()>>,
+    callbacks: Option<Callbacks>,
 }
 
 impl Runtime {
@@ -303,6 +310,16 @@ impl Runtime {
                 })
                 .map_err(TrapError::Thread)?
         };
+        let callbacks = match &cfg.callbacks {
+            Some(c) => match Callbacks::start(c.clone()) {
+                Ok(cb) => Some(cb),
+                Err(e) => {
+                    report.failures.push(format!("callbacks disabled: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
         let node = NodeContext {
             kernel_id: boot_id(),
             node_name: cfg.node_name.clone(),
@@ -316,6 +333,7 @@ impl Runtime {
                 proc_root: cfg.proc_root.clone(),
                 stop,
                 rescanner: Some(rescanner),
+                callbacks,
             },
             report,
         ))
@@ -351,9 +369,18 @@ impl Runtime {
             return Vec::new();
         }
         let details = process_details(&self.proc_root, raw.tgid);
-        hits.iter()
+        let alerts: Vec<KiveAlert> = hits
+            .iter()
             .map(|(trap, owner)| build_alert(raw, trap, owner, &self.node, &details))
-            .collect()
+            .collect();
+        if let Some(cb) = &self.callbacks {
+            for a in &alerts {
+                if !a.metadata.callback.is_empty() {
+                    cb.send(&a.metadata.callback, &a.to_json());
+                }
+            }
+        }
+        alerts
     }
 
     /// Re-resolves every entry now (the rescan thread does it periodically).
@@ -378,6 +405,11 @@ impl Runtime {
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             stale_events: c.stale.load(Ordering::Relaxed),
             rearms: c.rearms.load(Ordering::Relaxed),
+            callbacks: self
+                .callbacks
+                .as_ref()
+                .map(Callbacks::totals)
+                .unwrap_or_default(),
         }
     }
 

@@ -1,0 +1,322 @@
+//! Callbacks: each alert of a trap with a `callback` URL is POSTed there as
+//! KiveAlert JSON, from a bounded queue per endpoint drained by its own
+//! task. A dead, slow or hanging endpoint only ever fills its own queue:
+//! enqueueing never blocks, and what overflows is counted and logged.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// How callbacks are sent.
+#[derive(Debug, Clone)]
+pub struct CallbackConfig {
+    /// Queue capacity per endpoint.
+    pub queue_capacity: usize,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Attempts per alert (connection errors and 5xx are retried; 4xx never).
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt, capped at `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Extra CA certificates (PEM) trusted besides the system roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            ca_bundle: None,
+        }
+    }
+}
+
+/// Callback errors (at start only: sending errors are counted, not returned).
+#[derive(Debug, Error)]
+pub enum CallbackError {
+    /// The CA bundle could not be read.
+    #[error("reading the callback CA bundle {path}")]
+    CaBundle {
+        /// Its path.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// TLS or client setup failed.
+    #[error("setting up the callback HTTP client: {0}")]
+    Client(String),
+    /// The tokio runtime could not start.
+    #[error("starting the callback runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Counters of one endpoint.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Alerts delivered (2xx).
+    pub delivered: AtomicU64,
+    /// Alerts given up on (4xx, or retries exhausted).
+    pub failed: AtomicU64,
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Alerts dropped because the queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// A snapshot of one endpoint's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    /// Delivered.
+    pub delivered: u64,
+    /// Given up on.
+    pub failed: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Dropped on overflow.
+    pub dropped: u64,
+}
+
+struct Endpoint {
+    tx: mpsc::Sender<Arc<str>>,
+    stats: Arc<EndpointStats>,
+}
+
+/// Sends alerts to callback URLs in the background.
+pub struct Callbacks {
+    cfg: CallbackConfig,
+    client: reqwest::Client,
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+}
+
+fn tls_config(ca_bundle: Option<&PathBuf>) -> Result<rustls::ClientConfig, CallbackError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(path).map_err(|source| CallbackError::CaBundle {
+            path: path.clone(),
+            source,
+        })?;
+        use rustls::pki_types::pem::PemObject;
+        let mut added = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| CallbackError::Client(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| CallbackError::Client(format!("{}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(CallbackError::Client(format!(
+                "{}: no PEM certificate in the CA bundle",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CallbackError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Whether a status is worth retrying.
+pub fn retryable(status: u16) -> bool {
+    status >= 500
+}
+
+/// The delay before retry number `attempt` (1-based).
+pub fn backoff(cfg: &CallbackConfig, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    cfg.initial_backoff
+        .saturating_mul(factor)
+        .min(cfg.max_backoff)
+}
+
+impl Callbacks {
+    /// Builds the client and a small runtime; no endpoint task runs until the
+    /// first alert for it.
+    pub fn start(cfg: CallbackConfig) -> Result<Self, CallbackError> {
+        let tls = tls_config(cfg.ca_bundle.as_ref())?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .user_agent(concat!("kive/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CallbackError::Client(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kive-callback")
+            .enable_all()
+            .build()
+            .map_err(CallbackError::Runtime)?;
+        Ok(Self {
+            cfg,
+            client,
+            runtime: Some(runtime),
+            endpoints: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Queues `json` for `url`; never blocks. Returns false when the
+    /// endpoint's queue is full (the alert is dropped and counted).
+    pub fn send(&self, url: &str, json: &str) -> bool {
+        let Some(rt) = &self.runtime else {
+            return false;
+        };
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let ep = eps.entry(url.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.cfg.queue_capacity.max(1));
+            let stats = Arc::new(EndpointStats::default());
+            rt.spawn(deliver(
+                self.client.clone(),
+                self.cfg.clone(),
+                url.to_string(),
+                rx,
+                Arc::clone(&stats),
+            ));
+            Endpoint { tx, stats }
+        });
+        match ep.tx.try_send(Arc::from(json)) {
+            Ok(()) => true,
+            Err(_) => {
+                let n = ep.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!("callback {url}: queue full, {n} alert(s) dropped so far");
+                }
+                false
+            }
+        }
+    }
+
+    /// Counters of an endpoint (zero if it never got an alert).
+    pub fn counts(&self, url: &str) -> EndpointCounts {
+        let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        eps.get(url)
+            .map(|e| EndpointCounts {
+                delivered: e.stats.delivered.load(Ordering::Relaxed),
+                failed: e.stats.failed.load(Ordering::Relaxed),
+                retries: e.stats.retries.load(Ordering::Relaxed),
+                dropped: e.stats.dropped.load(Ordering::Relaxed),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Counters summed over every endpoint.
+    pub fn totals(&self) -> EndpointCounts {
+        let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = EndpointCounts::default();
+        for e in eps.values() {
+            t.delivered += e.stats.delivered.load(Ordering::Relaxed);
+            t.failed += e.stats.failed.load(Ordering::Relaxed);
+            t.retries += e.stats.retries.load(Ordering::Relaxed);
+            t.dropped += e.stats.dropped.load(Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+async fn deliver(
+    client: reqwest::Client,
+    cfg: CallbackConfig,
+    url: String,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    stats: Arc<EndpointStats>,
+) {
+    while let Some(body) = rx.recv().await {
+        let mut attempt = 1;
+        loop {
+            let res = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            let retry = match res {
+                Ok(r) if r.status().is_success() => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Ok(r) if retryable(r.status().as_u16()) => {
+                    tracing::debug!("callback {url}: {} (attempt {attempt})", r.status());
+                    true
+                }
+                Ok(r) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("callback {url}: {} (not retried)", r.status());
+                    false
+                }
+                Err(e) => {
+                    tracing::debug!("callback {url}: {e} (attempt {attempt})");
+                    true
+                }
+            };
+            if !retry {
+                break;
+            }
+            if attempt >= cfg.max_attempts {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("callback {url}: giving up after {attempt} attempts");
+                break;
+            }
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff(&cfg, attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_server_errors_are_retried() {
+        assert!(retryable(500) && retryable(503));
+        assert!(!retryable(400) && !retryable(404) && !retryable(200));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let cfg = CallbackConfig::default();
+        let got: Vec<u128> = (1..=7).map(|a| backoff(&cfg, a).as_millis()).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    #[test]
+    fn a_missing_ca_bundle_is_a_clear_error() {
+        let cfg = CallbackConfig {
+            ca_bundle: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let err = Callbacks::start(cfg).err().expect("missing bundle");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}

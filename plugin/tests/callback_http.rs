@@ -1,0 +1,205 @@
+//! Callbacks against real local HTTP receivers (axum on loopback): exact
+//! body, retries, hangs, 4xx/5xx, overflow.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use kive::callback::{CallbackConfig, Callbacks};
+
+/// A receiver: records bodies; answers with the scripted statuses in turn
+/// (then 200); `hang` never answers.
+struct Receiver {
+    addr: SocketAddr,
+    bodies: Arc<Mutex<Vec<String>>>,
+    hits: Arc<AtomicUsize>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+#[derive(Clone)]
+struct Script {
+    bodies: Arc<Mutex<Vec<String>>>,
+    hits: Arc<AtomicUsize>,
+    statuses: Arc<Vec<u16>>,
+    hang: bool,
+}
+
+async fn ingest(State(s): State<Script>, body: String) -> StatusCode {
+    let n = s.hits.fetch_add(1, Ordering::SeqCst);
+    if s.hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let status = s.statuses.get(n).copied().unwrap_or(200);
+    if (200..300).contains(&status) {
+        s.bodies.lock().expect("lock").push(body);
+    }
+    StatusCode::from_u16(status).expect("status")
+}
+
+impl Receiver {
+    fn start_on(addr: SocketAddr, statuses: Vec<u16>, hang: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let script = Script {
+            bodies: Arc::default(),
+            hits: Arc::default(),
+            statuses: Arc::new(statuses),
+            hang,
+        };
+        let (bodies, hits) = (Arc::clone(&script.bodies), Arc::clone(&script.hits));
+        let app = Router::new()
+            .route("/ingest", post(ingest))
+            .with_state(script);
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            bodies,
+            hits,
+            rt: Some(rt),
+        }
+    }
+
+    fn start(statuses: Vec<u16>, hang: bool) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), statuses, hang)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/ingest", self.addr)
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn quick() -> CallbackConfig {
+    CallbackConfig {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(200),
+        max_attempts: 30,
+        ..Default::default()
+    }
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const ALERT: &str =
+    r#"{"kive-alert-version":"v1","kive-policy-name":"p","metadata":{"path":"/secret.txt"}}"#;
+
+#[test]
+fn the_receiver_gets_the_exact_json_body() {
+    let r = Receiver::start(vec![], false);
+    let cb = Callbacks::start(quick()).expect("callbacks");
+    assert!(cb.send(&r.url(), ALERT));
+    wait_until("delivered", || cb.counts(&r.url()).delivered == 1);
+    assert_eq!(r.bodies(), [ALERT]);
+    assert_eq!(cb.counts(&r.url()).retries, 0);
+}
+
+#[test]
+fn a_receiver_that_is_down_then_up_gets_the_alert_after_retries() {
+    // find a free port, leave it closed for a while
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let addr = probe.local_addr().expect("addr");
+    drop(probe);
+    let cb = Callbacks::start(quick()).expect("callbacks");
+    let url = format!("http://{addr}/ingest");
+    assert!(cb.send(&url, ALERT));
+    wait_until("a retry after connection refused", || {
+        cb.counts(&url).retries >= 2
+    });
+    assert_eq!(cb.counts(&url).delivered, 0);
+    let r = Receiver::start_on(addr, vec![], false);
+    wait_until("delivered once it is up", || cb.counts(&url).delivered == 1);
+    assert_eq!(r.bodies(), [ALERT]);
+}
+
+#[test]
+fn server_errors_are_retried_client_errors_are_not() {
+    let flaky = Receiver::start(vec![500, 503], false);
+    let cb = Callbacks::start(quick()).expect("callbacks");
+    cb.send(&flaky.url(), ALERT);
+    wait_until("delivered after two 5xx", || {
+        cb.counts(&flaky.url()).delivered == 1
+    });
+    assert_eq!(cb.counts(&flaky.url()).retries, 2);
+    assert_eq!(flaky.hits.load(Ordering::SeqCst), 3);
+
+    let strict = Receiver::start(vec![400, 400, 400], false);
+    cb.send(&strict.url(), ALERT);
+    wait_until("given up on a 4xx", || cb.counts(&strict.url()).failed == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        strict.hits.load(Ordering::SeqCst),
+        1,
+        "a 4xx is never retried"
+    );
+    assert_eq!(cb.counts(&strict.url()).retries, 0);
+}
+
+#[test]
+fn a_hanging_receiver_never_delays_others_and_overflow_is_counted() {
+    let hung = Receiver::start(vec![], true);
+    let ok = Receiver::start(vec![], false);
+    let cfg = CallbackConfig {
+        queue_capacity: 4,
+        request_timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let cb = Callbacks::start(cfg).expect("callbacks");
+    let t = Instant::now();
+    let mut accepted = 0;
+    for _ in 0..20 {
+        if cb.send(&hung.url(), ALERT) {
+            accepted += 1;
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "sending never blocks: {:?}",
+        t.elapsed()
+    );
+    // one in flight (hanging) plus a full queue; the rest dropped and counted
+    let dropped = cb.counts(&hung.url()).dropped;
+    assert_eq!(accepted + dropped, 20);
+    assert!(dropped >= 15, "dropped {dropped}");
+    // another endpoint has its own queue: a burst within its capacity all goes through
+    for _ in 0..4 {
+        assert!(cb.send(&ok.url(), ALERT));
+    }
+    wait_until("the healthy endpoint got all four", || {
+        cb.counts(&ok.url()).delivered == 4
+    });
+    assert_eq!(cb.counts(&hung.url()).delivered, 0);
+    assert_eq!(cb.totals().dropped, dropped);
+}
