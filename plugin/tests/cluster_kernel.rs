@@ -21,8 +21,11 @@ const NODE: &str = "node-a";
 fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
     json!({
         "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
-                     "labels": {"app": "web"}},
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "web:1"}]},
+                     "labels": {"app": "web", "pod-template-hash": "5f7c9d"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                       "name": "web-5f7c9d", "uid": "rs-uid", "controller": true}]},
+        "spec": {"nodeName": node, "serviceAccountName": "web-sa",
+                 "containers": [{"name": "app", "image": "web:1"}]},
         "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
                    "containerStatuses": [{"name": "app", "image": "web:1", "imageID": "",
                      "containerID": format!("containerd://{container_id}"), "ready": true,
@@ -72,10 +75,18 @@ const WAIT: Duration = Duration::from_millis(500);
 
 #[test]
 fn pod_traps_follow_policies_pods_and_containers() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     support::ensure_mounts();
     let a = Container::start(&[], &[]);
     let b = Container::start(&[], &[]);
     let mut api = ApiServer::start();
+    api.apply(
+        Kind::Namespace,
+        json!({"metadata": {"name": "default", "labels": {"team": "payments"}}}),
+    );
     api.apply(Kind::Pod, pod("web-0", NODE, &a.id));
     api.apply(Kind::Pod, pod("web-1", "node-b", &b.id));
     api.apply(Kind::Policy, policy("decoys", "/secret.txt"));
@@ -132,6 +143,46 @@ fn pod_traps_follow_policies_pods_and_containers() {
     assert_eq!(al.metadata.path, "/secret.txt");
     assert_eq!(al.node.name, NODE);
     assert_eq!(al.process.comm, "cat");
+    let acc = al.accessor.as_ref().expect("accessor");
+    assert!(!acc.host);
+    assert_eq!(acc.container_id, format!("containerd://{}", a.id));
+    assert_eq!(
+        (acc.pod_name.as_str(), acc.container_name.as_str()),
+        ("web-0", "app")
+    );
+    assert_eq!(al.pod.uid, "uid-web-0");
+    assert_eq!(
+        al.pod.namespace_labels.get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(al.pod.service_account, "web-sa");
+    assert_eq!(al.pod.container.image, "web:1");
+    let w = al.pod.workload.as_ref().expect("workload");
+    assert_eq!((w.kind.as_str(), w.name.as_str()), ("Deployment", "web"));
+
+    // the host reads the container's file: the owner stays web-0, the accessor is the host
+    support::run(std::process::Command::new("cat").arg(a.root().join("secret.txt")));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].pod.name, "web-0");
+    assert!(
+        got[0].accessor.as_ref().expect("accessor").host,
+        "{:?}",
+        got[0].accessor
+    );
+
+    // a process of another container (web-1's cgroup) reaches web-0's file
+    a.exec_from(&b.cgroup, "cat /secret.txt");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].pod.name, "web-0", "the owner");
+    let acc = got[0].accessor.as_ref().expect("accessor");
+    assert!(!acc.host);
+    assert_eq!(
+        acc.container_id,
+        format!("containerd://{}", b.id),
+        "the accessor"
+    );
 
     // the container restarts: a new container id, the trap follows it
     let a2 = Container::start(&[], &[]);

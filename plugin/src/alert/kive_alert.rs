@@ -40,6 +40,9 @@ pub struct KiveAlert {
         skip_serializing_if = "Option::is_none"
     )]
     pub policy_namespace: Option<String>,
+    /// kive: who opened the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accessor: Option<AccessorMetadata>,
 }
 
 /// `metadata` of a KiveAlert.
@@ -106,6 +109,71 @@ pub struct PodMetadata {
     /// kive: pod labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// kive: pod uid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// kive: labels of the pod's namespace.
+    #[serde(
+        rename = "namespace-labels",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub namespace_labels: BTreeMap<String, String>,
+    /// kive: the pod's service account.
+    #[serde(
+        rename = "service-account",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub service_account: String,
+    /// kive: the owning workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadMetadata>,
+}
+
+/// kive: `pod.workload` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadMetadata {
+    /// Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet, ...
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// kive: `accessor` of a KiveAlert: who opened the file, which may differ
+/// from the owner (shared volumes, hostPath, `kubectl cp`, node processes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessorMetadata {
+    /// The opener was not in a container.
+    #[serde(default)]
+    pub host: bool,
+    /// The opener's container (`runtime://id`), when it is in one.
+    #[serde(
+        rename = "container-id",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub container_id: String,
+    /// Its container name, when kive knows the container.
+    #[serde(
+        rename = "container-name",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub container_name: String,
+    /// Its pod name, when kive knows the container.
+    #[serde(rename = "pod-name", default, skip_serializing_if = "String::is_empty")]
+    pub pod_name: String,
+    /// Its pod namespace, when kive knows the container.
+    #[serde(
+        rename = "pod-namespace",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub pod_namespace: String,
+    /// Its cgroup v2 path.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup: String,
 }
 
 /// `pod.container` of a KiveAlert.
@@ -117,6 +185,9 @@ pub struct ContainerMetadata {
     /// Container name.
     #[serde(default)]
     pub name: String,
+    /// kive: container image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
 }
 
 /// `node` of a KiveAlert.

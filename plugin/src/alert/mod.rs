@@ -4,8 +4,8 @@ pub mod kive_alert;
 pub mod text;
 
 pub use kive_alert::{
-    access_names, rfc3339_nanos, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
-    PodMetadata, ProcessMetadata, ALERT_VERSION,
+    access_names, rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert,
+    NodeMetadata, PodMetadata, ProcessMetadata, WorkloadMetadata, ALERT_VERSION,
 };
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! From API objects to kive's plain views (pure): pods to [`PodView`],
 //! KivePolicy objects to compiled traps, and both to the wanted entries.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -122,6 +123,44 @@ pub fn pod_view(pod: &Pod) -> PodView {
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         containers,
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        workload: workload(pod),
+    }
+}
+
+/// The workload that owns a pod, from its controller owner reference. A
+/// ReplicaSet created by a Deployment is named `<deployment>-<pod-template-hash>`
+/// and a Job created by a CronJob `<cronjob>-<scheduled minute>`: the
+/// Deployment or CronJob is read from those names (no API call per pod).
+pub fn workload(pod: &Pod) -> Option<(String, String)> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    let labels = pod.metadata.labels.as_ref();
+    match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = labels.and_then(|l| l.get("pod-template-hash"));
+            match hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
+                Some(deploy) => Some(("Deployment".into(), deploy.to_string())),
+                None => Some(("ReplicaSet".into(), owner.name.clone())),
+            }
+        }
+        "Job" => {
+            let (base, suffix) = owner.name.rsplit_once('-').unwrap_or(("", ""));
+            let scheduled =
+                !base.is_empty() && suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit());
+            if scheduled {
+                Some(("CronJob".into(), base.to_string()))
+            } else {
+                Some(("Job".into(), owner.name.clone()))
+            }
+        }
+        kind => Some((kind.to_string(), owner.name.clone())),
     }
 }
 
@@ -130,6 +169,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
 pub fn plan<'a>(
     policies: impl IntoIterator<Item = &'a PolicyEntry>,
     pods: impl IntoIterator<Item = &'a PodView> + Clone,
+    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
     node: &str,
 ) -> Vec<DesiredEntry> {
     let mut out = Vec::new();
@@ -154,6 +194,12 @@ pub fn plan<'a>(
                             container: c.name.clone(),
                             container_id: c.id.clone(),
                             image: c.image.clone(),
+                            service_account: pod.service_account.clone(),
+                            workload: pod.workload.clone(),
+                            namespace_labels: namespace_labels
+                                .get(&pod.namespace)
+                                .cloned()
+                                .unwrap_or_default(),
                         },
                     });
                 }
@@ -223,12 +269,64 @@ mod tests {
         let there = pod_view(&pod_json("nginx-pod", "node-b", "containerd://bbb", true));
         let starting = pod_view(&pod_json("nginx-pod", "node-a", "", false));
         let pods = [here, there, starting];
-        let d = plan([&e], &pods, "node-a");
+        let ns = BTreeMap::from([(
+            "default".to_string(),
+            BTreeMap::from([("team".to_string(), "web".to_string())]),
+        )]);
+        let d = plan([&e], &pods, &ns, "node-a");
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].owner.container_id, "containerd://aaa");
         assert_eq!(d[0].owner.pod, "nginx-pod");
         assert_eq!(d[0].owner.ip, "10.0.0.5");
         assert_eq!(d[0].trap.path, "/secret.txt");
+        assert_eq!(
+            d[0].owner.namespace_labels.get("team").map(String::as_str),
+            Some("web")
+        );
+    }
+
+    fn owned(kind: &str, name: &str, hash: Option<&str>) -> Pod {
+        let mut labels = serde_json::Map::new();
+        if let Some(h) = hash {
+            labels.insert("pod-template-hash".into(), h.into());
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": labels, "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u", "controller": true}]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn workloads_from_owner_references() {
+        let w = |k: &str, n: &str, h: Option<&str>| workload(&owned(k, n, h));
+        assert_eq!(
+            w("ReplicaSet", "web-7d9c6b5f4", Some("7d9c6b5f4")),
+            Some(("Deployment".into(), "web".into()))
+        );
+        assert_eq!(
+            w("ReplicaSet", "bare-rs", None),
+            Some(("ReplicaSet".into(), "bare-rs".into()))
+        );
+        assert_eq!(
+            w("StatefulSet", "db", None),
+            Some(("StatefulSet".into(), "db".into()))
+        );
+        assert_eq!(
+            w("DaemonSet", "agent", None),
+            Some(("DaemonSet".into(), "agent".into()))
+        );
+        assert_eq!(
+            w("Job", "backup-29012345", None),
+            Some(("CronJob".into(), "backup".into()))
+        );
+        assert_eq!(
+            w("Job", "migrate", None),
+            Some(("Job".into(), "migrate".into()))
+        );
+        let orphan: Pod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}})).expect("pod");
+        assert_eq!(workload(&orphan), None);
     }
 
     #[test]

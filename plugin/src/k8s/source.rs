@@ -2,13 +2,14 @@
 //! this node, and keeps the runtime's pod traps equal to what they ask for.
 //! Runs on its own small tokio runtime; stopping it never disarms anything.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher};
@@ -65,9 +66,15 @@ pub struct ClusterStatus {
     pub watch_errors: AtomicU64,
 }
 
+type Labels = BTreeMap<String, String>;
+
+/// How long the first reconcile waits for namespace labels.
+const NS_GRACE: Duration = Duration::from_secs(2);
+
 struct State {
     policies: Mutex<Store<PolicyEntry>>,
     pods: Mutex<Store<PodView>>,
+    namespaces: Mutex<Store<Labels>>,
     changed: Notify,
     status: Arc<ClusterStatus>,
 }
@@ -120,6 +127,7 @@ impl ClusterSource {
         let state = Arc::new(State {
             policies: Mutex::new(Store::default()),
             pods: Mutex::new(Store::default()),
+            namespaces: Mutex::new(Store::default()),
             changed: Notify::new(),
             status: Arc::clone(&status),
         });
@@ -169,6 +177,34 @@ impl ClusterSource {
             }
         });
 
+        // namespace labels are context for alerts only: a watcher that is not
+        // allowed to list namespaces leaves them empty and holds nothing up
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let st = Arc::clone(&state);
+        runtime.spawn(async move {
+            let stream = watcher(namespaces, watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(ev) => {
+                        let ev = map_event(ev, |n: Namespace| {
+                            (
+                                n.metadata.name.unwrap_or_default(),
+                                n.metadata.labels.unwrap_or_default(),
+                            )
+                        });
+                        if lock(&st.namespaces).apply(ev) {
+                            st.changed.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("namespace watch: {e} (namespace labels unavailable)");
+                    }
+                }
+            }
+        });
+
         let pods = Api::<Pod>::all(client);
         let selector = format!("spec.nodeName={}", cfg.node_name);
         let st = Arc::clone(&state);
@@ -198,6 +234,7 @@ impl ClusterSource {
         let st = Arc::clone(&state);
         let node = cfg.node_name.clone();
         let resync = cfg.resync;
+        let started = std::time::Instant::now();
         runtime.spawn(async move {
             loop {
                 tokio::select! {
@@ -206,7 +243,10 @@ impl ClusterSource {
                 }
                 // let a burst of watch events settle into one reconcile
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let ready = lock(&st.policies).synced && lock(&st.pods).synced;
+                // namespace labels are waited for briefly only: a source that
+                // may not list namespaces must not hold the traps back
+                let ns_ready = lock(&st.namespaces).synced || started.elapsed() > NS_GRACE;
+                let ready = lock(&st.policies).synced && lock(&st.pods).synced && ns_ready;
                 if !ready {
                     continue;
                 }
@@ -218,9 +258,14 @@ impl ClusterSource {
                         policies.items().map(|(_, p)| p.errors.len()).sum(),
                         Ordering::Relaxed,
                     );
+                    let ns_labels: BTreeMap<String, Labels> = lock(&st.namespaces)
+                        .items()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     plan(
                         policies.items().map(|(_, p)| p),
                         pod_views.iter().copied(),
+                        &ns_labels,
                         &node,
                     )
                 };

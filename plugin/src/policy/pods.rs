@@ -42,6 +42,11 @@ pub struct PodView {
     pub node: String,
     /// Containers (regular and init).
     pub containers: Vec<ContainerView>,
+    /// spec.serviceAccountName.
+    pub service_account: String,
+    /// The owning workload (kind, name): Deployment (through its
+    /// ReplicaSet), StatefulSet, DaemonSet, Job, CronJob (through its Job).
+    pub workload: Option<(String, String)>,
 }
 
 impl PodView {
@@ -106,6 +111,8 @@ mod tests {
                     image: "nginx".into(),
                 })
                 .collect(),
+            service_account: "default".into(),
+            workload: None,
         }
     }
 

@@ -1,8 +1,8 @@
 //! From a kernel event and the entry it hit to a KiveAlert (pure).
 
 use crate::alert::{
-    rfc3339_nanos, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata, PodMetadata,
-    ProcessMetadata,
+    rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
+    PodMetadata, ProcessMetadata, WorkloadMetadata,
 };
 use crate::node::host::BootClock;
 use crate::node::procfs::ProcessDetails;
@@ -30,6 +30,7 @@ pub fn build_alert(
     owner: &Owner,
     node: &NodeContext,
     details: &ProcessDetails,
+    accessor: &AccessorMetadata,
 ) -> KiveAlert {
     KiveAlert {
         alert_version: trap.alert_version.clone(),
@@ -51,6 +52,7 @@ pub fn build_alert(
             cgroup_id: Some(raw.cgroup_id),
         },
         custom_metadata: trap.metadata.clone(),
+        accessor: Some(accessor.clone()),
         pod: match owner {
             Owner::Host => Default::default(),
             Owner::Container(c) => PodMetadata {
@@ -60,8 +62,16 @@ pub fn build_alert(
                 container: ContainerMetadata {
                     id: c.container_id.clone(),
                     name: c.container.clone(),
+                    image: c.image.clone(),
                 },
                 labels: c.labels.clone(),
+                uid: c.pod_uid.clone(),
+                namespace_labels: c.namespace_labels.clone(),
+                service_account: c.service_account.clone(),
+                workload: c
+                    .workload
+                    .clone()
+                    .map(|(kind, name)| WorkloadMetadata { kind, name }),
             },
         },
         node: NodeMetadata {
@@ -125,7 +135,12 @@ mod tests {
             cwd: "/".into(),
             arguments: "cat /etc/secret".into(),
         };
-        let a = build_alert(&raw, trap, &Owner::Host, &node, &details);
+        let accessor = AccessorMetadata {
+            host: true,
+            ..Default::default()
+        };
+        let a = build_alert(&raw, trap, &Owner::Host, &node, &details, &accessor);
+        assert_eq!(a.accessor, Some(accessor));
         assert_eq!(a.alert_version, "v1");
         assert_eq!(a.policy_name, "p");
         assert_eq!(a.timestamp, "2025-08-02T16:51:19.000001000Z");

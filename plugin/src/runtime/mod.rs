@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::alert::KiveAlert;
+use crate::alert::{AccessorMetadata, KiveAlert};
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
+use crate::node::cgroup::{container_from_cgroup_path, CgroupIndex};
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details;
 use crate::node::{ResolveError, Root};
@@ -220,6 +221,7 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     rescanner: Option<JoinHandle<()>>,
     callbacks: Option<Callbacks>,
+    cgroups: Mutex<CgroupIndex>,
 }
 
 impl Runtime {
@@ -334,6 +336,7 @@ impl Runtime {
                 stop,
                 rescanner: Some(rescanner),
                 callbacks,
+                cgroups: Mutex::new(CgroupIndex::for_this_node()),
             },
             report,
         ))
@@ -369,9 +372,10 @@ impl Runtime {
             return Vec::new();
         }
         let details = process_details(&self.proc_root, raw.tgid);
+        let accessor = self.accessor(raw.cgroup_id);
         let alerts: Vec<KiveAlert> = hits
             .iter()
-            .map(|(trap, owner)| build_alert(raw, trap, owner, &self.node, &details))
+            .map(|(trap, owner)| build_alert(raw, trap, owner, &self.node, &details, &accessor))
             .collect();
         if let Some(cb) = &self.callbacks {
             for a in &alerts {
@@ -381,6 +385,51 @@ impl Runtime {
             }
         }
         alerts
+    }
+
+    /// Who opened the file, from the event's cgroup id: a container (and,
+    /// when one of its files is trapped, its pod) or the host.
+    fn accessor(&self, cgroup_id: u64) -> AccessorMetadata {
+        let path = self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(cgroup_id);
+        let container = path.as_deref().and_then(container_from_cgroup_path);
+        let cgroup = path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let Some(c) = container else {
+            return AccessorMetadata {
+                host: true,
+                cgroup,
+                ..Default::default()
+            };
+        };
+        let table = self.shared.table();
+        let known = table.entries().find_map(|e| match &e.owner {
+            Owner::Container(o) if o.container_id.rsplit("://").next() == Some(c.id.as_str()) => {
+                Some(o.clone())
+            }
+            _ => None,
+        });
+        match known {
+            Some(o) => AccessorMetadata {
+                host: false,
+                container_id: o.container_id,
+                container_name: o.container,
+                pod_name: o.pod,
+                pod_namespace: o.namespace,
+                cgroup,
+            },
+            None => AccessorMetadata {
+                host: false,
+                container_id: c.uri(),
+                cgroup,
+                ..Default::default()
+            },
+        }
     }
 
     /// Re-resolves every entry now (the rescan thread does it periodically).

@@ -93,7 +93,13 @@ impl PodController {
         }
         for d in desired {
             let id = match existing.get(&d.ident()) {
-                Some(&id) => id,
+                Some(&id) => {
+                    // pod metadata (labels, IP, namespace labels) may have changed
+                    if let Some(e) = table.get_mut(id) {
+                        e.owner = Owner::Container(d.owner.clone());
+                    }
+                    id
+                }
                 None => {
                     report.added += 1;
                     let root = root_of(&d.owner);

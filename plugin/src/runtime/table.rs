@@ -28,6 +28,12 @@ pub struct ContainerOwner {
     pub container_id: String,
     /// Container image.
     pub image: String,
+    /// Pod service account.
+    pub service_account: String,
+    /// Owning workload (kind, name).
+    pub workload: Option<(String, String)>,
+    /// Labels of the pod's namespace.
+    pub namespace_labels: BTreeMap<String, String>,
 }
 
 /// Whose file a trap entry watches.

@@ -28,6 +28,8 @@ pub enum Kind {
     Pod,
     /// kivebpf.san7o.github.io/v1 KivePolicy.
     Policy,
+    /// core/v1 Namespace.
+    Namespace,
 }
 
 impl Kind {
@@ -35,12 +37,14 @@ impl Kind {
         match self {
             Kind::Pod => "v1",
             Kind::Policy => "kivebpf.san7o.github.io/v1",
+            Kind::Namespace => "v1",
         }
     }
     fn kind(self) -> &'static str {
         match self {
             Kind::Pod => "Pod",
             Kind::Policy => "KivePolicy",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -129,6 +133,7 @@ impl ApiServer {
                 "/apis/kivebpf.san7o.github.io/v1/kivepolicies",
                 get(policies),
             )
+            .route("/api/v1/namespaces", get(namespaces))
             .with_state(Arc::clone(&self.inner));
         rt.spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -241,6 +246,10 @@ async fn pods(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>)
 
 async fn policies(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     handle(s, Kind::Policy, q)
+}
+
+async fn namespaces(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    handle(s, Kind::Namespace, q)
 }
 
 fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {

@@ -157,11 +157,18 @@ impl Container {
     /// Runs a shell command inside the container (its namespaces, root and
     /// cgroup).
     pub fn exec(&self, cmd: &str) -> Output {
+        self.exec_from(&self.cgroup, cmd)
+    }
+
+    /// Runs a shell command in the container's namespaces and root but in
+    /// another cgroup: a process of another container reaching this one's
+    /// files (a shared volume, `kubectl cp`).
+    pub fn exec_from(&self, cgroup: &Path, cmd: &str) -> Output {
         let out = Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "echo 0 > {}/cgroup.procs && exec nsenter -t {} -m -p -r -w -- /usr/bin/sh -c \"$0\"",
-                self.cgroup.display(),
+                cgroup.display(),
                 self.pid
             ))
             .arg(cmd)
