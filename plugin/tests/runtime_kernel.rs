@@ -258,3 +258,32 @@ fn an_atomic_writer_symlink_swap_is_followed() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].metadata.inode, second.ino);
 }
+
+#[test]
+fn a_rate_limit_holds_back_alerts_and_the_next_one_counts_them() {
+    let d = world_dir();
+    let f = d.path().join("noisy");
+    std::fs::write(&f, "x").expect("write");
+    let rt = start(&host_policy(&f, "    rateLimit: {alerts: 2, seconds: 1}\n"));
+    // one process opens the file five times (a shell builtin redirection)
+    let script = format!(
+        "for i in 1 2 3 4 5; do read x < {f}; done; sleep 1.2; read x < {f}",
+        f = f.display()
+    );
+    let (pid, _) = run(Command::new("sh").arg("-c").arg(&script));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(
+        got.len(),
+        3,
+        "two in the first window, one in the next: {got:#?}"
+    );
+    assert!(got.iter().all(|a| a.process.tgid == pid));
+    let suppressed: Vec<Option<u64>> = got.iter().map(|a| a.metadata.suppressed).collect();
+    assert_eq!(suppressed, [None, None, Some(3)]);
+    assert_eq!(rt.metrics().suppressed, 3);
+    assert_eq!(
+        rt.metrics().kernel.hits,
+        6,
+        "the kernel still saw every open"
+    );
+}

@@ -89,6 +89,10 @@ pub struct AlertMetadata {
     /// kive: cgroup v2 id of the accessing process.
     #[serde(rename = "cgroup-id", default, skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
+    /// kive: alerts of this trap and process held back by its rate limit
+    /// since the previous alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
 }
 
 /// `pod` of a KiveAlert.

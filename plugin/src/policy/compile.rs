@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::{PolicyError, TrapRef};
 use super::matcher::NameMatcher;
-use super::model::{KivePolicy, KiveTrap, KiveTrapMatch, TrapAction};
+use super::model::{KivePolicy, KiveTrap, KiveTrapMatch, RateLimit, TrapAction};
 use super::parse::ParsedPolicy;
 
 /// Mode of a created decoy when the trap gives none.
@@ -66,6 +66,8 @@ pub struct CompiledTrap {
     pub warnings: Vec<String>,
     /// Identity of the trap's content: changes when the policy changes it.
     pub fingerprint: String,
+    /// Alert limit per process, if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The result of compiling a set of policy documents.
@@ -159,6 +161,14 @@ pub fn compile_trap(
             ));
         }
     }
+    if let Some(rl) = trap.rate_limit {
+        if rl.alerts == 0 || rl.seconds == 0 {
+            return Err(err(
+                "rateLimit".into(),
+                "alerts and seconds must both be at least 1".into(),
+            ));
+        }
+    }
     let mut target = Target::default();
     for (i, m) in trap.match_any.iter().enumerate() {
         if m.host {
@@ -195,6 +205,7 @@ pub fn compile_trap(
             .clone()
             .unwrap_or_else(|| "v1".to_string()),
         warnings,
+        rate_limit: trap.rate_limit,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),
         origin,

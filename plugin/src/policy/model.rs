@@ -84,6 +84,20 @@ pub struct KiveTrap {
     /// kive extension: `audit` (default) or `block`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<TrapAction>,
+    /// kive extension: at most `alerts` alerts per process per `seconds`
+    /// for this trap (off when absent); the next alert counts the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-trap, per-process alert limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Alerts allowed per window.
+    pub alerts: u32,
+    /// Window length in seconds.
+    pub seconds: u32,
 }
 
 /// One match entry: all the fields given must match (logical AND); an

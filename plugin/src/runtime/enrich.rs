@@ -50,6 +50,7 @@ pub fn build_alert(
             open_flags: Some(raw.flags),
             owner: owner.kind().to_string(),
             cgroup_id: Some(raw.cgroup_id),
+            suppressed: None,
         },
         custom_metadata: trap.metadata.clone(),
         accessor: Some(accessor.clone()),

@@ -7,6 +7,7 @@
 
 pub mod enrich;
 pub mod pods;
+pub mod ratelimit;
 pub mod table;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, 
 
 pub use enrich::{build_alert, NodeContext};
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
+pub use ratelimit::{RateLimiter, Verdict};
 pub use table::{ContainerOwner, Entry, EntryState, Owner, TrapTable};
 
 /// How the runtime runs.
@@ -97,10 +99,13 @@ pub struct Metrics {
     pub rearms: u64,
     /// Callback deliveries, summed over endpoints.
     pub callbacks: EndpointCounts,
+    /// Alerts held back by rate limits.
+    pub suppressed: u64,
 }
 
 #[derive(Default)]
 struct Counters {
+    suppressed: AtomicU64,
     queue_drops: AtomicU64,
     decode_errors: AtomicU64,
     stale: AtomicU64,
@@ -222,6 +227,7 @@ pub struct Runtime {
     rescanner: Option<JoinHandle<()>>,
     callbacks: Option<Callbacks>,
     cgroups: Mutex<CgroupIndex>,
+    limiter: Mutex<RateLimiter>,
 }
 
 impl Runtime {
@@ -337,6 +343,7 @@ impl Runtime {
                 rescanner: Some(rescanner),
                 callbacks,
                 cgroups: Mutex::new(CgroupIndex::for_this_node()),
+                limiter: Mutex::new(RateLimiter::default()),
             },
             report,
         ))
@@ -360,11 +367,11 @@ impl Runtime {
     /// The alerts of one event: one per entry armed on its key. An event
     /// for a key no longer armed gives none (and is counted).
     pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
-        let hits: Vec<(Arc<CompiledTrap>, Owner)> = {
+        let hits: Vec<(u32, Arc<CompiledTrap>, Owner)> = {
             let table = self.shared.table();
             table
                 .entries_for(raw.key)
-                .map(|e| (Arc::clone(&e.trap), e.owner.clone()))
+                .map(|e| (e.id, Arc::clone(&e.trap), e.owner.clone()))
                 .collect()
         };
         if hits.is_empty() {
@@ -373,10 +380,29 @@ impl Runtime {
         }
         let details = process_details(&self.proc_root, raw.tgid);
         let accessor = self.accessor(raw.cgroup_id);
-        let alerts: Vec<KiveAlert> = hits
-            .iter()
-            .map(|(trap, owner)| build_alert(raw, trap, owner, &self.node, &details, &accessor))
-            .collect();
+        let mut alerts = Vec::with_capacity(hits.len());
+        for (id, trap, owner) in &hits {
+            let mut suppressed = None;
+            if let Some(limit) = trap.rate_limit {
+                let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+                if rl.len() > 100_000 {
+                    rl.expire(raw.ts_boot_ns, 3600 * 1_000_000_000);
+                }
+                match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
+                    Verdict::Suppress => {
+                        self.shared
+                            .counters
+                            .suppressed
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Verdict::Send { suppressed: n } => suppressed = (n > 0).then_some(n),
+                }
+            }
+            let mut a = build_alert(raw, trap, owner, &self.node, &details, &accessor);
+            a.metadata.suppressed = suppressed;
+            alerts.push(a);
+        }
         if let Some(cb) = &self.callbacks {
             for a in &alerts {
                 if !a.metadata.callback.is_empty() {
@@ -454,6 +480,7 @@ impl Runtime {
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             stale_events: c.stale.load(Ordering::Relaxed),
             rearms: c.rearms.load(Ordering::Relaxed),
+            suppressed: c.suppressed.load(Ordering::Relaxed),
             callbacks: self
                 .callbacks
                 .as_ref()
