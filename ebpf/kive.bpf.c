@@ -63,6 +63,8 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+#include "kive_proc.h"
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
@@ -152,6 +154,9 @@ static __always_inline void emit(const struct kive_key *key, const struct kive_t
 	e->ns_pid = 0;
 	bpf_probe_read_kernel(&e->ns_pid, sizeof(e->ns_pid), &tp->numbers[level & 31].nr);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->pad16 = 0;
+	e->pad32 = 0;
+	kive_fill_process(e, task);
 
 	if (wakeup_bytes && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
 		flags = BPF_RB_NO_WAKEUP;
@@ -204,22 +209,59 @@ int BPF_PROG(kive_fentry_file_open, struct file *file)
 	return 0;
 }
 
+/*
+ * Tracepoint tier. sys_exit runs after EVERY syscall of every task, so the
+ * path that ends in "not an open" or "not a trapped file" must stay short:
+ * direct (BTF) loads instead of bpf_probe_read_kernel() helper calls
+ * wherever the verifier knows the pointer's type, and nothing but the map
+ * lookup before we know the file is trapped.
+ */
+
+/*
+ * The trap key of the file behind a new fd, by direct loads (a
+ * bpf_rdonly_cast()ed pointer: PROBE_MEM loads, no helper call). Same key
+ * and same result as lookup().
+ */
+static __always_inline struct kive_trap *tp_lookup_cast(struct file *file_ptr,
+							 struct kive_key *key)
+{
+	struct file *file = bpf_core_cast(file_ptr, struct file);
+	struct inode *inode = file->f_inode;
+
+	if (!inode)
+		return 0;
+	key->dev = inode->i_sb->s_dev;
+	key->pad = 0;
+	key->ino = inode->i_ino;
+	return bpf_map_lookup_elem(&traps, key);
+}
+
 /* Tracepoint tier: after a successful open, find the new fd's file. */
 static __always_inline void on_fd_opened(long fd, __u8 hook)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds;
+	/* trusted BTF pointer: task->files->fdt->fd are plain loads */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = task->files->fdt->fd;
 	struct file *file = 0;
 	struct kive_key key;
 	struct kive_trap *trap;
 	__u32 f_mode, f_flags;
 
-	fds = BPF_CORE_READ(task, files, fdt, fd);
+	/* a pointer-to-pointer is a scalar to the verifier: one probe read */
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return;
-	trap = lookup(file, &key);
+	/*
+	 * bpf_rdonly_cast (kernel >= 6.2) makes the walk to the inode plain
+	 * loads; older kernels (Debian's 6.1) get the probe-read walk. The
+	 * test is a constant for the verifier: the other branch is dead code.
+	 */
+	if (bpf_ksym_exists(bpf_rdonly_cast))
+		trap = tp_lookup_cast(file, &key);
+	else
+		trap = lookup(file, &key);
 	if (!trap)
 		return;
+	/* a trapped file: the rare path, cost no longer matters */
 	f_mode = BPF_CORE_READ(file, f_mode);
 	if ((f_mode & FMODE_PATH) || is_self())
 		return;
@@ -234,7 +276,8 @@ int BPF_PROG(kive_tp_sys_exit, struct pt_regs *regs, long ret)
 
 	if (ret < 0)
 		return 0;
-	nr = BPF_CORE_READ(regs, orig_ax);
+	/* regs is a trusted BTF pointer here: a plain load, not a helper call */
+	nr = regs->orig_ax;
 	if (nr != NR_OPENAT && nr != NR_OPEN && nr != NR_OPENAT2 && nr != NR_CREAT)
 		return 0;
 	on_fd_opened(ret, KIVE_HOOK_TP_SYS_EXIT);

@@ -8,8 +8,9 @@
 #define KIVE_H
 
 #define KIVE_COMM_LEN 16
-#define KIVE_EXE_LEN 256
-#define KIVE_EVENT_VERSION 1
+#define KIVE_PATH_LEN 256
+#define KIVE_ARGS_LEN 256
+#define KIVE_EVENT_VERSION 2
 
 /* Which program saw the access (kive_event.hook). */
 enum kive_hook {
@@ -74,6 +75,17 @@ struct kive_event {
 	__u8 action;      /* enum kive_action */
 	__u32 ns_pid;     /* tgid inside the task's pid namespace */
 	char comm[KIVE_COMM_LEN];
+	/* process details, captured at the access (kive_proc.h) */
+	__u32 loginuid;   /* (u32)-1 when unset */
+	__u16 exe_len;    /* bytes of exe, with its NUL; 0 = unknown */
+	__u16 cwd_len;    /* bytes of cwd, with its NUL; 0 = unknown */
+	__u16 args_len;   /* bytes of args (NUL-separated argv) */
+	__u16 pad16;
+	__u32 pad32;
+	char pcomm[KIVE_COMM_LEN]; /* the parent's comm */
+	char exe[KIVE_PATH_LEN];   /* executable, as seen from the task's root */
+	char cwd[KIVE_PATH_LEN];   /* working directory, as seen from the task's root */
+	char args[KIVE_ARGS_LEN];  /* argv, NUL-separated, possibly truncated */
 };
 
 #endif /* KIVE_H */

@@ -21,7 +21,12 @@ fn main() {
         ])
         .build_and_generate(&out)
         .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
-    for f in ["kive.bpf.c", "kive.h", "vmlinux.h"] {
-        println!("cargo:rerun-if-changed={}", ebpf.join(f).display());
+    // every source and header of ebpf/ (a new header must rebuild too)
+    println!("cargo:rerun-if-changed={}", ebpf.display());
+    for entry in std::fs::read_dir(&ebpf)
+        .expect("ebpf/ is readable")
+        .flatten()
+    {
+        println!("cargo:rerun-if-changed={}", entry.path().display());
     }
 }

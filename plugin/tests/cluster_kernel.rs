@@ -143,6 +143,15 @@ fn pod_traps_follow_policies_pods_and_containers() {
     assert_eq!(al.metadata.path, "/secret.txt");
     assert_eq!(al.node.name, NODE);
     assert_eq!(al.process.comm, "cat");
+    // captured in the kernel, as the container sees it
+    assert_eq!(al.process.binary, "/usr/bin/cat");
+    assert_eq!(al.process.arguments, "cat /secret.txt");
+    assert_eq!(al.process.cwd, "/");
+    assert_ne!(
+        al.process.ns_pid,
+        Some(al.process.tgid),
+        "pid inside the container"
+    );
     let acc = al.accessor.as_ref().expect("accessor");
     assert!(!acc.host);
     assert_eq!(acc.container_id, format!("containerd://{}", a.id));

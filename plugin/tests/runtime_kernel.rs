@@ -287,3 +287,28 @@ fn a_rate_limit_holds_back_alerts_and_the_next_one_counts_them() {
         "the kernel still saw every open"
     );
 }
+
+#[test]
+fn process_details_are_right_for_short_lived_processes_every_time() {
+    let d = world_dir();
+    let f = d.path().join("secret.txt");
+    std::fs::write(&f, "x").expect("write");
+    let rt = start(&host_policy(&f, ""));
+    let cat = std::fs::canonicalize("/bin/cat").expect("cat");
+    let mut pids = Vec::new();
+    for _ in 0..50 {
+        let (pid, out) = run(Command::new("cat").arg(&f).current_dir(d.path()));
+        assert!(out.status.success());
+        pids.push(pid);
+    }
+    let got = alerts(&rt, Duration::from_millis(800));
+    assert_eq!(got.len(), 50, "one alert per cat");
+    for (a, pid) in got.iter().zip(&pids) {
+        assert_eq!(a.process.tgid, *pid);
+        assert_eq!(a.process.binary, cat.display().to_string(), "{a:?}");
+        assert_eq!(a.process.arguments, format!("cat {}", f.display()));
+        assert_eq!(a.process.cwd, d.path().display().to_string());
+        assert_eq!(a.process.ppid, Some(std::process::id()));
+        assert_eq!(a.process.ns_pid, Some(*pid), "host pid namespace");
+    }
+}

@@ -232,6 +232,19 @@ pub struct ProcessMetadata {
     /// kive: parent's host process id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ppid: Option<u32>,
+    /// kive: the parent's command name.
+    #[serde(
+        rename = "parent-comm",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub parent_comm: String,
+    /// kive: process id inside the process's own pid namespace.
+    #[serde(rename = "ns-pid", default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
+    /// kive: login uid (absent when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loginuid: Option<u32>,
 }
 
 impl KiveAlert {

@@ -23,6 +23,14 @@ pub struct NodeContext {
     pub clock: BootClock,
 }
 
+fn or_else(kernel: &str, procfs: &str) -> String {
+    if kernel.is_empty() {
+        procfs.to_string()
+    } else {
+        kernel.to_string()
+    }
+}
+
 /// Builds the alert for one entry hit by one event.
 pub fn build_alert(
     raw: &RawEvent,
@@ -83,11 +91,19 @@ pub fn build_alert(
             tgid: raw.tgid,
             uid: raw.uid,
             gid: raw.gid,
-            binary: details.binary.clone(),
-            cwd: details.cwd.clone(),
-            arguments: details.arguments.clone(),
+            // captured in the kernel at the access; /proc only as a fallback
+            binary: or_else(&raw.exe, &details.binary),
+            cwd: or_else(&raw.cwd, &details.cwd),
+            arguments: if raw.args.is_empty() {
+                details.arguments.clone()
+            } else {
+                raw.args.join(" ")
+            },
             comm: raw.comm.clone(),
             ppid: Some(raw.ppid),
+            parent_comm: raw.parent_comm.clone(),
+            ns_pid: Some(raw.ns_pid),
+            loginuid: raw.loginuid,
         },
     }
 }
@@ -125,16 +141,22 @@ mod tests {
             hook: Hook::TpSysExit,
             action: Action::Audit,
             comm: "cat".into(),
+            parent_comm: "bash".into(),
+            loginuid: Some(1000),
+            exe: "/usr/bin/cat".into(),
+            cwd: String::new(),
+            args: vec!["cat".into(), "/etc/secret".into()],
         };
         let node = NodeContext {
             kernel_id: "boot".into(),
             node_name: "node-a".into(),
             clock: BootClock::with_offset(1_754_153_479_000_000_000),
         };
+        // /proc read after the fact: a different process reused the pid
         let details = ProcessDetails {
-            binary: "/usr/bin/cat".into(),
+            binary: "/usr/bin/other".into(),
             cwd: "/".into(),
-            arguments: "cat /etc/secret".into(),
+            arguments: "other".into(),
         };
         let accessor = AccessorMetadata {
             host: true,
@@ -160,7 +182,14 @@ mod tests {
             (a.process.pid, a.process.tgid, a.process.uid),
             (100, 99, 65534)
         );
-        assert_eq!(a.process.binary, "/usr/bin/cat");
+        assert_eq!(
+            a.process.binary, "/usr/bin/cat",
+            "the kernel's capture wins"
+        );
+        assert_eq!(a.process.arguments, "cat /etc/secret");
+        assert_eq!(a.process.cwd, "/", "not captured: /proc fills in");
+        assert_eq!(a.process.parent_comm, "bash");
+        assert_eq!(a.process.loginuid, Some(1000));
         assert_eq!(a.process.comm, "cat");
         assert_eq!(a.node.name, "node-a");
     }

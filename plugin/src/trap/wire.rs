@@ -9,11 +9,15 @@ pub const KEY_SIZE: usize = 16;
 /// Size of `struct kive_trap`.
 pub const TRAP_SIZE: usize = 8;
 /// Size of `struct kive_event`.
-pub const EVENT_SIZE: usize = 88;
+pub const EVENT_SIZE: usize = 888;
 /// `KIVE_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+/// `KIVE_PATH_LEN`.
+pub const PATH_LEN: usize = 256;
+/// `KIVE_ARGS_LEN`.
+pub const ARGS_LEN: usize = 256;
 /// `KIVE_EVENT_VERSION`: the event layout this build decodes.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
 /// `KIVE_TRAP_F_BLOCK`.
 pub const TRAP_F_BLOCK: u32 = 1;
 
@@ -39,6 +43,14 @@ pub mod offsets {
     pub const ACTION: usize = 67;
     pub const NS_PID: usize = 68;
     pub const COMM: usize = 72;
+    pub const LOGINUID: usize = 88;
+    pub const EXE_LEN: usize = 92;
+    pub const CWD_LEN: usize = 94;
+    pub const ARGS_LEN: usize = 96;
+    pub const PCOMM: usize = 104;
+    pub const EXE: usize = 120;
+    pub const CWD: usize = 376;
+    pub const ARGS: usize = 632;
 }
 
 /// A file's identity as the kernel sees it: `(sb->s_dev, i_ino)`.
@@ -191,6 +203,33 @@ pub struct RawEvent {
     pub action: Action,
     /// `task->comm`.
     pub comm: String,
+    /// The parent's comm.
+    pub parent_comm: String,
+    /// Login uid (`None` when unset).
+    pub loginuid: Option<u32>,
+    /// Executable path as the process sees it (empty if not captured).
+    pub exe: String,
+    /// Working directory as the process sees it (empty if not captured).
+    pub cwd: String,
+    /// argv, possibly truncated (empty if not captured).
+    pub args: Vec<String>,
+}
+
+/// A NUL-terminated string in a fixed field.
+fn c_str(field: &[u8]) -> String {
+    let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+/// NUL-separated argv (the last one possibly cut short).
+pub fn split_args(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -237,8 +276,11 @@ impl RawEvent {
             1 => Action::Block,
             other => return Err(DecodeError::Action(other)),
         };
-        let comm = &b[COMM..COMM + COMM_LEN];
-        let end = comm.iter().position(|&c| c == 0).unwrap_or(COMM_LEN);
+        let len_at = |o: usize, max: usize| usize::from(u16_at(b, o)).min(max);
+        let exe_len = len_at(EXE_LEN, PATH_LEN);
+        let cwd_len = len_at(CWD_LEN, PATH_LEN);
+        let args_len = len_at(ARGS_LEN, self::ARGS_LEN);
+        let loginuid = u32_at(b, LOGINUID);
         Ok(Self {
             ts_boot_ns: u64_at(b, TS_BOOT_NS),
             key: TrapKey {
@@ -258,7 +300,12 @@ impl RawEvent {
             trap_id: u32_at(b, TRAP_ID),
             hook,
             action,
-            comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+            comm: c_str(&b[COMM..COMM + COMM_LEN]),
+            parent_comm: c_str(&b[PCOMM..PCOMM + COMM_LEN]),
+            loginuid: (loginuid != u32::MAX).then_some(loginuid),
+            exe: c_str(&b[EXE..EXE + exe_len]),
+            cwd: c_str(&b[CWD..CWD + cwd_len]),
+            args: split_args(&b[offsets::ARGS..offsets::ARGS + args_len]),
         })
     }
 }
@@ -268,7 +315,7 @@ mod tests {
     use super::*;
 
     /// A record as the kernel writes it, byte by byte.
-    const RECORD: [u8; EVENT_SIZE] = [
+    const RECORD_HEAD: [u8; offsets::EXE] = [
         0x00, 0xe4, 0x0b, 0x54, 0x02, 0x00, 0x00, 0x00, // ts_boot_ns = 10_000_000_000
         0x54, 0x0c, 0xf8, 0x00, 0x00, 0x00, 0x00, 0x00, // ino = 16256084
         0x39, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cgroup_id = 12345
@@ -282,16 +329,38 @@ mod tests {
         0x00, 0x80, 0x00, 0x00, // flags = O_LARGEFILE
         0x00, 0x00, 0x00, 0xf0, // mnt_ns = 0xf0000000
         0x07, 0x00, 0x00, 0x00, // trap_id = 7
-        0x01, 0x00, // version
+        0x02, 0x00, // version
         0x04, // hook = tp_btf/sys_exit
         0x00, // action = audit
         0x2a, 0x00, 0x00, 0x00, // ns_pid = 42
         b'c', b'a', b't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // comm
+        0xe8, 0x03, 0x00, 0x00, // loginuid = 1000
+        0x0d, 0x00, // exe_len = 13 ("/usr/bin/cat" + NUL)
+        0x06, 0x00, // cwd_len = 6 ("/root" + NUL)
+        0x10, 0x00, // args_len = 16 ("cat\0/secret.txt\0")
+        0x00, 0x00, // pad16
+        0x00, 0x00, 0x00, 0x00, // pad32
+        b'b', b'a', b's', b'h', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // pcomm
     ];
+
+    /// The literal header above, followed by the three string fields.
+    fn record() -> Vec<u8> {
+        let mut r = RECORD_HEAD.to_vec();
+        let mut field = |s: &[u8], len: usize| {
+            let mut f = vec![0u8; len];
+            f[..s.len()].copy_from_slice(s);
+            r.extend_from_slice(&f);
+        };
+        field(b"/usr/bin/cat\0", PATH_LEN);
+        field(b"/root\0", PATH_LEN);
+        field(b"cat\0/secret.txt\0", ARGS_LEN);
+        assert_eq!(r.len(), EVENT_SIZE);
+        r
+    }
 
     #[test]
     fn decodes_a_literal_record() {
-        let e = RawEvent::decode(&RECORD).expect("the literal record decodes");
+        let e = RawEvent::decode(&record()).expect("the literal record decodes");
         assert_eq!(e.ts_boot_ns, 10_000_000_000);
         assert_eq!(
             e.key,
@@ -310,25 +379,48 @@ mod tests {
         assert_eq!(e.hook, Hook::TpSysExit);
         assert_eq!(e.action, Action::Audit);
         assert_eq!(e.comm, "cat");
+        assert_eq!(e.parent_comm, "bash");
+        assert_eq!(e.loginuid, Some(1000));
+        assert_eq!(e.exe, "/usr/bin/cat");
+        assert_eq!(e.cwd, "/root");
+        assert_eq!(e.args, ["cat", "/secret.txt"]);
+    }
+
+    #[test]
+    fn unset_loginuid_and_uncaptured_strings() {
+        let mut r = record();
+        r[offsets::LOGINUID..offsets::LOGINUID + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        r[offsets::EXE_LEN] = 0;
+        r[offsets::ARGS_LEN] = 0;
+        let e = RawEvent::decode(&r).expect("decodes");
+        assert_eq!(e.loginuid, None);
+        assert_eq!(e.exe, "");
+        assert!(e.args.is_empty());
+        assert_eq!(
+            split_args(b"a\0b"),
+            ["a", "b"],
+            "a cut-short last argument is kept"
+        );
     }
 
     #[test]
     fn rejects_short_records_other_versions_and_unknown_enums() {
-        assert_eq!(RawEvent::decode(&RECORD[..40]), Err(DecodeError::Short(40)));
-        let mut r = RECORD;
-        r[offsets::VERSION] = 2;
-        assert_eq!(RawEvent::decode(&r), Err(DecodeError::Version(2)));
-        let mut r = RECORD;
+        let rec = record();
+        assert_eq!(RawEvent::decode(&rec[..40]), Err(DecodeError::Short(40)));
+        let mut r = rec.clone();
+        r[offsets::VERSION] = 1;
+        assert_eq!(RawEvent::decode(&r), Err(DecodeError::Version(1)));
+        let mut r = rec.clone();
         r[offsets::HOOK] = 99;
         assert_eq!(RawEvent::decode(&r), Err(DecodeError::Hook(99)));
-        let mut r = RECORD;
+        let mut r = rec;
         r[offsets::ACTION] = 5;
         assert_eq!(RawEvent::decode(&r), Err(DecodeError::Action(5)));
     }
 
     #[test]
     fn comm_without_terminator_uses_all_sixteen_bytes() {
-        let mut r = RECORD;
+        let mut r = record();
         r[offsets::COMM..offsets::COMM + COMM_LEN].copy_from_slice(b"0123456789abcdef");
         assert_eq!(
             RawEvent::decode(&r).expect("decodes").comm,
@@ -381,6 +473,14 @@ mod tests {
             (offset_of!(E, action), offsets::ACTION),
             (offset_of!(E, ns_pid), offsets::NS_PID),
             (offset_of!(E, comm), offsets::COMM),
+            (offset_of!(E, loginuid), offsets::LOGINUID),
+            (offset_of!(E, exe_len), offsets::EXE_LEN),
+            (offset_of!(E, cwd_len), offsets::CWD_LEN),
+            (offset_of!(E, args_len), offsets::ARGS_LEN),
+            (offset_of!(E, pcomm), offsets::PCOMM),
+            (offset_of!(E, exe), offsets::EXE),
+            (offset_of!(E, cwd), offsets::CWD),
+            (offset_of!(E, args), offsets::ARGS),
         ];
         for (i, (c, rust)) in pairs.into_iter().enumerate() {
             assert_eq!(c, rust, "field #{i} of struct kive_event");
