@@ -16,7 +16,7 @@
 mod apiserver;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use apiserver::{ApiServer, Kind};
@@ -43,7 +43,10 @@ fn container(n: usize, gen: usize) -> FakeContainer {
     std::fs::create_dir_all(&cgroup).expect("cgroup dir");
     let child = Command::new("sh")
         .arg("-c")
-        .arg(format!("echo 0 > {}/cgroup.procs && exec sleep 100000", cgroup.display()))
+        .arg(format!(
+            "echo 0 > {}/cgroup.procs && exec sleep 100000",
+            cgroup.display()
+        ))
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn sleep");
@@ -114,7 +117,7 @@ fn main() {
     };
     let start = Instant::now();
     let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
-    let rt = Arc::new(rt);
+
     let _cluster = ClusterSource::start(
         ClusterConfig {
             kubeconfig: Some(kubeconfig),
@@ -126,7 +129,10 @@ fn main() {
     .expect("cluster source");
     let want = pods * traps;
     while rt.metrics().armed < want {
-        assert!(start.elapsed() < Duration::from_secs(600), "cold start did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "cold start did not finish"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let cold = start.elapsed();
@@ -143,15 +149,22 @@ fn main() {
         if m.armed == want && m.pending == 0 && rt.armed_for_container(&new_id) == traps {
             break;
         }
-        assert!(change.elapsed() < Duration::from_secs(120), "re-arm did not finish");
+        assert!(
+            change.elapsed() < Duration::from_secs(120),
+            "re-arm did not finish"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let rearm = change.elapsed();
     drop(old);
 
-    println!("kive reconcile benchmark (test API server on loopback, real kube client, real eBPF maps)");
+    println!(
+        "kive reconcile benchmark (test API server on loopback, real kube client, real eBPF maps)"
+    );
     println!();
-    println!("| pods | traps | entries | cold start → all armed | one container restart → re-armed |");
+    println!(
+        "| pods | traps | entries | cold start → all armed | one container restart → re-armed |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     println!(
         "| {pods} | {traps} | {want} | {:.3} s | {:.1} ms |",

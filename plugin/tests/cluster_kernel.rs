@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kive::alert::KiveAlert;
@@ -101,7 +100,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
         ..Default::default()
     };
     let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
-    let rt = Arc::new(rt);
+
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);

@@ -96,14 +96,18 @@ impl PodController {
                 Some(&id) => {
                     // pod metadata (labels, IP, namespace labels) may have changed
                     if let Some(e) = table.get_mut(id) {
-                        e.owner = Owner::Container(d.owner.clone());
+                        e.owner = Owner::Container(Box::new(d.owner.clone()));
                     }
                     id
                 }
                 None => {
                     report.added += 1;
                     let root = root_of(&d.owner);
-                    table.insert(Arc::clone(&d.trap), Owner::Container(d.owner.clone()), root)
+                    table.insert(
+                        Arc::clone(&d.trap),
+                        Owner::Container(Box::new(d.owner.clone())),
+                        root,
+                    )
                 }
             };
             let needs_arm = match table.get(id) {
