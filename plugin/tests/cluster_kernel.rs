@@ -6,12 +6,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kive::alert::KiveAlert;
 use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::node::Root;
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{TierChoice, TrapKey};
 use serde_json::json;
+use support::alerts;
 use support::apiserver::{ApiServer, Kind};
 use support::container::Container;
 
@@ -49,17 +49,6 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn alerts(rt: &Runtime, wait: Duration) -> Vec<KiveAlert> {
-    let deadline = Instant::now() + wait;
-    let mut out = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if let Some(ev) = rt.next_event(left) {
-            out.extend(rt.alerts_for(&ev));
-        }
-    }
-    out
 }
 
 fn key_in(c: &Container, path: &str) -> TrapKey {

@@ -7,13 +7,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kive::alert::KiveAlert;
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
-use support::{key_of, run, world_dir};
+use support::{alerts, key_of, run, world_dir};
 
 fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
     let text = format!(
@@ -40,17 +39,6 @@ fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
     let (rt, report) = Runtime::start(&cfg, traps).unwrap_or_else(|e| panic!("runtime: {e}"));
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     rt
-}
-
-fn alerts(rt: &Runtime, wait: Duration) -> Vec<KiveAlert> {
-    let deadline = Instant::now() + wait;
-    let mut out = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        if let Some(ev) = rt.next_event(left) {
-            out.extend(rt.alerts_for(&ev));
-        }
-    }
-    out
 }
 
 const WAIT: Duration = Duration::from_millis(400);

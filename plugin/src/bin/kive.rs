@@ -39,41 +39,7 @@ enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Arm the traps of KivePolicy files that target this node and print alerts.
-    Run {
-        /// KivePolicy YAML file(s); without one, the embedded example host policy.
-        #[arg(long = "policy", value_name = "FILE")]
-        policies: Vec<PathBuf>,
-        /// Hook tier: auto, lsm, trampoline, tracepoint, tracepoint-classic.
-        #[arg(long, default_value = "auto")]
-        tier: TierChoice,
-        /// Output format of alerts on stdout.
-        #[arg(long, value_enum, default_value = "json")]
-        format: Format,
-        /// Ring buffer size in bytes (power of two).
-        #[arg(long, default_value_t = 4 * 1024 * 1024)]
-        ring_bytes: u32,
-        /// Node name in alerts (default: $NODE_NAME, else the host name).
-        #[arg(long)]
-        node_name: Option<String>,
-        /// Re-resolve armed paths this often (milliseconds).
-        #[arg(long, default_value_t = 1000)]
-        rescan_ms: u64,
-        /// Also arm pod traps from the cluster, reading KivePolicies and this
-        /// node's pods from the API server of this kubeconfig.
-        #[arg(long, value_name = "FILE")]
-        kubeconfig: Option<PathBuf>,
-        /// Also arm pod traps from the cluster, with the in-cluster
-        /// service-account configuration.
-        #[arg(long, conflicts_with = "kubeconfig")]
-        in_cluster: bool,
-        /// Also print the alerts of traps that have a callback (like kivebpf,
-        /// they are only POSTed to the callback by default).
-        #[arg(long)]
-        print_callback_alerts: bool,
-        /// Extra CA certificates (PEM) for HTTPS callbacks.
-        #[arg(long, value_name = "FILE")]
-        callback_ca: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Print the KivePolicy CRD (generated from the Rust types).
     Crd,
     /// Check KivePolicy files and print what each trap targets.
@@ -82,6 +48,44 @@ enum Command {
         #[arg(required = true)]
         policies: Vec<PathBuf>,
     },
+}
+
+/// `kive run`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// KivePolicy YAML file(s); without one, the embedded example host policy.
+    #[arg(long = "policy", value_name = "FILE")]
+    policies: Vec<PathBuf>,
+    /// Hook tier: auto, lsm, trampoline, tracepoint, tracepoint-classic.
+    #[arg(long, default_value = "auto")]
+    tier: TierChoice,
+    /// Output format of alerts on stdout.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Ring buffer size in bytes (power of two).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    ring_bytes: u32,
+    /// Node name in alerts (default: $NODE_NAME, else the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Re-resolve armed paths this often (milliseconds).
+    #[arg(long, default_value_t = 1000)]
+    rescan_ms: u64,
+    /// Also arm pod traps from the cluster, reading KivePolicies and this
+    /// node's pods from the API server of this kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Also arm pod traps from the cluster, with the in-cluster
+    /// service-account configuration.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    in_cluster: bool,
+    /// Also print the alerts of traps that have a callback (like kivebpf,
+    /// they are only POSTed to the callback by default).
+    #[arg(long)]
+    print_callback_alerts: bool,
+    /// Extra CA certificates (PEM) for HTTPS callbacks.
+    #[arg(long, value_name = "FILE")]
+    callback_ca: Option<PathBuf>,
 }
 
 fn load(policies: &[PathBuf]) -> Compiled {
@@ -107,18 +111,6 @@ fn load(policies: &[PathBuf]) -> Compiled {
     all
 }
 
-struct RunArgs {
-    policies: Vec<PathBuf>,
-    tier: TierChoice,
-    format: Format,
-    ring_bytes: u32,
-    node_name: Option<String>,
-    rescan_ms: u64,
-    cluster: Option<Option<PathBuf>>,
-    print_callback_alerts: bool,
-    callback_ca: Option<PathBuf>,
-}
-
 fn run(args: RunArgs) -> ExitCode {
     let RunArgs {
         policies,
@@ -127,10 +119,17 @@ fn run(args: RunArgs) -> ExitCode {
         ring_bytes,
         node_name,
         rescan_ms,
-        cluster,
+        kubeconfig,
+        in_cluster,
         print_callback_alerts,
         callback_ca,
     } = args;
+    // Some(kubeconfig or in-cluster) when pod traps come from a cluster
+    let cluster = match (kubeconfig, in_cluster) {
+        (Some(k), _) => Some(Some(k)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
     let compiled = if policies.is_empty() && cluster.is_some() {
         Compiled::default()
     } else {
@@ -271,32 +270,7 @@ fn main() -> ExitCode {
         )
         .init();
     match Cli::parse().command {
-        Command::Run {
-            policies,
-            tier,
-            format,
-            ring_bytes,
-            node_name,
-            rescan_ms,
-            kubeconfig,
-            in_cluster,
-            print_callback_alerts,
-            callback_ca,
-        } => run(RunArgs {
-            policies,
-            tier,
-            format,
-            ring_bytes,
-            node_name,
-            rescan_ms,
-            cluster: match (kubeconfig, in_cluster) {
-                (Some(k), _) => Some(Some(k)),
-                (None, true) => Some(None),
-                (None, false) => None,
-            },
-            print_callback_alerts,
-            callback_ca,
-        }),
+        Command::Run(args) => run(args),
         Command::Crd => {
             print!("{}", kive::k8s::crd::crd_yaml());
             ExitCode::SUCCESS

@@ -82,3 +82,15 @@ pub fn world_dir() -> tempfile::TempDir {
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     d
 }
+
+/// Alerts of the events a runtime receives within `wait`.
+pub fn alerts(rt: &kive::runtime::Runtime, wait: Duration) -> Vec<kive::alert::KiveAlert> {
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(ev) = rt.next_event(left) {
+            out.extend(rt.alerts_for(&ev));
+        }
+    }
+    out
+}
