@@ -236,24 +236,40 @@ static __always_inline struct kive_trap *tp_lookup_cast(struct file *file_ptr,
 	return bpf_map_lookup_elem(&traps, key);
 }
 
+/*
+ * The file in slot fd of an fd array, or 0. To the verifier fdt->fd (a
+ * pointer to pointers) is a scalar. With bpf_rdonly_cast (kernel >= 6.2)
+ * the slot is typed as a struct whose first member is a struct file *
+ * (struct kiocb's ki_filp, checked to be at offset 0) so that reading it is
+ * a plain load; older kernels (Debian's 6.1) use one probe read. Both tests
+ * are constants for the verifier: the other branch is dead code.
+ */
+static __always_inline struct file *tp_fd_file(struct file **fds, long fd)
+{
+	struct file *file = 0;
+
+	if (bpf_ksym_exists(bpf_rdonly_cast) && bpf_core_field_offset(struct kiocb, ki_filp) == 0)
+		return bpf_core_cast(&fds[fd], struct kiocb)->ki_filp;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]))
+		return 0;
+	return file;
+}
+
 /* Tracepoint tier: after a successful open, find the new fd's file. */
 static __always_inline void on_fd_opened(long fd, __u8 hook)
 {
 	/* trusted BTF pointer: task->files->fdt->fd are plain loads */
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file **fds = task->files->fdt->fd;
-	struct file *file = 0;
+	struct file *file = tp_fd_file(task->files->fdt->fd, fd);
 	struct kive_key key;
 	struct kive_trap *trap;
 	__u32 f_mode, f_flags;
 
-	/* a pointer-to-pointer is a scalar to the verifier: one probe read */
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	if (!file)
 		return;
 	/*
-	 * bpf_rdonly_cast (kernel >= 6.2) makes the walk to the inode plain
-	 * loads; older kernels (Debian's 6.1) get the probe-read walk. The
-	 * test is a constant for the verifier: the other branch is dead code.
+	 * bpf_rdonly_cast makes the walk to the inode plain loads too; older
+	 * kernels get the probe-read walk of lookup().
 	 */
 	if (bpf_ksym_exists(bpf_rdonly_cast))
 		trap = tp_lookup_cast(file, &key);
