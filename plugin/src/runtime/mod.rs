@@ -378,7 +378,12 @@ impl Runtime {
             self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             return Vec::new();
         }
-        let details = process_details(&self.proc_root, raw.tgid);
+        // the kernel captured the process at the access; /proc only fills gaps
+        let details = if raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty() {
+            process_details(&self.proc_root, raw.tgid)
+        } else {
+            Default::default()
+        };
         let accessor = self.accessor(raw.cgroup_id);
         let mut alerts = Vec::with_capacity(hits.len());
         for (id, trap, owner) in &hits {

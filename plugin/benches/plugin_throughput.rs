@@ -1,0 +1,377 @@
+//! Events per second through the plugin's C ABI, the way Falco drives it:
+//! the built `libkive.so` (target/release) loaded with dlopen,
+//! `plugin_next_batch` until the batch is consumed, then
+//! `plugin_extract_fields` for 10 typical fields of every event.
+//!
+//! - replay: a temp file of KiveAlert JSON lines (the recorded ones in
+//!   test_files/, repeated), read to EOF;
+//! - live: a host trap on a temp file and a thread opening and closing it
+//!   in a loop for a few seconds (needs root and eBPF).
+//!
+//! Prints a table: mode, events, seconds, events/s, kernel ring drops,
+//! queue drops, and the method. `cargo bench --bench plugin_throughput`.
+
+#[path = "../tests/falco_common/mod.rs"]
+mod falco_common;
+
+use std::ffi::CString;
+use std::io::Write;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use falco_common::{json_str, test_file, Fields, Plugin, So};
+use falco_plugin::api::{
+    ss_plugin_event, ss_plugin_event_input, ss_plugin_extract_field,
+    ss_plugin_extract_field__bindgen_ty_1, ss_plugin_field_extract_input,
+    ss_plugin_rc_SS_PLUGIN_EOF, ss_plugin_rc_SS_PLUGIN_SUCCESS, ss_plugin_rc_SS_PLUGIN_TIMEOUT,
+    ss_plugin_table_reader_vtable_ext,
+};
+
+/// The fields a typical rule + output reads.
+const FIELDS: [&str; 10] = [
+    "kive.policy.name",
+    "kive.path",
+    "kive.access",
+    "kive.action",
+    "kive.process.pid",
+    "kive.process.comm",
+    "kive.process.binary",
+    "kive.pod.name",
+    "kive.node.name",
+    "kive.mask",
+];
+
+struct Extractor {
+    names: Vec<CString>,
+    reqs: Vec<ss_plugin_extract_field>,
+    reader_ext: Box<ss_plugin_table_reader_vtable_ext>,
+}
+
+impl Extractor {
+    fn new() -> Self {
+        let all = Fields::get();
+        let names: Vec<CString> = FIELDS
+            .iter()
+            .map(|f| CString::new(*f).expect("cstr"))
+            .collect();
+        let reqs = FIELDS
+            .iter()
+            .zip(&names)
+            .map(|(f, c)| {
+                let (id, info) = all
+                    .iter()
+                    .enumerate()
+                    .find(|(_, i)| i.name == *f)
+                    .unwrap_or_else(|| panic!("field {f}"));
+                ss_plugin_extract_field {
+                    res: ss_plugin_extract_field__bindgen_ty_1 {
+                        u64_: ptr::null_mut(),
+                    },
+                    res_len: 0,
+                    field_id: id as u32,
+                    field: c.as_ptr(),
+                    arg_key: ptr::null(),
+                    arg_index: 0,
+                    arg_present: 0,
+                    ftype: if info.ty == "uint64" { 8 } else { 9 },
+                    flist: 0,
+                }
+            })
+            .collect();
+        Self {
+            names,
+            reqs,
+            // SAFETY: an all-None vtable (kive reads no table).
+            reader_ext: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+
+    /// Extracts the 10 fields of one event, one field per call (as
+    /// libsinsp's filterchecks do); returns how many had a value.
+    fn extract(&mut self, p: &Plugin, evt: *const ss_plugin_event) -> usize {
+        let ev_in = ss_plugin_event_input {
+            evt,
+            evtnum: 1,
+            evtsrc: c"kive".as_ptr(),
+        };
+        let mut with_value = 0;
+        for req in self.reqs.iter_mut() {
+            let input = ss_plugin_field_extract_input {
+                owner: ptr::null_mut(),
+                get_owner_last_error: None,
+                num_fields: 1,
+                fields: req,
+                // SAFETY: all-None vtable.
+                table_reader: unsafe { std::mem::zeroed() },
+                table_reader_ext: &mut *self.reader_ext,
+                value_offsets: ptr::null_mut(),
+            };
+            // SAFETY: valid plugin and an event of the current batch.
+            let rc = unsafe { (p.so.extract_fields)(p.ptr, &ev_in, &input) };
+            assert_eq!(rc, 0, "extract {:?}: {}", self.names, p.last_error());
+            with_value += (req.res_len > 0) as usize;
+        }
+        with_value
+    }
+}
+
+struct Row {
+    mode: &'static str,
+    events: u64,
+    secs: f64,
+    ring_drops: u64,
+    queue_drops: u64,
+    note: String,
+}
+
+/// Drains one next_batch; returns the rc and the number of events.
+fn batch(p: &Plugin, inst: &falco_common::Instance<'_>, ex: Option<&mut Extractor>) -> (i32, u64) {
+    let mut n = 0u32;
+    let mut evts: *mut *mut ss_plugin_event = ptr::null_mut();
+    // SAFETY: valid plugin and instance, out pointers.
+    let rc = unsafe { (p.so.next_batch)(p.ptr, inst.ptr, &mut n, &mut evts) };
+    if rc == ss_plugin_rc_SS_PLUGIN_SUCCESS {
+        assert!(n > 0, "success with an empty batch");
+        if let Some(ex) = ex {
+            for i in 0..n as usize {
+                // SAFETY: evts holds n event pointers valid until the next call.
+                let e = unsafe { *evts.add(i) };
+                std::hint::black_box(ex.extract(p, e));
+            }
+        }
+    }
+    (rc, n as u64)
+}
+
+fn replay_file(lines: usize) -> tempfile::NamedTempFile {
+    let mut src = Vec::new();
+    for name in ["kive_alerts.jsonl", "kive_run_host.jsonl"] {
+        let text = std::fs::read_to_string(test_file(name)).expect("test file");
+        src.extend(text.lines().map(str::to_string));
+    }
+    let mut f = tempfile::NamedTempFile::new().expect("temp");
+    let mut w = std::io::BufWriter::new(f.as_file_mut());
+    for i in 0..lines {
+        writeln!(w, "{}", src[i % src.len()]).expect("write");
+    }
+    drop(w);
+    f
+}
+
+fn replay_plugin(
+    lines: usize,
+    batch_size: usize,
+) -> (falco_common::Plugin, tempfile::NamedTempFile) {
+    let file = replay_file(lines);
+    let cfg = format!(
+        r#"{{"mode":"replay","replayFile":{},"batchSize":{batch_size}}}"#,
+        json_str(file.path().to_str().expect("utf8"))
+    );
+    (Plugin::init(&cfg).expect("init"), file)
+}
+
+/// Replays a file to EOF; returns (events, seconds).
+fn drain(p: &Plugin, inst: &falco_common::Instance<'_>, ex: &mut Extractor) -> (u64, f64) {
+    let t = Instant::now();
+    let mut events = 0;
+    loop {
+        let (rc, n) = batch(p, inst, Some(&mut *ex));
+        events += n;
+        if rc == ss_plugin_rc_SS_PLUGIN_EOF {
+            break;
+        }
+        assert!(
+            rc == ss_plugin_rc_SS_PLUGIN_SUCCESS || rc == ss_plugin_rc_SS_PLUGIN_TIMEOUT,
+            "{}",
+            p.last_error()
+        );
+    }
+    (events, t.elapsed().as_secs_f64())
+}
+
+/// End to end: the read-ahead thread parses JSON while next_batch and the
+/// extraction run.
+fn replay_end_to_end(lines: usize) -> Row {
+    let (p, _file) = replay_plugin(lines, 1024);
+    let inst = p.open(None).expect("open");
+    let mut ex = Extractor::new();
+    let (events, secs) = drain(&p, &inst, &mut ex);
+    assert_eq!(events, lines as u64);
+    Row {
+        mode: "replay, end to end",
+        events,
+        secs,
+        ring_drops: 0,
+        queue_drops: 0,
+        note: format!(
+            "{lines} JSON lines from a file: parsed on the read-ahead thread while next_batch + extraction run (JSON parsing bounds it)"
+        ),
+    }
+}
+
+/// The plugin path alone: the file is fully parsed by the read-ahead
+/// thread before the clock starts (it fits in the read-ahead queue).
+fn replay_plugin_path(rounds: usize) -> Row {
+    let lines = 16 * 512;
+    let (p, _file) = replay_plugin(lines, 512);
+    let mut ex = Extractor::new();
+    let (mut events, mut secs) = (0, 0.0);
+    for _ in 0..rounds {
+        let inst = p.open(None).expect("open");
+        // wait until the whole file is parsed and queued
+        let t = Instant::now();
+        loop {
+            let mut pct = 0u32;
+            // SAFETY: valid plugin and instance.
+            unsafe { (p.so.get_progress)(p.ptr, inst.ptr, &mut pct) };
+            if pct >= 10_000 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "read-ahead stalled at {pct}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let (e, s) = drain(&p, &inst, &mut ex);
+        assert_eq!(e, lines as u64);
+        events += e;
+        secs += s;
+    }
+    Row {
+        mode: "replay, plugin path",
+        events,
+        secs,
+        ring_drops: 0,
+        queue_drops: 0,
+        note: format!(
+            "{rounds} × {lines} lines already parsed by the read-ahead thread: next_batch (batches of 512) + extraction only"
+        ),
+    }
+}
+
+/// The opener child: opens and closes `path` until `secs` pass (the engine
+/// ignores the plugin's own process, so the load comes from another one).
+fn opener(path: &str, secs: f64) {
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        for _ in 0..1000 {
+            drop(std::fs::File::open(path).expect("open trap"));
+        }
+        n += 1000;
+    }
+    println!("{n}");
+}
+
+fn live(secs: f64) -> Row {
+    falco_common::ensure_mounts();
+    let dir = tempfile::tempdir().expect("dir");
+    let trap = dir.path().join("bench-decoy");
+    std::fs::write(&trap, "decoy\n").expect("write");
+    let policy = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: bench, namespace: bench}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n",
+        trap.display()
+    );
+    let cfg = format!(
+        r#"{{"mode":"live","policies":{},"batchSize":1024,"queueCapacity":262144}}"#,
+        json_str(&policy)
+    );
+    let p = Plugin::init(&cfg).expect("init");
+    let inst = p
+        .open(None)
+        .unwrap_or_else(|e| panic!("live mode needs root and eBPF: {e}"));
+    let mut ex = Extractor::new();
+    let child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--opener", trap.to_str().expect("utf8"), &secs.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the opener");
+    let t = Instant::now();
+    let mut events = 0;
+    while t.elapsed().as_secs_f64() < secs + 0.2 {
+        let (rc, n) = batch(&p, &inst, Some(&mut ex));
+        assert!(
+            rc == ss_plugin_rc_SS_PLUGIN_SUCCESS || rc == ss_plugin_rc_SS_PLUGIN_TIMEOUT,
+            "{}",
+            p.last_error()
+        );
+        events += n;
+    }
+    let out = child.wait_with_output().expect("opener");
+    let opened: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("opener count");
+    // drain what is queued
+    let drain = Instant::now();
+    while drain.elapsed() < Duration::from_millis(500) {
+        let (rc, n) = batch(&p, &inst, Some(&mut ex));
+        if rc == ss_plugin_rc_SS_PLUGIN_TIMEOUT {
+            break;
+        }
+        events += n;
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let hits = p.metric("kernel_hits");
+    Row {
+        mode: "live",
+        events,
+        secs: elapsed,
+        ring_drops: p.metric("kernel_ring_drops"),
+        queue_drops: p.metric("queue_drops"),
+        note: format!(
+            "another process opens+closes the trapped file in a loop: {opened} opens ({:.0}/s), {hits} kernel hits; tier {} (4 = tracepoint)",
+            opened as f64 / secs,
+            p.metric("active_tier")
+        ),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, path, secs] = args.as_slice() {
+        if flag == "--opener" {
+            opener(path, secs.parse().expect("seconds"));
+            return;
+        }
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    // this binary is built with the bench profile: build the .so with it too
+    falco_common::PROFILE
+        .set("bench")
+        .expect("profile set once");
+    let _ = So::get();
+    // --only=end-to-end|plugin-path|live runs one row (for profiling)
+    let only = args.iter().find_map(|a| a.strip_prefix("--only="));
+    let want = |name: &str| only.is_none_or(|o| o == name);
+    let mut rows = Vec::new();
+    if want("end-to-end") {
+        rows.push(replay_end_to_end(if quick { 20_000 } else { 500_000 }));
+    }
+    if want("plugin-path") {
+        rows.push(replay_plugin_path(if quick { 2 } else { 20 }));
+    }
+    if want("live") {
+        rows.push(live(if quick { 1.0 } else { 3.0 }));
+    }
+    println!();
+    println!("kive plugin throughput (target/release/libkive.so through its C symbols: plugin_next_batch, then plugin_extract_fields once per field for 10 fields)");
+    println!("fields: {}", FIELDS.join(", "));
+    println!();
+    println!("| mode | events | seconds | events/s | ring drops | queue drops | method |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.3} | {:.0} | {} | {} | {} |",
+            r.mode,
+            r.events,
+            r.secs,
+            r.events as f64 / r.secs,
+            r.ring_drops,
+            r.queue_drops,
+            r.note
+        );
+    }
+}

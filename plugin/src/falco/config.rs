@@ -1,0 +1,319 @@
+//! `init_config` of the plugin: a JSON object with a published JSON schema
+//! (`falco --plugin-info kive` shows it). Parsing and validation only: no
+//! file, eBPF, thread or network work happens here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::FalcoError;
+use crate::k8s::ClusterConfig;
+use crate::runtime::RuntimeConfig;
+use crate::trap::{EngineConfig, TierChoice};
+
+/// Where events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Arm the traps of the configured policies on this node's kernel
+    /// (needs root or CAP_BPF + CAP_SYS_ADMIN).
+    #[default]
+    Live,
+    /// Read KiveAlert v1 JSON lines from `replayFile` (no root, eBPF or
+    /// cluster needed).
+    Replay,
+}
+
+impl Mode {
+    /// `live` or `replay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Replay => "replay",
+        }
+    }
+}
+
+/// The plugin's `init_config`.
+///
+/// Policy sources are top-level keys (`policyFiles`, `policies`); the
+/// Kubernetes API server will be one more (`kubernetes`) without changing
+/// these.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct KiveConfig {
+    /// `live` (default): arm the policies' traps on this node; `replay`:
+    /// emit the alerts recorded in `replayFile`. A non-empty `open_params`
+    /// overrides it: `live`, or a file path to replay.
+    pub mode: Mode,
+    /// KiveAlert v1 JSON lines to replay (the output of `kive run`);
+    /// required when `mode` is `replay`.
+    pub replay_file: Option<String>,
+    /// KivePolicy YAML files (each may hold several `---` documents),
+    /// armed in live mode. Relative paths are relative to Falco's working
+    /// directory.
+    pub policy_files: Vec<String>,
+    /// Inline KivePolicy YAML (one or more `---` documents), armed in live
+    /// mode together with `policyFiles`.
+    pub policies: Option<String>,
+    /// Hook tier: `auto` (default: the best that loads) or one of `lsm`,
+    /// `trampoline`, `tracepoint`, `tracepoint-classic`.
+    pub tier: TierChoice,
+    /// Size of the kernel ring buffer in bytes: a power of two, at least
+    /// 4096 (default 4 MiB).
+    #[schemars(range(min = 4096))]
+    pub ring_bytes: u32,
+    /// Capacity of the kernel trap map (default 65536).
+    #[schemars(range(min = 1))]
+    pub max_traps: u32,
+    /// Capacity of the queue between the ring reader and `next_batch`
+    /// (default 65536); overflow is counted in the `queue_drops` metric.
+    #[schemars(range(min = 1))]
+    pub queue_capacity: u32,
+    /// How often armed paths are re-resolved to follow replaced files, in
+    /// milliseconds (default 1000, at least 10).
+    #[schemars(range(min = 10))]
+    pub rescan_ms: u64,
+    /// Node name written into alerts (default: the `NODE_NAME` environment
+    /// variable, e.g. from the downward API, else the host name).
+    pub node_name: Option<String>,
+    /// The host's root as seen by Falco (default `/`; `/host` when Falco
+    /// runs in a container with the host mounted there).
+    pub host_root: String,
+    /// The proc filesystem used for process details (default `/proc`).
+    pub proc_root: String,
+    /// Most events in one `next_batch` (default 512, 1 to 65536).
+    #[schemars(range(min = 1, max = 65536))]
+    pub batch_size: u32,
+    /// Longest wait of `next_batch` for a first event before it reports a
+    /// timeout, in milliseconds (default 50, 1 to 100).
+    #[schemars(range(min = 1, max = 100))]
+    pub batch_timeout_ms: u64,
+    /// The Kubernetes policy source: KivePolicies of every namespace and the
+    /// pods of this node, from the API server (off by default).
+    pub kubernetes: KubernetesConfig,
+    /// Extra CA certificates (a PEM file) trusted for HTTPS callbacks,
+    /// besides the system roots.
+    pub callback_ca_bundle: Option<String>,
+}
+
+/// `kubernetes` in the init config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct KubernetesConfig {
+    /// Watch KivePolicies and this node's pods, and arm pod traps.
+    pub enabled: bool,
+    /// A kubeconfig file; absent: the in-cluster service account (a
+    /// DaemonSet), then the usual kubeconfig lookup.
+    pub kubeconfig: Option<String>,
+}
+
+impl Default for KiveConfig {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            mode: Mode::Live,
+            replay_file: None,
+            policy_files: Vec::new(),
+            policies: None,
+            tier: TierChoice::Auto,
+            ring_bytes: engine.ring_bytes,
+            max_traps: engine.max_traps,
+            queue_capacity: 65536,
+            rescan_ms: 1000,
+            node_name: None,
+            host_root: "/".into(),
+            proc_root: "/proc".into(),
+            batch_size: 512,
+            batch_timeout_ms: 50,
+            kubernetes: KubernetesConfig::default(),
+            callback_ca_bundle: None,
+        }
+    }
+}
+
+impl KiveConfig {
+    /// Parses a JSON `init_config` (an empty string is `{}`) and validates it.
+    pub fn from_json(text: &str) -> Result<Self, FalcoError> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let cfg: Self = serde_json::from_str(text).map_err(|e| FalcoError::Config {
+            key: "(json)".into(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that the schema cannot express.
+    pub fn validate(&self) -> Result<(), FalcoError> {
+        let bad = |key: &str, message: String| {
+            Err(FalcoError::Config {
+                key: key.into(),
+                message,
+            })
+        };
+        if self.mode == Mode::Replay && self.replay_file.as_deref().unwrap_or("").is_empty() {
+            return bad(
+                "replayFile",
+                "mode replay needs replayFile (or a file path in open_params)".into(),
+            );
+        }
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < 4096 {
+            return bad(
+                "ringBytes",
+                format!("{} is not a power of two of at least 4096", self.ring_bytes),
+            );
+        }
+        if self.max_traps == 0 {
+            return bad("maxTraps", "must be at least 1".into());
+        }
+        if self.queue_capacity == 0 {
+            return bad("queueCapacity", "must be at least 1".into());
+        }
+        if self.rescan_ms < 10 {
+            return bad("rescanMs", format!("{} is below 10", self.rescan_ms));
+        }
+        if !(1..=65536).contains(&self.batch_size) {
+            return bad(
+                "batchSize",
+                format!("{} is not between 1 and 65536", self.batch_size),
+            );
+        }
+        if !(1..=100).contains(&self.batch_timeout_ms) {
+            return bad(
+                "batchTimeoutMs",
+                format!("{} is not between 1 and 100", self.batch_timeout_ms),
+            );
+        }
+        for (i, f) in self.policy_files.iter().enumerate() {
+            if f.is_empty() {
+                return bad(&format!("policyFiles[{i}]"), "empty path".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The runtime settings of live mode.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        let mut rc = RuntimeConfig {
+            queue_capacity: self.queue_capacity as usize,
+            rescan: Duration::from_millis(self.rescan_ms),
+            host_root: PathBuf::from(&self.host_root),
+            proc_root: PathBuf::from(&self.proc_root),
+            ..RuntimeConfig::default()
+        };
+        rc.engine.tier = self.tier;
+        rc.engine.ring_bytes = self.ring_bytes;
+        rc.engine.max_traps = self.max_traps;
+        if let Some(n) = self.node_name.as_deref().filter(|n| !n.is_empty()) {
+            rc.node_name = n.to_string();
+        }
+        if let Some(cb) = rc.callbacks.as_mut() {
+            cb.ca_bundle = self.callback_ca_bundle.as_ref().map(PathBuf::from);
+        }
+        rc
+    }
+
+    /// The cluster source's settings, when it is enabled.
+    pub fn cluster_config(&self, node_name: &str) -> Option<ClusterConfig> {
+        self.kubernetes.enabled.then(|| ClusterConfig {
+            kubeconfig: self.kubernetes.kubeconfig.as_ref().map(PathBuf::from),
+            node_name: node_name.to_string(),
+            resync: Duration::from_millis(self.rescan_ms),
+        })
+    }
+
+    /// The JSON schema published to Falco (pretty JSON).
+    pub fn schema_json() -> String {
+        serde_json::to_string_pretty(&schemars::schema_for!(KiveConfig))
+            .expect("a schema always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_live_with_defaults() {
+        let c = KiveConfig::from_json("").expect("empty is {}");
+        assert_eq!(c, KiveConfig::default());
+        assert_eq!(c.mode, Mode::Live);
+        assert_eq!(c.batch_timeout_ms, 50);
+        assert_eq!(KiveConfig::from_json("{}").expect("{}"), c);
+    }
+
+    #[test]
+    fn keys_are_camel_case_and_unknown_keys_are_rejected() {
+        let c = KiveConfig::from_json(
+            r#"{"mode":"replay","replayFile":"a.jsonl","ringBytes":8192,"tier":"tracepoint","policyFiles":["p.yaml"]}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.mode, Mode::Replay);
+        assert_eq!(c.replay_file.as_deref(), Some("a.jsonl"));
+        assert_eq!(c.tier, TierChoice::Tracepoint);
+        let e = KiveConfig::from_json(r#"{"replay_file":"a"}"#).expect_err("snake case");
+        assert!(e.to_string().contains("unknown field `replay_file`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (json, key) in [
+            (r#"{"mode":"replay"}"#, "replayFile"),
+            (r#"{"ringBytes":5000}"#, "ringBytes"),
+            (r#"{"ringBytes":2048}"#, "ringBytes"),
+            (r#"{"batchSize":0}"#, "batchSize"),
+            (r#"{"batchTimeoutMs":1000}"#, "batchTimeoutMs"),
+            (r#"{"rescanMs":1}"#, "rescanMs"),
+            (r#"{"policyFiles":[""]}"#, "policyFiles[0]"),
+        ] {
+            let e = KiveConfig::from_json(json).expect_err(json);
+            assert!(e.to_string().contains(key), "{json}: {e}");
+        }
+        let e = KiveConfig::from_json(r#"{"mode":"bogus"}"#).expect_err("bad mode");
+        assert!(e.to_string().contains("unknown variant `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn schema_documents_every_key_and_forbids_others() {
+        let s: serde_json::Value = serde_json::from_str(&KiveConfig::schema_json()).expect("json");
+        assert_eq!(s["additionalProperties"], serde_json::json!(false), "{s:#}");
+        let props = s["properties"].as_object().expect("properties");
+        for key in [
+            "mode",
+            "replayFile",
+            "policyFiles",
+            "policies",
+            "tier",
+            "ringBytes",
+            "maxTraps",
+            "queueCapacity",
+            "rescanMs",
+            "nodeName",
+            "hostRoot",
+            "procRoot",
+            "batchSize",
+            "batchTimeoutMs",
+        ] {
+            let p = props.get(key).unwrap_or_else(|| panic!("{key} in schema"));
+            assert!(
+                p.get("description").is_some(),
+                "{key} has a description: {p}"
+            );
+        }
+        assert_eq!(
+            props["ringBytes"]["default"],
+            serde_json::json!(4 * 1024 * 1024)
+        );
+    }
+
+    #[test]
+    fn node_name_overrides_the_environment_default() {
+        let c = KiveConfig::from_json(r#"{"nodeName":"node-7","hostRoot":"/host"}"#).expect("ok");
+        let rc = c.runtime_config();
+        assert_eq!(rc.node_name, "node-7");
+        assert_eq!(rc.host_root, PathBuf::from("/host"));
+    }
+}

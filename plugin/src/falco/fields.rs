@@ -1,0 +1,393 @@
+//! The fields Falco rules, outputs and Falcosidekick can use (`kive.*`).
+//!
+//! Every extraction call decodes its event once: the first field stores
+//! the [`Decoded`] header in the per-call context and every field slices
+//! its value out of the event buffer. Empty strings and unset optional
+//! numbers are "no value" (`<NA>` in outputs), never empty strings.
+
+use std::ffi::{CStr, CString};
+
+use anyhow::Error;
+use falco_plugin::extract::{field, ExtractFieldInfo, ExtractPlugin, ExtractRequest};
+
+use super::payload::{Decoded, Numbers, Slot};
+use super::{KiveEvent, KivePlugin};
+use crate::alert::access_names;
+
+/// Per-extraction-call context: the decoded header of the event.
+pub type Context = Option<Decoded>;
+
+/// Runs `f` on the event's payload and its decoded header.
+fn with<R>(
+    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
+    f: impl FnOnce(&[u8], &Decoded) -> R,
+) -> Result<R, Error> {
+    let event: KiveEvent<'_> = req.event.event()?;
+    let data = event.params.event_data.0;
+    let decoded = match req.context {
+        Some(d) => d,
+        slot => slot.insert(Decoded::decode(data)?),
+    };
+    Ok(f(data, decoded))
+}
+
+/// A C string of bytes, cut at an embedded NUL.
+fn cstring(b: &[u8]) -> CString {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let mut v = Vec::with_capacity(end + 1); // room for the NUL: no realloc
+    v.extend_from_slice(&b[..end]);
+    // SAFETY: `b[..end]` holds no NUL byte (end is the first NUL, if any).
+    unsafe { CString::from_vec_unchecked(v) }
+}
+
+fn text<const S: usize>(
+    _p: &mut KivePlugin,
+    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
+) -> Result<Option<CString>, Error> {
+    with(req, |data, d| d.text(data, Slot::ALL[S]).map(cstring))
+}
+
+macro_rules! s {
+    ($slot:ident) => {
+        &text::<{ Slot::$slot as usize }>
+    };
+}
+
+fn num(
+    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
+    f: impl FnOnce(&Numbers) -> Option<u64>,
+) -> Result<Option<u64>, Error> {
+    with(req, |_, d| f(d.numbers()))
+}
+
+impl KivePlugin {
+    fn inode(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| Some(n.inode))
+    }
+
+    fn mask(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| Some(n.mask as u32 as u64))
+    }
+
+    fn open_flags(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| n.open_flags.map(u64::from))
+    }
+
+    fn cgroup_id(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| n.cgroup_id)
+    }
+
+    fn pid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| u64::try_from(n.pid).ok())
+    }
+
+    fn tgid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| Some(n.tgid.into()))
+    }
+
+    fn ppid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| n.ppid.map(u64::from))
+    }
+
+    fn suppressed(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| n.suppressed)
+    }
+
+    fn vpid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| n.ns_pid.map(u64::from))
+    }
+
+    fn loginuid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| n.loginuid.map(u64::from))
+    }
+
+    fn uid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| Some(n.uid.into()))
+    }
+
+    fn gid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        num(req, |n| Some(n.gid.into()))
+    }
+
+    fn access(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
+        with(req, |_, d| {
+            let names = access_names(d.numbers().mask as u32);
+            (!names.is_empty()).then(|| CString::new(names.join(",")).expect("ascii names"))
+        })
+    }
+
+    fn policy_namespace(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            if d.has_policy_namespace() {
+                d.text(data, Slot::PolicyNamespace).map(cstring)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn metadata(
+        &mut self,
+        req: ExtractRequest<Self>,
+        key: Option<&CStr>,
+    ) -> Result<Option<CString>, Error> {
+        with(req, |data, d| match key {
+            Some(k) => d
+                .map_get(data, Slot::CustomMetadata, k.to_bytes())
+                .map(cstring),
+            None => joined(d.map(data, Slot::CustomMetadata)),
+        })
+    }
+
+    fn metadata_pairs(&mut self, req: ExtractRequest<Self>) -> Result<Vec<CString>, Error> {
+        with(req, |data, d| pairs(d.map(data, Slot::CustomMetadata)))
+    }
+
+    fn pod_label(
+        &mut self,
+        req: ExtractRequest<Self>,
+        key: &CStr,
+    ) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            d.map_get(data, Slot::PodLabels, key.to_bytes())
+                .map(cstring)
+        })
+    }
+
+    fn pod_labels(&mut self, req: ExtractRequest<Self>) -> Result<Vec<CString>, Error> {
+        with(req, |data, d| pairs(d.map(data, Slot::PodLabels)))
+    }
+
+    fn namespace_label(
+        &mut self,
+        req: ExtractRequest<Self>,
+        key: &CStr,
+    ) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            d.map_get(data, Slot::NamespaceLabels, key.to_bytes())
+                .map(cstring)
+        })
+    }
+
+    fn namespace_labels(&mut self, req: ExtractRequest<Self>) -> Result<Vec<CString>, Error> {
+        with(req, |data, d| pairs(d.map(data, Slot::NamespaceLabels)))
+    }
+
+    fn accessor_host(&mut self, req: ExtractRequest<Self>) -> Result<Option<bool>, Error> {
+        with(req, |_, d| d.accessor_host())
+    }
+
+    fn accessor_foreign(&mut self, req: ExtractRequest<Self>) -> Result<Option<bool>, Error> {
+        with(req, foreign)
+    }
+
+    fn alert_json(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            Some(cstring(d.to_alert(data).to_json().as_bytes()))
+        })
+    }
+}
+
+/// Whether the process that opened the file is outside the trap's owner:
+/// a container process for a host trap; a host process or another pod's
+/// process for a pod trap. No value when either side is unknown.
+pub fn foreign(data: &[u8], d: &Decoded) -> Option<bool> {
+    let host = d.accessor_host()?;
+    match d.raw(data, Slot::Owner) {
+        b"host" => Some(!host),
+        b"pod" if host => Some(true),
+        b"pod" => {
+            let pod = d.text(data, Slot::AccessorPodName);
+            let ns = d.text(data, Slot::AccessorPodNamespace);
+            if pod.is_some() {
+                Some(pod != d.text(data, Slot::PodName) || ns != d.text(data, Slot::PodNamespace))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn pair(k: &[u8], v: &[u8]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(k.len() + v.len() + 1);
+    s.extend_from_slice(k);
+    s.push(b'=');
+    s.extend_from_slice(v);
+    s
+}
+
+fn pairs<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<CString> {
+    it.map(|(k, v)| cstring(&pair(k, v))).collect()
+}
+
+fn joined<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<CString> {
+    let parts: Vec<Vec<u8>> = it.map(|(k, v)| pair(k, v)).collect();
+    (!parts.is_empty()).then(|| cstring(&parts.join(&b","[..])))
+}
+
+/// The field table (order = the README's order).
+pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
+    field("kive.alert.version", s!(AlertVersion))
+        .with_description("KiveAlert version of the alert (kive-alert-version, e.g. v1)"),
+    field("kive.policy.name", s!(PolicyName))
+        .with_description("Name of the KivePolicy whose trap fired (kive-policy-name)")
+        .add_output(),
+    field("kive.policy.namespace", &KivePlugin::policy_namespace)
+        .with_description("Namespace of the KivePolicy whose trap fired"),
+    field("kive.trap.path", s!(TrapPath))
+        .with_description("Path of the trap as written in the policy"),
+    field("kive.path", s!(Path))
+        .with_description(
+            "Path of the file that was accessed, inside its owner's root (metadata.path)",
+        )
+        .add_output(),
+    field("kive.inode", &KivePlugin::inode)
+        .with_description("Inode number of the accessed file (metadata.inode)"),
+    field("kive.dev", s!(Dev))
+        .with_description("Device of the accessed file as major:minor (kernel numbering)"),
+    field("kive.mask", &KivePlugin::mask).with_description(
+        "Access mask, kernel MAY_* bits: exec 1, write 2, read 4, append 8, access 16, open 32 (metadata.mask)",
+    ),
+    field("kive.access", &KivePlugin::access)
+        .with_description(
+            "The access in words, comma separated: exec, read, write, append, access (open when nothing else)",
+        )
+        .add_output(),
+    field("kive.action", s!(Action))
+        .with_description("What the kernel did: audit (reported) or block (denied with EPERM)")
+        .add_output(),
+    field("kive.hook", s!(Hook))
+        .with_description("The eBPF program that saw the access, e.g. lsm/file_open or tp_btf/sys_exit"),
+    field("kive.owner", s!(Owner))
+        .with_description("Whose file the trap is: host (the node's own file) or pod"),
+    field("kive.open.flags", &KivePlugin::open_flags)
+        .with_description("Open flags of the access (f_flags)"),
+    field("kive.suppressed", &KivePlugin::suppressed).with_description(
+        "Alerts of this trap and process held back by the trap's rate limit since the previous one (metadata.suppressed)",
+    ),
+    field("kive.kernel.id", s!(KernelId))
+        .with_description("Boot id of the node's kernel (metadata.kernel-id)"),
+    field("kive.callback", s!(Callback))
+        .with_description("Callback URL of the trap (metadata.callback)"),
+    field("kive.metadata", &KivePlugin::metadata).with_description(
+        "Trap metadata (custom-metadata): kive.metadata[key] is one value, kive.metadata all of them as key=value,key=value",
+    ),
+    field("kive.metadata.pairs", &KivePlugin::metadata_pairs)
+        .with_description("Trap metadata as a list of key=value"),
+    field("kive.pod.name", s!(PodName))
+        .with_description("Name of the pod the trapped file belongs to (pod.name)")
+        .add_output(),
+    field("kive.pod.namespace", s!(PodNamespace))
+        .with_description("Namespace of the pod the trapped file belongs to (pod.namespace)")
+        .add_output(),
+    field("kive.pod.ip", s!(PodIp)).with_description("IP of the pod (pod.ip)"),
+    field("kive.pod.label", &KivePlugin::pod_label)
+        .with_description("Value of one label of the pod, e.g. kive.pod.label[app]"),
+    field("kive.pod.labels", &KivePlugin::pod_labels)
+        .with_description("Labels of the pod as a list of key=value"),
+    field("kive.pod.uid", s!(PodUid)).with_description("UID of the pod (pod.uid)"),
+    field("kive.pod.serviceaccount", s!(ServiceAccount))
+        .with_description("Service account of the pod (pod.service-account)"),
+    field("kive.pod.workload.kind", s!(WorkloadKind)).with_description(
+        "Kind of the workload that owns the pod: Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet",
+    ),
+    field("kive.pod.workload.name", s!(WorkloadName))
+        .with_description("Name of the workload that owns the pod"),
+    field("kive.namespace.label", &KivePlugin::namespace_label)
+        .with_description("Value of one label of the pod's namespace, e.g. kive.namespace.label[team]"),
+    field("kive.namespace.labels", &KivePlugin::namespace_labels)
+        .with_description("Labels of the pod's namespace as a list of key=value"),
+    field("kive.container.id", s!(ContainerId))
+        .with_description("Id of the container, runtime://id (pod.container.id)"),
+    field("kive.container.name", s!(ContainerName))
+        .with_description("Name of the container (pod.container.name)")
+        .add_output(),
+    field("kive.container.image", s!(ContainerImage))
+        .with_description("Image of the container (pod.container.image)"),
+    field("kive.node.name", s!(NodeName))
+        .with_description("Name of the node (node.name)"),
+    field("kive.process.pid", &KivePlugin::pid)
+        .with_description(
+            "Host thread id of the accessing task (process.pid; the process id for a single-threaded process)",
+        )
+        .add_output(),
+    field("kive.process.tgid", &KivePlugin::tgid)
+        .with_description("Host process id of the accessing process (process.tgid)"),
+    field("kive.process.ppid", &KivePlugin::ppid)
+        .with_description("Host process id of the parent of the accessing process"),
+    field("kive.process.parent.comm", s!(ParentComm))
+        .with_description("Command name of the parent of the accessing process (process.parent-comm)"),
+    field("kive.process.vpid", &KivePlugin::vpid)
+        .with_description("Process id of the accessing process inside its own pid namespace (process.ns-pid)"),
+    field("kive.process.loginuid", &KivePlugin::loginuid)
+        .with_description("Login uid of the accessing process, when set (process.loginuid)"),
+    field("kive.process.uid", &KivePlugin::uid)
+        .with_description("Real uid of the accessing process (process.uid)"),
+    field("kive.process.gid", &KivePlugin::gid)
+        .with_description("Real gid of the accessing process (process.gid)"),
+    field("kive.process.binary", s!(Binary))
+        .with_description("Executable of the accessing process (process.binary)"),
+    field("kive.process.cwd", s!(Cwd))
+        .with_description("Working directory of the accessing process (process.cwd)"),
+    field("kive.process.args", s!(Arguments))
+        .with_description("Command line of the accessing process, space separated (process.arguments)"),
+    field("kive.process.comm", s!(Comm))
+        .with_description("Command name (task comm) of the accessing task")
+        .add_output(),
+    field("kive.cgroup.id", &KivePlugin::cgroup_id)
+        .with_description("cgroup v2 id of the accessing process (identifies its container)"),
+    field("kive.accessor.host", &KivePlugin::accessor_host)
+        .with_description("Whether the accessing process runs on the node outside any container"),
+    field("kive.accessor.container.id", s!(AccessorContainerId))
+        .with_description("Container of the accessing process, runtime://id (accessor.container-id)"),
+    field("kive.accessor.container.name", s!(AccessorContainerName))
+        .with_description("Name of the accessing process's container, when kive knows it"),
+    field("kive.accessor.pod.name", s!(AccessorPodName))
+        .with_description("Pod of the accessing process, when kive knows it"),
+    field("kive.accessor.pod.namespace", s!(AccessorPodNamespace))
+        .with_description("Namespace of the accessing process's pod, when kive knows it"),
+    field("kive.accessor.cgroup", s!(AccessorCgroup))
+        .with_description("cgroup v2 path of the accessing process"),
+    field("kive.accessor.foreign", &KivePlugin::accessor_foreign).with_description(
+        "Whether the accessing process is outside the trap's owner: in a container for a host trap, on the host or in another pod for a pod trap",
+    ),
+    field("kive.alert", &KivePlugin::alert_json)
+        .with_description("The whole alert as KiveAlert v1 JSON"),
+];
+
+/// The supported fields as a Markdown table (NAME | TYPE | ARG |
+/// DESCRIPTION), generated from the field list the plugin gives Falco.
+pub fn fields_markdown() -> String {
+    let json = <KivePlugin as ExtractPlugin>::get_fields();
+    let fields: Vec<serde_json::Value> =
+        serde_json::from_slice(json.to_bytes()).expect("the plugin's field list is JSON");
+    let mut out =
+        String::from("| NAME | TYPE | ARG | DESCRIPTION |\n|------|------|-----|-------------|\n");
+    for f in fields {
+        let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+        let mut ty = format!("`{}`", s("type"));
+        if f["isList"].as_bool().unwrap_or(false) {
+            ty.push_str(" (list)");
+        }
+        let arg = &f["arg"];
+        let flag = |k: &str| arg[k].as_bool().unwrap_or(false);
+        let arg = if arg.is_null() {
+            "None".to_string()
+        } else {
+            let kind = if flag("isKey") { "Key" } else { "Index" };
+            let req = if flag("isRequired") {
+                "Required"
+            } else {
+                "Optional"
+            };
+            format!("{kind}, {req}")
+        };
+        let mut desc = s("desc").replace('|', "\\|");
+        if f["addOutput"].as_bool().unwrap_or(false) {
+            desc.push_str(" (suggested output)");
+        }
+        out.push_str(&format!("| `{}` | {ty} | {arg} | {desc} |\n", s("name")));
+    }
+    out
+}

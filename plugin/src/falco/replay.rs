@@ -1,0 +1,642 @@
+//! The replay source: KiveAlert v1 JSON lines (what `kive run` prints)
+//! read from a file and emitted as kive events, for writing and testing
+//! rules without root, eBPF or a cluster.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::payload::{encode_parts, Numbers, Parts};
+use super::FalcoError;
+use crate::alert::KiveAlert;
+
+/// Parses one JSON line into an alert.
+pub fn parse_line(line: &[u8]) -> Result<KiveAlert, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
+/// Wall-clock nanoseconds of an RFC 3339 timestamp (0 if it does not
+/// parse), as [`KiveAlert::timestamp_ns`].
+pub fn timestamp_ns(ts: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map(|n| n.max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// Parses one JSON line and encodes it as a kive payload into `out`
+/// without building a [`KiveAlert`]: strings are borrowed from the line
+/// (the same keys, types and defaults as [`KiveAlert`]'s serde mapping).
+/// Returns the alert's timestamp in wall-clock ns.
+pub fn encode_line(line: &[u8], out: &mut Vec<u8>) -> Result<u64, FalcoError> {
+    let a: AlertRef<'_> = serde_json::from_slice(line).map_err(FalcoError::Json)?;
+    let accessor = a.accessor.as_ref();
+    let parts = Parts {
+        strings: [
+            &a.alert_version,
+            &a.policy_name,
+            a.policy_namespace.as_deref().unwrap_or(""),
+            &a.timestamp,
+            &a.metadata.path,
+            &a.metadata.kernel_id,
+            &a.metadata.callback,
+            &a.metadata.dev,
+            &a.metadata.trap_path,
+            &a.metadata.hook,
+            &a.metadata.action,
+            &a.metadata.owner,
+            &a.pod.name,
+            &a.pod.namespace,
+            &a.pod.ip,
+            &a.pod.container.id,
+            &a.pod.container.name,
+            &a.node.name,
+            &a.process.binary,
+            &a.process.cwd,
+            &a.process.arguments,
+            &a.process.comm,
+            &a.pod.container.image,
+            &a.pod.uid,
+            &a.pod.service_account,
+            a.pod.workload.as_ref().map_or("", |w| &w.kind),
+            a.pod.workload.as_ref().map_or("", |w| &w.name),
+            accessor.map_or("", |x| &x.container_id),
+            accessor.map_or("", |x| &x.container_name),
+            accessor.map_or("", |x| &x.pod_name),
+            accessor.map_or("", |x| &x.pod_namespace),
+            accessor.map_or("", |x| &x.cgroup),
+            &a.process.parent_comm,
+        ],
+        numbers: Numbers {
+            inode: a.metadata.inode,
+            cgroup_id: a.metadata.cgroup_id,
+            pid: a.process.pid,
+            tgid: a.process.tgid,
+            uid: a.process.uid,
+            gid: a.process.gid,
+            ppid: a.process.ppid,
+            mask: a.metadata.mask,
+            open_flags: a.metadata.open_flags,
+            suppressed: a.metadata.suppressed,
+            ns_pid: a.process.ns_pid,
+            loginuid: a.process.loginuid,
+        },
+        has_policy_namespace: a.policy_namespace.is_some(),
+        has_workload: a.pod.workload.is_some(),
+        accessor_host: accessor.map(|x| x.host),
+    };
+    encode_parts(
+        &parts,
+        [
+            &mut a.custom_metadata.iter(),
+            &mut a.pod.labels.iter(),
+            &mut a.pod.namespace_labels.iter(),
+        ],
+        out,
+    )?;
+    Ok(timestamp_ns(&a.timestamp))
+}
+
+type S<'a> = Cow<'a, str>;
+
+#[derive(Deserialize)]
+struct AlertRef<'a> {
+    #[serde(rename = "kive-alert-version", borrow)]
+    alert_version: S<'a>,
+    #[serde(rename = "kive-policy-name", borrow)]
+    policy_name: S<'a>,
+    #[serde(borrow)]
+    timestamp: S<'a>,
+    #[serde(borrow)]
+    metadata: MetadataRef<'a>,
+    #[serde(rename = "custom-metadata", default, borrow)]
+    custom_metadata: Pairs<'a>,
+    #[serde(default, borrow)]
+    pod: PodRef<'a>,
+    #[serde(default, borrow)]
+    node: NodeRef<'a>,
+    #[serde(default, borrow)]
+    process: ProcessRef<'a>,
+    #[serde(rename = "kive-policy-namespace", default, borrow)]
+    policy_namespace: Option<S<'a>>,
+    #[serde(default, borrow)]
+    accessor: Option<AccessorRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AccessorRef<'a> {
+    #[serde(default)]
+    host: bool,
+    #[serde(rename = "container-id", default, borrow)]
+    container_id: S<'a>,
+    #[serde(rename = "container-name", default, borrow)]
+    container_name: S<'a>,
+    #[serde(rename = "pod-name", default, borrow)]
+    pod_name: S<'a>,
+    #[serde(rename = "pod-namespace", default, borrow)]
+    pod_namespace: S<'a>,
+    #[serde(default, borrow)]
+    cgroup: S<'a>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadRef<'a> {
+    #[serde(borrow)]
+    kind: S<'a>,
+    #[serde(borrow)]
+    name: S<'a>,
+}
+
+#[derive(Deserialize)]
+struct MetadataRef<'a> {
+    #[serde(borrow)]
+    path: S<'a>,
+    inode: u64,
+    mask: i32,
+    #[serde(rename = "kernel-id", borrow)]
+    kernel_id: S<'a>,
+    #[serde(default, borrow)]
+    callback: S<'a>,
+    #[serde(default, borrow)]
+    dev: S<'a>,
+    #[serde(rename = "trap-path", default, borrow)]
+    trap_path: S<'a>,
+    #[serde(default, borrow)]
+    hook: S<'a>,
+    #[serde(default, borrow)]
+    action: S<'a>,
+    #[serde(rename = "open-flags", default)]
+    open_flags: Option<u32>,
+    #[serde(default, borrow)]
+    owner: S<'a>,
+    #[serde(rename = "cgroup-id", default)]
+    cgroup_id: Option<u64>,
+    #[serde(default)]
+    suppressed: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct PodRef<'a> {
+    #[serde(default, borrow)]
+    name: S<'a>,
+    #[serde(default, borrow)]
+    namespace: S<'a>,
+    #[serde(default, borrow)]
+    ip: S<'a>,
+    #[serde(default, borrow)]
+    container: ContainerRef<'a>,
+    #[serde(default, borrow)]
+    labels: Pairs<'a>,
+    #[serde(default, borrow)]
+    uid: S<'a>,
+    #[serde(rename = "namespace-labels", default, borrow)]
+    namespace_labels: Pairs<'a>,
+    #[serde(rename = "service-account", default, borrow)]
+    service_account: S<'a>,
+    #[serde(default, borrow)]
+    workload: Option<WorkloadRef<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ContainerRef<'a> {
+    #[serde(default, borrow)]
+    id: S<'a>,
+    #[serde(default, borrow)]
+    name: S<'a>,
+    #[serde(default, borrow)]
+    image: S<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeRef<'a> {
+    #[serde(default, borrow)]
+    name: S<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct ProcessRef<'a> {
+    #[serde(default)]
+    pid: i32,
+    #[serde(default)]
+    tgid: u32,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+    #[serde(default, borrow)]
+    binary: S<'a>,
+    #[serde(default, borrow)]
+    cwd: S<'a>,
+    #[serde(default, borrow)]
+    arguments: S<'a>,
+    #[serde(default, borrow)]
+    comm: S<'a>,
+    #[serde(default)]
+    ppid: Option<u32>,
+    #[serde(rename = "parent-comm", default, borrow)]
+    parent_comm: S<'a>,
+    #[serde(rename = "ns-pid", default)]
+    ns_pid: Option<u32>,
+    #[serde(default)]
+    loginuid: Option<u32>,
+}
+
+/// A JSON object of strings as pairs sorted by key, later duplicates
+/// winning (what a `BTreeMap<String, String>` holds).
+#[derive(Default)]
+struct Pairs<'a>(Vec<(S<'a>, S<'a>)>);
+
+impl<'a> Pairs<'a> {
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+}
+
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] S<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Pairs<'a>, M::Error> {
+                let mut v: Vec<(S<'a>, S<'a>)> = Vec::with_capacity(m.size_hint().unwrap_or(4));
+                while let Some((k, val)) = m.next_entry::<Str<'de>, Str<'de>>()? {
+                    v.push((k.0, val.0));
+                }
+                // stable: among equal keys the later entry stays last
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v.dedup_by(|later, earlier| {
+                    if later.0 == earlier.0 {
+                        std::mem::swap(&mut later.1, &mut earlier.1);
+                        true
+                    } else {
+                        false
+                    }
+                });
+                Ok(Pairs(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Reads alerts line by line; blank lines are skipped, a malformed line
+/// is an error naming the file and line number and does not stop the rest.
+#[derive(Debug)]
+pub struct ReplayReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    line: u64,
+    read: u64,
+    total: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl ReplayReader {
+    /// Opens a file of KiveAlert JSON lines.
+    pub fn open(path: &Path) -> Result<Self, FalcoError> {
+        let io = |source| FalcoError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let total = file.metadata().map_err(io)?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(256 * 1024, file),
+            line: 0,
+            read: 0,
+            total,
+            buf: Vec::with_capacity(4096),
+            done: false,
+        })
+    }
+
+    /// The next alert, a malformed line, or `None` at the end.
+    pub fn next_alert(&mut self) -> Option<Result<KiveAlert, FalcoError>> {
+        let line = match self.next_line()? {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            parse_line(&self.buf[line]).map_err(|e| FalcoError::Malformed {
+                path: self.path.display().to_string(),
+                line: self.line,
+                message: e.to_string(),
+            }),
+        )
+    }
+
+    /// The byte range in `buf` of the next non-blank line (trimmed).
+    fn next_line(&mut self) -> Option<Result<std::ops::Range<usize>, FalcoError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(n) => {
+                    self.read += n as u64;
+                    self.line += 1;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(FalcoError::Io {
+                        path: self.path.display().to_string(),
+                        source: e,
+                    }));
+                }
+            }
+            let start = self.buf.len() - self.buf.trim_ascii_start().len();
+            let end = self.buf.trim_ascii_end().len();
+            if start >= end {
+                continue;
+            }
+            return Some(Ok(start..end));
+        }
+    }
+
+    /// The next line encoded as a kive payload into `out` (see
+    /// [`encode_line`]): its timestamp, a malformed line, or `None` at the
+    /// end.
+    pub fn next_encoded(&mut self, out: &mut Vec<u8>) -> Option<Result<u64, FalcoError>> {
+        let line = match self.next_line()? {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(encode_line(&self.buf[line], out).map_err(|e| match e {
+            FalcoError::Json(e) => FalcoError::Malformed {
+                path: self.path.display().to_string(),
+                line: self.line,
+                message: e.to_string(),
+            },
+            other => other,
+        }))
+    }
+
+    /// Lines read so far.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Fraction of the file read, 0.0 to 1.0.
+    pub fn progress(&self) -> f64 {
+        if self.total == 0 {
+            1.0
+        } else {
+            (self.read as f64 / self.total as f64).min(1.0)
+        }
+    }
+}
+
+/// Encoded alerts, back to back, with where each ends and its time.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    data: Vec<u8>,
+    events: Vec<(usize, u64)>,
+}
+
+impl Chunk {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Event `i`: its payload and wall-clock timestamp.
+    pub fn get(&self, i: usize) -> (&[u8], u64) {
+        let start = if i == 0 { 0 } else { self.events[i - 1].0 };
+        let (end, ts) = self.events[i];
+        (&self.data[start..end], ts)
+    }
+}
+
+/// What [`Prefetch::next_chunk`] gives.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Encoded events.
+    Chunk(Chunk),
+    /// None ready yet.
+    Pending,
+    /// The file is fully read.
+    End,
+}
+
+/// Reads, parses and encodes a replay file on its own thread, ahead of
+/// `next_batch`, into a bounded queue of chunks (JSON parsing is the
+/// costly part of replay; this keeps it off Falco's event loop).
+/// Malformed lines are logged with their number, counted, and skipped.
+#[derive(Debug)]
+pub struct Prefetch {
+    rx: Option<Receiver<Result<Chunk, FalcoError>>>,
+    thread: Option<JoinHandle<()>>,
+    read: Arc<AtomicU64>,
+    total: u64,
+}
+
+impl Prefetch {
+    /// Opens `path` and starts the reader thread: chunks of up to `chunk`
+    /// events, at most `depth` chunks ahead; `malformed` counts bad lines.
+    pub fn start(
+        path: &Path,
+        chunk: usize,
+        depth: usize,
+        malformed: Arc<AtomicU64>,
+    ) -> Result<Self, FalcoError> {
+        let mut reader = ReplayReader::open(path)?;
+        let total = reader.total;
+        let read = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = sync_channel(depth.max(1));
+        let progress = Arc::clone(&read);
+        let thread = std::thread::Builder::new()
+            .name("kive-replay".into())
+            .spawn(move || {
+                let mut one = Vec::with_capacity(1024);
+                loop {
+                    let mut c = Chunk::default();
+                    let mut end = false;
+                    while c.len() < chunk.max(1) {
+                        match reader.next_encoded(&mut one) {
+                            None => {
+                                end = true;
+                                break;
+                            }
+                            Some(Ok(ts)) => {
+                                c.data.extend_from_slice(&one);
+                                c.events.push((c.data.len(), ts));
+                            }
+                            Some(Err(e @ FalcoError::Malformed { .. })) => {
+                                malformed.fetch_add(1, Ordering::Relaxed);
+                                log::warn!("kive: {e} (line skipped)");
+                            }
+                            Some(Err(e)) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    progress.store(reader.read, Ordering::Relaxed);
+                    // a send fails once the capture is closed: stop reading
+                    if !c.is_empty() && tx.send(Ok(c)).is_err() {
+                        return;
+                    }
+                    if end {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| FalcoError::Io {
+                path: "(replay thread)".into(),
+                source,
+            })?;
+        Ok(Self {
+            rx: Some(rx),
+            thread: Some(thread),
+            read,
+            total,
+        })
+    }
+
+    /// The next chunk, waiting at most `wait`.
+    pub fn next_chunk(&mut self, wait: Duration) -> Result<Fetched, FalcoError> {
+        let Some(rx) = &self.rx else {
+            return Ok(Fetched::End);
+        };
+        let got = if wait.is_zero() {
+            rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        } else {
+            rx.recv_timeout(wait)
+        };
+        match got {
+            Ok(Ok(c)) => Ok(Fetched::Chunk(c)),
+            Ok(Err(e)) => Err(e),
+            Err(RecvTimeoutError::Timeout) => Ok(Fetched::Pending),
+            Err(RecvTimeoutError::Disconnected) => Ok(Fetched::End),
+        }
+    }
+
+    /// Fraction of the file read, 0.0 to 1.0.
+    pub fn progress(&self) -> f64 {
+        if self.total == 0 {
+            1.0
+        } else {
+            (self.read.load(Ordering::Relaxed) as f64 / self.total as f64).min(1.0)
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // closing the queue makes a blocked send fail: the thread returns
+        self.rx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn malformed_lines_are_reported_by_number_and_the_rest_replays() {
+        let sample: serde_json::Value =
+            serde_json::from_str(include_str!("../../../test_files/seed_sample_alert.json"))
+                .expect("sample");
+        let line = sample.to_string();
+        let mut f = tempfile::NamedTempFile::new().expect("temp");
+        writeln!(
+            f,
+            "{line}\n\n{{not json\n{line}\n{{\"kive-alert-version\":\"v1\"}}\n{line}"
+        )
+        .expect("write");
+        let mut r = ReplayReader::open(f.path()).expect("opens");
+        let mut ok = 0;
+        let mut errors = Vec::new();
+        while let Some(item) = r.next_alert() {
+            match item {
+                Ok(a) => {
+                    assert_eq!(a.policy_name, "kive-sample-policy");
+                    ok += 1;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        assert_eq!(ok, 3);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains(": line 3: "), "{}", errors[0]);
+        assert!(errors[1].contains(": line 5: "), "{}", errors[1]);
+        assert!(errors[1].contains("missing field"), "{}", errors[1]);
+        assert!((r.progress() - 1.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn borrowed_encoding_equals_encoding_the_parsed_alert() {
+        let mut lines: Vec<String> = Vec::new();
+        for f in ["kive_alerts.jsonl", "kive_run_host.jsonl"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../test_files")
+                .join(f);
+            let text = std::fs::read_to_string(p).expect("test file");
+            lines.extend(text.lines().map(str::to_string));
+        }
+        lines.push(
+            r#"{"kive-alert-version":"v1","kive-policy-name":"p\u00e9\n","timestamp":"bad","metadata":{"path":"/a\"b","inode":1,"mask":4,"kernel-id":"k","extra":1},"custom-metadata":{"z":"1","a":"2","z":"3"},"pod":{"labels":{"b":"x","a":"y"}},"unknown":{"deep":[1,2]}}"#
+                .into(),
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for line in &lines {
+            let alert = parse_line(line.as_bytes()).expect("parses");
+            crate::falco::payload::encode(&alert, &mut a).expect("encodes");
+            let ts = encode_line(line.as_bytes(), &mut b).expect("encodes");
+            assert_eq!(a, b, "{line}");
+            assert_eq!(ts, alert.timestamp_ns(), "{line}");
+        }
+        for bad in [
+            "{}",
+            "[1]",
+            r#"{"kive-alert-version":"v1","kive-policy-name":"p","timestamp":"t","metadata":{"path":"/a","inode":-1,"mask":4,"kernel-id":"k"}}"#,
+            r#"{"kive-alert-version":"v1","kive-policy-name":"p","timestamp":"t","metadata":{"path":"/a","inode":1,"mask":4,"kernel-id":"k"},"custom-metadata":{"a":1}}"#,
+            r#"{"kive-alert-version":"v1","kive-policy-name":"p","timestamp":"t","metadata":{"path":"/a","inode":1,"mask":4,"kernel-id":"k"},"pod":null}"#,
+        ] {
+            assert!(parse_line(bad.as_bytes()).is_err(), "{bad}");
+            assert!(encode_line(bad.as_bytes(), &mut b).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path() {
+        let e = ReplayReader::open(Path::new("/nonexistent/kive.jsonl")).expect_err("missing");
+        assert!(e.to_string().contains("/nonexistent/kive.jsonl"), "{e}");
+    }
+}

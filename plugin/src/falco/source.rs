@@ -1,0 +1,327 @@
+//! An open capture: the replay reader or the live runtime, and the
+//! batching of their alerts into Falco plugin events.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use falco_plugin::anyhow::{self, Error};
+use falco_plugin::event::events::{Event, EventMetadata};
+use falco_plugin::source::{EventBatch, PluginEvent, ProgressInfo, SourcePluginInstance};
+use falco_plugin::FailureReason;
+
+use super::config::{KiveConfig, Mode};
+use super::payload::{encode, KivePayload};
+use super::replay::{Chunk, Fetched, Prefetch};
+use super::{FalcoError, KivePlugin, SourceStats, PLUGIN_ID};
+use crate::alert::KiveAlert;
+use crate::k8s::ClusterSource;
+use crate::policy::{self, Compiled};
+use crate::runtime::Runtime;
+
+/// Where an open capture takes its alerts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenTarget {
+    /// The live engine with the configured policies.
+    Live,
+    /// A file of KiveAlert JSON lines.
+    Replay(String),
+}
+
+/// Resolves `open_params` against the init config: empty = the config's
+/// mode, `live` = live, anything else = a file path to replay.
+pub fn open_target(cfg: &KiveConfig, params: Option<&str>) -> Result<OpenTarget, FalcoError> {
+    match params.map(str::trim).filter(|p| !p.is_empty()) {
+        Some("live") => Ok(OpenTarget::Live),
+        Some(path) => Ok(OpenTarget::Replay(path.to_string())),
+        None => match cfg.mode {
+            Mode::Live => Ok(OpenTarget::Live),
+            Mode::Replay => cfg
+                .replay_file
+                .clone()
+                .filter(|f| !f.is_empty())
+                .map(OpenTarget::Replay)
+                .ok_or_else(|| FalcoError::Config {
+                    key: "replayFile".into(),
+                    message: "mode replay needs replayFile (or a file path in open_params)".into(),
+                }),
+        },
+    }
+}
+
+/// Reads and compiles the configured policy sources.
+pub fn load_policies(cfg: &KiveConfig) -> Result<Compiled, FalcoError> {
+    if cfg.policy_files.is_empty()
+        && cfg.policies.as_deref().unwrap_or("").trim().is_empty()
+        && !cfg.kubernetes.enabled
+    {
+        return Err(FalcoError::NoPolicySource);
+    }
+    let mut all = Compiled::default();
+    for f in &cfg.policy_files {
+        let text = std::fs::read_to_string(f).map_err(|source| FalcoError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        let c = policy::load_str(f, &text);
+        all.traps.extend(c.traps);
+        all.errors.extend(c.errors);
+    }
+    if let Some(text) = cfg.policies.as_deref().filter(|t| !t.trim().is_empty()) {
+        let c = policy::load_str("init_config.policies", text);
+        all.traps.extend(c.traps);
+        all.errors.extend(c.errors);
+    }
+    Ok(all)
+}
+
+/// An open capture of the kive source.
+pub struct KiveInstance {
+    source: Source,
+    buf: Vec<u8>,
+    batch_size: usize,
+    wait: Duration,
+    stats: Arc<SourceStats>,
+}
+
+enum Source {
+    Replay {
+        prefetch: Prefetch,
+        chunk: Option<(Chunk, usize)>,
+    },
+    /// The runtime, and the cluster source feeding it pod traps (held only
+    /// to be stopped with the capture).
+    Live(
+        Arc<Mutex<Runtime>>,
+        #[allow(dead_code)] Option<ClusterSource>,
+    ),
+}
+
+// Falco opens the capture on its main thread and calls next_batch on the
+// source's thread, and get_metrics may come from yet another: the instance
+// and the runtime it shares with the plugin must be Send.
+const _: () = {
+    fn send<T: Send>() {}
+    let _ = send::<KiveInstance>;
+    let _ = send::<Runtime>;
+};
+
+/// Chunks the replay thread may run ahead by.
+const REPLAY_DEPTH: usize = 16;
+
+fn lock(rt: &Mutex<Runtime>) -> MutexGuard<'_, Runtime> {
+    rt.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KiveInstance {
+    /// Opens the replay file or starts the live engine.
+    pub(super) fn open(
+        cfg: &KiveConfig,
+        params: Option<&str>,
+        stats: Arc<SourceStats>,
+    ) -> Result<Self, FalcoError> {
+        let source = match open_target(cfg, params)? {
+            OpenTarget::Replay(path) => {
+                let prefetch = Prefetch::start(
+                    Path::new(&path),
+                    cfg.batch_size as usize,
+                    REPLAY_DEPTH,
+                    Arc::clone(&stats.malformed),
+                )?;
+                log::info!("kive: replaying {path}");
+                Source::Replay {
+                    prefetch,
+                    chunk: None,
+                }
+            }
+            OpenTarget::Live => {
+                let compiled = load_policies(cfg)?;
+                for e in &compiled.errors {
+                    log::error!("kive: {e}");
+                }
+                if compiled.traps.is_empty() && !cfg.kubernetes.enabled {
+                    let errors: Vec<String> =
+                        compiled.errors.iter().map(ToString::to_string).collect();
+                    return Err(FalcoError::NoTraps(errors.join("; ")));
+                }
+                let (rt, report) = Runtime::start(&cfg.runtime_config(), &compiled.traps)
+                    .map_err(FalcoError::Engine)?;
+                for w in &report.warnings {
+                    log::warn!("kive: {w}");
+                }
+                for f in &report.failures {
+                    log::error!("kive: {f} (kept pending, retried)");
+                }
+                if !cfg.kubernetes.enabled {
+                    for t in &report.needs_cluster {
+                        log::warn!(
+                            "kive: {t}: targets pods: needs the Kubernetes policy source (kubernetes.enabled), not armed"
+                        );
+                    }
+                }
+                let rc = cfg.runtime_config();
+                let cluster = match cfg.cluster_config(&rc.node_name) {
+                    Some(cc) => Some(
+                        ClusterSource::start(cc, rt.pod_controller())
+                            .map_err(FalcoError::Cluster)?,
+                    ),
+                    None => None,
+                };
+                log::info!(
+                    "kive: live on the {} tier: armed={} pending={} rejected={}",
+                    rt.tier(),
+                    report.armed,
+                    report.failures.len(),
+                    compiled.errors.len()
+                );
+                let rt = Arc::new(Mutex::new(rt));
+                *stats.live.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&rt);
+                Source::Live(rt, cluster)
+            }
+        };
+        Ok(Self {
+            source,
+            buf: Vec::with_capacity(1024),
+            batch_size: cfg.batch_size as usize,
+            wait: Duration::from_millis(cfg.batch_timeout_ms),
+            stats,
+        })
+    }
+
+    /// Appends one alert to the batch.
+    fn add(buf: &mut Vec<u8>, batch: &mut EventBatch, alert: &KiveAlert) -> Result<(), Error> {
+        encode(alert, buf)?;
+        Self::add_encoded(buf, alert.timestamp_ns(), batch)
+    }
+
+    /// Appends one encoded payload with its wall-clock timestamp.
+    fn add_encoded(buf: &[u8], ts: u64, batch: &mut EventBatch) -> Result<(), Error> {
+        let event = Event {
+            metadata: EventMetadata {
+                // u64::MAX lets the framework stamp an alert without a time
+                ts: if ts == 0 { u64::MAX } else { ts },
+                tid: -1,
+            },
+            params: PluginEvent {
+                plugin_id: PLUGIN_ID,
+                event_data: KivePayload(buf),
+            },
+        };
+        batch.add(event)?;
+        Ok(())
+    }
+
+    /// Events of the replay queue; `None` at the end of the file.
+    fn next_replay(&mut self, batch: &mut EventBatch) -> Result<Option<usize>, Error> {
+        let Source::Replay { prefetch, chunk } = &mut self.source else {
+            unreachable!("replay source");
+        };
+        let mut n = 0;
+        while n < self.batch_size {
+            if let Some((c, i)) = chunk {
+                while *i < c.len() && n < self.batch_size {
+                    let (data, ts) = c.get(*i);
+                    Self::add_encoded(data, ts, batch)?;
+                    *i += 1;
+                    n += 1;
+                }
+                if *i < c.len() {
+                    break;
+                }
+                *chunk = None;
+            }
+            // wait for the first events only; then take what is ready
+            let wait = if n == 0 { self.wait } else { Duration::ZERO };
+            match prefetch.next_chunk(wait)? {
+                Fetched::Chunk(c) => *chunk = Some((c, 0)),
+                Fetched::Pending => break,
+                Fetched::End if n == 0 => return Ok(None),
+                Fetched::End => break,
+            }
+        }
+        Ok(Some(n))
+    }
+
+    fn next_live(&mut self, batch: &mut EventBatch) -> Result<usize, Error> {
+        let Source::Live(rt, _) = &self.source else {
+            unreachable!("live source");
+        };
+        let rt = lock(rt);
+        let deadline = Instant::now() + self.wait;
+        let mut n = 0;
+        while n < self.batch_size {
+            let ev = if n == 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                rt.next_event(left)
+            } else {
+                rt.try_next_event()
+            };
+            let Some(ev) = ev else { break };
+            for alert in rt.alerts_for(&ev) {
+                Self::add(&mut self.buf, batch, &alert)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl SourcePluginInstance for KiveInstance {
+    type Plugin = KivePlugin;
+
+    fn next_batch(
+        &mut self,
+        _plugin: &mut KivePlugin,
+        batch: &mut EventBatch,
+    ) -> Result<(), Error> {
+        batch.reserve(self.batch_size.min(1024));
+        let n = match self.source {
+            Source::Replay { .. } => match self.next_replay(batch)? {
+                None => {
+                    return Err(anyhow::anyhow!("replay finished").context(FailureReason::Eof));
+                }
+                Some(0) => {
+                    return Err(
+                        anyhow::anyhow!("replay: reading ahead").context(FailureReason::Timeout)
+                    );
+                }
+                Some(n) => n,
+            },
+            Source::Live(..) => {
+                let n = self.next_live(batch)?;
+                if n == 0 {
+                    // never Ok with an empty batch: Falco treats that as fatal
+                    return Err(anyhow::anyhow!("no trap hit").context(FailureReason::Timeout));
+                }
+                n
+            }
+        };
+        self.stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn get_progress(&mut self) -> ProgressInfo<'_> {
+        match &self.source {
+            Source::Replay { prefetch, .. } => ProgressInfo {
+                value: prefetch.progress() * 100.0,
+                detail: None,
+            },
+            Source::Live(..) => ProgressInfo {
+                value: 0.0,
+                detail: None,
+            },
+        }
+    }
+}
+
+impl Drop for KiveInstance {
+    fn drop(&mut self) {
+        if let Source::Live(..) = self.source {
+            log::info!("kive: live capture closed: engine stopped, programs detached");
+        }
+    }
+}

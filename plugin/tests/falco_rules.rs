@@ -1,0 +1,432 @@
+//! rules/kive_rules.yaml checked without a Falco binary: its structure
+//! (versions, sources, priorities, every output prints fields), every
+//! `kive.*` field it names exists in the plugin, and its conditions,
+//! evaluated with Falco's semantics (first matching rule wins) on the
+//! fields the plugin extracts from the recorded alerts in test_files/,
+//! pick the expected rule.
+
+mod falco_common;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+use falco_plugin::extract::ExtractPlugin;
+use falco_plugin_runner::{CapturingPluginRunner, ExtractedField, PluginRunner, ScapStatus};
+use kive::falco::KivePlugin;
+use serde_yaml::Value as Yaml;
+
+use falco_common::{json_str, test_file};
+
+const PRIORITIES: &[&str] = &[
+    "EMERGENCY",
+    "ALERT",
+    "CRITICAL",
+    "ERROR",
+    "WARNING",
+    "NOTICE",
+    "INFORMATIONAL",
+    "INFO",
+    "DEBUG",
+];
+
+struct Rules {
+    rules: Vec<(String, String, String)>, // name, condition, priority
+    macros: BTreeMap<String, String>,
+    lists: BTreeMap<String, Vec<String>>,
+    docs: Vec<Yaml>,
+}
+
+fn load_rules() -> Rules {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/kive_rules.yaml");
+    let text = std::fs::read_to_string(path).expect("rules/kive_rules.yaml");
+    let docs: Vec<Yaml> = serde_yaml::from_str(&text).expect("rules file is YAML");
+    let mut r = Rules {
+        rules: Vec::new(),
+        macros: BTreeMap::new(),
+        lists: BTreeMap::new(),
+        docs: docs.clone(),
+    };
+    let s = |v: &Yaml, k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k} in {v:?}"))
+            .to_string()
+    };
+    for d in &docs {
+        if d.get("rule").is_some() {
+            r.rules
+                .push((s(d, "rule"), s(d, "condition"), s(d, "priority")));
+        } else if d.get("macro").is_some() {
+            r.macros.insert(s(d, "macro"), s(d, "condition"));
+        } else if d.get("list").is_some() {
+            let items = d["items"]
+                .as_sequence()
+                .expect("items")
+                .iter()
+                .map(|i| i.as_str().expect("item").to_string())
+                .collect();
+            r.lists.insert(s(d, "list"), items);
+        }
+    }
+    r
+}
+
+fn plugin_fields() -> BTreeMap<String, bool> {
+    let json = <KivePlugin as ExtractPlugin>::get_fields();
+    let v: Vec<serde_json::Value> = serde_json::from_slice(json.to_bytes()).expect("json");
+    v.iter()
+        .map(|f| {
+            (
+                f["name"].as_str().expect("name").to_string(),
+                f["arg"]["isRequired"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// `kive.x.y` or `kive.x[key]` references in a condition or output.
+fn field_refs(text: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("kive.") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+            .unwrap_or(tail.len());
+        let name = tail[..end].trim_end_matches('.').to_string();
+        let mut arg = None;
+        let mut consumed = end;
+        if tail[end..].starts_with('[') {
+            let close = tail[end..].find(']').expect("closing ]");
+            arg = Some(tail[end + 1..end + close].to_string());
+            consumed = end + close + 1;
+        }
+        out.push((name, arg));
+        rest = &tail[consumed..];
+    }
+    out
+}
+
+#[test]
+fn rules_file_is_well_formed_for_falco() {
+    let r = load_rules();
+    let fields = plugin_fields();
+    assert!(r.rules.len() >= 5);
+    let mut versions = 0;
+    for d in &r.docs {
+        if let Some(v) = d.get("required_engine_version") {
+            assert!(
+                v.as_str().is_some_and(|s| s.split('.').count() == 3),
+                "semver: {v:?}"
+            );
+            versions += 1;
+        }
+        if let Some(p) = d.get("required_plugin_versions") {
+            let p = &p[0];
+            assert_eq!(p["name"].as_str(), Some("kive"));
+            let want: Vec<u64> = p["version"]
+                .as_str()
+                .expect("version")
+                .split('.')
+                .map(|x| x.parse().expect("number"))
+                .collect();
+            let have: Vec<u64> = env!("CARGO_PKG_VERSION")
+                .split('.')
+                .map(|x| x.parse().expect("number"))
+                .collect();
+            assert!(want <= have, "rules need kive {want:?}, this is {have:?}");
+            versions += 1;
+        }
+        if d.get("rule").is_some() {
+            let name = d["rule"].as_str().expect("name");
+            assert_eq!(d["source"].as_str(), Some("kive"), "{name}: source");
+            let prio = d["priority"].as_str().expect("priority");
+            assert!(PRIORITIES.contains(&prio), "{name}: priority {prio}");
+            assert!(
+                d["desc"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: desc"
+            );
+            let output = d["output"].as_str().expect("output");
+            let refs = field_refs(output);
+            assert!(
+                refs.len() >= 3,
+                "{name}: Falcosidekick needs output fields: {output}"
+            );
+            assert!(output.contains("%kive."), "{name}");
+            for (f, _) in field_refs(d["condition"].as_str().expect("condition"))
+                .into_iter()
+                .chain(refs)
+            {
+                assert!(fields.contains_key(&f), "{name}: unknown field {f}");
+            }
+        }
+    }
+    assert_eq!(
+        versions, 2,
+        "required_engine_version and required_plugin_versions"
+    );
+    for (name, cond) in &r.macros {
+        for (f, arg) in field_refs(cond) {
+            let required = *fields
+                .get(&f)
+                .unwrap_or_else(|| panic!("{name}: unknown field {f}"));
+            assert!(!required || arg.is_some(), "{name}: {f} needs a key");
+        }
+    }
+}
+
+/// A value as Falco compares it: none, or its text.
+type FieldValue = Option<String>;
+
+struct Eval<'a> {
+    rules: &'a Rules,
+    get: &'a mut dyn FnMut(&str) -> FieldValue,
+}
+
+impl Eval<'_> {
+    fn tokens(cond: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut depth_bracket = 0;
+        for c in cond.chars() {
+            match c {
+                '[' => {
+                    depth_bracket += 1;
+                    cur.push(c);
+                }
+                ']' => {
+                    depth_bracket -= 1;
+                    cur.push(c);
+                }
+                '(' | ')' | ',' if depth_bracket == 0 => {
+                    if !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                    out.push(c.to_string());
+                }
+                c if c.is_whitespace() && depth_bracket == 0 => {
+                    if !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                }
+                c => cur.push(c),
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+
+    fn eval(&mut self, cond: &str) -> bool {
+        let toks = Self::tokens(cond);
+        let mut pos = 0;
+        let v = self.or(&toks, &mut pos);
+        assert_eq!(
+            pos,
+            toks.len(),
+            "unparsed tail in {cond:?}: {:?}",
+            &toks[pos..]
+        );
+        v
+    }
+
+    fn or(&mut self, t: &[String], p: &mut usize) -> bool {
+        let mut v = self.and(t, p);
+        while t.get(*p).map(String::as_str) == Some("or") {
+            *p += 1;
+            let r = self.and(t, p);
+            v = v || r;
+        }
+        v
+    }
+
+    fn and(&mut self, t: &[String], p: &mut usize) -> bool {
+        let mut v = self.not(t, p);
+        while t.get(*p).map(String::as_str) == Some("and") {
+            *p += 1;
+            let r = self.not(t, p);
+            v = v && r;
+        }
+        v
+    }
+
+    fn not(&mut self, t: &[String], p: &mut usize) -> bool {
+        if t.get(*p).map(String::as_str) == Some("not") {
+            *p += 1;
+            return !self.not(t, p);
+        }
+        self.atom(t, p)
+    }
+
+    fn set(&self, t: &[String], p: &mut usize) -> Vec<String> {
+        assert_eq!(t[*p], "(", "a set starts with (");
+        *p += 1;
+        let mut items = Vec::new();
+        while t[*p] != ")" {
+            if t[*p] != "," {
+                match self.rules.lists.get(&t[*p]) {
+                    Some(list) => items.extend(list.iter().cloned()),
+                    None => items.push(t[*p].trim_matches('"').to_string()),
+                }
+            }
+            *p += 1;
+        }
+        *p += 1;
+        items
+    }
+
+    fn atom(&mut self, t: &[String], p: &mut usize) -> bool {
+        let tok = t[*p].clone();
+        *p += 1;
+        if tok == "(" {
+            let v = self.or(t, p);
+            assert_eq!(t[*p], ")");
+            *p += 1;
+            return v;
+        }
+        if let Some(m) = self.rules.macros.get(&tok) {
+            let m = m.clone();
+            return self.eval(&m);
+        }
+        assert!(tok.starts_with("kive."), "unknown macro or field {tok}");
+        let value = (self.get)(&tok);
+        let op = t[*p].clone();
+        *p += 1;
+        match op.as_str() {
+            "exists" => value.is_some(),
+            "=" | "!=" | "contains" => {
+                let rhs = t[*p].trim_matches('"').to_string();
+                *p += 1;
+                match (op.as_str(), value) {
+                    (_, None) => false,
+                    ("=", Some(v)) => v == rhs,
+                    ("!=", Some(v)) => v != rhs,
+                    (_, Some(v)) => v.contains(&rhs),
+                }
+            }
+            "in" => {
+                let set = self.set(t, p);
+                value.is_some_and(|v| set.contains(&v))
+            }
+            other => panic!("operator {other} not handled by this test"),
+        }
+    }
+}
+
+fn replay(path: &str) -> CapturingPluginRunner {
+    let cfg = format!(r#"{{"mode":"replay","replayFile":{}}}"#, json_str(path));
+    let mut r = PluginRunner::new();
+    r.register_plugin(&kive::PLUGIN_API, &CString::new(cfg).expect("cstr"))
+        .expect("register");
+    r.start_capture().expect("open")
+}
+
+/// The first rule (Falco's rule_matching: first) for every event of a file.
+fn matched_rules(file: &str) -> Vec<String> {
+    let rules = load_rules();
+    let path = test_file(file);
+    let mut r = replay(path.to_str().expect("utf8"));
+    let mut out = Vec::new();
+    loop {
+        let ev = match r.next_event() {
+            Ok(ev) => ev,
+            Err(e) if e.downcast_ref::<ScapStatus>() == Some(&ScapStatus::Eof) => break,
+            Err(e) => panic!("{e:#}"),
+        };
+        let mut get = |field: &str| -> FieldValue {
+            match r
+                .extract_field(&ev, field)
+                .expect("known field")
+                .expect("extracts")
+            {
+                ExtractedField::None => None,
+                ExtractedField::String(s) => Some(s.to_string_lossy().into_owned()),
+                ExtractedField::U64(n) => Some(n.to_string()),
+                ExtractedField::Bool(b) => Some(b.to_string()),
+                other => panic!("{field}: {other:?} not handled by this test"),
+            }
+        };
+        let mut ev = Eval {
+            rules: &rules,
+            get: &mut get,
+        };
+        let first = rules
+            .rules
+            .iter()
+            .find(|(_, cond, _)| ev.eval(cond))
+            .map(|(name, _, prio)| format!("{name} [{prio}]"))
+            .unwrap_or_else(|| "(no rule)".into());
+        out.push(first);
+    }
+    out
+}
+
+#[test]
+fn rules_pick_the_expected_rule_for_hand_made_alerts() {
+    assert_eq!(
+        matched_rules("kive_alerts.jsonl"),
+        [
+            // the seed sample: no severity, no accessor, cat
+            "Kive trap accessed [WARNING]",
+            // python3 from another pod reads a critical decoy
+            "Kive trap accessed from outside its owner [CRITICAL]",
+            // bash writes a host decoy (blocked)
+            "Kive trap written [CRITICAL]",
+        ]
+    );
+}
+
+#[test]
+fn rules_pick_the_expected_rule_for_recorded_engine_alerts() {
+    assert_eq!(
+        matched_rules("kive_run_host.jsonl"),
+        [
+            "Kive trap accessed (high) [ERROR]", // cat
+            "Kive trap accessed (high) [ERROR]", // head
+            "Kive trap read by a shell [ERROR]", // sh: read x < file
+            "Kive trap read by a shell [ERROR]", // bash: cat < file (bash opens it)
+            "Kive trap written [CRITICAL]",      // echo >> file
+            "Kive trap accessed (high) [ERROR]", // python3
+        ]
+    );
+}
+
+#[test]
+fn falco_yaml_loads_kive_with_a_valid_init_config() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let text = std::fs::read_to_string(format!("{root}/falco.yaml")).expect("falco.yaml");
+    let cfg: Yaml = serde_yaml::from_str(&text).expect("falco.yaml is YAML");
+    assert_eq!(cfg["engine"]["kind"].as_str(), Some("nodriver"));
+    let loads: Vec<&str> = cfg["load_plugins"]
+        .as_sequence()
+        .expect("load_plugins")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(loads, ["kive"]);
+    let plugin = &cfg["plugins"][0];
+    assert_eq!(plugin["name"].as_str(), Some("kive"));
+    assert!(plugin["library_path"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("libkive.so")));
+    for rules in cfg["rules_files"].as_sequence().expect("rules_files") {
+        let p = format!("{root}/{}", rules.as_str().expect("path"));
+        assert!(std::path::Path::new(&p).exists(), "{p}");
+    }
+    // Falco turns a YAML init_config into JSON for the plugin
+    let init = serde_json::to_string(&plugin["init_config"]).expect("json");
+    let parsed = kive::falco::KiveConfig::from_json(&init)
+        .unwrap_or_else(|e| panic!("falco.yaml's init_config: {e}"));
+    for f in &parsed.policy_files {
+        let p = format!("{root}/{f}");
+        let c = kive::policy::load_str(&p, &std::fs::read_to_string(&p).expect("policy file"));
+        assert!(
+            c.errors.is_empty() && !c.traps.is_empty(),
+            "{p}: {:?}",
+            c.errors
+        );
+    }
+    let mut r = PluginRunner::new();
+    r.register_plugin(&kive::PLUGIN_API, &CString::new(init).expect("cstr"))
+        .expect("the plugin accepts falco.yaml's init_config");
+}
