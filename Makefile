@@ -1,4 +1,5 @@
 # kive — the two entry points are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
 CARGO ?= cargo
 KIVE := target/release/kive
 
@@ -23,7 +24,9 @@ lint: setup
 # The whole suite: lint, unit tests, kernel tests on this machine's kernel,
 # the VM tests of the LSM/trampoline tiers, the plugin ABI tests.
 test: lint
-	$(CARGO) test --workspace
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "summary: %d passed, %d failed\n", p, f}' target/test.log
 
 bench: setup
 	$(CARGO) bench --workspace
