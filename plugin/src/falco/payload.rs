@@ -222,63 +222,73 @@ pub struct Parts<'a> {
     pub accessor_host: Option<bool>,
 }
 
+/// The payload parts of an alert: one mapping for [`KiveAlert`] and for the
+/// borrowed alert that replay parses (same field names, same types up to
+/// borrowing), so the two encoders cannot drift apart.
+macro_rules! alert_parts {
+    ($a:expr) => {{
+        let accessor = $a.accessor.as_ref();
+        Parts {
+            strings: [
+                &$a.alert_version,
+                &$a.policy_name,
+                $a.policy_namespace.as_deref().unwrap_or(""),
+                &$a.timestamp,
+                &$a.metadata.path,
+                &$a.metadata.kernel_id,
+                &$a.metadata.callback,
+                &$a.metadata.dev,
+                &$a.metadata.trap_path,
+                &$a.metadata.hook,
+                &$a.metadata.action,
+                &$a.metadata.owner,
+                &$a.pod.name,
+                &$a.pod.namespace,
+                &$a.pod.ip,
+                &$a.pod.container.id,
+                &$a.pod.container.name,
+                &$a.node.name,
+                &$a.process.binary,
+                &$a.process.cwd,
+                &$a.process.arguments,
+                &$a.process.comm,
+                &$a.pod.container.image,
+                &$a.pod.uid,
+                &$a.pod.service_account,
+                $a.pod.workload.as_ref().map_or("", |w| &w.kind),
+                $a.pod.workload.as_ref().map_or("", |w| &w.name),
+                accessor.map_or("", |x| &x.container_id),
+                accessor.map_or("", |x| &x.container_name),
+                accessor.map_or("", |x| &x.pod_name),
+                accessor.map_or("", |x| &x.pod_namespace),
+                accessor.map_or("", |x| &x.cgroup),
+                &$a.process.parent_comm,
+            ],
+            numbers: Numbers {
+                inode: $a.metadata.inode,
+                cgroup_id: $a.metadata.cgroup_id,
+                pid: $a.process.pid,
+                tgid: $a.process.tgid,
+                uid: $a.process.uid,
+                gid: $a.process.gid,
+                ppid: $a.process.ppid,
+                mask: $a.metadata.mask,
+                open_flags: $a.metadata.open_flags,
+                suppressed: $a.metadata.suppressed,
+                ns_pid: $a.process.ns_pid,
+                loginuid: $a.process.loginuid,
+            },
+            has_policy_namespace: $a.policy_namespace.is_some(),
+            has_workload: $a.pod.workload.is_some(),
+            accessor_host: accessor.map(|x| x.host),
+        }
+    }};
+}
+pub(crate) use alert_parts;
+
 /// Encodes an alert into `out` (cleared first).
 pub fn encode(a: &KiveAlert, out: &mut Vec<u8>) -> Result<(), FalcoError> {
-    let accessor = a.accessor.as_ref();
-    let parts = Parts {
-        strings: [
-            &a.alert_version,
-            &a.policy_name,
-            a.policy_namespace.as_deref().unwrap_or(""),
-            &a.timestamp,
-            &a.metadata.path,
-            &a.metadata.kernel_id,
-            &a.metadata.callback,
-            &a.metadata.dev,
-            &a.metadata.trap_path,
-            &a.metadata.hook,
-            &a.metadata.action,
-            &a.metadata.owner,
-            &a.pod.name,
-            &a.pod.namespace,
-            &a.pod.ip,
-            &a.pod.container.id,
-            &a.pod.container.name,
-            &a.node.name,
-            &a.process.binary,
-            &a.process.cwd,
-            &a.process.arguments,
-            &a.process.comm,
-            &a.pod.container.image,
-            &a.pod.uid,
-            &a.pod.service_account,
-            a.pod.workload.as_ref().map_or("", |w| &w.kind),
-            a.pod.workload.as_ref().map_or("", |w| &w.name),
-            accessor.map_or("", |x| &x.container_id),
-            accessor.map_or("", |x| &x.container_name),
-            accessor.map_or("", |x| &x.pod_name),
-            accessor.map_or("", |x| &x.pod_namespace),
-            accessor.map_or("", |x| &x.cgroup),
-            &a.process.parent_comm,
-        ],
-        numbers: Numbers {
-            inode: a.metadata.inode,
-            cgroup_id: a.metadata.cgroup_id,
-            pid: a.process.pid,
-            tgid: a.process.tgid,
-            uid: a.process.uid,
-            gid: a.process.gid,
-            ppid: a.process.ppid,
-            mask: a.metadata.mask,
-            open_flags: a.metadata.open_flags,
-            suppressed: a.metadata.suppressed,
-            ns_pid: a.process.ns_pid,
-            loginuid: a.process.loginuid,
-        },
-        has_policy_namespace: a.policy_namespace.is_some(),
-        has_workload: a.pod.workload.is_some(),
-        accessor_host: accessor.map(|x| x.host),
-    };
+    let parts = alert_parts!(a);
     fn str_pair<'a>((k, v): (&'a String, &'a String)) -> (&'a str, &'a str) {
         (k, v)
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::payload::{encode_parts, Numbers, Parts};
+use super::payload::{alert_parts, encode_parts, Numbers, Parts};
 use super::FalcoError;
 use crate::alert::KiveAlert;
 
@@ -41,61 +41,7 @@ pub fn timestamp_ns(ts: &str) -> u64 {
 /// Returns the alert's timestamp in wall-clock ns.
 pub fn encode_line(line: &[u8], out: &mut Vec<u8>) -> Result<u64, FalcoError> {
     let a: AlertRef<'_> = serde_json::from_slice(line).map_err(FalcoError::Json)?;
-    let accessor = a.accessor.as_ref();
-    let parts = Parts {
-        strings: [
-            &a.alert_version,
-            &a.policy_name,
-            a.policy_namespace.as_deref().unwrap_or(""),
-            &a.timestamp,
-            &a.metadata.path,
-            &a.metadata.kernel_id,
-            &a.metadata.callback,
-            &a.metadata.dev,
-            &a.metadata.trap_path,
-            &a.metadata.hook,
-            &a.metadata.action,
-            &a.metadata.owner,
-            &a.pod.name,
-            &a.pod.namespace,
-            &a.pod.ip,
-            &a.pod.container.id,
-            &a.pod.container.name,
-            &a.node.name,
-            &a.process.binary,
-            &a.process.cwd,
-            &a.process.arguments,
-            &a.process.comm,
-            &a.pod.container.image,
-            &a.pod.uid,
-            &a.pod.service_account,
-            a.pod.workload.as_ref().map_or("", |w| &w.kind),
-            a.pod.workload.as_ref().map_or("", |w| &w.name),
-            accessor.map_or("", |x| &x.container_id),
-            accessor.map_or("", |x| &x.container_name),
-            accessor.map_or("", |x| &x.pod_name),
-            accessor.map_or("", |x| &x.pod_namespace),
-            accessor.map_or("", |x| &x.cgroup),
-            &a.process.parent_comm,
-        ],
-        numbers: Numbers {
-            inode: a.metadata.inode,
-            cgroup_id: a.metadata.cgroup_id,
-            pid: a.process.pid,
-            tgid: a.process.tgid,
-            uid: a.process.uid,
-            gid: a.process.gid,
-            ppid: a.process.ppid,
-            mask: a.metadata.mask,
-            open_flags: a.metadata.open_flags,
-            suppressed: a.metadata.suppressed,
-            ns_pid: a.process.ns_pid,
-            loginuid: a.process.loginuid,
-        },
-        has_policy_namespace: a.policy_namespace.is_some(),
-        has_workload: a.pod.workload.is_some(),
-        accessor_host: accessor.map(|x| x.host),
-    };
+    let parts = alert_parts!(a);
     encode_parts(
         &parts,
         [
