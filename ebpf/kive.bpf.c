@@ -154,7 +154,6 @@ static __always_inline void emit(const struct kive_key *key, const struct kive_t
 	e->ns_pid = 0;
 	bpf_probe_read_kernel(&e->ns_pid, sizeof(e->ns_pid), &tp->numbers[level & 31].nr);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->pad16 = 0;
 	e->pad32 = 0;
 	kive_fill_process(e, task);
 

@@ -10,7 +10,7 @@
 #define KIVE_COMM_LEN 16
 #define KIVE_PATH_LEN 256
 #define KIVE_ARGS_LEN 256
-#define KIVE_EVENT_VERSION 2
+#define KIVE_EVENT_VERSION 3
 
 /* Which program saw the access (kive_event.hook). */
 enum kive_hook {
@@ -80,12 +80,13 @@ struct kive_event {
 	__u16 exe_len;    /* bytes of exe, with its NUL; 0 = unknown */
 	__u16 cwd_len;    /* bytes of cwd, with its NUL; 0 = unknown */
 	__u16 args_len;   /* bytes of args (NUL-separated argv) */
-	__u16 pad16;
+	__u16 pexe_len;   /* bytes of pexe, with its NUL; 0 = unknown */
 	__u32 pad32;
 	char pcomm[KIVE_COMM_LEN]; /* the parent's comm */
 	char exe[KIVE_PATH_LEN];   /* executable, as seen from the task's root */
 	char cwd[KIVE_PATH_LEN];   /* working directory, as seen from the task's root */
 	char args[KIVE_ARGS_LEN];  /* argv, NUL-separated, possibly truncated */
+	char pexe[KIVE_PATH_LEN];  /* the parent's executable, as seen from its root */
 };
 
 #endif /* KIVE_H */

@@ -5,7 +5,7 @@
  * `cat`): the executable's path and the working directory (walked dentry
  * by dentry up to the task's own root, so a container process gets its
  * in-container paths), the command line (from the task's memory), the
- * login uid and the parent's comm. Only ever runs on a hit.
+ * login uid, and the parent's comm and executable. Only ever runs on a hit.
  */
 #ifndef KIVE_PROC_H
 #define KIVE_PROC_H
@@ -110,6 +110,27 @@ static __noinline long kive_path(struct dentry *dentry, struct vfsmount *vfsmnt,
 	return bpf_probe_read_kernel_str(out, KIVE_PATH_LEN, &w.s->buf[w.off & (KIVE_PATH_LEN - 1)]);
 }
 
+/*
+ * The parent's comm and executable path, the path as seen from the parent's
+ * own root. A parent without an mm (a kernel thread) or that is exiting
+ * (no fs) leaves pexe empty.
+ */
+static __always_inline void kive_fill_parent(struct kive_event *e, struct task_struct *parent)
+{
+	struct file *exe = BPF_CORE_READ(parent, mm, exe_file);
+	struct fs_struct *fs = BPF_CORE_READ(parent, fs);
+	long n;
+
+	e->pexe_len = 0;
+	e->pexe[0] = 0;
+	BPF_CORE_READ_STR_INTO(&e->pcomm, parent, comm);
+	if (!exe || !fs)
+		return;
+	n = kive_path(BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt),
+		      BPF_CORE_READ(fs, root.dentry), BPF_CORE_READ(fs, root.mnt), e->pexe);
+	e->pexe_len = n > 0 ? n : 0;
+}
+
 /* Fills the process part of an event for the current task. */
 static __always_inline void kive_fill_process(struct kive_event *e, struct task_struct *task)
 {
@@ -147,7 +168,7 @@ static __always_inline void kive_fill_process(struct kive_event *e, struct task_
 		e->loginuid = BPF_CORE_READ(task, loginuid.val);
 	else
 		e->loginuid = (__u32)-1;
-	BPF_CORE_READ_STR_INTO(&e->pcomm, task, real_parent, comm);
+	kive_fill_parent(e, BPF_CORE_READ(task, real_parent));
 }
 
 #endif /* KIVE_PROC_H */

@@ -116,7 +116,8 @@ fn pod_traps_follow_policies_pods_and_containers() {
     );
     assert!(api.requests("Pod list") >= 1 && api.requests("Pod watch") >= 1);
 
-    a.exec("cat /secret.txt");
+    // `; true` keeps the container's shell alive as cat's parent
+    a.exec("cat /secret.txt; true");
     let got = alerts(&rt, WAIT);
     assert_eq!(got.len(), 1, "{got:#?}");
     let al = &got[0];
@@ -135,6 +136,12 @@ fn pod_traps_follow_policies_pods_and_containers() {
     assert_eq!(al.process.binary, "/usr/bin/cat");
     assert_eq!(al.process.arguments, "cat /secret.txt");
     assert_eq!(al.process.cwd, "/");
+    let sh = std::fs::canonicalize("/usr/bin/sh").expect("sh");
+    assert_eq!(
+        al.process.parent_binary,
+        sh.display().to_string(),
+        "the parent shell, as the container sees it"
+    );
     assert_ne!(
         al.process.ns_pid,
         Some(al.process.tgid),

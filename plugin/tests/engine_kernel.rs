@@ -50,6 +50,12 @@ fn cat_of_a_trapped_file_gives_exactly_one_event() {
     assert_eq!(ev.hook, Hook::TpSysExit);
     assert_eq!(ev.action, Action::Audit);
     assert_eq!(ev.ppid, std::process::id(), "parent is the test process");
+    let me = std::env::current_exe().expect("test binary");
+    assert_eq!(
+        ev.parent_exe,
+        me.display().to_string(),
+        "the parent's executable, captured in the kernel"
+    );
     assert_ne!(ev.cgroup_id, 0);
     assert_ne!(ev.mnt_ns, 0);
 }

@@ -125,6 +125,7 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.process.tgid", U64(48211)),
         ("kive.process.ppid", U64(48190)),
         ("kive.process.parent.comm", s("bash")),
+        ("kive.process.parent.binary", s("/usr/bin/bash")),
         ("kive.process.vpid", U64(31)),
         ("kive.process.loginuid", U64(1000)),
         ("kive.process.uid", U64(1000)),
@@ -266,6 +267,7 @@ fn the_seed_sample_replays_with_absent_values_as_no_value() {
         "kive.namespace.label[team]",
         "kive.suppressed",
         "kive.process.parent.comm",
+        "kive.process.parent.binary",
         "kive.process.vpid",
         "kive.process.loginuid",
     ] {
@@ -302,6 +304,7 @@ fn recorded_engine_alerts_replay_with_their_values() {
                     get("kive.accessor.foreign"),
                     get("kive.process.binary"),
                     get("kive.process.parent.comm"),
+                    get("kive.process.parent.binary"),
                 ]);
             }
             Err(e) if is_status(&e, ScapStatus::Eof) => break,
@@ -322,7 +325,8 @@ fn recorded_engine_alerts_replay_with_their_values() {
         ]
     );
     assert!(
-        rows.iter().all(|r| r[8] == "bash"),
+        rows.iter()
+            .all(|r| r[8] == "bash" && r[9] == "/usr/bin/bash"),
         "all run from a bash script: {rows:?}"
     );
     assert!(

@@ -283,6 +283,7 @@ fn process_details_are_right_for_short_lived_processes_every_time() {
     std::fs::write(&f, "x").expect("write");
     let rt = start(&host_policy(&f, ""));
     let cat = std::fs::canonicalize("/bin/cat").expect("cat");
+    let me = std::env::current_exe().expect("test binary");
     let mut pids = Vec::new();
     for _ in 0..50 {
         let (pid, out) = run(Command::new("cat").arg(&f).current_dir(d.path()));
@@ -297,6 +298,7 @@ fn process_details_are_right_for_short_lived_processes_every_time() {
         assert_eq!(a.process.arguments, format!("cat {}", f.display()));
         assert_eq!(a.process.cwd, d.path().display().to_string());
         assert_eq!(a.process.ppid, Some(std::process::id()));
+        assert_eq!(a.process.parent_binary, me.display().to_string());
         assert_eq!(a.process.ns_pid, Some(*pid), "host pid namespace");
     }
 }

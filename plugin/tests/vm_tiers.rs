@@ -316,6 +316,22 @@ fn check_alerts(
                 a.raw
             )
         });
+        // process details captured in the kernel on this tier too
+        for key in ["binary", "cwd", "parent-binary"] {
+            let v = a.str_at(&format!("/process/{key}"));
+            f.check(v.starts_with('/'), || {
+                format!(
+                    "{name}: alert for {} ({}) has process.{key} {v:?}, not a captured path: {}",
+                    e.path, e.by, a.raw
+                )
+            });
+        }
+        f.check(!a.str_at("/process/arguments").is_empty(), || {
+            format!(
+                "{name}: alert for {} ({}) has no process.arguments: {}",
+                e.path, e.by, a.raw
+            )
+        });
         let mask = a.u64_at("/metadata/mask").unwrap_or(0);
         f.check(mask & e.mask_bits == e.mask_bits, || {
             format!(

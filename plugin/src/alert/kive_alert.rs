@@ -239,6 +239,13 @@ pub struct ProcessMetadata {
         skip_serializing_if = "String::is_empty"
     )]
     pub parent_comm: String,
+    /// kive: the parent's executable path, as the parent sees it.
+    #[serde(
+        rename = "parent-binary",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub parent_binary: String,
     /// kive: process id inside the process's own pid namespace.
     #[serde(rename = "ns-pid", default, skip_serializing_if = "Option::is_none")]
     pub ns_pid: Option<u32>,

@@ -318,6 +318,8 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
         .with_description("Host process id of the parent of the accessing process"),
     field("kive.process.parent.comm", s!(ParentComm))
         .with_description("Command name of the parent of the accessing process (process.parent-comm)"),
+    field("kive.process.parent.binary", s!(ParentBinary))
+        .with_description("Executable of the parent of the accessing process, as the parent sees it (process.parent-binary)"),
     field("kive.process.vpid", &KivePlugin::vpid)
         .with_description("Process id of the accessing process inside its own pid namespace (process.ns-pid)"),
     field("kive.process.loginuid", &KivePlugin::loginuid)

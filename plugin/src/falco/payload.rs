@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 1 | magic `0x4b` (`K`) |
 //! | 1 | 1 | version (`1`) |
-//! | 2 | 2 | number of slots `n` (36 in version 1: 33 strings, then 3 maps; readers ignore extra slots) |
+//! | 2 | 2 | number of slots `n` (37 in version 1: 34 strings, then 3 maps; readers ignore extra slots) |
 //! | 4 | 4 | presence flags of optional values |
 //! | 8 | 64 | numbers: inode u64, cgroup id u64, suppressed u64, pid i32, tgid u32, uid u32, gid u32, ppid u32, mask i32, open flags u32, ns pid u32, loginuid u32, reserved u32 |
 //! | 72 | 4·n | end offset of each slot, relative to the slot area |
@@ -120,6 +120,8 @@ pub enum Slot {
     AccessorCgroup,
     /// `process.parent-comm`.
     ParentComm,
+    /// `process.parent-binary`.
+    ParentBinary,
     /// `custom-metadata` (map).
     CustomMetadata,
     /// `pod.labels` (map).
@@ -167,6 +169,7 @@ impl Slot {
         Slot::AccessorPodNamespace,
         Slot::AccessorCgroup,
         Slot::ParentComm,
+        Slot::ParentBinary,
         Slot::CustomMetadata,
         Slot::PodLabels,
         Slot::NamespaceLabels,
@@ -263,6 +266,7 @@ macro_rules! alert_parts {
                 accessor.map_or("", |x| &x.pod_namespace),
                 accessor.map_or("", |x| &x.cgroup),
                 &$a.process.parent_comm,
+                &$a.process.parent_binary,
             ],
             numbers: Numbers {
                 inode: $a.metadata.inode,
@@ -612,6 +616,7 @@ impl Decoded {
                 comm: s(Slot::Comm),
                 ppid: n.ppid,
                 parent_comm: s(Slot::ParentComm),
+                parent_binary: s(Slot::ParentBinary),
                 ns_pid: n.ns_pid,
                 loginuid: n.loginuid,
             },
@@ -719,6 +724,7 @@ mod tests {
         a.process.comm = "cat".into();
         a.process.pid = -1;
         a.process.parent_comm = "bash".into();
+        a.process.parent_binary = "/usr/bin/bash".into();
         a.process.ns_pid = Some(7);
         a.process.loginuid = Some(1000);
         a.metadata.suppressed = Some(3);

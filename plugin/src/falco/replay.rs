@@ -192,6 +192,8 @@ struct ProcessRef<'a> {
     ppid: Option<u32>,
     #[serde(rename = "parent-comm", default, borrow)]
     parent_comm: S<'a>,
+    #[serde(rename = "parent-binary", default, borrow)]
+    parent_binary: S<'a>,
     #[serde(rename = "ns-pid", default)]
     ns_pid: Option<u32>,
     #[serde(default)]

@@ -102,6 +102,7 @@ pub fn build_alert(
             comm: raw.comm.clone(),
             ppid: Some(raw.ppid),
             parent_comm: raw.parent_comm.clone(),
+            parent_binary: raw.parent_exe.clone(),
             ns_pid: Some(raw.ns_pid),
             loginuid: raw.loginuid,
         },
@@ -142,6 +143,7 @@ mod tests {
             action: Action::Audit,
             comm: "cat".into(),
             parent_comm: "bash".into(),
+            parent_exe: "/usr/bin/bash".into(),
             loginuid: Some(1000),
             exe: "/usr/bin/cat".into(),
             cwd: String::new(),
@@ -189,6 +191,7 @@ mod tests {
         assert_eq!(a.process.arguments, "cat /etc/secret");
         assert_eq!(a.process.cwd, "/", "not captured: /proc fills in");
         assert_eq!(a.process.parent_comm, "bash");
+        assert_eq!(a.process.parent_binary, "/usr/bin/bash");
         assert_eq!(a.process.loginuid, Some(1000));
         assert_eq!(a.process.comm, "cat");
         assert_eq!(a.node.name, "node-a");

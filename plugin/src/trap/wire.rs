@@ -9,7 +9,7 @@ pub const KEY_SIZE: usize = 16;
 /// Size of `struct kive_trap`.
 pub const TRAP_SIZE: usize = 8;
 /// Size of `struct kive_event`.
-pub const EVENT_SIZE: usize = 888;
+pub const EVENT_SIZE: usize = 1144;
 /// `KIVE_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 /// `KIVE_PATH_LEN`.
@@ -17,7 +17,7 @@ pub const PATH_LEN: usize = 256;
 /// `KIVE_ARGS_LEN`.
 pub const ARGS_LEN: usize = 256;
 /// `KIVE_EVENT_VERSION`: the event layout this build decodes.
-pub const EVENT_VERSION: u16 = 2;
+pub const EVENT_VERSION: u16 = 3;
 /// `KIVE_TRAP_F_BLOCK`.
 pub const TRAP_F_BLOCK: u32 = 1;
 
@@ -47,10 +47,12 @@ pub mod offsets {
     pub const EXE_LEN: usize = 92;
     pub const CWD_LEN: usize = 94;
     pub const ARGS_LEN: usize = 96;
+    pub const PEXE_LEN: usize = 98;
     pub const PCOMM: usize = 104;
     pub const EXE: usize = 120;
     pub const CWD: usize = 376;
     pub const ARGS: usize = 632;
+    pub const PEXE: usize = 888;
 }
 
 /// A file's identity as the kernel sees it: `(sb->s_dev, i_ino)`.
@@ -205,6 +207,9 @@ pub struct RawEvent {
     pub comm: String,
     /// The parent's comm.
     pub parent_comm: String,
+    /// The parent's executable path as the parent sees it (empty if not
+    /// captured).
+    pub parent_exe: String,
     /// Login uid (`None` when unset).
     pub loginuid: Option<u32>,
     /// Executable path as the process sees it (empty if not captured).
@@ -280,6 +285,7 @@ impl RawEvent {
         let exe_len = len_at(EXE_LEN, PATH_LEN);
         let cwd_len = len_at(CWD_LEN, PATH_LEN);
         let args_len = len_at(ARGS_LEN, self::ARGS_LEN);
+        let pexe_len = len_at(PEXE_LEN, PATH_LEN);
         let loginuid = u32_at(b, LOGINUID);
         Ok(Self {
             ts_boot_ns: u64_at(b, TS_BOOT_NS),
@@ -302,6 +308,7 @@ impl RawEvent {
             action,
             comm: c_str(&b[COMM..COMM + COMM_LEN]),
             parent_comm: c_str(&b[PCOMM..PCOMM + COMM_LEN]),
+            parent_exe: c_str(&b[PEXE..PEXE + pexe_len]),
             loginuid: (loginuid != u32::MAX).then_some(loginuid),
             exe: c_str(&b[EXE..EXE + exe_len]),
             cwd: c_str(&b[CWD..CWD + cwd_len]),
@@ -329,7 +336,7 @@ mod tests {
         0x00, 0x80, 0x00, 0x00, // flags = O_LARGEFILE
         0x00, 0x00, 0x00, 0xf0, // mnt_ns = 0xf0000000
         0x07, 0x00, 0x00, 0x00, // trap_id = 7
-        0x02, 0x00, // version
+        0x03, 0x00, // version
         0x04, // hook = tp_btf/sys_exit
         0x00, // action = audit
         0x2a, 0x00, 0x00, 0x00, // ns_pid = 42
@@ -338,12 +345,12 @@ mod tests {
         0x0d, 0x00, // exe_len = 13 ("/usr/bin/cat" + NUL)
         0x06, 0x00, // cwd_len = 6 ("/root" + NUL)
         0x10, 0x00, // args_len = 16 ("cat\0/secret.txt\0")
-        0x00, 0x00, // pad16
+        0x0a, 0x00, // pexe_len = 10 ("/bin/bash" + NUL)
         0x00, 0x00, 0x00, 0x00, // pad32
         b'b', b'a', b's', b'h', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // pcomm
     ];
 
-    /// The literal header above, followed by the three string fields.
+    /// The literal header above, followed by the four string fields.
     fn record() -> Vec<u8> {
         let mut r = RECORD_HEAD.to_vec();
         let mut field = |s: &[u8], len: usize| {
@@ -354,6 +361,7 @@ mod tests {
         field(b"/usr/bin/cat\0", PATH_LEN);
         field(b"/root\0", PATH_LEN);
         field(b"cat\0/secret.txt\0", ARGS_LEN);
+        field(b"/bin/bash\0", PATH_LEN);
         assert_eq!(r.len(), EVENT_SIZE);
         r
     }
@@ -380,6 +388,7 @@ mod tests {
         assert_eq!(e.action, Action::Audit);
         assert_eq!(e.comm, "cat");
         assert_eq!(e.parent_comm, "bash");
+        assert_eq!(e.parent_exe, "/bin/bash");
         assert_eq!(e.loginuid, Some(1000));
         assert_eq!(e.exe, "/usr/bin/cat");
         assert_eq!(e.cwd, "/root");
@@ -392,10 +401,12 @@ mod tests {
         r[offsets::LOGINUID..offsets::LOGINUID + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         r[offsets::EXE_LEN] = 0;
         r[offsets::ARGS_LEN] = 0;
+        r[offsets::PEXE_LEN] = 0;
         let e = RawEvent::decode(&r).expect("decodes");
         assert_eq!(e.loginuid, None);
         assert_eq!(e.exe, "");
         assert!(e.args.is_empty());
+        assert_eq!(e.parent_exe, "");
         assert_eq!(
             split_args(b"a\0b"),
             ["a", "b"],
@@ -477,10 +488,12 @@ mod tests {
             (offset_of!(E, exe_len), offsets::EXE_LEN),
             (offset_of!(E, cwd_len), offsets::CWD_LEN),
             (offset_of!(E, args_len), offsets::ARGS_LEN),
+            (offset_of!(E, pexe_len), offsets::PEXE_LEN),
             (offset_of!(E, pcomm), offsets::PCOMM),
             (offset_of!(E, exe), offsets::EXE),
             (offset_of!(E, cwd), offsets::CWD),
             (offset_of!(E, args), offsets::ARGS),
+            (offset_of!(E, pexe), offsets::PEXE),
         ];
         for (i, (c, rust)) in pairs.into_iter().enumerate() {
             assert_eq!(c, rust, "field #{i} of struct kive_event");
