@@ -1,5 +1,6 @@
 //! Callbacks against real local HTTP receivers (axum on loopback): exact
-//! body, retries, hangs, 4xx/5xx, overflow.
+//! body, retries, hangs, 4xx/5xx, overflow; and an HTTPS receiver whose
+//! certificate is signed by a test CA, trusted only through the CA bundle.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,14 +12,86 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use kive::callback::{CallbackConfig, Callbacks};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 /// A receiver: records bodies; answers with the scripted statuses in turn
 /// (then 200); `hang` never answers.
 struct Receiver {
     addr: SocketAddr,
+    scheme: &'static str,
     bodies: Arc<Mutex<Vec<String>>>,
     hits: Arc<AtomicUsize>,
+    /// TLS handshakes that failed (the client refused the certificate).
+    handshake_failures: Arc<AtomicUsize>,
     rt: Option<tokio::runtime::Runtime>,
+}
+
+/// A TLS listener for `axum::serve`: TCP accept, then the TLS handshake;
+/// a failed handshake is counted and the next connection awaited.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    failures: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.failures.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 it signed.
+struct TestPki {
+    ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn test_pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "kive test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        server: Arc::new(server),
+    }
 }
 
 #[derive(Clone)]
@@ -43,14 +116,27 @@ async fn ingest(State(s): State<Script>, body: String) -> StatusCode {
 
 impl Receiver {
     fn start_on(addr: SocketAddr, statuses: Vec<u16>, hang: bool) -> Self {
+        Self::serve(addr, statuses, hang, None)
+    }
+
+    /// An HTTPS receiver presenting `tls`'s certificate.
+    fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        Self::serve(addr, vec![], false, Some(tls))
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        statuses: Vec<u16>,
+        hang: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("rt");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .expect("bind receiver");
+        let listener = rt.block_on(TcpListener::bind(addr)).expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let script = Script {
             bodies: Arc::default(),
@@ -62,13 +148,32 @@ impl Receiver {
         let app = Router::new()
             .route("/ingest", post(ingest))
             .with_state(script);
-        rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let handshake_failures = Arc::new(AtomicUsize::new(0));
+        let scheme = match tls {
+            None => {
+                rt.spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+                "http"
+            }
+            Some(tls) => {
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: TlsAcceptor::from(tls),
+                    failures: Arc::clone(&handshake_failures),
+                };
+                rt.spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+                "https"
+            }
+        };
         Self {
             addr,
+            scheme,
             bodies,
             hits,
+            handshake_failures,
             rt: Some(rt),
         }
     }
@@ -78,7 +183,7 @@ impl Receiver {
     }
 
     fn url(&self) -> String {
-        format!("http://{}/ingest", self.addr)
+        format!("{}://{}/ingest", self.scheme, self.addr)
     }
 
     fn bodies(&self) -> Vec<String> {
@@ -202,4 +307,43 @@ fn a_hanging_receiver_never_delays_others_and_overflow_is_counted() {
     });
     assert_eq!(cb.counts(&hung.url()).delivered, 0);
     assert_eq!(cb.totals().dropped, dropped);
+}
+
+#[test]
+fn an_https_receiver_signed_by_the_bundled_ca_gets_the_alert() {
+    let pki = test_pki();
+    let r = Receiver::start_tls(Arc::clone(&pki.server));
+    let mut bundle = tempfile::NamedTempFile::new().expect("temp");
+    std::io::Write::write_all(&mut bundle, pki.ca_pem.as_bytes()).expect("write bundle");
+    let cb = Callbacks::start(CallbackConfig {
+        ca_bundle: Some(bundle.path().to_path_buf()),
+        ..quick()
+    })
+    .expect("callbacks with the CA bundle");
+    assert!(r.url().starts_with("https://127.0.0.1:"), "{}", r.url());
+    assert!(cb.send(&r.url(), ALERT));
+    wait_until("delivered over TLS", || cb.counts(&r.url()).delivered == 1);
+    assert_eq!(r.bodies(), [ALERT]);
+    assert_eq!(cb.counts(&r.url()).retries, 0);
+    assert_eq!(r.handshake_failures.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn without_the_ca_bundle_an_unknown_issuer_is_refused() {
+    let pki = test_pki();
+    let r = Receiver::start_tls(pki.server);
+    let cb = Callbacks::start(CallbackConfig {
+        max_attempts: 2,
+        ..quick()
+    })
+    .expect("callbacks with the system roots only");
+    assert!(cb.send(&r.url(), ALERT));
+    wait_until("given up", || cb.counts(&r.url()).failed == 1);
+    assert_eq!(cb.counts(&r.url()).delivered, 0);
+    assert!(r.bodies().is_empty(), "nothing reached the handler");
+    assert_eq!(r.hits.load(Ordering::SeqCst), 0);
+    assert!(
+        r.handshake_failures.load(Ordering::SeqCst) >= 1,
+        "the client broke off the handshake"
+    );
 }

@@ -319,4 +319,19 @@ mod tests {
         let err = Callbacks::start(cfg).err().expect("missing bundle");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
+
+    #[test]
+    fn a_bundle_without_a_certificate_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate\n").expect("write");
+        let cfg = CallbackConfig {
+            ca_bundle: Some(path.clone()),
+            ..Default::default()
+        };
+        let err = Callbacks::start(cfg).err().expect("empty bundle");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("no PEM certificate"), "{msg}");
+    }
 }
