@@ -103,52 +103,11 @@ struct Args {
     child_tune: bool,
 }
 
-/// A tier as named on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BenchTier {
-    Lsm,
-    Trampoline,
-    Fentry,
-    Tracepoint,
-    TracepointClassic,
-}
-
-impl BenchTier {
-    fn parse(s: &str) -> Result<Self, String> {
-        Ok(match s.trim() {
-            "lsm" => Self::Lsm,
-            "trampoline" => Self::Trampoline,
-            "fentry" => Self::Fentry,
-            "tracepoint" => Self::Tracepoint,
-            "tracepoint-classic" => Self::TracepointClassic,
-            other => {
-                return Err(format!(
-                    "unknown tier {other:?}: expected lsm, trampoline, fentry, tracepoint or tracepoint-classic"
-                ))
-            }
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Lsm => "lsm",
-            Self::Trampoline => "trampoline",
-            Self::Fentry => "fentry",
-            Self::Tracepoint => "tracepoint",
-            Self::TracepointClassic => "tracepoint-classic",
-        }
-    }
-
-    /// The engine choice that reaches this tier. `EngineConfig` has no
-    /// fentry-only choice: fentry is what the trampoline choice falls back to
-    /// when the kernel refuses fmod_ret.
-    fn choice(self) -> TierChoice {
-        match self {
-            Self::Lsm => TierChoice::Lsm,
-            Self::Trampoline | Self::Fentry => TierChoice::Trampoline,
-            Self::Tracepoint => TierChoice::Tracepoint,
-            Self::TracepointClassic => TierChoice::TracepointClassic,
-        }
+/// A tier as named on `--tiers`: any forced choice (not `auto`).
+fn parse_tier(s: &str) -> Result<TierChoice, String> {
+    match s.trim().parse::<TierChoice>()? {
+        TierChoice::Auto => Err("--tiers: name the tiers to measure, not auto".into()),
+        t => Ok(t),
     }
 }
 
@@ -223,7 +182,7 @@ fn run(args: &Args) -> Result<(), String> {
         .tiers
         .iter()
         .filter(|s| !s.trim().is_empty())
-        .map(|s| BenchTier::parse(s))
+        .map(|s| parse_tier(s))
         .collect::<Result<Vec<_>, _>>()?;
     if args.traps.contains(&0) {
         return Err("--traps: every count must be at least 1 (the trapped file is one)".into());
@@ -232,34 +191,22 @@ fn run(args: &Args) -> Result<(), String> {
     let files = make_files(args.dir.as_deref())?;
 
     // Which tiers load here (each tried once; the error's first line kept).
-    let mut loadable: Vec<(BenchTier, Tier)> = Vec::new();
-    let mut refused: Vec<(BenchTier, String)> = Vec::new();
+    let mut loadable: Vec<(TierChoice, Tier)> = Vec::new();
+    let mut refused: Vec<(TierChoice, String)> = Vec::new();
     for &t in &tiers {
-        progress(format_args!("probing tier {}", t.name()));
-        match Engine::load(&engine_config(
-            t.choice(),
-            1,
-            EngineConfig::default().wakeup_bytes,
-        )) {
+        progress(format_args!("probing tier {}", t.as_str()));
+        match Engine::load(&engine_config(t, 1, EngineConfig::default().wakeup_bytes)) {
             Ok(e) => {
                 let got = e.tier();
                 drop(e);
-                if t == BenchTier::Fentry && got != Tier::Fentry {
-                    refused.push((
-                        t,
-                        format!(
-                            "not selectable on its own: fmod_ret loads, and the engine only \
-                             falls back to fentry when fmod_ret is refused (got {got})"
-                        ),
-                    ));
-                } else if t == BenchTier::Trampoline && got == Tier::Fentry {
+                if t == TierChoice::Trampoline && got == Tier::Fentry {
                     refused.push((
                         t,
                         "fmod_ret refused; the trampoline choice fell back to fentry (see its row)"
                             .into(),
                     ));
-                    if !tiers.contains(&BenchTier::Fentry) {
-                        loadable.push((BenchTier::Fentry, got));
+                    if !tiers.contains(&TierChoice::Fentry) {
+                        loadable.push((TierChoice::Fentry, got));
                     }
                 } else {
                     loadable.push((t, got));
@@ -287,7 +234,7 @@ fn run(args: &Args) -> Result<(), String> {
             for &n in &args.traps {
                 configs.push(Config {
                     label: tier_label(t, got),
-                    choice: Some(t.choice()),
+                    choice: Some(t),
                     traps: n,
                 });
             }
@@ -300,7 +247,7 @@ fn run(args: &Args) -> Result<(), String> {
         out.push('\n');
     }
     for (t, why) in &refused {
-        out.push_str(&format!("- {}: {why}\n", t.name()));
+        out.push_str(&format!("- {}: {why}\n", t.as_str()));
     }
     if !refused.is_empty() {
         out.push('\n');
@@ -331,11 +278,11 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("writing the table: {e}"))
 }
 
-fn tier_label(asked: BenchTier, got: Tier) -> String {
+fn tier_label(asked: TierChoice, got: Tier) -> String {
     match (asked, got) {
-        (BenchTier::Trampoline, Tier::Trampoline) => "trampoline (fmod_ret)".into(),
-        (BenchTier::Tracepoint, _) => "tracepoint (tp_btf)".into(),
-        (BenchTier::TracepointClassic, _) => "tracepoint-classic".into(),
+        (TierChoice::Trampoline, Tier::Trampoline) => "trampoline (fmod_ret)".into(),
+        (TierChoice::Tracepoint, _) => "tracepoint (tp_btf)".into(),
+        (TierChoice::TracepointClassic, _) => "tracepoint-classic".into(),
         (_, got) => got.to_string(),
     }
 }
@@ -881,7 +828,7 @@ fn measure_throughput(
 
 /// Table 2. Returns the table and how many measurements saw foreign links.
 fn throughput_table(
-    loadable: &[(BenchTier, Tier)],
+    loadable: &[(TierChoice, Tier)],
     files: &Files,
     events: u64,
     rounds: usize,
@@ -890,7 +837,7 @@ fn throughput_table(
     let mut configs: Vec<(String, TierChoice, u64)> = Vec::new();
     for &(t, got) in loadable {
         for w in [0, default_wakeup] {
-            configs.push((tier_label(t, got), t.choice(), w));
+            configs.push((tier_label(t, got), t, w));
         }
     }
     let mut t = format!(

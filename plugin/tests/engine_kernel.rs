@@ -192,6 +192,24 @@ fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
 }
 
 #[test]
+fn forcing_fentry_tries_fentry_alone() {
+    let cfg = kive::trap::EngineConfig {
+        tier: TierChoice::Fentry,
+        ..Default::default()
+    };
+    support::ensure_mounts();
+    let err = match kive::trap::Engine::load(&cfg) {
+        Ok(_) => panic!("this kernel refuses BPF trampolines (DESIGN.md §2)"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("fentry tier"), "{err}");
+    assert!(
+        !err.contains("trampoline tier") && !err.contains("tracepoint"),
+        "no other tier is tried: {err}"
+    );
+}
+
+#[test]
 fn hits_are_counted_per_cpu_and_summed() {
     let d = world_dir();
     let f = d.path().join("counted");

@@ -90,6 +90,7 @@ fn candidates(choice: TierChoice) -> Vec<Tier> {
         TierChoice::Lsm => vec![Tier::Lsm],
         // fentry observes when fmod_ret (blocking) is refused
         TierChoice::Trampoline => vec![Tier::Trampoline, Tier::Fentry],
+        TierChoice::Fentry => vec![Tier::Fentry],
         TierChoice::Tracepoint => vec![Tier::Tracepoint],
         TierChoice::TracepointClassic => vec![Tier::TracepointClassic],
     }

@@ -69,10 +69,26 @@ pub enum TierChoice {
     Lsm,
     /// fmod_ret (blocking), else fentry.
     Trampoline,
+    /// fentry only (observes, never blocks).
+    Fentry,
     /// tp_btf tracepoints only.
     Tracepoint,
     /// Classic tracepoints only.
     TracepointClassic,
+}
+
+impl TierChoice {
+    /// The name used in config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Lsm => "lsm",
+            Self::Trampoline => "trampoline",
+            Self::Fentry => "fentry",
+            Self::Tracepoint => "tracepoint",
+            Self::TracepointClassic => "tracepoint-classic",
+        }
+    }
 }
 
 impl FromStr for TierChoice {
@@ -82,11 +98,12 @@ impl FromStr for TierChoice {
             "auto" => Self::Auto,
             "lsm" => Self::Lsm,
             "trampoline" => Self::Trampoline,
+            "fentry" => Self::Fentry,
             "tracepoint" => Self::Tracepoint,
             "tracepoint-classic" => Self::TracepointClassic,
             other => {
                 return Err(format!(
-                    "unknown tier {other:?}: expected auto, lsm, trampoline, tracepoint or tracepoint-classic"
+                    "unknown tier {other:?}: expected auto, lsm, trampoline, fentry, tracepoint or tracepoint-classic"
                 ))
             }
         })
@@ -202,10 +219,12 @@ mod tests {
             ("auto", TierChoice::Auto),
             ("lsm", TierChoice::Lsm),
             ("trampoline", TierChoice::Trampoline),
+            ("fentry", TierChoice::Fentry),
             ("tracepoint", TierChoice::Tracepoint),
             ("tracepoint-classic", TierChoice::TracepointClassic),
         ] {
             assert_eq!(s.parse::<TierChoice>(), Ok(c));
+            assert_eq!(c.as_str(), s);
         }
         let err = "kprobe"
             .parse::<TierChoice>()
