@@ -138,10 +138,10 @@ fn field_list_parses_and_every_field_is_kive() {
 
 #[test]
 fn bad_init_config_fails_with_the_reason_in_last_error() {
-    let e = Plugin::init(r#"{"mode":"replay"}"#)
+    let e = Plugin::init(r#"{"ringBytes":1000}"#)
         .err()
         .expect("rejected");
-    assert!(e.contains("replayFile"), "{e}");
+    assert!(e.contains("ringBytes"), "{e}");
     let e = Plugin::init(r#"{"tier":"kprobe"}"#)
         .err()
         .expect("rejected");
@@ -251,6 +251,18 @@ fn open_params_path_replays_that_file() {
         .err()
         .expect("missing file");
     assert!(e.contains("/nonexistent/x.jsonl"), "{e}");
+}
+
+#[test]
+fn mode_replay_takes_its_file_from_open_params_when_replay_file_is_absent() {
+    let p = Plugin::init(r#"{"mode":"replay"}"#).expect("init accepts it");
+    let e = p.open(None).err().expect("no file anywhere");
+    assert!(e.contains("replayFile"), "{e}");
+    let path = test_file("kive_run_host.jsonl");
+    let inst = p
+        .open(Some(path.to_str().expect("utf8")))
+        .expect("the open_params path is the file");
+    assert_eq!(drain(&inst).len(), 6);
 }
 
 #[test]

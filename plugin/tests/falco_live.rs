@@ -205,6 +205,65 @@ fn live_cat_of_a_trapped_file_through_the_built_so() {
 }
 
 #[test]
+fn rate_limit_and_a_dead_callback_show_in_the_metrics_and_never_hold_events() {
+    let _g = serial();
+    ensure_mounts();
+    let (_dir, trap) = trap_file();
+    // a port nobody listens on: every delivery attempt is refused
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let url = format!("http://{}/alerts", dead.local_addr().expect("addr"));
+    drop(dead);
+    let policy = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: limited, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    callback: {url}\n    rateLimit: {{alerts: 1, seconds: 60}}\n    matchAny: [{{host: true}}]\n",
+        trap.display()
+    );
+    let cfg = format!(r#"{{"mode":"live","policies":{}}}"#, json_str(&policy));
+    let p = Plugin::init(&cfg).expect("init");
+    let inst = p.open(None).expect("live open");
+    for m in [
+        "rate_limit_suppressed",
+        "callbacks_delivered",
+        "callbacks_failed",
+        "callbacks_retries",
+        "callbacks_dropped",
+    ] {
+        assert_eq!(p.metric(m), 0, "{m} starts at 0");
+    }
+    // one process opens the trap three times (a shell builtin redirection)
+    let script = format!("for i in 1 2 3; do read x < {}; done", trap.display());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("sh runs");
+    assert!(out.status.success());
+    let t = Instant::now();
+    let first = wait_for(&inst, Duration::from_secs(3), |_| true);
+    assert!(
+        first.is_some(),
+        "the first access is an event despite the dead callback"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the dead endpoint did not hold the event: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        wait_for(&inst, Duration::from_millis(500), |_| true).is_none(),
+        "the other two accesses are held back by the rate limit"
+    );
+    assert_eq!(p.metric("rate_limit_suppressed"), 2);
+    // 5 attempts, 100 ms doubling: given up after about 1.5 s
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.metric("callbacks_failed") == 0 && Instant::now() < deadline {
+        let _ = inst.next_batch();
+    }
+    assert_eq!(p.metric("callbacks_failed"), 1, "given up and counted");
+    assert_eq!(p.metric("callbacks_retries"), 4, "retried before giving up");
+    assert_eq!(p.metric("callbacks_delivered"), 0);
+}
+
+#[test]
 fn live_open_params_select_live_and_close_detaches() {
     let _g = serial();
     ensure_mounts();

@@ -405,7 +405,6 @@ fn bad_configs_are_rejected_with_a_clear_message() {
     for (cfg, want) in [
         (r#"{"mode":"bogus"}"#, "unknown variant `bogus`"),
         (r#"{"replay_file":"x"}"#, "unknown field `replay_file`"),
-        (r#"{"mode":"replay"}"#, "replayFile"),
         (r#"{"ringBytes":1000}"#, "ringBytes"),
         (r#"{"batchTimeoutMs":500}"#, "batchTimeoutMs"),
         (r#"{"policyFiles":"one.yaml"}"#, "expected a sequence"),

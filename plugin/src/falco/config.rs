@@ -154,12 +154,8 @@ impl KiveConfig {
                 message,
             })
         };
-        if self.mode == Mode::Replay && self.replay_file.as_deref().unwrap_or("").is_empty() {
-            return bad(
-                "replayFile",
-                "mode replay needs replayFile (or a file path in open_params)".into(),
-            );
-        }
+        // mode replay without replayFile is valid here: open_params may
+        // name the file; open() says so if neither does
         if !self.ring_bytes.is_power_of_two() || self.ring_bytes < 4096 {
             return bad(
                 "ringBytes",

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
@@ -244,12 +244,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
     }
 }
 
+/// Longest replay line kept in memory (1 MiB; an alert is a few KiB).
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Reads alerts line by line; blank lines are skipped, a malformed line
-/// is an error naming the file and line number and does not stop the rest.
+/// (or one longer than [`MAX_LINE`]) is an error naming the file and line
+/// number and does not stop the rest.
 #[derive(Debug)]
 pub struct ReplayReader {
     path: PathBuf,
     reader: BufReader<File>,
+    /// Longest line read into memory; a longer one is skipped as malformed.
+    max_line: usize,
     line: u64,
     read: u64,
     total: u64,
@@ -269,6 +275,7 @@ impl ReplayReader {
         Ok(Self {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(256 * 1024, file),
+            max_line: MAX_LINE,
             line: 0,
             read: 0,
             total,
@@ -292,6 +299,29 @@ impl ReplayReader {
         )
     }
 
+    /// Reads past the end of the current line without keeping it; returns
+    /// the bytes skipped (with the newline).
+    fn skip_rest_of_line(&mut self) -> std::io::Result<usize> {
+        let mut skipped = 0;
+        loop {
+            let avail = self.reader.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(skipped);
+            }
+            match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.reader.consume(i + 1);
+                    return Ok(skipped + i + 1);
+                }
+                None => {
+                    let n = avail.len();
+                    self.reader.consume(n);
+                    skipped += n;
+                }
+            }
+        }
+    }
+
     /// The byte range in `buf` of the next non-blank line (trimmed).
     fn next_line(&mut self) -> Option<Result<std::ops::Range<usize>, FalcoError>> {
         loop {
@@ -299,14 +329,32 @@ impl ReplayReader {
                 return None;
             }
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => {
+            let limit = self.max_line as u64 + 1;
+            let res = (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+                .and_then(|n| {
+                    if self.buf.len() > self.max_line && !self.buf.ends_with(b"\n") {
+                        Ok((n + self.skip_rest_of_line()?, true))
+                    } else {
+                        Ok((n, false))
+                    }
+                });
+            match res {
+                Ok((0, _)) => {
                     self.done = true;
                     return None;
                 }
-                Ok(n) => {
+                Ok((n, too_long)) => {
                     self.read += n as u64;
                     self.line += 1;
+                    if too_long {
+                        return Some(Err(FalcoError::Malformed {
+                            path: self.path.display().to_string(),
+                            line: self.line,
+                            message: format!("longer than {} bytes", self.max_line),
+                        }));
+                    }
                 }
                 Err(e) => {
                     self.done = true;
@@ -545,6 +593,31 @@ mod tests {
         assert!(errors[0].contains(": line 3: "), "{}", errors[0]);
         assert!(errors[1].contains(": line 5: "), "{}", errors[1]);
         assert!(errors[1].contains("missing field"), "{}", errors[1]);
+        assert!((r.progress() - 1.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_as_malformed_without_being_kept() {
+        let line =
+            std::fs::read_to_string("../test_files/kive_alerts.jsonl").expect("recorded alerts");
+        let line = line.lines().next().expect("a line");
+        let mut f = tempfile::NamedTempFile::new().expect("temp");
+        let long = "x".repeat(10_000);
+        writeln!(f, "{line}\n{long}\n{line}").expect("write");
+        let mut r = ReplayReader::open(f.path()).expect("opens");
+        r.max_line = 4096;
+        let got: Vec<_> = std::iter::from_fn(|| r.next_alert()).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].is_ok() && got[2].is_ok(), "{got:?}");
+        let e = got[1].as_ref().expect_err("the long line").to_string();
+        assert!(
+            e.contains(": line 2: ") && e.contains("longer than 4096"),
+            "{e}"
+        );
+        assert!(
+            r.buf.capacity() < 10_000,
+            "the long line was never buffered whole"
+        );
         assert!((r.progress() - 1.0).abs() < f64::EPSILON);
     }
 

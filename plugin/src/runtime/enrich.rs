@@ -1,16 +1,19 @@
 //! From a kernel event and the entry it hit to a KiveAlert (pure).
 
+use std::path::Path;
+
 use crate::alert::{
     rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
     PodMetadata, ProcessMetadata, WorkloadMetadata,
 };
+use crate::node::cgroup::container_from_cgroup_path;
 use crate::node::host::BootClock;
 use crate::node::procfs::ProcessDetails;
 use crate::policy::CompiledTrap;
 use crate::trap::dev::kernel_dev_display;
 use crate::trap::RawEvent;
 
-use super::table::Owner;
+use super::table::{ContainerOwner, Owner};
 
 /// What every alert of this node shares.
 #[derive(Debug, Clone)]
@@ -31,6 +34,42 @@ fn or_else(kernel: &str, procfs: &str) -> String {
     }
 }
 
+/// The accessor of an access, from the path of the event's cgroup:
+/// `None` when the cgroup is unknown (removed already, no cgroup v2
+/// hierarchy), never guessed as the host; `host: true` for a known cgroup
+/// that is not a container's; otherwise the container, with its pod when
+/// `owner_of` (by bare container id) knows it.
+pub fn accessor_metadata(
+    cgroup: Option<&Path>,
+    owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
+) -> Option<AccessorMetadata> {
+    let path = cgroup?;
+    let cgroup = path.display().to_string();
+    let Some(c) = container_from_cgroup_path(path) else {
+        return Some(AccessorMetadata {
+            host: true,
+            cgroup,
+            ..Default::default()
+        });
+    };
+    Some(match owner_of(&c.id) {
+        Some(o) => AccessorMetadata {
+            host: false,
+            container_id: o.container_id,
+            container_name: o.container,
+            pod_name: o.pod,
+            pod_namespace: o.namespace,
+            cgroup,
+        },
+        None => AccessorMetadata {
+            host: false,
+            container_id: c.uri(),
+            cgroup,
+            ..Default::default()
+        },
+    })
+}
+
 /// Builds the alert for one entry hit by one event.
 pub fn build_alert(
     raw: &RawEvent,
@@ -38,7 +77,7 @@ pub fn build_alert(
     owner: &Owner,
     node: &NodeContext,
     details: &ProcessDetails,
-    accessor: &AccessorMetadata,
+    accessor: Option<&AccessorMetadata>,
 ) -> KiveAlert {
     KiveAlert {
         alert_version: trap.alert_version.clone(),
@@ -61,7 +100,7 @@ pub fn build_alert(
             suppressed: None,
         },
         custom_metadata: trap.metadata.clone(),
-        accessor: Some(accessor.clone()),
+        accessor: accessor.cloned(),
         pod: match owner {
             Owner::Host => Default::default(),
             Owner::Container(c) => PodMetadata {
@@ -115,6 +154,56 @@ mod tests {
     use crate::policy::load_str;
     use crate::trap::{Action, Hook, TrapKey};
 
+    const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
+
+    fn scope() -> String {
+        format!("/sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/cri-containerd-{CID}.scope")
+    }
+
+    #[test]
+    fn an_unknown_cgroup_gives_no_accessor_never_the_host() {
+        let a = accessor_metadata(None, |_| panic!("no container to look up"));
+        assert_eq!(a, None);
+    }
+
+    #[test]
+    fn a_known_cgroup_outside_containers_is_the_host() {
+        let p = Path::new("/sys/fs/cgroup/system.slice/sshd.service");
+        let a = accessor_metadata(Some(p), |_| panic!("not a container")).expect("known");
+        assert!(a.host);
+        assert_eq!(a.cgroup, "/sys/fs/cgroup/system.slice/sshd.service");
+        assert_eq!(a.container_id, "");
+    }
+
+    #[test]
+    fn a_container_cgroup_names_the_container_and_its_pod_when_known() {
+        let path = scope();
+        let a = accessor_metadata(Some(Path::new(&path)), |_| None).expect("known");
+        assert!(!a.host);
+        assert_eq!(a.container_id, format!("containerd://{CID}"));
+        assert_eq!(a.pod_name, "", "a container kive has no pod for");
+        let a = accessor_metadata(Some(Path::new(&path)), |id| {
+            assert_eq!(id, CID, "looked up by bare id");
+            Some(ContainerOwner {
+                pod: "web-0".into(),
+                namespace: "default".into(),
+                container: "app".into(),
+                container_id: format!("containerd://{CID}"),
+                ..Default::default()
+            })
+        })
+        .expect("known");
+        assert_eq!(
+            (
+                a.pod_name.as_str(),
+                a.pod_namespace.as_str(),
+                a.container_name.as_str()
+            ),
+            ("web-0", "default", "app")
+        );
+        assert_eq!(a.cgroup, path);
+    }
+
     #[test]
     fn an_event_on_a_host_trap_becomes_a_v1_alert() {
         let c = load_str(
@@ -164,7 +253,7 @@ mod tests {
             host: true,
             ..Default::default()
         };
-        let a = build_alert(&raw, trap, &Owner::Host, &node, &details, &accessor);
+        let a = build_alert(&raw, trap, &Owner::Host, &node, &details, Some(&accessor));
         assert_eq!(a.accessor, Some(accessor));
         assert_eq!(a.alert_version, "v1");
         assert_eq!(a.policy_name, "p");

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use crate::alert::{AccessorMetadata, KiveAlert};
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
-use crate::node::cgroup::{container_from_cgroup_path, CgroupIndex};
+use crate::node::cgroup::CgroupIndex;
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details;
 use crate::node::{ResolveError, Root};
 use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
 
-pub use enrich::{build_alert, NodeContext};
+pub use enrich::{accessor_metadata, build_alert, NodeContext};
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
 pub use table::{ContainerOwner, Entry, EntryState, Owner, TrapTable};
@@ -136,22 +136,27 @@ impl Shared {
 
     /// Resolves (and creates) an entry's file and arms its key. Returns
     /// whether the key changed.
-    pub(crate) fn arm_entry(&self, table: &mut TrapTable, id: u32) -> Result<bool, String> {
-        let Some(entry) = table.get(id) else {
-            return Ok(false);
-        };
-        let trap = Arc::clone(&entry.trap);
-        let Some(root) = entry.root.clone() else {
-            let msg = format!(
-                "{}: container {} is not running on this node yet",
-                trap.origin,
-                entry.owner.container_id()
-            );
-            return Err(msg);
-        };
-        let current = match &entry.state {
-            EntryState::Armed(p) if p.is_linked() => Some(p.key),
-            _ => None,
+    ///
+    /// The file work (openat2 inside the entry's root, creating a decoy)
+    /// runs without the table lock, so a slow or hung filesystem never
+    /// holds up the event path (`alerts_for`) or the metrics: the lock is
+    /// taken once to read the entry and once to commit. If the entry changed
+    /// in between (removed, re-armed by another thread), nothing is
+    /// committed; the next rescan looks again.
+    pub(crate) fn arm_entry(&self, id: u32) -> Result<bool, String> {
+        let (trap, root, planned) = {
+            let table = self.table();
+            let Some(entry) = table.get(id) else {
+                return Ok(false);
+            };
+            let Some(root) = entry.root.clone() else {
+                return Err(format!(
+                    "{}: container {} is not running on this node yet",
+                    entry.trap.origin,
+                    entry.owner.container_id()
+                ));
+            };
+            (Arc::clone(&entry.trap), root, entry.key())
         };
         let resolved = (|| -> Result<_, ResolveError> {
             if trap.create {
@@ -159,35 +164,60 @@ impl Shared {
             }
             root.resolve(&trap.path)
         })();
+        let mut table = self.table();
+        let unchanged = table.get(id).is_some_and(|e| {
+            Arc::ptr_eq(&e.trap, &trap)
+                && e.root.as_ref().is_some_and(|r| Arc::ptr_eq(r, &root))
+                && e.key() == planned
+        });
+        if !unchanged {
+            return Ok(false);
+        }
         match resolved {
-            Ok(pinned) if Some(pinned.key) == current => Ok(false),
+            // the pinned inode cannot be reused: the same key is the same file
+            Ok(pinned) if Some(pinned.key) == planned => Ok(false),
             Ok(pinned) => {
                 let new = pinned.key;
                 let old = table.set_armed(id, pinned);
-                self.sync_key(table, new);
+                self.sync_key(&table, new);
                 if let Some(old) = old {
-                    self.sync_key(table, old);
+                    self.sync_key(&table, old);
                 }
                 Ok(true)
             }
             Err(e) => {
                 let msg = format!("{}: {e}", trap.origin);
                 if let Some(old) = table.set_pending(id, msg.clone()) {
-                    self.sync_key(table, old);
+                    self.sync_key(&table, old);
                 }
                 Err(msg)
             }
         }
     }
 
+    /// Marks a pending entry's failure as logged; returns whether it was
+    /// not yet.
+    fn first_report(&self, id: u32) -> bool {
+        match self.table().get_mut(id) {
+            Some(Entry {
+                state: EntryState::Pending { reported, .. },
+                ..
+            }) if !*reported => {
+                *reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn rescan(&self) {
-        let mut table = self.table();
-        for id in table.ids() {
-            let was_armed = table.get(id).and_then(Entry::key);
-            match self.arm_entry(&mut table, id) {
+        let ids = self.table().ids();
+        for id in ids {
+            let was_armed = self.table().get(id).and_then(Entry::key);
+            match self.arm_entry(id) {
                 Ok(true) => {
                     self.counters.rearms.fetch_add(1, Ordering::Relaxed);
-                    if let Some(e) = table.get(id) {
+                    if let Some(e) = self.table().get(id) {
                         tracing::info!(
                             "{}: re-armed (file {})",
                             e.trap.origin,
@@ -201,15 +231,8 @@ impl Shared {
                 }
                 Ok(false) => {}
                 Err(msg) => {
-                    if let Some(Entry {
-                        state: EntryState::Pending { reported, .. },
-                        ..
-                    }) = table.get_mut(id)
-                    {
-                        if !*reported {
-                            *reported = true;
-                            tracing::warn!("{msg} (kept pending, retried)");
-                        }
+                    if self.first_report(id) {
+                        tracing::warn!("{msg} (kept pending, retried)");
                     }
                 }
             }
@@ -265,7 +288,6 @@ impl Runtime {
             }
         };
         {
-            let mut table = shared.table();
             for trap in traps {
                 report.warnings.extend(trap.warnings.iter().cloned());
                 if !trap.target.pods.is_empty() {
@@ -281,17 +303,14 @@ impl Runtime {
                     ));
                 }
                 let Some(root) = &host_root else { continue };
-                let id = table.insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
-                match shared.arm_entry(&mut table, id) {
+                let id =
+                    shared
+                        .table()
+                        .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
+                match shared.arm_entry(id) {
                     Ok(_) => report.armed += 1,
                     Err(msg) => {
-                        if let Some(Entry {
-                            state: EntryState::Pending { reported, .. },
-                            ..
-                        }) = table.get_mut(id)
-                        {
-                            *reported = true;
-                        }
+                        shared.first_report(id);
                         report.failures.push(msg);
                     }
                 }
@@ -404,7 +423,7 @@ impl Runtime {
                     Verdict::Send { suppressed: n } => suppressed = (n > 0).then_some(n),
                 }
             }
-            let mut a = build_alert(raw, trap, owner, &self.node, &details, &accessor);
+            let mut a = build_alert(raw, trap, owner, &self.node, &details, accessor.as_ref());
             a.metadata.suppressed = suppressed;
             alerts.push(a);
         }
@@ -418,49 +437,24 @@ impl Runtime {
         alerts
     }
 
-    /// Who opened the file, from the event's cgroup id: a container (and,
-    /// when one of its files is trapped, its pod) or the host.
-    fn accessor(&self, cgroup_id: u64) -> AccessorMetadata {
+    /// Who opened the file, from the event's cgroup id (see
+    /// [`accessor_metadata`]).
+    fn accessor(&self, cgroup_id: u64) -> Option<AccessorMetadata> {
         let path = self
             .cgroups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .lookup(cgroup_id);
-        let container = path.as_deref().and_then(container_from_cgroup_path);
-        let cgroup = path
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let Some(c) = container else {
-            return AccessorMetadata {
-                host: true,
-                cgroup,
-                ..Default::default()
-            };
-        };
-        let table = self.shared.table();
-        let known = table.entries().find_map(|e| match &e.owner {
-            Owner::Container(o) if o.container_id.rsplit("://").next() == Some(c.id.as_str()) => {
-                Some(o.clone())
-            }
-            _ => None,
-        });
-        match known {
-            Some(o) => AccessorMetadata {
-                host: false,
-                container_id: o.container_id,
-                container_name: o.container,
-                pod_name: o.pod,
-                pod_namespace: o.namespace,
-                cgroup,
-            },
-            None => AccessorMetadata {
-                host: false,
-                container_id: c.uri(),
-                cgroup,
-                ..Default::default()
-            },
-        }
+        accessor_metadata(path.as_deref(), |id| {
+            let table = self.shared.table();
+            let owner = table.entries().find_map(|e| match &e.owner {
+                Owner::Container(o) if o.container_id.rsplit("://").next() == Some(id) => {
+                    Some((**o).clone())
+                }
+                _ => None,
+            });
+            owner
+        })
     }
 
     /// Re-resolves every entry now (the rescan thread does it periodically).

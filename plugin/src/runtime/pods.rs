@@ -75,61 +75,69 @@ impl PodController {
                 .clone()
         };
         let mut report = PodReconcileReport::default();
-        let mut table = self.shared.table();
-        let mut existing: HashMap<(String, String), u32> = HashMap::new();
-        for e in table.entries() {
-            if let Owner::Container(c) = &e.owner {
-                existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
-            }
-        }
-        let wanted: HashSet<(String, String)> = desired.iter().map(DesiredEntry::ident).collect();
-        for (ident, id) in &existing {
-            if !wanted.contains(ident) {
-                if let Some(old) = table.remove(*id) {
-                    self.shared.sync_key(&table, old);
+        // 1. under the table lock, table work only: drop what is no longer
+        //    wanted, add what is new (pending), refresh pod metadata
+        let mut to_arm: Vec<(u32, &DesiredEntry, bool)> = Vec::new();
+        {
+            let mut table = self.shared.table();
+            let mut existing: HashMap<(String, String), u32> = HashMap::new();
+            for e in table.entries() {
+                if let Owner::Container(c) = &e.owner {
+                    existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
                 }
-                report.removed += 1;
             }
-        }
-        for d in desired {
-            let id = match existing.get(&d.ident()) {
-                Some(&id) => {
-                    // pod metadata (labels, IP, namespace labels) may have changed
-                    if let Some(e) = table.get_mut(id) {
-                        e.owner = Owner::Container(Box::new(d.owner.clone()));
+            let wanted: HashSet<(String, String)> =
+                desired.iter().map(DesiredEntry::ident).collect();
+            for (ident, id) in &existing {
+                if !wanted.contains(ident) {
+                    if let Some(old) = table.remove(*id) {
+                        self.shared.sync_key(&table, old);
                     }
-                    id
-                }
-                None => {
-                    report.added += 1;
-                    let root = root_of(&d.owner);
-                    table.insert(
-                        Arc::clone(&d.trap),
-                        Owner::Container(Box::new(d.owner.clone())),
-                        root,
-                    )
-                }
-            };
-            let needs_arm = match table.get(id) {
-                Some(e) => matches!(e.state, EntryState::Pending { .. }),
-                None => false,
-            };
-            if !needs_arm {
-                continue;
-            }
-            if table.get(id).is_some_and(|e| e.root.is_none()) {
-                let root = root_of(&d.owner);
-                if let Some(e) = table.get_mut(id) {
-                    e.root = root;
+                    report.removed += 1;
                 }
             }
-            if let Err(msg) = self.shared.arm_entry(&mut table, id) {
+            for d in desired {
+                let id = match existing.get(&d.ident()) {
+                    Some(&id) => {
+                        // pod metadata (labels, IP, namespace labels) may have changed
+                        if let Some(e) = table.get_mut(id) {
+                            e.owner = Owner::Container(Box::new(d.owner.clone()));
+                        }
+                        id
+                    }
+                    None => {
+                        report.added += 1;
+                        table.insert(
+                            Arc::clone(&d.trap),
+                            Owner::Container(Box::new(d.owner.clone())),
+                            None,
+                        )
+                    }
+                };
+                if let Some(e) = table.get(id) {
+                    if matches!(e.state, EntryState::Pending { .. }) {
+                        to_arm.push((id, d, e.root.is_none()));
+                    }
+                }
+            }
+        }
+        // 2. without it: find container roots (/proc), resolve and arm
+        for (id, d, needs_root) in to_arm {
+            if needs_root {
+                if let Some(root) = root_of(&d.owner) {
+                    if let Some(e) = self.shared.table().get_mut(id) {
+                        e.root.get_or_insert(root);
+                    }
+                }
+            }
+            if let Err(msg) = self.shared.arm_entry(id) {
                 report.pending.push(format!(
                     "{msg} (pod {}/{}, container {})",
                     d.owner.namespace, d.owner.pod, d.owner.container
                 ));
             }
         }
+        let table = self.shared.table();
         report.armed = table
             .entries()
             .filter(|e| matches!(e.owner, Owner::Container(_)) && e.key().is_some())

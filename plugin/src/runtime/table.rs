@@ -10,7 +10,7 @@ use crate::policy::{CompiledTrap, TrapAction};
 use crate::trap::{TrapKey, TrapValue};
 
 /// The pod and container whose file a trap entry watches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerOwner {
     /// Pod name.
     pub pod: String,
