@@ -302,3 +302,36 @@ fn process_details_are_right_for_short_lived_processes_every_time() {
         assert_eq!(a.process.ns_pid, Some(*pid), "host pid namespace");
     }
 }
+
+#[test]
+fn a_full_trap_map_leaves_the_entry_pending_with_the_reason() {
+    support::ensure_mounts();
+    let d = world_dir();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    std::fs::write(&a, "a").expect("write");
+    std::fs::write(&b, "b").expect("write");
+    let mut traps = host_policy(&a, "");
+    traps.extend(host_policy(&b, ""));
+    let cfg = RuntimeConfig {
+        rescan: Duration::from_secs(3600),
+        node_name: "test-node".into(),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Tracepoint,
+            max_traps: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (rt, report) = Runtime::start(&cfg, &traps).unwrap_or_else(|e| panic!("runtime: {e}"));
+    assert_eq!(report.armed, 1, "{report:?}");
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    let f = &report.failures[0];
+    assert!(f.contains("rt") && f.contains("updating trap key"), "{f}");
+    let m = rt.metrics();
+    assert_eq!(
+        (m.armed, m.pending),
+        (1, 1),
+        "the entry the kernel refused is not counted as armed"
+    );
+    assert_eq!(rt.kernel_keys().len(), 1);
+}

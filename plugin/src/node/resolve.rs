@@ -54,6 +54,37 @@ pub enum ResolveError {
     },
 }
 
+impl ResolveError {
+    /// Whether the failure says nothing about the file itself (out of file
+    /// descriptors or memory, a rename race to retry): an armed trap keeps
+    /// its key rather than being disarmed.
+    pub fn is_transient(&self) -> bool {
+        let ResolveError::Io { source, .. } = self else {
+            return false;
+        };
+        matches!(
+            source.raw_os_error(),
+            Some(
+                libc_errno::EMFILE
+                    | libc_errno::ENFILE
+                    | libc_errno::EAGAIN
+                    | libc_errno::ENOMEM
+                    | libc_errno::EINTR
+            )
+        )
+    }
+}
+
+/// errno values, from rustix (no libc dependency).
+mod libc_errno {
+    use rustix::io::Errno;
+    pub const EMFILE: i32 = Errno::MFILE.raw_os_error();
+    pub const ENFILE: i32 = Errno::NFILE.raw_os_error();
+    pub const EAGAIN: i32 = Errno::AGAIN.raw_os_error();
+    pub const ENOMEM: i32 = Errno::NOMEM.raw_os_error();
+    pub const EINTR: i32 = Errno::INTR.raw_os_error();
+}
+
 /// A directory that paths are resolved inside.
 #[derive(Debug)]
 pub struct Root {
@@ -173,6 +204,25 @@ mod tests {
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().expect("temp dir")
+    }
+
+    #[test]
+    fn only_resource_errors_are_transient() {
+        let io = |errno: i32| ResolveError::Io {
+            op: "opening",
+            path: "/f".into(),
+            root: "/r".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        assert!(io(24).is_transient(), "EMFILE");
+        assert!(io(11).is_transient(), "EAGAIN");
+        assert!(!io(2).is_transient(), "ENOENT is about the file");
+        assert!(!io(20).is_transient(), "ENOTDIR is about the file");
+        let gone = ResolveError::NotFound {
+            path: "/f".into(),
+            root: "/r".into(),
+        };
+        assert!(!gone.is_transient());
     }
 
     #[test]

@@ -123,15 +123,17 @@ impl Shared {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the kernel value of a key from the table (or removes it).
-    pub(crate) fn sync_key(&self, table: &TrapTable, key: TrapKey) {
+    /// Writes the kernel value of a key from the table (or removes it);
+    /// a failure is logged and returned.
+    pub(crate) fn sync_key(&self, table: &TrapTable, key: TrapKey) -> Result<(), TrapError> {
         let result = match table.kernel_value(key) {
             Some(v) => self.engine.arm(key, v),
             None => self.engine.disarm(key),
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::error!("{e:#}");
         }
+        result
     }
 
     /// Resolves (and creates) an entry's file and arms its key. Returns
@@ -179,16 +181,30 @@ impl Shared {
             Ok(pinned) => {
                 let new = pinned.key;
                 let old = table.set_armed(id, pinned);
-                self.sync_key(&table, new);
                 if let Some(old) = old {
-                    self.sync_key(&table, old);
+                    let _ = self.sync_key(&table, old);
+                }
+                if let Err(e) = self.sync_key(&table, new) {
+                    // not in the kernel (e.g. the map is full): pending, retried
+                    let cause = std::error::Error::source(&e)
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default();
+                    let msg = format!("{}: {e}{cause}", trap.origin);
+                    table.set_pending(id, msg.clone());
+                    let _ = self.sync_key(&table, new);
+                    return Err(msg);
                 }
                 Ok(true)
+            }
+            // out of fds or memory says nothing about the file: keep it armed
+            Err(e) if planned.is_some() && e.is_transient() => {
+                tracing::warn!("{}: {e} (kept armed, retried)", trap.origin);
+                Ok(false)
             }
             Err(e) => {
                 let msg = format!("{}: {e}", trap.origin);
                 if let Some(old) = table.set_pending(id, msg.clone()) {
-                    self.sync_key(&table, old);
+                    let _ = self.sync_key(&table, old);
                 }
                 Err(msg)
             }

@@ -91,7 +91,7 @@ impl PodController {
             for (ident, id) in &existing {
                 if !wanted.contains(ident) {
                     if let Some(old) = table.remove(*id) {
-                        self.shared.sync_key(&table, old);
+                        let _ = self.shared.sync_key(&table, old);
                     }
                     report.removed += 1;
                 }

@@ -96,12 +96,37 @@ fn candidates(choice: TierChoice) -> Vec<Tier> {
     }
 }
 
+/// Where the kernel lists its active LSMs (securityfs).
+const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// Checks that BPF LSM programs would run, before trying the lsm tier:
+/// a kernel built with BPF LSM but booted without `bpf` in its LSM list
+/// accepts and attaches them, then never calls them.
+fn bpf_lsm_active() -> Result<(), TrapError> {
+    match std::fs::read_to_string(LSM_LIST) {
+        Ok(list) if super::lsm_list_has_bpf(&list) => Ok(()),
+        Ok(list) => Err(TrapError::LsmInactive(format!(
+            "bpf is not an active LSM ({LSM_LIST}: {})",
+            list.trim()
+        ))),
+        Err(e) => Err(TrapError::LsmInactive(format!(
+            "cannot read {LSM_LIST} (is securityfs mounted?): {e}"
+        ))),
+    }
+}
+
 impl Engine {
     /// Loads and attaches the best tier allowed by `cfg.tier`.
     pub fn load(cfg: &EngineConfig) -> Result<Self, TrapError> {
         libbpf_rs::set_print(Some((PrintLevel::Info, capture_log)));
         let mut failures: Vec<TrapError> = Vec::new();
         for tier in candidates(cfg.tier) {
+            if tier == Tier::Lsm {
+                if let Err(e) = bpf_lsm_active() {
+                    failures.push(e);
+                    continue;
+                }
+            }
             match Self::load_tier(tier, cfg) {
                 Ok(engine) => {
                     for f in &failures {

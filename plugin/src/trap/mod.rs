@@ -174,6 +174,12 @@ pub enum TrapError {
         /// libbpf's error.
         source: libbpf_rs::Error,
     },
+    /// BPF LSM programs would attach but never run: `bpf` is not an
+    /// active LSM (or the list could not be read).
+    #[error(
+        "the lsm tier: {0} (the kernel needs bpf in its LSM list, e.g. boot with lsm=...,bpf)"
+    )]
+    LsmInactive(String),
     /// No tier loaded; one error per tier tried.
     #[error("no hook tier could be loaded:\n{}", join(.0))]
     NoTier(Vec<TrapError>),
@@ -191,6 +197,13 @@ pub enum TrapError {
     /// The reader thread exited during start.
     #[error("the ring buffer reader exited during start")]
     ReaderDied,
+}
+
+/// Whether a kernel LSM list (`/sys/kernel/security/lsm`, comma-separated)
+/// has `bpf` in it: without it, BPF LSM programs load and attach but the
+/// kernel never calls them.
+pub fn lsm_list_has_bpf(list: &str) -> bool {
+    list.trim().split(',').any(|m| m.trim() == "bpf")
 }
 
 fn verifier_log(log: &str) -> String {
@@ -212,6 +225,18 @@ fn join(errors: &[TrapError]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bpf_must_be_in_the_active_lsm_list() {
+        assert!(lsm_list_has_bpf("lockdown,capability,landlock,bpf"));
+        assert!(lsm_list_has_bpf("bpf\n"));
+        // Ubuntu's default: BPF LSM built in, not enabled
+        assert!(!lsm_list_has_bpf(
+            "lockdown,capability,landlock,yama,apparmor,ima,evm"
+        ));
+        assert!(!lsm_list_has_bpf("bpffs,notbpf"));
+        assert!(!lsm_list_has_bpf(""));
+    }
 
     #[test]
     fn tier_choice_parses_every_name() {
