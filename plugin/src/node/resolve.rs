@@ -126,6 +126,12 @@ impl Root {
         Ok(Self { fd, path })
     }
 
+    /// A root from a directory fd already open (`O_PATH | O_DIRECTORY`),
+    /// shown as `path` in errors.
+    pub(crate) fn from_fd(fd: OwnedFd, path: PathBuf) -> Self {
+        Self { fd, path }
+    }
+
     /// The root's path as given.
     pub fn path(&self) -> &Path {
         &self.path

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::node::containers::ContainerPids;
+use crate::node::containers::{open_container_root, ContainerPids};
 use crate::node::Root;
 use crate::policy::CompiledTrap;
 
@@ -68,9 +68,13 @@ impl PodController {
                 .or_insert_with(|| {
                     let bare = owner.container_id.rsplit("://").next().unwrap_or_default();
                     let pid = pids.pid_of(bare)?;
-                    Root::open(self.proc_root.join(pid.to_string()).join("root"))
-                        .ok()
-                        .map(Arc::new)
+                    match open_container_root(&self.proc_root, pid, bare) {
+                        Ok(root) => Some(Arc::new(root)),
+                        Err(e) => {
+                            tracing::debug!("container {bare}: {e}");
+                            None
+                        }
+                    }
                 })
                 .clone()
         };
