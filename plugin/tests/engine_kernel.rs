@@ -173,17 +173,23 @@ fn disarm_stops_events_and_classic_tracepoints_also_work() {
     e.disarm(key).expect("disarming twice is not an error");
 }
 
-#[test]
-fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
+/// The error of forcing a tier this kernel refuses (DESIGN.md §2: no BPF
+/// LSM, no trampolines here).
+fn forced_load_error(tier: TierChoice) -> String {
     let cfg = kive::trap::EngineConfig {
-        tier: TierChoice::Lsm,
+        tier,
         ..Default::default()
     };
     support::ensure_mounts();
-    let err = match kive::trap::Engine::load(&cfg) {
-        Ok(_) => panic!("this kernel refuses BPF LSM (DESIGN.md §2)"),
+    match kive::trap::Engine::load(&cfg) {
+        Ok(e) => panic!("this kernel refuses {tier:?}, yet {} loaded", e.tier()),
         Err(e) => e.to_string(),
-    };
+    }
+}
+
+#[test]
+fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
+    let err = forced_load_error(TierChoice::Lsm);
     assert!(err.contains("lsm tier"), "{err}");
     assert!(
         err.contains("libbpf"),
@@ -193,15 +199,7 @@ fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
 
 #[test]
 fn forcing_fentry_tries_fentry_alone() {
-    let cfg = kive::trap::EngineConfig {
-        tier: TierChoice::Fentry,
-        ..Default::default()
-    };
-    support::ensure_mounts();
-    let err = match kive::trap::Engine::load(&cfg) {
-        Ok(_) => panic!("this kernel refuses BPF trampolines (DESIGN.md §2)"),
-        Err(e) => e.to_string(),
-    };
+    let err = forced_load_error(TierChoice::Fentry);
     assert!(err.contains("fentry tier"), "{err}");
     assert!(
         !err.contains("trampoline tier") && !err.contains("tracepoint"),

@@ -24,9 +24,8 @@ fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
     c.traps
 }
 
-fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
-    support::ensure_mounts();
-    let cfg = RuntimeConfig {
+fn config() -> RuntimeConfig {
+    RuntimeConfig {
         // the test drives rescans itself
         rescan: Duration::from_secs(3600),
         node_name: "test-node".into(),
@@ -35,8 +34,12 @@ fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
             ..Default::default()
         },
         ..Default::default()
-    };
-    let (rt, report) = Runtime::start(&cfg, traps).unwrap_or_else(|e| panic!("runtime: {e}"));
+    }
+}
+
+fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
+    support::ensure_mounts();
+    let (rt, report) = Runtime::start(&config(), traps).unwrap_or_else(|e| panic!("runtime: {e}"));
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     rt
 }
@@ -312,16 +315,8 @@ fn a_full_trap_map_leaves_the_entry_pending_with_the_reason() {
     std::fs::write(&b, "b").expect("write");
     let mut traps = host_policy(&a, "");
     traps.extend(host_policy(&b, ""));
-    let cfg = RuntimeConfig {
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            max_traps: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut cfg = config();
+    cfg.engine.max_traps = 1;
     let (rt, report) = Runtime::start(&cfg, &traps).unwrap_or_else(|e| panic!("runtime: {e}"));
     assert_eq!(report.armed, 1, "{report:?}");
     assert_eq!(report.failures.len(), 1, "{report:?}");

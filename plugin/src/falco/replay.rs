@@ -598,9 +598,10 @@ mod tests {
 
     #[test]
     fn an_overlong_line_is_skipped_as_malformed_without_being_kept() {
-        let line =
-            std::fs::read_to_string("../test_files/kive_alerts.jsonl").expect("recorded alerts");
-        let line = line.lines().next().expect("a line");
+        let line = include_str!("../../../test_files/kive_alerts.jsonl")
+            .lines()
+            .next()
+            .expect("a line");
         let mut f = tempfile::NamedTempFile::new().expect("temp");
         let long = "x".repeat(10_000);
         writeln!(f, "{line}\n{long}\n{line}").expect("write");

@@ -8,7 +8,7 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags};
 
 use super::cgroup::container_from_cgroup_path;
-use super::resolve::{ResolveError, Root};
+use super::resolve::{io_err, ResolveError, Root};
 
 /// The root directory of process `pid`, checked to belong to container
 /// `container_id` (64 hex) *after* the root is open: `/proc/<pid>` is
@@ -27,7 +27,7 @@ pub fn open_container_root(
         root: root_path.clone(),
         source,
     };
-    let at = |e: rustix::io::Errno| fail(io::Error::from_raw_os_error(e.raw_os_error()));
+    let at = |e: rustix::io::Errno| fail(io_err(e));
     let dir = rustix::fs::open(
         &dir_path,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -62,27 +62,18 @@ impl ResolveError {
         let ResolveError::Io { source, .. } = self else {
             return false;
         };
-        matches!(
-            source.raw_os_error(),
-            Some(
-                libc_errno::EMFILE
-                    | libc_errno::ENFILE
-                    | libc_errno::EAGAIN
-                    | libc_errno::ENOMEM
-                    | libc_errno::EINTR
-            )
-        )
+        use rustix::io::Errno;
+        Errno::from_io_error(source).is_some_and(|e| {
+            [
+                Errno::MFILE,
+                Errno::NFILE,
+                Errno::AGAIN,
+                Errno::NOMEM,
+                Errno::INTR,
+            ]
+            .contains(&e)
+        })
     }
-}
-
-/// errno values, from rustix (no libc dependency).
-mod libc_errno {
-    use rustix::io::Errno;
-    pub const EMFILE: i32 = Errno::MFILE.raw_os_error();
-    pub const ENFILE: i32 = Errno::NFILE.raw_os_error();
-    pub const EAGAIN: i32 = Errno::AGAIN.raw_os_error();
-    pub const ENOMEM: i32 = Errno::NOMEM.raw_os_error();
-    pub const EINTR: i32 = Errno::INTR.raw_os_error();
 }
 
 /// A directory that paths are resolved inside.
@@ -104,7 +95,7 @@ pub struct PinnedFile {
     pub st_dev: u64,
 }
 
-fn io_err(e: rustix::io::Errno) -> io::Error {
+pub(crate) fn io_err(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 

@@ -198,7 +198,8 @@ impl Shared {
             }
             // out of fds or memory says nothing about the file: keep it armed
             Err(e) if planned.is_some() && e.is_transient() => {
-                tracing::warn!("{}: {e} (kept armed, retried)", trap.origin);
+                // debug: a rescan retries it every period, for every entry
+                tracing::debug!("{}: {e} (kept armed, retried)", trap.origin);
                 Ok(false)
             }
             Err(e) => {
@@ -303,32 +304,29 @@ impl Runtime {
                 None
             }
         };
-        {
-            for trap in traps {
-                report.warnings.extend(trap.warnings.iter().cloned());
-                if !trap.target.pods.is_empty() {
-                    report.needs_cluster.push(trap.origin.clone());
-                }
-                if !trap.target.host {
-                    continue;
-                }
-                if trap.action == TrapAction::Block && !tier.can_block() {
-                    report.warnings.push(format!(
-                        "{}: action block is not enforced on the {tier} tier: accesses are reported only",
-                        trap.origin
-                    ));
-                }
-                let Some(root) = &host_root else { continue };
-                let id =
-                    shared
-                        .table()
-                        .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
-                match shared.arm_entry(id) {
-                    Ok(_) => report.armed += 1,
-                    Err(msg) => {
-                        shared.first_report(id);
-                        report.failures.push(msg);
-                    }
+        for trap in traps {
+            report.warnings.extend(trap.warnings.iter().cloned());
+            if !trap.target.pods.is_empty() {
+                report.needs_cluster.push(trap.origin.clone());
+            }
+            if !trap.target.host {
+                continue;
+            }
+            if trap.action == TrapAction::Block && !tier.can_block() {
+                report.warnings.push(format!(
+                    "{}: action block is not enforced on the {tier} tier: accesses are reported only",
+                    trap.origin
+                ));
+            }
+            let Some(root) = &host_root else { continue };
+            let id = shared
+                .table()
+                .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
+            match shared.arm_entry(id) {
+                Ok(_) => report.armed += 1,
+                Err(msg) => {
+                    shared.first_report(id);
+                    report.failures.push(msg);
                 }
             }
         }
