@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KIVE := target/release/kive
 
-.PHONY: setup build run test lint bench clean
+.PHONY: setup build run test test-shared test-vm lint bench clean
 
 setup:
 	@./scripts/setup.sh
@@ -27,6 +27,13 @@ test: lint
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "summary: %d passed, %d failed\n", p, f}' target/test.log
+
+# Checks that need the reference directory beside the repo (not in a user's
+# clone): the kivebpf peer's sample policies. Fails when SHARED is missing.
+SHARED ?= ../shared
+test-shared: setup
+	@test -d "$(SHARED)/peer/kivebpf-samples" || { echo "test-shared: $(SHARED)/peer/kivebpf-samples is missing (set SHARED=<dir>)" >&2; exit 1; }
+	KIVE_SHARED_DIR="$$(cd "$(SHARED)" && pwd)" $(CARGO) test -p kive --test shared_samples -- --ignored
 
 bench: setup
 	$(CARGO) bench --workspace

@@ -1,24 +1,75 @@
 use super::*;
 
-fn shared(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
-        .join(rel)
+/// Sample-like policies kept in the repo (`test_files/policies/`): the
+/// kivebpf v1 and v2alpha1 shapes, so parsing is covered without `../shared`
+/// (the peer's own samples are checked by `make test-shared`).
+fn repo_samples() -> Vec<(String, Compiled)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../test_files/policies");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("sample readable");
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            let c = load_str(&path.display().to_string(), &text);
+            (name, c)
+        })
+        .collect()
 }
 
 #[test]
-fn every_kivebpf_sample_policy_is_accepted_unchanged() {
-    let dir = shared("peer/kivebpf-samples");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("dir entry").path();
-        let text = std::fs::read_to_string(&path).expect("sample readable");
-        let c = load_str(&path.display().to_string(), &text);
-        assert!(c.errors.is_empty(), "{}: {:?}", path.display(), c.errors);
-        assert!(!c.traps.is_empty(), "{}: no trap", path.display());
-        n += 1;
+fn every_repo_sample_policy_is_accepted_unchanged() {
+    let samples = repo_samples();
+    assert_eq!(samples.len(), 8, "test_files/policies holds eight samples");
+    for (name, c) in &samples {
+        assert!(c.errors.is_empty(), "{name}: {:?}", c.errors);
+        assert_eq!(c.traps.len(), 1, "{name}: one trap");
     }
-    assert_eq!(n, 9, "the peer directory holds nine samples");
+    let get = |n: &str| {
+        let (_, c) = samples
+            .iter()
+            .find(|(name, _)| name == n)
+            .unwrap_or_else(|| panic!("{n} missing"));
+        std::sync::Arc::clone(&c.traps[0])
+    };
+    let v1 = get("v1-alert-version.yaml");
+    assert_eq!(v1.alert_version, "v1");
+    assert_eq!(
+        (v1.path.as_str(), v1.create, v1.mode),
+        ("/decoy-v1.txt", true, 444)
+    );
+    assert_eq!(v1.target.pods.len(), 1);
+    assert_eq!(v1.target.pods[0].pod.as_deref(), Some("web-pod"));
+    assert_eq!(
+        v1.target.pods[0]
+            .labels
+            .get("security-level")
+            .map(String::as_str),
+        Some("high")
+    );
+    assert_eq!(
+        get("v2alpha1-callback.yaml").callback.as_deref(),
+        Some("http://collector.kive-tests.svc.cluster.local:9376/ingest")
+    );
+    assert_eq!(
+        get("v2alpha1-metadata.yaml")
+            .metadata
+            .get("team")
+            .map(String::as_str),
+        Some("payments")
+    );
+    let ns = get("v2alpha1-namespace.yaml");
+    assert!(!ns.create, "an existing file, no decoy");
+    assert_eq!(ns.target.pods[0].namespace.as_deref(), Some("default"));
+    assert!(get("v2alpha1-no-selector.yaml").create);
 }
 
 #[test]
