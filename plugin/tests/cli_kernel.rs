@@ -27,9 +27,27 @@ fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 fn spawn(args: &[&str]) -> Kive {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kive"));
+    cmd.args(args);
+    spawn_cmd(cmd)
+}
+
+/// `kive ARGS` in a mount namespace of its own with a private, empty
+/// tmpfs on /tmp: the embedded policy's decoy (/tmp/kive-secret.txt) lives
+/// and dies there, never on the machine's /tmp (other runs share it).
+/// `unshare` execs kive, so the child's pid is kive's.
+fn spawn_private_tmp(args: &[&str]) -> Kive {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs kive-test /tmp && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_kive"))
+        .args(args);
+    spawn_cmd(cmd)
+}
+
+fn spawn_cmd(mut cmd: Command) -> Kive {
     support::ensure_mounts();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kive"))
-        .args(args)
+    let mut child = cmd
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -131,10 +149,17 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
 
 #[test]
 fn text_format_and_the_embedded_default_policy() {
-    let k = spawn(&["run", "--format", "text"]);
+    let k = spawn_private_tmp(&["run", "--format", "text"]);
     let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
     assert!(log.contains("armed=1"), "{log}");
-    support::run(Command::new("cat").arg("/tmp/kive-secret.txt"));
+    // cat in kive's mount namespace, where its /tmp is
+    let (_, out) = support::run(
+        Command::new("nsenter")
+            .arg("-t")
+            .arg(k.child.id().to_string())
+            .args(["-m", "cat", "/tmp/kive-secret.txt"]),
+    );
+    assert!(out.status.success(), "{out:?}");
     let line = k
         .stdout
         .recv_timeout(Duration::from_secs(5))

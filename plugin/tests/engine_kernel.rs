@@ -1,5 +1,7 @@
-//! The trap engine on this machine's kernel (tracepoint tier here): real
-//! programs, real opens by child processes, events read from the ring.
+//! The trap engine on this machine's kernel: real programs, real opens by
+//! child processes, events read from the ring. Expected tiers come from what
+//! the kernel offers (`support::tiers`), so the suite holds on any kernel
+//! (`make test-vm` runs it on Debian's 6.1 too).
 
 mod support;
 
@@ -9,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kive::trap::{Action, Hook, Tier, TierChoice, TrapValue};
-use support::{engine, events_for, key_of, run, world_dir};
+use support::{engine, events_for, key_of, run, tiers, world_dir};
 
 const WAIT: Duration = Duration::from_millis(400);
 
@@ -21,11 +23,26 @@ fn audit(id: u32) -> TrapValue {
 }
 
 #[test]
-fn auto_picks_a_tier_that_loads_here() {
+fn auto_picks_the_best_tier_this_kernel_offers() {
+    let offer = tiers::offer();
     let (e, _rx) = engine(TierChoice::Auto);
-    // this kernel refuses trampolines (DESIGN.md §2): auto falls to tp_btf
-    assert_eq!(e.tier(), Tier::Tracepoint);
-    assert_eq!(e.programs(), ["kive_tp_sys_exit", "kive_tp_exec"]);
+    assert_eq!(e.tier(), offer.best(), "{offer:#?}");
+    assert_eq!(e.programs(), tiers::programs_of(e.tier()));
+}
+
+#[test]
+fn the_lsm_tier_loads_only_where_bpf_is_an_active_lsm() {
+    let offer = tiers::offer();
+    if !offer.bpf_lsm_active() {
+        assert!(!offer.loads(Tier::Lsm), "{offer:#?}");
+    }
+    // where lsm loads, fentry (same trampoline machinery) loads too
+    if offer.loads(Tier::Lsm) {
+        assert!(offer.bpf_lsm_active(), "{offer:#?}");
+        assert!(offer.loads(Tier::Fentry), "{offer:#?}");
+    }
+    // the tracepoint tiers need no trampoline: every supported kernel has them
+    assert!(offer.loads(Tier::Tracepoint), "{offer:#?}");
 }
 
 #[test]
@@ -173,38 +190,69 @@ fn disarm_stops_events_and_classic_tracepoints_also_work() {
     e.disarm(key).expect("disarming twice is not an error");
 }
 
-/// The error of forcing a tier this kernel refuses (DESIGN.md §2: no BPF
-/// LSM, no trampolines here).
-fn forced_load_error(tier: TierChoice) -> String {
+/// Forces `tier`: the engine that loaded, or the error.
+fn forced(tier: Tier) -> Result<kive::trap::Engine, String> {
     let cfg = kive::trap::EngineConfig {
-        tier,
+        tier: tiers::choice_of(tier),
         ..Default::default()
     };
     support::ensure_mounts();
-    match kive::trap::Engine::load(&cfg) {
-        Ok(e) => panic!("this kernel refuses {tier:?}, yet {} loaded", e.tier()),
-        Err(e) => e.to_string(),
+    kive::trap::Engine::load(&cfg).map_err(|e| e.to_string())
+}
+
+#[test]
+fn forcing_a_tier_loads_that_tier_or_is_an_error_with_the_log() {
+    let offer = tiers::offer();
+    for tier in [Tier::Lsm, Tier::Fentry, Tier::TracepointClassic] {
+        match forced(tier) {
+            Ok(e) => {
+                assert!(offer.loads(tier), "{tier} loaded, the probe said no");
+                assert_eq!(e.tier(), tier);
+                assert_eq!(e.programs(), tiers::programs_of(tier));
+            }
+            Err(err) => {
+                assert!(!offer.loads(tier), "{tier} refused now: {err}");
+                assert!(err.contains(&format!("{tier} tier")), "{err}");
+                if tier != Tier::Lsm || offer.bpf_lsm_active() {
+                    assert!(
+                        err.contains("libbpf"),
+                        "the load error carries libbpf's log: {err}"
+                    );
+                }
+            }
+        }
     }
 }
 
 #[test]
-fn forcing_a_tier_this_kernel_refuses_is_an_error_with_the_log() {
-    let err = forced_load_error(TierChoice::Lsm);
-    assert!(err.contains("lsm tier"), "{err}");
-    assert!(
-        err.contains("libbpf"),
-        "the load error carries libbpf's log: {err}"
-    );
+fn forcing_fentry_tries_fentry_alone() {
+    match forced(Tier::Fentry) {
+        Ok(e) => assert_eq!(e.tier(), Tier::Fentry, "no other tier is loaded"),
+        Err(err) => {
+            assert!(err.contains("fentry tier"), "{err}");
+            assert!(
+                !err.contains("trampoline tier") && !err.contains("tracepoint"),
+                "no other tier is tried: {err}"
+            );
+        }
+    }
 }
 
 #[test]
-fn forcing_fentry_tries_fentry_alone() {
-    let err = forced_load_error(TierChoice::Fentry);
-    assert!(err.contains("fentry tier"), "{err}");
-    assert!(
-        !err.contains("trampoline tier") && !err.contains("tracepoint"),
-        "no other tier is tried: {err}"
-    );
+fn forcing_trampoline_falls_back_to_fentry_only() {
+    let offer = tiers::offer();
+    match forced(Tier::Trampoline) {
+        Ok(e) if offer.loads(Tier::Trampoline) => assert_eq!(e.tier(), Tier::Trampoline),
+        Ok(e) => assert_eq!(e.tier(), Tier::Fentry, "fmod_ret refused: fentry observes"),
+        Err(err) => {
+            assert!(!offer.loads(Tier::Fentry), "{err}");
+            assert!(
+                err.contains("trampoline tier") && err.contains("fentry tier"),
+                "{err}"
+            );
+            assert!(!err.contains("tracepoint"), "{err}");
+        }
+    }
 }
 
 #[test]

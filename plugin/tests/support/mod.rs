@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod container;
+pub mod tiers;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use kive::trap::{Engine, EngineConfig, RawEvent, TierChoice, TrapKey};
 
-/// Mounts the engine needs (bpffs, tracefs); idempotent.
+/// Mounts the engine needs (bpffs, tracefs, securityfs for the LSM list);
+/// idempotent.
 pub fn ensure_mounts() {
     let _ = Command::new("sh")
         .arg("-c")
-        .arg("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing")
+        .arg("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security")
         .status();
 }
 
