@@ -4,16 +4,17 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::node::Root;
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{TierChoice, TrapKey};
 use serde_json::json;
-use support::alerts;
 use support::apiserver::{ApiServer, Kind};
 use support::container::Container;
+use support::{alerts, alerts_until, quiet, wait_until};
 
 const NODE: &str = "node-a";
 
@@ -43,14 +44,6 @@ fn policy(name: &str, path: &str) -> serde_json::Value {
     })
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn key_in(c: &Container, path: &str) -> TrapKey {
     Root::open(c.root())
         .expect("container root")
@@ -58,8 +51,6 @@ fn key_in(c: &Container, path: &str) -> TrapKey {
         .unwrap_or_else(|e| panic!("{path} in container: {e}"))
         .key
 }
-
-const WAIT: Duration = Duration::from_millis(500);
 
 #[test]
 fn pod_traps_follow_policies_pods_and_containers() {
@@ -118,7 +109,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
 
     // `; true` keeps the container's shell alive as cat's parent
     a.exec("cat /secret.txt; true");
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     let al = &got[0];
     assert_eq!(al.policy_name, "decoys");
@@ -166,7 +157,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
 
     // the host reads the container's file: the owner stays web-0, the accessor is the host
     support::run(std::process::Command::new("cat").arg(a.root().join("secret.txt")));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].pod.name, "web-0");
     assert!(
@@ -177,7 +168,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
 
     // a process of another container (web-1's cgroup) reaches web-0's file
     a.exec_from(&b.cgroup, "cat /secret.txt");
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].pod.name, "web-0", "the owner");
     let acc = got[0].accessor.as_ref().expect("accessor");
@@ -199,16 +190,19 @@ fn pod_traps_follow_policies_pods_and_containers() {
     });
     drop(a);
     a2.exec("cat /secret.txt");
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].pod.container.id, format!("containerd://{}", a2.id));
 
     // the API server goes away: what is armed stays armed
+    let errors = cluster.status().watch_errors.load(Ordering::Relaxed);
     api.stop();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_until("the watchers saw the API server go", || {
+        cluster.status().watch_errors.load(Ordering::Relaxed) > errors
+    });
     a2.exec("cat /secret.txt");
     assert_eq!(
-        alerts(&rt, WAIT).len(),
+        alerts_until(&rt, 1).len(),
         1,
         "traps fire while the API server is down"
     );
@@ -224,7 +218,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
         api.requests("Policy list") >= 2 && api.requests("Pod list") >= 2
     });
     a2.exec("cat /other.txt");
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].policy_name, "more");
 
@@ -233,7 +227,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
     wait_until("the deleted policy is disarmed", || rt.metrics().armed == 1);
     a2.exec("cat /secret.txt");
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "a deleted policy's trap is silent"
     );
 

@@ -4,15 +4,12 @@
 mod support;
 
 use std::os::unix::fs::MetadataExt;
-use std::time::Duration;
 
 use kive::node::cgroup::CgroupIndex;
 use kive::node::Root;
 use kive::trap::{TierChoice, TrapValue};
 use support::container::Container;
-use support::{engine, events_for};
-
-const WAIT: Duration = Duration::from_millis(500);
+use support::{engine, events_for, events_until, quiet};
 
 #[test]
 fn paths_resolve_inside_the_container_never_on_the_host() {
@@ -61,7 +58,7 @@ fn a_trap_armed_through_the_overlay_fires_from_inside_and_survives_copy_up() {
     .expect("arm");
 
     c.exec("cat /secret.txt");
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].comm, "cat");
     assert_eq!(
@@ -93,12 +90,12 @@ fn a_trap_armed_through_the_overlay_fires_from_inside_and_survives_copy_up() {
         key,
         "same key after copy-up"
     );
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].mask & 0x2, 0x2, "write");
     c.exec("cat /secret.txt");
     assert_eq!(
-        events_for(&rx, key, WAIT).len(),
+        events_until(&rx, key, 1).len(),
         1,
         "still trapped after copy-up"
     );
@@ -130,9 +127,9 @@ fn replicas_of_one_image_have_distinct_keys() {
     .expect("arm a");
     b.exec("cat /secret.txt");
     assert!(
-        events_for(&rx, ka, WAIT).is_empty(),
+        events_for(&rx, ka, quiet()).is_empty(),
         "b's copy is not a's trap"
     );
     a.exec("cat /secret.txt");
-    assert_eq!(events_for(&rx, ka, WAIT).len(), 1);
+    assert_eq!(events_until(&rx, ka, 1).len(), 1);
 }

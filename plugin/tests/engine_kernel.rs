@@ -8,12 +8,9 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Duration;
 
 use kive::trap::{Action, Hook, Tier, TierChoice, TrapValue};
-use support::{engine, events_for, key_of, run, tiers, world_dir};
-
-const WAIT: Duration = Duration::from_millis(400);
+use support::{engine, events_for, events_until, key_of, quiet, run, tiers, world_dir};
 
 fn audit(id: u32) -> TrapValue {
     TrapValue {
@@ -55,7 +52,7 @@ fn cat_of_a_trapped_file_gives_exactly_one_event() {
     e.arm(key, audit(7)).expect("arm");
     let (pid, out) = run(Command::new("cat").arg(&f));
     assert!(out.status.success());
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "one open, one event: {evs:#?}");
     let ev = &evs[0];
     assert_eq!(ev.tgid, pid, "the cat's pid");
@@ -88,7 +85,7 @@ fn an_untrapped_file_gives_no_event() {
     e.arm(key_of(&trapped), audit(1)).expect("arm");
     run(Command::new("cat").arg(&free));
     let free_key = key_of(&free);
-    assert!(events_for(&rx, free_key, WAIT).is_empty());
+    assert!(events_for(&rx, free_key, quiet()).is_empty());
     assert_eq!(e.kernel_stats().hits, 0, "no hit counted");
 }
 
@@ -106,7 +103,7 @@ fn a_write_gives_a_write_mask() {
     run(Command::new("sh")
         .arg("-c")
         .arg(format!("echo y >> {}", f.display())));
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 2);
     let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
     assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
     assert_eq!(evs[0].comm, "sh");
@@ -127,7 +124,7 @@ fn access_as_another_uid_reports_that_uid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!((evs[0].uid, evs[0].gid, evs[0].tgid), (65534, 65534, pid));
 }
@@ -142,7 +139,7 @@ fn exec_of_a_trapped_binary_is_reported() {
     e.arm(key, audit(4)).expect("arm");
     let (pid, out) = run(&mut Command::new(&bin));
     assert!(out.status.success());
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].hook, Hook::TpExec);
     assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
@@ -163,7 +160,7 @@ fn the_loader_s_own_opens_never_fire() {
     e.arm(key, audit(5)).expect("arm");
     // this process is the loader: its reads are not reported
     let _ = std::fs::read(&f).expect("read");
-    assert!(events_for(&rx, key, WAIT).is_empty());
+    assert!(events_for(&rx, key, quiet()).is_empty());
     assert_eq!(e.kernel_stats().hits, 0);
 }
 
@@ -177,14 +174,14 @@ fn disarm_stops_events_and_classic_tracepoints_also_work() {
     let key = key_of(&f);
     e.arm(key, audit(6)).expect("arm");
     run(Command::new("cat").arg(&f));
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].hook, Hook::TpOpenat);
     e.disarm(key).expect("disarm");
     assert!(e.armed_keys().is_empty());
     run(Command::new("cat").arg(&f));
     assert!(
-        events_for(&rx, key, WAIT).is_empty(),
+        events_for(&rx, key, quiet()).is_empty(),
         "disarmed key is silent"
     );
     e.disarm(key).expect("disarming twice is not an error");
@@ -266,7 +263,7 @@ fn hits_are_counted_per_cpu_and_summed() {
     for _ in 0..5 {
         run(Command::new("cat").arg(&f));
     }
-    assert_eq!(events_for(&rx, key, WAIT).len(), 5);
+    assert_eq!(events_until(&rx, key, 5).len(), 5);
     let s = e.kernel_stats();
     assert_eq!((s.hits, s.drops, s.blocked), (5, 0, 0));
 }

@@ -122,10 +122,9 @@ fn live_cat_of_a_trapped_file_through_the_built_so() {
         "no event → timeout, never Ok with 0 events"
     );
     assert!(evts.is_empty());
-    assert!(
-        took < Duration::from_millis(150),
-        "next_batch blocked {took:?}"
-    );
+    // it returns: batchTimeoutMs is at most 100 ms, so a call that takes
+    // seconds is blocking (a generous bound, not a race with the timeout)
+    assert!(took < Duration::from_secs(5), "next_batch blocked {took:?}");
 
     let pid = cat(&trap);
     let e = wait_for(&inst, Duration::from_secs(10), |e| {
@@ -240,24 +239,28 @@ fn rate_limit_and_a_dead_callback_show_in_the_metrics_and_never_hold_events() {
         .output()
         .expect("sh runs");
     assert!(out.status.success());
-    let t = Instant::now();
-    let first = wait_for(&inst, Duration::from_secs(3), |_| true);
+    let first = wait_for(&inst, Duration::from_secs(30), |_| true);
     assert!(
         first.is_some(),
         "the first access is an event despite the dead callback"
     );
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "the dead endpoint did not hold the event: {:?}",
-        t.elapsed()
+    // 5 attempts, 100 ms doubling: the callback gives up after about 1.5 s;
+    // an event held until then would arrive with the failure counted
+    assert_eq!(
+        p.metric("callbacks_failed"),
+        0,
+        "the event came while its callback was still being retried"
     );
-    assert!(
-        wait_for(&inst, Duration::from_millis(500), |_| true).is_none(),
-        "the other two accesses are held back by the rate limit"
-    );
+    // the other two accesses are held back by the rate limit: counted, no event
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.metric("rate_limit_suppressed") < 2 {
+        assert!(Instant::now() < deadline, "two accesses suppressed");
+        let (_, evts) = inst.next_batch();
+        assert!(evts.is_empty(), "a rate-limited access became an event");
+    }
     assert_eq!(p.metric("rate_limit_suppressed"), 2);
     // 5 attempts, 100 ms doubling: given up after about 1.5 s
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while p.metric("callbacks_failed") == 0 && Instant::now() < deadline {
         let _ = inst.next_batch();
     }
@@ -314,7 +317,7 @@ fn live_open_close_cycles_leak_nothing() {
         drop(inst);
     }
     // threads exit asynchronously after join returns from the kernel's view
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while (open_fds() > fds || threads() > tasks) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -3,16 +3,17 @@
 
 mod support;
 
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
-use support::{alerts, key_of, run, world_dir};
+use support::{alerts, alerts_until, key_of, quiet, run, world_dir};
 
 fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
     let text = format!(
@@ -22,6 +23,12 @@ fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
     let c = load_str("runtime-test", &text);
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     c.traps
+}
+
+/// CLOCK_BOOTTIME in ns, the clock of the kernel's event timestamps.
+fn boottime_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn config() -> RuntimeConfig {
@@ -44,8 +51,6 @@ fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
     rt
 }
 
-const WAIT: Duration = Duration::from_millis(400);
-
 #[test]
 fn a_decoy_is_created_with_its_mode_without_alerting_on_itself() {
     let d = world_dir();
@@ -59,13 +64,13 @@ fn a_decoy_is_created_with_its_mode_without_alerting_on_itself() {
     assert_eq!(md.permissions().mode() & 0o7777, 0o640);
     assert_eq!(md.len(), 0);
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "creating and resolving the decoy is silent"
     );
     assert_eq!(rt.metrics().kernel.hits, 0);
 
     let (pid, _) = run(Command::new("cat").arg(&f));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     let a = &got[0];
     assert_eq!(a.alert_version, "v1");
@@ -141,7 +146,7 @@ fn a_replaced_file_is_re_armed_and_the_old_inode_is_released() {
 
     run(Command::new("cat").arg(&f));
     run(Command::new("cat").arg(&moved_old));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(
         got.len(),
         1,
@@ -163,7 +168,7 @@ fn a_deleted_decoy_is_recreated_and_re_armed() {
     assert_eq!(rt.kernel_keys(), [second]);
     assert_ne!(first, second);
     run(Command::new("cat").arg(&f));
-    assert_eq!(alerts(&rt, WAIT).len(), 1);
+    assert_eq!(alerts_until(&rt, 1).len(), 1);
 }
 
 #[test]
@@ -209,7 +214,7 @@ fn two_policies_on_one_file_give_one_alert_each() {
     let rt = start(&traps);
     assert_eq!(rt.kernel_keys().len(), 1);
     run(Command::new("cat").arg(&f));
-    let mut names: Vec<String> = alerts(&rt, WAIT)
+    let mut names: Vec<String> = alerts_until(&rt, 2)
         .into_iter()
         .map(|a| a.policy_name)
         .collect();
@@ -245,7 +250,7 @@ fn an_atomic_writer_symlink_swap_is_followed() {
     assert_ne!(first, second);
     assert_eq!(rt.kernel_keys(), [second]);
     run(Command::new("cat").arg(&f));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].metadata.inode, second.ino);
 }
@@ -256,13 +261,33 @@ fn a_rate_limit_holds_back_alerts_and_the_next_one_counts_them() {
     let f = d.path().join("noisy");
     std::fs::write(&f, "x").expect("write");
     let rt = start(&host_policy(&f, "    rateLimit: {alerts: 2, seconds: 1}\n"));
-    // one process opens the file five times (a shell builtin redirection)
+    // one process opens the file five times (a shell builtin redirection),
+    // then waits for the test's go before the sixth
     let script = format!(
-        "for i in 1 2 3 4 5; do read x < {f}; done; sleep 1.2; read x < {f}",
+        "for i in 1 2 3 4 5; do read x < {f}; done; read go; read x < {f}",
         f = f.display()
     );
-    let (pid, _) = run(Command::new("sh").arg("-c").arg(&script));
-    let got = alerts(&rt, WAIT);
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let pid = sh.id();
+    let mut got = alerts_until(&rt, 2);
+    // the window opened at the first read, before now: wait out one full
+    // window from now on the kernel's clock (the events' timestamps)
+    let window_end = boottime_ns() + 1_000_000_000;
+    support::wait_until("the rate-limit window is over", || {
+        boottime_ns() > window_end
+    });
+    sh.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("the go line");
+    sh.wait().expect("sh exits");
+    got.extend(alerts_until(&rt, 1));
     assert_eq!(
         got.len(),
         3,
@@ -293,7 +318,7 @@ fn process_details_are_right_for_short_lived_processes_every_time() {
         assert!(out.status.success());
         pids.push(pid);
     }
-    let got = alerts(&rt, Duration::from_millis(800));
+    let got = alerts_until(&rt, 50);
     assert_eq!(got.len(), 50, "one alert per cat");
     for (a, pid) in got.iter().zip(&pids) {
         assert_eq!(a.process.tgid, *pid);

@@ -85,6 +85,79 @@ pub fn world_dir() -> tempfile::TempDir {
     d
 }
 
+/// The generous deadline of every wait for a condition: a slow machine
+/// (the Debian VM under TCG, 2 busy cores) meets it, a broken build does not.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `f` until it gives a value; panics naming `what` after
+/// [`DEADLINE`]. The one wait-for-a-condition helper of the kernel tests.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_for`] a condition.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    wait_for(what, || f().then_some(()))
+}
+
+/// How long a test watches for events that must NOT come (none at all,
+/// or none past the expected ones): 400 ms, times `KIVE_TEST_TIME_SCALE`
+/// (`make test-vm` sets it for the emulated guest). Only absence is
+/// checked this way; whatever must arrive is waited for with [`DEADLINE`].
+pub fn quiet() -> Duration {
+    let scale = std::env::var("KIVE_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    Duration::from_millis(400) * scale
+}
+
+/// Alerts of the events a runtime receives until `n` came (then no more
+/// within [`quiet`]); panics after [`DEADLINE`] with what came.
+pub fn alerts_until(rt: &kive::runtime::Runtime, n: usize) -> Vec<kive::alert::KiveAlert> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("{} of {n} alerts after {DEADLINE:?}: {out:#?}", out.len()));
+        if let Some(ev) = rt.next_event(left) {
+            out.extend(rt.alerts_for(&ev));
+        }
+    }
+    out.extend(alerts(rt, quiet()));
+    out
+}
+
+/// Events for `key` until `n` came (then none more within [`quiet`]);
+/// panics after [`DEADLINE`] with what came.
+pub fn events_until(rx: &Receiver<RawEvent>, key: TrapKey, n: usize) -> Vec<RawEvent> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("{} of {n} events after {DEADLINE:?}: {out:#?}", out.len()));
+        match rx.recv_timeout(left) {
+            Ok(ev) if ev.key == key => out.push(ev),
+            Ok(_) | Err(_) => {}
+        }
+    }
+    out.extend(events_for(rx, key, quiet()));
+    out
+}
+
 /// Alerts of the events a runtime receives within `wait`.
 pub fn alerts(rt: &kive::runtime::Runtime, wait: Duration) -> Vec<kive::alert::KiveAlert> {
     let deadline = Instant::now() + wait;

@@ -3,6 +3,8 @@
 //! expect tiers from these facts, never from one machine's limits, so the
 //! same suite passes here (tracepoint) and on Debian's 6.1 (lsm).
 
+#![allow(dead_code)]
+
 use std::sync::OnceLock;
 
 use kive::trap::{Engine, EngineConfig, Tier, TierChoice};
