@@ -243,11 +243,13 @@ mod tests {
             node_name: "node-a".into(),
             clock: BootClock::with_offset(1_754_153_479_000_000_000),
         };
-        // /proc read after the fact: a different process reused the pid
+        // /proc read after the fact, of this same process (the runtime
+        // checks its identity: node::procfs::process_details_of); the
+        // kernel's capture wins where it has one
         let details = ProcessDetails {
-            binary: "/usr/bin/other".into(),
+            binary: "/usr/bin/cat".into(),
             cwd: "/".into(),
-            arguments: "other".into(),
+            arguments: "cat /etc/secret".into(),
         };
         let accessor = AccessorMetadata {
             host: true,

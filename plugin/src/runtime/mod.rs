@@ -21,7 +21,7 @@ use crate::alert::{AccessorMetadata, KiveAlert};
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
 use crate::node::cgroup::CgroupIndex;
 use crate::node::host::{boot_id, BootClock};
-use crate::node::procfs::process_details;
+use crate::node::procfs::process_details_of;
 use crate::node::{ResolveError, Root};
 use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
@@ -413,7 +413,7 @@ impl Runtime {
         }
         // the kernel captured the process at the access; /proc only fills gaps
         let details = if raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty() {
-            process_details(&self.proc_root, raw.tgid)
+            process_details_of(&self.proc_root, raw.tgid, &raw.comm, raw.ts_boot_ns)
         } else {
             Default::default()
         };
