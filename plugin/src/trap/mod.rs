@@ -121,6 +121,8 @@ pub struct EngineConfig {
     pub max_traps: u32,
     /// Wake the reader only once this many bytes wait (0 = every event).
     pub wakeup_bytes: u64,
+    /// The in-kernel flood limit per (trap, process).
+    pub flood_limit: FloodLimit,
 }
 
 impl Default for EngineConfig {
@@ -130,6 +132,31 @@ impl Default for EngineConfig {
             ring_bytes: 4 * 1024 * 1024,
             max_traps: 65536,
             wakeup_bytes: 64 * 1024,
+            flood_limit: FloodLimit::default(),
+        }
+    }
+}
+
+/// The kernel's flood limit: each (trap, process) may put at most `events`
+/// events per `window` into the ring buffer; the rest are counted (per
+/// process, carried in its next event, and in [`KernelStats::limited`]).
+/// One process opening a trapped file in a loop can then not push out
+/// another process's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloodLimit {
+    /// Events per window per (trap, process); 0 turns the limit off.
+    pub events: u32,
+    /// The window.
+    pub window: std::time::Duration,
+}
+
+impl Default for FloodLimit {
+    /// 64 events per second: far above what any legitimate reader of one
+    /// decoy does, far below what fills a ring buffer.
+    fn default() -> Self {
+        Self {
+            events: 64,
+            window: std::time::Duration::from_secs(1),
         }
     }
 }
