@@ -57,8 +57,10 @@ const volatile __u32 self_tgid = 0;    /* the loader's pid, in its own pid names
 const volatile __u64 self_ns_dev = 0;  /* the loader's pid namespace (kernel dev, inode); */
 const volatile __u64 self_ns_ino = 0;  /* 0 = compare host tgids */
 const volatile __u64 wakeup_bytes = 0; /* wake the reader past this fill; 0 = every event */
-const volatile __u32 limit_events = 0; /* events per (trap, process) per window; 0 = no limit */
-const volatile __u64 limit_window_ns = 1000000000;
+/* flood limit per (trap, process), a GCRA: one event per limit_interval_ns
+ * on average, bursts of limit_tolerance_ns / limit_interval_ns + 1; 0 = off */
+const volatile __u64 limit_interval_ns = 0;
+const volatile __u64 limit_tolerance_ns = 0;
 /* Never read: keeps struct kive_event in the BTF so user space can check its layout. */
 const volatile struct kive_event kive_event_layout = {};
 
@@ -143,41 +145,42 @@ static __always_inline bool is_self(void)
 }
 
 /*
- * The flood limit: the first limit_events events of a (trap, process) per
- * window pass; the rest are counted (stats and per process) and the count
- * rides in the next event that passes. Returns false to drop the event;
- * *carried is the count to report with it.
+ * The flood limit (a generic cell rate algorithm per (trap, process)):
+ * a burst passes, then one event per limit_interval_ns; the rest are
+ * counted (stats and per process) and the count rides in the next event
+ * that passes. Returns false to drop the event; *carried is the count to
+ * report with it. Updates race between CPUs: the limit is approximate,
+ * the count is exact (atomic).
  */
 static __always_inline bool limit_pass(__u32 trap_id, __u32 tgid, struct kive_limit **state,
 				       __u32 *carried)
 {
 	struct kive_limit_key k = { .trap_id = trap_id, .tgid = tgid };
 	struct kive_limit *st;
-	__u64 now;
+	__u64 now, tat;
 	__u32 n;
 
 	*state = 0;
 	*carried = 0;
-	if (!limit_events)
+	if (!limit_interval_ns)
 		return true;
 	now = bpf_ktime_get_ns();
 	st = bpf_map_lookup_elem(&limits, &k);
 	if (!st) {
-		struct kive_limit fresh = { .window_start_ns = now, .passed = 1 };
+		struct kive_limit fresh = { .tat = now + limit_interval_ns };
 
 		bpf_map_update_elem(&limits, &k, &fresh, BPF_ANY);
 		return true;
 	}
-	if (now - st->window_start_ns >= limit_window_ns) {
-		st->window_start_ns = now;
-		st->passed = 0;
-	}
-	if (st->passed >= limit_events) {
+	tat = st->tat;
+	if (tat < now)
+		tat = now;
+	if (tat - now > limit_tolerance_ns) {
 		__sync_fetch_and_add(&st->limited, 1);
 		count(KIVE_STAT_LIMITED);
 		return false;
 	}
-	st->passed += 1;
+	st->tat = tat + limit_interval_ns;
 	n = st->limited;
 	if (n)
 		__sync_fetch_and_add(&st->limited, (__u32)0 - n);

@@ -62,9 +62,9 @@ struct kive_limit_key {
 };
 
 struct kive_limit {
-	__u64 window_start_ns;
-	__u32 passed;  /* events that passed in this window */
+	__u64 tat;     /* GCRA: theoretical arrival time of the next event (ns) */
 	__u32 limited; /* held back since the last one that passed */
+	__u32 pad;
 };
 
 /*

@@ -66,13 +66,17 @@ struct RunArgs {
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     ring_bytes: u32,
     /// The kernel's flood limit: events one process may report per trap per
-    /// window (0 = no limit); the rest are counted and reported as lost.
+    /// window on average (0 = no limit); the rest are counted, carried in
+    /// its next alert (`suppressed`) and reported as lost.
     #[arg(long, default_value_t = FloodLimit::default().events)]
     flood_limit: u32,
     /// The flood limit's window (milliseconds).
     #[arg(long, default_value_t = FloodLimit::default().window.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     flood_window_ms: u64,
+    /// Events of one process per trap that may come at once.
+    #[arg(long, default_value_t = FloodLimit::default().burst)]
+    flood_burst: u32,
     /// Node name in alerts (default: $NODE_NAME, else the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -127,6 +131,7 @@ fn run(args: RunArgs) -> ExitCode {
         ring_bytes,
         flood_limit,
         flood_window_ms,
+        flood_burst,
         node_name,
         rescan_ms,
         kubeconfig,
@@ -154,6 +159,7 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.engine.flood_limit = FloodLimit {
         events: flood_limit,
         window: Duration::from_millis(flood_window_ms),
+        burst: flood_burst,
     };
     cfg.rescan = Duration::from_millis(rescan_ms.max(10));
     if let Some(n) = node_name {

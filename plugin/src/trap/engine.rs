@@ -195,10 +195,10 @@ impl Engine {
             rodata.self_ns_dev = dev;
             rodata.self_ns_ino = ino;
         }
-        rodata.wakeup_bytes = cfg.wakeup_bytes;
-        rodata.limit_events = cfg.flood_limit.events;
-        rodata.limit_window_ns =
-            cfg.flood_limit.window.as_nanos().clamp(1, u64::MAX as u128) as u64;
+        // a threshold past a quarter of the ring would let it fill
+        // between polls: the reader is woken by then
+        rodata.wakeup_bytes = cfg.wakeup_bytes.min(u64::from(cfg.ring_bytes / 4));
+        (rodata.limit_interval_ns, rodata.limit_tolerance_ns) = cfg.flood_limit.gcra();
         open.maps
             .events
             .set_max_entries(cfg.ring_bytes)
