@@ -7,9 +7,14 @@
  *   lsm         lsm/file_open                          observe + block
  *   trampoline  fmod_ret/security_file_open            observe + block
  *               (fentry/security_file_open if fmod_ret is refused: observe)
- *   tracepoint  tp_btf/sys_exit (open, openat, openat2, creat) and
+ *   tracepoint  tp_btf/sys_exit (open, openat, openat2, creat,
+ *               open_by_handle_at; x86_64 and ia32 compat numbers) and
  *               tp_btf/sched_process_exec               observe
- *   tracepoint-classic  the same on classic syscall tracepoints (fallback)
+ *   tracepoint-classic  the same on classic syscall tracepoints (fallback;
+ *               ftrace's per-syscall events skip ia32 compat syscalls)
+ *
+ * Every hit passes a flood limit per (trap, process) before it may take
+ * space in the ring: one process cannot push out another's events.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -36,11 +41,26 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_OPEN 2
 #define NR_CREAT 85
 #define NR_OPENAT 257
+#define NR_OPEN_BY_HANDLE_AT 304
 #define NR_OPENAT2 437
+/* The same calls from an ia32 (compat) task: int 0x80, sysenter. */
+#define NR32_OPEN 5
+#define NR32_CREAT 8
+#define NR32_OPENAT 295
+#define NR32_OPEN_BY_HANDLE_AT 342
+#define NR32_OPENAT2 437
+#define X32_SYSCALL_BIT 0x40000000
+#define TS_COMPAT 0x0002 /* thread_info.status: in an ia32 syscall */
 
 /* Set by user space before load. */
-const volatile __u32 self_tgid = 0;    /* the loader's own accesses never fire */
+const volatile __u32 self_tgid = 0;    /* the loader's pid, in its own pid namespace */
+const volatile __u64 self_ns_dev = 0;  /* the loader's pid namespace (kernel dev, inode); */
+const volatile __u64 self_ns_ino = 0;  /* 0 = compare host tgids */
 const volatile __u64 wakeup_bytes = 0; /* wake the reader past this fill; 0 = every event */
+/* flood limit per (trap, process), a GCRA: one event per limit_interval_ns
+ * on average, bursts of limit_tolerance_ns / limit_interval_ns + 1; 0 = off */
+const volatile __u64 limit_interval_ns = 0;
+const volatile __u64 limit_tolerance_ns = 0;
 /* Never read: keeps struct kive_event in the BTF so user space can check its layout. */
 const volatile struct kive_event kive_event_layout = {};
 
@@ -55,6 +75,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024);
 } events SEC(".maps");
+
+/* Flood limiter state; LRU: an idle (trap, process) is forgotten first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kive_limit_key);
+	__type(value, struct kive_limit);
+} limits SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -100,9 +128,65 @@ static __always_inline __u32 access_mask(__u32 f_mode, __u32 f_flags)
 	return mask;
 }
 
+/*
+ * Whether the current task is the loader. The loader may live in its own
+ * pid namespace (Falco in a container): its pid is compared in that
+ * namespace; a task of any other namespace is never the loader.
+ */
 static __always_inline bool is_self(void)
 {
-	return (bpf_get_current_pid_tgid() >> 32) == self_tgid;
+	struct bpf_pidns_info ns = {};
+
+	if (!self_ns_ino)
+		return (bpf_get_current_pid_tgid() >> 32) == self_tgid;
+	if (bpf_get_ns_current_pid_tgid(self_ns_dev, self_ns_ino, &ns, sizeof(ns)))
+		return false;
+	return ns.tgid == self_tgid;
+}
+
+/*
+ * The flood limit (a generic cell rate algorithm per (trap, process)):
+ * a burst passes, then one event per limit_interval_ns; the rest are
+ * counted (stats and per process) and the count rides in the next event
+ * that passes. Returns false to drop the event; *carried is the count to
+ * report with it. Updates race between CPUs: the limit is approximate,
+ * the count is exact (atomic).
+ */
+static __always_inline bool limit_pass(__u32 trap_id, __u32 tgid, struct kive_limit **state,
+				       __u32 *carried)
+{
+	struct kive_limit_key k = { .trap_id = trap_id, .tgid = tgid };
+	struct kive_limit *st;
+	__u64 now, tat;
+	__u32 n;
+
+	*state = 0;
+	*carried = 0;
+	if (!limit_interval_ns)
+		return true;
+	now = bpf_ktime_get_ns();
+	st = bpf_map_lookup_elem(&limits, &k);
+	if (!st) {
+		struct kive_limit fresh = { .tat = now + limit_interval_ns };
+
+		bpf_map_update_elem(&limits, &k, &fresh, BPF_ANY);
+		return true;
+	}
+	tat = st->tat;
+	if (tat < now)
+		tat = now;
+	if (tat - now > limit_tolerance_ns) {
+		__sync_fetch_and_add(&st->limited, 1);
+		count(KIVE_STAT_LIMITED);
+		return false;
+	}
+	st->tat = tat + limit_interval_ns;
+	n = st->limited;
+	if (n)
+		__sync_fetch_and_add(&st->limited, (__u32)0 - n);
+	*state = st;
+	*carried = n;
+	return true;
 }
 
 /*
@@ -121,16 +205,24 @@ static __always_inline void emit(const struct kive_key *key, const struct kive_t
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 ugid = bpf_get_current_uid_gid();
 	struct kive_event *e;
+	struct kive_limit *st;
 	struct pid *tp;
 	unsigned int level;
 	__u64 flags = 0;
+	__u32 carried;
 
 	count(KIVE_STAT_HITS);
 	if (action == KIVE_ACTION_BLOCK)
 		count(KIVE_STAT_BLOCKED);
+	/* a blocked open is enforced whether or not it is reported */
+	if (!limit_pass(trap->trap_id, pid_tgid >> 32, &st, &carried))
+		return;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(KIVE_STAT_DROPS);
+		/* the held-back count waits for the next event that fits */
+		if (st && carried)
+			__sync_fetch_and_add(&st->limited, carried);
 		return;
 	}
 	e->ts_boot_ns = bpf_ktime_get_boot_ns();
@@ -154,8 +246,9 @@ static __always_inline void emit(const struct kive_key *key, const struct kive_t
 	e->ns_pid = 0;
 	bpf_probe_read_kernel(&e->ns_pid, sizeof(e->ns_pid), &tp->numbers[level & 31].nr);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->pad32 = 0;
-	kive_fill_process(e, task);
+	if (carried > KIVE_EV_LIMITED_MAX)
+		carried = KIVE_EV_LIMITED_MAX;
+	e->pflags = kive_fill_process(e, task) | (carried << KIVE_EV_LIMITED_SHIFT);
 
 	if (wakeup_bytes && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
 		flags = BPF_RB_NO_WAKEUP;
@@ -259,11 +352,16 @@ static __always_inline void on_fd_opened(long fd, __u8 hook)
 {
 	/* trusted BTF pointer: task->files->fdt->fd are plain loads */
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file *file = tp_fd_file(task->files->fdt->fd, fd);
+	struct fdtable *fdt = task->files->fdt;
 	struct kive_key key;
 	struct kive_trap *trap;
+	struct file *file;
 	__u32 f_mode, f_flags;
 
+	/* the slot must lie inside the table (a racing close/dup2 aside) */
+	if (fd < 0 || fd >= fdt->max_fds)
+		return;
+	file = tp_fd_file(fdt->fd, fd);
 	if (!file)
 		return;
 	/*
@@ -284,16 +382,39 @@ static __always_inline void on_fd_opened(long fd, __u8 hook)
 	emit(&key, trap, access_mask(f_mode, f_flags), f_flags, hook, KIVE_ACTION_AUDIT);
 }
 
+static __always_inline bool is_open_nr64(long nr)
+{
+	return nr == NR_OPENAT || nr == NR_OPEN || nr == NR_OPENAT2 || nr == NR_CREAT ||
+	       nr == NR_OPEN_BY_HANDLE_AT;
+}
+
+static __always_inline bool is_open_nr32(long nr)
+{
+	return nr == NR32_OPENAT || nr == NR32_OPEN || nr == NR32_OPENAT2 || nr == NR32_CREAT ||
+	       nr == NR32_OPEN_BY_HANDLE_AT;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kive_tp_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr;
+	bool compat;
 
 	if (ret < 0)
 		return 0;
-	/* regs is a trusted BTF pointer here: a plain load, not a helper call */
-	nr = regs->orig_ax;
-	if (nr != NR_OPENAT && nr != NR_OPEN && nr != NR_OPENAT2 && nr != NR_CREAT)
+	/*
+	 * regs is a trusted BTF pointer here: a plain load, not a helper
+	 * call. x32 calls carry X32_SYSCALL_BIT on the x86_64 numbers.
+	 */
+	nr = regs->orig_ax & ~(long)X32_SYSCALL_BIT;
+	if (!is_open_nr64(nr) && !is_open_nr32(nr))
+		return 0;
+	/*
+	 * ia32 numbers collide with x86_64's (5 is fstat, 8 lseek, 295
+	 * preadv): only the task's compat state says which table it used.
+	 */
+	compat = bpf_get_current_task_btf()->thread_info.status & TS_COMPAT;
+	if (compat ? !is_open_nr32(nr) : !is_open_nr64(nr))
 		return 0;
 	on_fd_opened(ret, KIVE_HOOK_TP_SYS_EXIT);
 	return 0;
@@ -340,6 +461,14 @@ int kive_tpc_openat2(struct trace_event_raw_sys_exit *ctx)
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int kive_tpc_open(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret >= 0)
+		on_fd_opened(ctx->ret, KIVE_HOOK_TP_OPENAT);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int kive_tpc_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
 	if (ctx->ret >= 0)
 		on_fd_opened(ctx->ret, KIVE_HOOK_TP_OPENAT);

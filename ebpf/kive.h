@@ -36,7 +36,35 @@ enum kive_stat {
 	KIVE_STAT_HITS = 0,
 	KIVE_STAT_DROPS = 1,
 	KIVE_STAT_BLOCKED = 2,
-	KIVE_STAT_MAX = 3,
+	KIVE_STAT_LIMITED = 3, /* held back by the per-(trap, process) flood limit */
+	KIVE_STAT_MAX = 4,
+};
+
+/*
+ * kive_event.pflags: what the captured process details are worth.
+ * Bits 0-7 are flags; bits 8-31 count the events of this (trap, process)
+ * that the flood limit held back since the previous one that passed
+ * (saturating at KIVE_EV_LIMITED_MAX).
+ */
+#define KIVE_EV_F_EXE_TRUNC 0x01u   /* exe path cut at the capture's limits */
+#define KIVE_EV_F_CWD_TRUNC 0x02u   /* cwd path cut */
+#define KIVE_EV_F_PEXE_TRUNC 0x04u  /* parent exe path cut */
+#define KIVE_EV_F_ARGS_TRUNC 0x08u  /* argv longer than KIVE_ARGS_LEN - 1 */
+#define KIVE_EV_F_EXE_MEMFD 0x10u   /* the executable is a memfd */
+#define KIVE_EV_F_EXE_DELETED 0x20u /* the executable is unlinked */
+#define KIVE_EV_LIMITED_SHIFT 8
+#define KIVE_EV_LIMITED_MAX 0xffffffu
+
+/* Flood limiter (per trap and process) state. */
+struct kive_limit_key {
+	__u32 trap_id;
+	__u32 tgid;
+};
+
+struct kive_limit {
+	__u64 tat;     /* GCRA: theoretical arrival time of the next event (ns) */
+	__u32 limited; /* held back since the last one that passed */
+	__u32 pad;
 };
 
 /*
@@ -81,7 +109,7 @@ struct kive_event {
 	__u16 cwd_len;    /* bytes of cwd, with its NUL; 0 = unknown */
 	__u16 args_len;   /* bytes of args (NUL-separated argv) */
 	__u16 pexe_len;   /* bytes of pexe, with its NUL; 0 = unknown */
-	__u32 pad32;
+	__u32 pflags;     /* KIVE_EV_F_* | limited count << KIVE_EV_LIMITED_SHIFT */
 	char pcomm[KIVE_COMM_LEN]; /* the parent's comm */
 	char exe[KIVE_PATH_LEN];   /* executable, as seen from the task's root */
 	char cwd[KIVE_PATH_LEN];   /* working directory, as seen from the task's root */

@@ -12,6 +12,9 @@
 
 #define KIVE_PATH_DEPTH 24
 #define KIVE_SCRATCH_LEN (2 * KIVE_PATH_LEN)
+/* kive_path()'s result: the length, or'ed with this when the path was cut */
+#define KIVE_PATH_CUT 0x10000
+#define KIVE_MNT_INTERNAL 0x4000 /* vfsmount.mnt_flags: a kernel-internal mount */
 
 struct kive_scratch {
 	char buf[KIVE_SCRATCH_LEN];
@@ -33,6 +36,7 @@ struct kive_walk {
 	struct vfsmount *root_mnt;
 	struct kive_scratch *s;
 	__u32 off;
+	__u32 done; /* the walk reached a root: the path is whole */
 };
 
 /* One step up: a component, or a mount boundary. 1 = stop. */
@@ -47,32 +51,44 @@ static long kive_walk_step(__u32 i, void *data)
 	const unsigned char *name;
 	__u32 len, off;
 
-	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt) {
+		w->done = 1;
 		return 1;
+	}
 	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
 		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
 
-		if (up == mnt)
+		if (up == mnt) {
+			w->done = 1;
 			return 1; /* the global root */
+		}
 		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = up;
 		w->vfsmnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
 		return 0;
 	}
 	parent = BPF_CORE_READ(dentry, d_parent);
-	if (parent == dentry)
-		return 1;
-	len = BPF_CORE_READ(dentry, d_name.len) & (KIVE_PATH_LEN - 1);
+	len = BPF_CORE_READ(dentry, d_name.len);
 	name = BPF_CORE_READ(dentry, d_name.name);
 	off = w->off;
 	if (len + 1 > off)
-		return 1;
+		return 1; /* too long: not done, the path is cut */
+	len &= KIVE_PATH_LEN - 1;
 	off -= len;
 	bpf_probe_read_kernel(&w->s->buf[off & (KIVE_PATH_LEN - 1)], len, name);
 	off -= 1;
 	w->s->buf[off & (KIVE_PATH_LEN - 1)] = '/';
 	w->off = off;
 	w->dentry = parent;
+	/*
+	 * A dentry that is its own parent and not a mount root has no
+	 * parent: a pseudo file (memfd: "/memfd:name") or a disconnected one.
+	 * Its name is the whole path.
+	 */
+	if (parent == dentry) {
+		w->done = 1;
+		return 1;
+	}
 	return 0;
 }
 
@@ -83,7 +99,7 @@ static long kive_walk_step(__u32 i, void *data)
  * of a per-CPU scratch buffer; mount boundaries are crossed through
  * struct mount. bpf_loop() keeps the verifier's work to one step. A path
  * deeper than KIVE_PATH_DEPTH or longer than the buffer keeps its last
- * components.
+ * components and has KIVE_PATH_CUT or'ed into the result.
  */
 static __noinline long kive_path(struct dentry *dentry, struct vfsmount *vfsmnt,
 				 struct dentry *root_dentry, struct vfsmount *root_mnt,
@@ -91,6 +107,7 @@ static __noinline long kive_path(struct dentry *dentry, struct vfsmount *vfsmnt,
 {
 	__u32 zero = 0;
 	struct kive_walk w = {};
+	long n;
 
 	w.s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!w.s || !dentry || !vfsmnt)
@@ -107,7 +124,41 @@ static __noinline long kive_path(struct dentry *dentry, struct vfsmount *vfsmnt,
 		w.off -= 1;
 		w.s->buf[w.off & (KIVE_PATH_LEN - 1)] = '/';
 	}
-	return bpf_probe_read_kernel_str(out, KIVE_PATH_LEN, &w.s->buf[w.off & (KIVE_PATH_LEN - 1)]);
+	n = bpf_probe_read_kernel_str(out, KIVE_PATH_LEN, &w.s->buf[w.off & (KIVE_PATH_LEN - 1)]);
+	if (n <= 0)
+		return 0;
+	return w.done ? n : n | KIVE_PATH_CUT;
+}
+
+/* The length part of a kive_path() result; sets cut_flag in *flags if cut. */
+static __always_inline __u16 kive_path_len(long n, __u32 *flags, __u32 cut_flag)
+{
+	if (n <= 0)
+		return 0;
+	if (n & KIVE_PATH_CUT)
+		*flags |= cut_flag;
+	return n & (KIVE_PATH_CUT - 1);
+}
+
+/*
+ * Whether an executable is a memfd (a pseudo file on the kernel's
+ * internal shmem mount, named "memfd:...") or a deleted file (no link
+ * left). Either way its path names nothing one can look at.
+ */
+static __always_inline __u32 kive_exe_kind(struct file *exe)
+{
+	char name[6] = {};
+	const unsigned char *dname = BPF_CORE_READ(exe, f_path.dentry, d_name.name);
+	int mnt_flags = BPF_CORE_READ(exe, f_path.mnt, mnt_flags);
+	unsigned int nlink = BPF_CORE_READ(exe, f_inode, __i_nlink);
+
+	bpf_probe_read_kernel(name, sizeof(name), dname);
+	if ((mnt_flags & KIVE_MNT_INTERNAL) && name[0] == 'm' && name[1] == 'e' &&
+	    name[2] == 'm' && name[3] == 'f' && name[4] == 'd' && name[5] == ':')
+		return KIVE_EV_F_EXE_MEMFD;
+	if (nlink == 0)
+		return KIVE_EV_F_EXE_DELETED;
+	return 0;
 }
 
 /*
@@ -115,7 +166,8 @@ static __noinline long kive_path(struct dentry *dentry, struct vfsmount *vfsmnt,
  * own root. A parent without an mm (a kernel thread) or that is exiting
  * (no fs) leaves pexe empty.
  */
-static __always_inline void kive_fill_parent(struct kive_event *e, struct task_struct *parent)
+static __always_inline void kive_fill_parent(struct kive_event *e, struct task_struct *parent,
+					     __u32 *flags)
 {
 	struct file *exe = BPF_CORE_READ(parent, mm, exe_file);
 	struct fs_struct *fs = BPF_CORE_READ(parent, fs);
@@ -128,11 +180,14 @@ static __always_inline void kive_fill_parent(struct kive_event *e, struct task_s
 		return;
 	n = kive_path(BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt),
 		      BPF_CORE_READ(fs, root.dentry), BPF_CORE_READ(fs, root.mnt), e->pexe);
-	e->pexe_len = n > 0 ? n : 0;
+	e->pexe_len = kive_path_len(n, flags, KIVE_EV_F_PEXE_TRUNC);
 }
 
-/* Fills the process part of an event for the current task. */
-static __always_inline void kive_fill_process(struct kive_event *e, struct task_struct *task)
+/*
+ * Fills the process part of an event for the current task; returns its
+ * KIVE_EV_F_* flags.
+ */
+static __always_inline __u32 kive_fill_process(struct kive_event *e, struct task_struct *task)
 {
 	struct dentry *root_dentry = BPF_CORE_READ(task, fs, root.dentry);
 	struct vfsmount *root_mnt = BPF_CORE_READ(task, fs, root.mnt);
@@ -140,6 +195,7 @@ static __always_inline void kive_fill_process(struct kive_event *e, struct task_
 	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
 	unsigned long arg_end = BPF_CORE_READ(task, mm, arg_end);
 	unsigned long args_len = arg_end - arg_start;
+	__u32 flags = 0;
 	long n;
 
 	e->exe_len = 0;
@@ -151,15 +207,18 @@ static __always_inline void kive_fill_process(struct kive_event *e, struct task_
 	if (exe) {
 		n = kive_path(BPF_CORE_READ(exe, f_path.dentry), BPF_CORE_READ(exe, f_path.mnt),
 			      root_dentry, root_mnt, e->exe);
-		e->exe_len = n > 0 ? n : 0;
+		e->exe_len = kive_path_len(n, &flags, KIVE_EV_F_EXE_TRUNC);
+		flags |= kive_exe_kind(exe);
 	}
 	n = kive_path(BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt),
 		      root_dentry, root_mnt, e->cwd);
-	e->cwd_len = n > 0 ? n : 0;
+	e->cwd_len = kive_path_len(n, &flags, KIVE_EV_F_CWD_TRUNC);
 	if (arg_start && arg_end > arg_start) {
 		/* the last byte stays free: at most KIVE_ARGS_LEN - 1 bytes */
-		if (args_len > KIVE_ARGS_LEN - 1)
+		if (args_len > KIVE_ARGS_LEN - 1) {
 			args_len = KIVE_ARGS_LEN - 1;
+			flags |= KIVE_EV_F_ARGS_TRUNC;
+		}
 		args_len &= KIVE_ARGS_LEN - 1;
 		if (!bpf_probe_read_user(e->args, args_len, (void *)arg_start))
 			e->args_len = args_len;
@@ -168,7 +227,8 @@ static __always_inline void kive_fill_process(struct kive_event *e, struct task_
 		e->loginuid = BPF_CORE_READ(task, loginuid.val);
 	else
 		e->loginuid = (__u32)-1;
-	kive_fill_parent(e, BPF_CORE_READ(task, real_parent));
+	kive_fill_parent(e, BPF_CORE_READ(task, real_parent), &flags);
+	return flags;
 }
 
 #endif /* KIVE_PROC_H */

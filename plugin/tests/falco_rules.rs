@@ -392,6 +392,21 @@ fn rules_pick_the_expected_rule_for_recorded_engine_alerts() {
 }
 
 #[test]
+fn rules_catch_loss_reports_and_fileless_binaries() {
+    assert_eq!(
+        matched_rules("kive_attacks.jsonl"),
+        [
+            // a loss report is an event of its own, no trap hit
+            "Kive trap hits lost [ERROR]",
+            // a memfd binary reads a decoy
+            "Kive trap accessed by a fileless binary [CRITICAL]",
+            // a truncated binary name (forging a line) reads a decoy
+            "Kive trap accessed [WARNING]",
+        ]
+    );
+}
+
+#[test]
 fn falco_yaml_loads_kive_with_a_valid_init_config() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let text = std::fs::read_to_string(format!("{root}/falco.yaml")).expect("falco.yaml");

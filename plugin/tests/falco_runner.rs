@@ -87,6 +87,11 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.owner", s("pod")),
         ("kive.open.flags", U64(32768)),
         ("kive.suppressed", U64(2)),
+        // an access, not a loss report
+        ("kive.loss.total", ExtractedField::None),
+        ("kive.loss.ring", ExtractedField::None),
+        ("kive.loss.queue", ExtractedField::None),
+        ("kive.loss.limited", ExtractedField::None),
         ("kive.kernel.id", s("2c147a95-23e5-4f99-a2de-67d5e9fdb502")),
         (
             "kive.callback",
@@ -131,6 +136,10 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.process.uid", U64(1000)),
         ("kive.process.gid", U64(1000)),
         ("kive.process.binary", s("/usr/bin/python3.11")),
+        ("kive.process.binary.truncated", ExtractedField::Bool(false)),
+        ("kive.process.binary.memfd", ExtractedField::Bool(false)),
+        ("kive.process.binary.deleted", ExtractedField::Bool(false)),
+        ("kive.process.flags", ExtractedField::None),
         ("kive.process.cwd", s("/app")),
         ("kive.process.args", s("python3 /app/exfil.py --target s3")),
         ("kive.process.comm", s("python3")),

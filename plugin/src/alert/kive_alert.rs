@@ -89,10 +89,38 @@ pub struct AlertMetadata {
     /// kive: cgroup v2 id of the accessing process.
     #[serde(rename = "cgroup-id", default, skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
-    /// kive: alerts of this trap and process held back by its rate limit
-    /// since the previous alert.
+    /// kive: alerts of this trap and process held back since the previous
+    /// alert, by the trap's rate limit and by the kernel's flood limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// kive: set on a loss report only (no file was accessed; `path` is
+    /// empty): events lost since the previous report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossMetadata>,
+}
+
+/// kive: `metadata.loss` of a loss report: trap hits that did not become
+/// alerts since the previous report, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossMetadata {
+    /// The kernel's ring buffer was full.
+    #[serde(default)]
+    pub ring: u64,
+    /// The queue between the ring reader and the consumer was full.
+    #[serde(default)]
+    pub queue: u64,
+    /// Held back by the kernel's per-(trap, process) flood limit.
+    #[serde(default)]
+    pub limited: u64,
+}
+
+impl LossMetadata {
+    /// Every loss counted.
+    pub fn total(&self) -> u64 {
+        self.ring
+            .saturating_add(self.queue)
+            .saturating_add(self.limited)
+    }
 }
 
 /// `pod` of a KiveAlert.
@@ -252,6 +280,10 @@ pub struct ProcessMetadata {
     /// kive: login uid (absent when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loginuid: Option<u32>,
+    /// kive: what the capture is worth (`binary-truncated`, `binary-memfd`,
+    /// `binary-deleted`, ...: see [`super::flags::ProcessFlags`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 impl KiveAlert {

@@ -1,11 +1,13 @@
 //! Alerts: the KiveAlert v1 JSON and the text line (pure).
 
+pub mod flags;
 pub mod kive_alert;
 pub mod text;
 
+pub use flags::ProcessFlags;
 pub use kive_alert::{
     access_names, rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert,
-    NodeMetadata, PodMetadata, ProcessMetadata, WorkloadMetadata, ALERT_VERSION,
+    LossMetadata, NodeMetadata, PodMetadata, ProcessMetadata, WorkloadMetadata, ALERT_VERSION,
 };
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use kive::alert::text::to_text;
 use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::policy::{self, Compiled};
 use kive::runtime::{Runtime, RuntimeConfig};
-use kive::trap::TierChoice;
+use kive::trap::{FloodLimit, TierChoice};
 
 /// The policy `kive run` arms when no --policy is given.
 const DEFAULT_POLICY: &str = include_str!("../../../examples/host-policy.yaml");
@@ -65,6 +65,18 @@ struct RunArgs {
     /// Ring buffer size in bytes (power of two).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     ring_bytes: u32,
+    /// The kernel's flood limit: events one process may report per trap per
+    /// window on average (0 = no limit); the rest are counted, carried in
+    /// its next alert (`suppressed`) and reported as lost.
+    #[arg(long, default_value_t = FloodLimit::default().events)]
+    flood_limit: u32,
+    /// The flood limit's window (milliseconds).
+    #[arg(long, default_value_t = FloodLimit::default().window.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    flood_window_ms: u64,
+    /// Events of one process per trap that may come at once.
+    #[arg(long, default_value_t = FloodLimit::default().burst)]
+    flood_burst: u32,
     /// Node name in alerts (default: $NODE_NAME, else the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -117,6 +129,9 @@ fn run(args: RunArgs) -> ExitCode {
         tier,
         format,
         ring_bytes,
+        flood_limit,
+        flood_window_ms,
+        flood_burst,
         node_name,
         rescan_ms,
         kubeconfig,
@@ -141,6 +156,11 @@ fn run(args: RunArgs) -> ExitCode {
     let mut cfg = RuntimeConfig::default();
     cfg.engine.tier = tier;
     cfg.engine.ring_bytes = ring_bytes;
+    cfg.engine.flood_limit = FloodLimit {
+        events: flood_limit,
+        window: Duration::from_millis(flood_window_ms),
+        burst: flood_burst,
+    };
     cfg.rescan = Duration::from_millis(rescan_ms.max(10));
     if let Some(n) = node_name {
         cfg.node_name = n;
@@ -199,6 +219,13 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     while !stop.load(Ordering::Relaxed) {
+        // lost hits are printed as a loss report line too
+        if let Some(report) = rt.loss_report() {
+            match format {
+                Format::Json => println!("{}", report.to_json()),
+                Format::Text => println!("{}", to_text(&report)),
+            }
+        }
         let Some(ev) = rt.next_event(Duration::from_millis(100)) else {
             continue;
         };
@@ -224,6 +251,28 @@ fn run(args: RunArgs) -> ExitCode {
         m.callbacks.dropped
     );
     ExitCode::SUCCESS
+}
+
+/// stderr for log lines: each line is written whole, with every control
+/// character in it escaped (a path or process name holding a newline
+/// cannot add a forged line), then its newline.
+struct EscapedStderr;
+
+impl std::io::Write for EscapedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, nl) = match text.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*text, ""),
+        };
+        let line = format!("{}{nl}", kive::alert::text::escape(body));
+        std::io::stderr().lock().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -262,8 +311,9 @@ fn check(policies: &[PathBuf]) -> ExitCode {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| EscapedStderr)
+        // no colours: every escape character in a log line is escaped
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

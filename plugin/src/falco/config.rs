@@ -76,6 +76,17 @@ pub struct KiveConfig {
     /// milliseconds (default 1000, at least 10).
     #[schemars(range(min = 10))]
     pub rescan_ms: u64,
+    /// The kernel's flood limit: events one process may report per trap
+    /// and per `floodWindowMs` on average (default 64); the rest are counted, carried
+    /// in its next alert (`suppressed`) and in a loss report. 0 turns it
+    /// off (then one process can fill the ring buffer).
+    pub flood_limit: u32,
+    /// The flood limit's window in milliseconds (default 1000, at least 1).
+    #[schemars(range(min = 1))]
+    pub flood_window_ms: u64,
+    /// Events of one process per trap that may come at once before the
+    /// flood limit applies (default 16).
+    pub flood_burst: u32,
     /// Node name written into alerts (default: the `NODE_NAME` environment
     /// variable, e.g. from the downward API, else the host name).
     pub node_name: Option<String>,
@@ -123,6 +134,9 @@ impl Default for KiveConfig {
             max_traps: engine.max_traps,
             queue_capacity: 65536,
             rescan_ms: 1000,
+            flood_limit: engine.flood_limit.events,
+            flood_window_ms: engine.flood_limit.window.as_millis() as u64,
+            flood_burst: engine.flood_limit.burst,
             node_name: None,
             host_root: "/".into(),
             proc_root: "/proc".into(),
@@ -168,6 +182,9 @@ impl KiveConfig {
         if self.queue_capacity == 0 {
             return bad("queueCapacity", "must be at least 1".into());
         }
+        if self.flood_window_ms == 0 {
+            return bad("floodWindowMs", "must be at least 1".into());
+        }
         if self.rescan_ms < 10 {
             return bad("rescanMs", format!("{} is below 10", self.rescan_ms));
         }
@@ -203,6 +220,11 @@ impl KiveConfig {
         rc.engine.tier = self.tier;
         rc.engine.ring_bytes = self.ring_bytes;
         rc.engine.max_traps = self.max_traps;
+        rc.engine.flood_limit = crate::trap::FloodLimit {
+            events: self.flood_limit,
+            window: Duration::from_millis(self.flood_window_ms),
+            burst: self.flood_burst,
+        };
         if let Some(n) = self.node_name.as_deref().filter(|n| !n.is_empty()) {
             rc.node_name = n.to_string();
         }

@@ -4,6 +4,8 @@
 //! the [`Decoded`] header in the per-call context and every field slices
 //! its value out of the event buffer. Empty strings and unset optional
 //! numbers are "no value" (`<NA>` in outputs), never empty strings.
+//! Strings come out with control characters escaped
+//! ([`crate::alert::text::escape`]): Falco prints them in its outputs.
 
 use std::ffi::{CStr, CString};
 
@@ -12,7 +14,8 @@ use falco_plugin::extract::{field, ExtractFieldInfo, ExtractPlugin, ExtractReque
 
 use super::payload::{Decoded, Numbers, Slot};
 use super::{KiveEvent, KivePlugin};
-use crate::alert::access_names;
+use crate::alert::text::escape;
+use crate::alert::{access_names, ProcessFlags};
 
 /// Per-extraction-call context: the decoded header of the event.
 pub type Context = Option<Decoded>;
@@ -44,7 +47,34 @@ fn text<const S: usize>(
     _p: &mut KivePlugin,
     req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
 ) -> Result<Option<CString>, Error> {
-    with(req, |data, d| d.text(data, Slot::ALL[S]).map(cstring))
+    with(req, |data, d| d.text(data, Slot::ALL[S]).map(escaped))
+}
+
+/// A string slot with control characters escaped (an executable named
+/// `x\n...` cannot add a line to a Falco output); invalid UTF-8 is
+/// replaced, never passed on.
+fn escaped(b: &[u8]) -> CString {
+    cstring(escape(&String::from_utf8_lossy(b)).as_bytes())
+}
+
+/// One `process.flags` bit, on an access (no value on a loss report).
+fn process_flag(
+    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
+    bit: u32,
+) -> Result<Option<bool>, Error> {
+    with(req, |data, d| {
+        d.loss(data)
+            .is_none()
+            .then(|| ProcessFlags(d.numbers().process_flags.unwrap_or(0)).has(bit))
+    })
+}
+
+/// One count of a loss report (no value on an access).
+fn loss(
+    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
+    f: impl FnOnce([u64; 3]) -> u64,
+) -> Result<Option<u64>, Error> {
+    with(req, |data, d| d.loss(data).map(f))
 }
 
 macro_rules! s {
@@ -173,6 +203,44 @@ impl KivePlugin {
         with(req, |data, d| pairs(d.map(data, Slot::NamespaceLabels)))
     }
 
+    fn process_flags(&mut self, req: ExtractRequest<Self>) -> Result<Vec<CString>, Error> {
+        with(req, |_, d| {
+            ProcessFlags(d.numbers().process_flags.unwrap_or(0))
+                .names()
+                .into_iter()
+                .map(|n| cstring(n.as_bytes()))
+                .collect()
+        })
+    }
+
+    fn binary_truncated(&mut self, req: ExtractRequest<Self>) -> Result<Option<bool>, Error> {
+        process_flag(req, ProcessFlags::BINARY_TRUNCATED)
+    }
+
+    fn binary_memfd(&mut self, req: ExtractRequest<Self>) -> Result<Option<bool>, Error> {
+        process_flag(req, ProcessFlags::BINARY_MEMFD)
+    }
+
+    fn binary_deleted(&mut self, req: ExtractRequest<Self>) -> Result<Option<bool>, Error> {
+        process_flag(req, ProcessFlags::BINARY_DELETED)
+    }
+
+    fn loss_ring(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        loss(req, |l| l[0])
+    }
+
+    fn loss_queue(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        loss(req, |l| l[1])
+    }
+
+    fn loss_limited(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        loss(req, |l| l[2])
+    }
+
+    fn loss_total(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        loss(req, |l| l.iter().fold(0u64, |a, b| a.saturating_add(*b)))
+    }
+
     fn accessor_host(&mut self, req: ExtractRequest<Self>) -> Result<Option<bool>, Error> {
         with(req, |_, d| d.accessor_host())
     }
@@ -264,8 +332,17 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
     field("kive.open.flags", &KivePlugin::open_flags)
         .with_description("Open flags of the access (f_flags)"),
     field("kive.suppressed", &KivePlugin::suppressed).with_description(
-        "Alerts of this trap and process held back by the trap's rate limit since the previous one (metadata.suppressed)",
+        "Alerts of this trap and process held back since the previous one, by the trap's rate limit and the kernel's flood limit (metadata.suppressed)",
     ),
+    field("kive.loss.total", &KivePlugin::loss_total).with_description(
+        "On a loss report (no file access): trap hits lost since the previous report, all causes (metadata.loss)",
+    ),
+    field("kive.loss.ring", &KivePlugin::loss_ring)
+        .with_description("On a loss report: hits lost because the kernel's ring buffer was full (metadata.loss.ring)"),
+    field("kive.loss.queue", &KivePlugin::loss_queue)
+        .with_description("On a loss report: hits lost because the consumer queue was full (metadata.loss.queue)"),
+    field("kive.loss.limited", &KivePlugin::loss_limited)
+        .with_description("On a loss report: hits held back by the kernel's per-(trap, process) flood limit (metadata.loss.limited)"),
     field("kive.kernel.id", s!(KernelId))
         .with_description("Boot id of the node's kernel (metadata.kernel-id)"),
     field("kive.callback", s!(Callback))
@@ -329,7 +406,16 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
     field("kive.process.gid", &KivePlugin::gid)
         .with_description("Real gid of the accessing process (process.gid)"),
     field("kive.process.binary", s!(Binary))
-        .with_description("Executable of the accessing process (process.binary)"),
+        .with_description("Executable of the accessing process (process.binary; starts with ... when cut)"),
+    field("kive.process.binary.truncated", &KivePlugin::binary_truncated)
+        .with_description("Whether the executable's path was cut at the kernel capture's limits (256 bytes, 24 levels): only its last components are known"),
+    field("kive.process.binary.memfd", &KivePlugin::binary_memfd)
+        .with_description("Whether the executable is a memfd (memfd_create + fexecve: no file on disk)"),
+    field("kive.process.binary.deleted", &KivePlugin::binary_deleted)
+        .with_description("Whether the executable was deleted (unlinked) while it ran"),
+    field("kive.process.flags", &KivePlugin::process_flags).with_description(
+        "What the capture of the process is worth (process.flags): binary-truncated, cwd-truncated, parent-binary-truncated, arguments-truncated, binary-memfd, binary-deleted",
+    ),
     field("kive.process.cwd", s!(Cwd))
         .with_description("Working directory of the accessing process (process.cwd)"),
     field("kive.process.args", s!(Arguments))

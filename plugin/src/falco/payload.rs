@@ -7,14 +7,16 @@
 //! |---|---|---|
 //! | 0 | 1 | magic `0x4b` (`K`) |
 //! | 1 | 1 | version (`1`) |
-//! | 2 | 2 | number of slots `n` (37 in version 1: 34 strings, then 3 maps; readers ignore extra slots) |
+//! | 2 | 2 | number of slots `n` (38: 34 strings, 3 maps, then the loss slot; readers ignore extra slots, and read a missing loss slot as empty) |
 //! | 4 | 4 | presence flags of optional values |
-//! | 8 | 64 | numbers: inode u64, cgroup id u64, suppressed u64, pid i32, tgid u32, uid u32, gid u32, ppid u32, mask i32, open flags u32, ns pid u32, loginuid u32, reserved u32 |
+//! | 8 | 64 | numbers: inode u64, cgroup id u64, suppressed u64, pid i32, tgid u32, uid u32, gid u32, ppid u32, mask i32, open flags u32, ns pid u32, loginuid u32, process flags u32 |
 //! | 72 | 4·n | end offset of each slot, relative to the slot area |
 //! | 72+4·n | … | slot area: the slots' bytes back to back |
 //!
 //! A string slot holds UTF-8 bytes (empty = absent); a map slot holds
-//! `(u32 key length, key, u32 value length, value)` repeated. Decoding
+//! `(u32 key length, key, u32 value length, value)` repeated; the loss
+//! slot holds `metadata.loss` as ring u64, queue u64, limited u64 (empty
+//! = not a loss report). Decoding
 //! copies nothing: [`Decoded`] keeps the numbers and the slot offsets, and
 //! every string is sliced out of the event buffer on demand.
 
@@ -26,8 +28,8 @@ use falco_plugin::event::EventSource;
 
 use super::FalcoError;
 use crate::alert::{
-    AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata, PodMetadata,
-    ProcessMetadata, WorkloadMetadata,
+    AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, LossMetadata, NodeMetadata,
+    PodMetadata, ProcessFlags, ProcessMetadata, WorkloadMetadata,
 };
 
 /// First byte of every payload.
@@ -49,6 +51,8 @@ const ACCESSOR_HOST: u32 = 1 << 6;
 const HAS_SUPPRESSED: u32 = 1 << 7;
 const HAS_NS_PID: u32 = 1 << 8;
 const HAS_LOGINUID: u32 = 1 << 9;
+const HAS_PROCESS_FLAGS: u32 = 1 << 10;
+const HAS_LOSS: u32 = 1 << 11;
 
 /// The string and map slots of version 1, in wire order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,10 +132,15 @@ pub enum Slot {
     PodLabels,
     /// `pod.namespace-labels` (map).
     NamespaceLabels,
+    /// `metadata.loss` (three u64; empty when not a loss report).
+    Loss,
 }
 
-/// Number of slots in version 1.
-pub const SLOTS: usize = Slot::NamespaceLabels as usize + 1;
+/// Number of slots this build writes.
+pub const SLOTS: usize = Slot::Loss as usize + 1;
+/// Number of slots of the first payloads (before the loss slot): the
+/// fewest a reader accepts.
+pub const MIN_SLOTS: usize = Slot::NamespaceLabels as usize + 1;
 
 impl Slot {
     /// Every slot, in wire order (`Slot::ALL[i] as usize == i`).
@@ -173,6 +182,7 @@ impl Slot {
         Slot::CustomMetadata,
         Slot::PodLabels,
         Slot::NamespaceLabels,
+        Slot::Loss,
     ];
 }
 
@@ -203,6 +213,8 @@ pub struct Numbers {
     pub ns_pid: Option<u32>,
     /// `process.loginuid`.
     pub loginuid: Option<u32>,
+    /// `process.flags` as [`crate::alert::ProcessFlags`] bits.
+    pub process_flags: Option<u32>,
 }
 
 /// Number of string slots (the map slots follow them).
@@ -223,6 +235,8 @@ pub struct Parts<'a> {
     pub has_workload: bool,
     /// `accessor.host`, when `accessor` is present.
     pub accessor_host: Option<bool>,
+    /// `metadata.loss` as (ring, queue, limited), on a loss report.
+    pub loss: Option<[u64; 3]>,
 }
 
 /// The payload parts of an alert: one mapping for [`KiveAlert`] and for the
@@ -281,10 +295,13 @@ macro_rules! alert_parts {
                 suppressed: $a.metadata.suppressed,
                 ns_pid: $a.process.ns_pid,
                 loginuid: $a.process.loginuid,
+                process_flags: (!$a.process.flags.is_empty())
+                    .then(|| $crate::alert::ProcessFlags::from_names(&$a.process.flags).0),
             },
             has_policy_namespace: $a.policy_namespace.is_some(),
             has_workload: $a.pod.workload.is_some(),
             accessor_host: accessor.map(|x| x.host),
+            loss: $a.metadata.loss.map(|l| [l.ring, l.queue, l.limited]),
         }
     }};
 }
@@ -311,7 +328,7 @@ pub fn encode(a: &KiveAlert, out: &mut Vec<u8>) -> Result<(), FalcoError> {
 pub type Maps<'m, 'a> = [&'m mut dyn Iterator<Item = (&'a str, &'a str)>; MAP_SLOTS];
 
 /// Number of map slots.
-pub const MAP_SLOTS: usize = SLOTS - STRING_SLOTS;
+pub const MAP_SLOTS: usize = MIN_SLOTS - STRING_SLOTS;
 
 /// Encodes borrowed parts and the maps into `out` (cleared first).
 pub fn encode_parts<'a>(
@@ -340,6 +357,12 @@ pub fn encode_parts<'a>(
     if n.loginuid.is_some() {
         flags |= HAS_LOGINUID;
     }
+    if n.process_flags.is_some() {
+        flags |= HAS_PROCESS_FLAGS;
+    }
+    if p.loss.is_some() {
+        flags |= HAS_LOSS;
+    }
     if p.has_policy_namespace {
         flags |= HAS_POLICY_NAMESPACE;
     }
@@ -367,7 +390,7 @@ pub fn encode_parts<'a>(
         n.open_flags.unwrap_or(0),
         n.ns_pid.unwrap_or(0),
         n.loginuid.unwrap_or(0),
-        0,
+        n.process_flags.unwrap_or(0),
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -401,6 +424,10 @@ pub fn encode_parts<'a>(
     for (i, map) in maps.into_iter().enumerate() {
         write_map(out, STRING_SLOTS + i, map)?;
     }
+    for v in p.loss.iter().flatten() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    end(out, Slot::Loss as usize)?;
     Ok(())
 }
 
@@ -424,6 +451,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 pub struct Decoded {
     numbers: Numbers,
     flags: u32,
+    nslots: usize,
     area: usize,
     len: usize,
 }
@@ -441,7 +469,7 @@ impl Decoded {
             return Err(FalcoError::PayloadVersion(data[1]));
         }
         let nslots = u16::from_le_bytes([data[2], data[3]]) as usize;
-        if nslots < SLOTS {
+        if nslots < MIN_SLOTS {
             return Err(FalcoError::PayloadCorrupt("fewer slots than version 1 has"));
         }
         let area = FIXED + 4 * nslots;
@@ -464,10 +492,12 @@ impl Decoded {
             open_flags: opt32(HAS_OPEN_FLAGS, u32_at(data, n + 48)),
             ns_pid: opt32(HAS_NS_PID, u32_at(data, n + 52)),
             loginuid: opt32(HAS_LOGINUID, u32_at(data, n + 56)),
+            process_flags: opt32(HAS_PROCESS_FLAGS, u32_at(data, n + 60)),
         };
         Ok(Self {
             numbers,
             flags,
+            nslots,
             area,
             len: data.len(),
         })
@@ -478,7 +508,7 @@ impl Decoded {
     pub fn validate(data: &[u8]) -> Result<Self, FalcoError> {
         let d = Self::decode(data)?;
         let mut prev = 0;
-        for i in 0..SLOTS {
+        for i in 0..d.nslots.min(SLOTS) {
             let end = d.end_of(data, i);
             if end < prev {
                 return Err(FalcoError::PayloadCorrupt("slot offsets go backwards"));
@@ -521,12 +551,29 @@ impl Decoded {
             return &[];
         }
         let i = slot as usize;
+        if i >= self.nslots {
+            return &[];
+        }
         let start = if i == 0 { 0 } else { self.end_of(data, i - 1) };
         let end = self.end_of(data, i);
         if start > end {
             return &[];
         }
         data.get(self.area + start..self.area + end).unwrap_or(&[])
+    }
+
+    /// `metadata.loss`, on a loss report.
+    pub fn loss(&self, data: &[u8]) -> Option<[u64; 3]> {
+        if self.flags & HAS_LOSS == 0 {
+            return None;
+        }
+        let b = self.raw(data, Slot::Loss);
+        let at = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                b.get(8 * i..8 * i + 8)?.try_into().ok()?,
+            ))
+        };
+        Some([at(0)?, at(1)?, at(2)?])
     }
 
     /// A string slot, `None` when empty.
@@ -582,6 +629,11 @@ impl Decoded {
                 owner: s(Slot::Owner),
                 cgroup_id: n.cgroup_id,
                 suppressed: n.suppressed,
+                loss: self.loss(data).map(|[ring, queue, limited]| LossMetadata {
+                    ring,
+                    queue,
+                    limited,
+                }),
             },
             custom_metadata: m(Slot::CustomMetadata),
             pod: PodMetadata {
@@ -619,6 +671,10 @@ impl Decoded {
                 parent_binary: s(Slot::ParentBinary),
                 ns_pid: n.ns_pid,
                 loginuid: n.loginuid,
+                flags: n
+                    .process_flags
+                    .map(|f| ProcessFlags(f).names())
+                    .unwrap_or_default(),
             },
             policy_namespace: self
                 .has_policy_namespace()
@@ -752,7 +808,8 @@ mod tests {
         for (i, s) in Slot::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i, "{s:?}");
         }
-        assert_eq!(STRING_SLOTS + MAP_SLOTS, SLOTS);
+        assert_eq!(STRING_SLOTS + MAP_SLOTS, MIN_SLOTS);
+        assert_eq!(MIN_SLOTS + 1, SLOTS);
     }
 
     #[test]

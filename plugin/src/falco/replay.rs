@@ -130,6 +130,8 @@ struct MetadataRef<'a> {
     cgroup_id: Option<u64>,
     #[serde(default)]
     suppressed: Option<u64>,
+    #[serde(default)]
+    loss: Option<crate::alert::LossMetadata>,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +200,8 @@ struct ProcessRef<'a> {
     ns_pid: Option<u32>,
     #[serde(default)]
     loginuid: Option<u32>,
+    #[serde(default, borrow)]
+    flags: Vec<S<'a>>,
 }
 
 /// A JSON object of strings as pairs sorted by key, later duplicates

@@ -15,6 +15,7 @@ use super::config::{KiveConfig, Mode};
 use super::payload::{encode, KivePayload};
 use super::replay::{Chunk, Fetched, Prefetch};
 use super::{FalcoError, KivePlugin, SourceStats, PLUGIN_ID};
+use crate::alert::text::escape;
 use crate::alert::KiveAlert;
 use crate::k8s::ClusterSource;
 use crate::policy::{self, Compiled};
@@ -129,7 +130,7 @@ impl KiveInstance {
                     REPLAY_DEPTH,
                     Arc::clone(&stats.malformed),
                 )?;
-                log::info!("kive: replaying {path}");
+                log::info!("kive: replaying {}", escape(&path));
                 Source::Replay {
                     prefetch,
                     chunk: None,
@@ -138,7 +139,7 @@ impl KiveInstance {
             OpenTarget::Live => {
                 let compiled = load_policies(cfg)?;
                 for e in &compiled.errors {
-                    log::error!("kive: {e}");
+                    log::error!("kive: {}", escape(&e.to_string()));
                 }
                 if compiled.traps.is_empty() && !cfg.kubernetes.enabled {
                     let errors: Vec<String> =
@@ -148,10 +149,10 @@ impl KiveInstance {
                 let (rt, report) = Runtime::start(&cfg.runtime_config(), &compiled.traps)
                     .map_err(FalcoError::Engine)?;
                 for w in &report.warnings {
-                    log::warn!("kive: {w}");
+                    log::warn!("kive: {}", escape(w));
                 }
                 for f in &report.failures {
-                    log::error!("kive: {f} (kept pending, retried)");
+                    log::error!("kive: {} (kept pending, retried)", escape(f));
                 }
                 if !cfg.kubernetes.enabled {
                     for t in &report.needs_cluster {
@@ -250,6 +251,11 @@ impl KiveInstance {
         let rt = lock(rt);
         let deadline = Instant::now() + self.wait;
         let mut n = 0;
+        // lost hits reach Falco as an event too, not only as a metric
+        if let Some(report) = rt.loss_report() {
+            Self::add(&mut self.buf, batch, &report)?;
+            n += 1;
+        }
         while n < self.batch_size {
             let ev = if n == 0 {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::alert::flags::mark_cut;
+use crate::alert::ProcessFlags;
 use crate::alert::{
     rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
     PodMetadata, ProcessMetadata, WorkloadMetadata,
@@ -79,6 +81,7 @@ pub fn build_alert(
     details: &ProcessDetails,
     accessor: Option<&AccessorMetadata>,
 ) -> KiveAlert {
+    let flags = ProcessFlags(raw.process_flags);
     KiveAlert {
         alert_version: trap.alert_version.clone(),
         policy_name: trap.policy_name.clone(),
@@ -97,7 +100,8 @@ pub fn build_alert(
             open_flags: Some(raw.flags),
             owner: owner.kind().to_string(),
             cgroup_id: Some(raw.cgroup_id),
-            suppressed: None,
+            suppressed: (raw.limited > 0).then_some(u64::from(raw.limited)),
+            loss: None,
         },
         custom_metadata: trap.metadata.clone(),
         accessor: accessor.cloned(),
@@ -131,8 +135,14 @@ pub fn build_alert(
             uid: raw.uid,
             gid: raw.gid,
             // captured in the kernel at the access; /proc only as a fallback
-            binary: or_else(&raw.exe, &details.binary),
-            cwd: or_else(&raw.cwd, &details.cwd),
+            binary: mark_cut(
+                &or_else(&raw.exe, &details.binary),
+                !raw.exe.is_empty() && flags.has(ProcessFlags::BINARY_TRUNCATED),
+            ),
+            cwd: mark_cut(
+                &or_else(&raw.cwd, &details.cwd),
+                !raw.cwd.is_empty() && flags.has(ProcessFlags::CWD_TRUNCATED),
+            ),
             arguments: if raw.args.is_empty() {
                 details.arguments.clone()
             } else {
@@ -141,9 +151,13 @@ pub fn build_alert(
             comm: raw.comm.clone(),
             ppid: Some(raw.ppid),
             parent_comm: raw.parent_comm.clone(),
-            parent_binary: raw.parent_exe.clone(),
+            parent_binary: mark_cut(
+                &raw.parent_exe,
+                flags.has(ProcessFlags::PARENT_BINARY_TRUNCATED),
+            ),
             ns_pid: Some(raw.ns_pid),
             loginuid: raw.loginuid,
+            flags: flags.names(),
         },
     }
 }
@@ -237,6 +251,8 @@ mod tests {
             exe: "/usr/bin/cat".into(),
             cwd: String::new(),
             args: vec!["cat".into(), "/etc/secret".into()],
+            process_flags: 0,
+            limited: 0,
         };
         let node = NodeContext {
             kernel_id: "boot".into(),
@@ -281,6 +297,25 @@ mod tests {
         );
         assert_eq!(a.process.arguments, "cat /etc/secret");
         assert_eq!(a.process.cwd, "/", "not captured: /proc fills in");
+        assert!(a.process.flags.is_empty());
+        assert_eq!(a.metadata.suppressed, None);
+        // a cut capture is marked, a /proc fallback is not; the kernel's
+        // held-back count rides in suppressed
+        let raw = RawEvent {
+            process_flags: ProcessFlags::BINARY_TRUNCATED
+                | ProcessFlags::CWD_TRUNCATED
+                | ProcessFlags::BINARY_DELETED,
+            limited: 7,
+            ..raw
+        };
+        let a = build_alert(&raw, trap, &Owner::Host, &node, &details, None);
+        assert_eq!(a.process.binary, ".../usr/bin/cat");
+        assert_eq!(a.process.cwd, "/", "the /proc value is whole");
+        assert_eq!(
+            a.process.flags,
+            ["binary-truncated", "cwd-truncated", "binary-deleted"]
+        );
+        assert_eq!(a.metadata.suppressed, Some(7));
         assert_eq!(a.process.parent_comm, "bash");
         assert_eq!(a.process.parent_binary, "/usr/bin/bash");
         assert_eq!(a.process.loginuid, Some(1000));

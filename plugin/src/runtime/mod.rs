@@ -6,6 +6,7 @@
 //! Falco's `next_batch`) pulls events and enriches them.
 
 pub mod enrich;
+pub mod loss;
 pub mod pods;
 pub mod ratelimit;
 pub mod table;
@@ -17,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::alert::{AccessorMetadata, KiveAlert};
+use crate::alert::text::escape;
+use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, LossMetadata};
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
 use crate::node::cgroup::CgroupIndex;
 use crate::node::host::{boot_id, BootClock};
@@ -27,6 +29,7 @@ use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
 
 pub use enrich::{accessor_metadata, build_alert, NodeContext};
+pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
 pub use table::{ContainerOwner, Entry, EntryState, Owner, TrapTable};
@@ -50,6 +53,8 @@ pub struct RuntimeConfig {
     pub node_name: String,
     /// How trap callbacks are sent (`None`: never sent).
     pub callbacks: Option<CallbackConfig>,
+    /// At most one loss report (alert + WARN) per this period.
+    pub loss_report: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +68,7 @@ impl Default for RuntimeConfig {
             proc_root: PathBuf::from("/proc"),
             node_name: crate::node::host::node_name(),
             callbacks: Some(CallbackConfig::default()),
+            loss_report: Duration::from_secs(1),
         }
     }
 }
@@ -131,7 +137,7 @@ impl Shared {
             None => self.engine.disarm(key),
         };
         if let Err(e) = &result {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", escape(&format!("{e:#}")));
         }
         result
     }
@@ -237,7 +243,7 @@ impl Shared {
                     if let Some(e) = self.table().get(id) {
                         tracing::info!(
                             "{}: re-armed (file {})",
-                            e.trap.origin,
+                            escape(&e.trap.origin.to_string()),
                             if was_armed.is_some() {
                                 "replaced"
                             } else {
@@ -249,7 +255,7 @@ impl Shared {
                 Ok(false) => {}
                 Err(msg) => {
                     if self.first_report(id) {
-                        tracing::warn!("{msg} (kept pending, retried)");
+                        tracing::warn!("{} (kept pending, retried)", escape(&msg));
                     }
                 }
             }
@@ -268,6 +274,7 @@ pub struct Runtime {
     callbacks: Option<Callbacks>,
     cgroups: Mutex<CgroupIndex>,
     limiter: Mutex<RateLimiter>,
+    loss: Mutex<LossTracker>,
 }
 
 impl Runtime {
@@ -377,6 +384,7 @@ impl Runtime {
                 callbacks,
                 cgroups: Mutex::new(CgroupIndex::for_this_node()),
                 limiter: Mutex::new(RateLimiter::default()),
+                loss: Mutex::new(LossTracker::new(cfg.loss_report)),
             },
             report,
         ))
@@ -438,7 +446,10 @@ impl Runtime {
                 }
             }
             let mut a = build_alert(raw, trap, owner, &self.node, &details, accessor.as_ref());
-            a.metadata.suppressed = suppressed;
+            // the kernel's flood limit and the trap's rate limit add up
+            if let Some(n) = suppressed {
+                a.metadata.suppressed = Some(a.metadata.suppressed.unwrap_or(0).saturating_add(n));
+            }
             alerts.push(a);
         }
         if let Some(cb) = &self.callbacks {
@@ -449,6 +460,53 @@ impl Runtime {
             }
         }
         alerts
+    }
+
+    /// A loss report when trap hits were lost since the previous one (ring
+    /// buffer full, consumer queue full, held back by the kernel's flood
+    /// limit), at most once per [`RuntimeConfig::loss_report`]; each one
+    /// is also logged at WARN. Consumers call this between events: it
+    /// reads the counters only once per period.
+    pub fn loss_report(&self) -> Option<KiveAlert> {
+        let now = std::time::Instant::now();
+        let mut tracker = self.loss.lock().unwrap_or_else(|p| p.into_inner());
+        if !tracker.due(now) {
+            return None;
+        }
+        let m = self.metrics();
+        let loss = tracker.check(
+            now,
+            LossMetadata {
+                ring: m.kernel.drops,
+                queue: m.queue_drops,
+                limited: m.kernel.limited,
+            },
+        )?;
+        drop(tracker);
+        tracing::warn!(
+            "{} trap hit(s) lost since the last report: ring={} (ring buffer full) queue={} (consumer queue full) limited={} (flood limit per trap and process)",
+            loss.total(),
+            loss.ring,
+            loss.queue,
+            loss.limited
+        );
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Some(KiveAlert {
+            alert_version: crate::alert::ALERT_VERSION.to_string(),
+            timestamp: rfc3339_nanos(wall),
+            metadata: AlertMetadata {
+                kernel_id: self.node.kernel_id.clone(),
+                loss: Some(loss),
+                ..Default::default()
+            },
+            node: crate::alert::NodeMetadata {
+                name: self.node.node_name.clone(),
+            },
+            ..Default::default()
+        })
     }
 
     /// Who opened the file, from the event's cgroup id (see

@@ -24,6 +24,8 @@ pub struct KernelStats {
     pub drops: u64,
     /// Opens denied.
     pub blocked: u64,
+    /// Events held back by the per-(trap, process) flood limit.
+    pub limited: u64,
 }
 
 /// A loaded and attached trap engine. Dropping it detaches every program
@@ -72,6 +74,7 @@ fn tier_programs(tier: Tier) -> &'static [&'static str] {
             "kive_tpc_openat2",
             "kive_tpc_open",
             "kive_tpc_creat",
+            "kive_tpc_open_by_handle_at",
             "kive_tpc_exec",
         ],
     }
@@ -112,6 +115,28 @@ fn bpf_lsm_active() -> Result<(), TrapError> {
         Err(e) => Err(TrapError::LsmInactive(format!(
             "cannot read {LSM_LIST} (is securityfs mounted?): {e}"
         ))),
+    }
+}
+
+/// The loader's pid as its own pid namespace numbers it, and that
+/// namespace's (kernel-encoded device, inode): the kernel compares the
+/// current task's pid in that namespace, right wherever the loader runs
+/// (Falco in a container has its own pid namespace). `None` when
+/// `/proc/self/ns/pid` cannot be read: the kernel then compares host pids.
+fn self_identity() -> (u32, Option<(u64, u64)>) {
+    use std::os::unix::fs::MetadataExt;
+    let pid = std::process::id();
+    match std::fs::metadata("/proc/self/ns/pid") {
+        Ok(m) => (
+            pid,
+            Some((u64::from(super::dev::kernel_dev(m.dev())), m.ino())),
+        ),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read /proc/self/ns/pid ({e}): the loader is recognized by its host pid"
+            );
+            (pid, None)
+        }
     }
 }
 
@@ -164,8 +189,16 @@ impl Engine {
             .rodata_data
             .as_deref_mut()
             .ok_or(TrapError::Rodata)?;
-        rodata.self_tgid = std::process::id();
-        rodata.wakeup_bytes = cfg.wakeup_bytes;
+        let (pid, ns) = self_identity();
+        rodata.self_tgid = pid;
+        if let Some((dev, ino)) = ns {
+            rodata.self_ns_dev = dev;
+            rodata.self_ns_ino = ino;
+        }
+        // a threshold past a quarter of the ring would let it fill
+        // between polls: the reader is woken by then
+        rodata.wakeup_bytes = cfg.wakeup_bytes.min(u64::from(cfg.ring_bytes / 4));
+        (rodata.limit_interval_ns, rodata.limit_tolerance_ns) = cfg.flood_limit.gcra();
         open.maps
             .events
             .set_max_entries(cfg.ring_bytes)
@@ -273,6 +306,7 @@ impl Engine {
             hits: read(0),
             drops: read(1),
             blocked: read(2),
+            limited: read(3),
         }
     }
 

@@ -121,6 +121,8 @@ pub struct EngineConfig {
     pub max_traps: u32,
     /// Wake the reader only once this many bytes wait (0 = every event).
     pub wakeup_bytes: u64,
+    /// The in-kernel flood limit per (trap, process).
+    pub flood_limit: FloodLimit,
 }
 
 impl Default for EngineConfig {
@@ -130,7 +132,51 @@ impl Default for EngineConfig {
             ring_bytes: 4 * 1024 * 1024,
             max_traps: 65536,
             wakeup_bytes: 64 * 1024,
+            flood_limit: FloodLimit::default(),
         }
+    }
+}
+
+/// The kernel's flood limit per (trap, process): a burst of `burst`
+/// events passes, then `events` per `window` on average (a generic cell
+/// rate algorithm, in the kernel before the ring buffer reservation); the
+/// rest are counted (per process, carried in its next event, and in
+/// [`KernelStats::limited`]). One process opening a trapped file in a loop
+/// can then not push out another process's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloodLimit {
+    /// Events per window per (trap, process); 0 turns the limit off.
+    pub events: u32,
+    /// The window.
+    pub window: std::time::Duration,
+    /// Events that may come at once (at least 1).
+    pub burst: u32,
+}
+
+impl Default for FloodLimit {
+    /// 64 events per second in bursts of up to 16: far above what any
+    /// legitimate reader of one decoy does, far below what fills a ring
+    /// buffer.
+    fn default() -> Self {
+        Self {
+            events: 64,
+            window: std::time::Duration::from_secs(1),
+            burst: 16,
+        }
+    }
+}
+
+impl FloodLimit {
+    /// The kernel's parameters: (ns between events, tolerance in ns);
+    /// (0, 0) when off.
+    pub fn gcra(&self) -> (u64, u64) {
+        if self.events == 0 {
+            return (0, 0);
+        }
+        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
+        let interval = (window / u64::from(self.events)).max(1);
+        let tolerance = interval.saturating_mul(u64::from(self.burst.max(1) - 1));
+        (interval, tolerance)
     }
 }
 
@@ -255,6 +301,20 @@ mod tests {
             .parse::<TierChoice>()
             .expect_err("kprobe is not a tier");
         assert!(err.contains("kprobe"), "{err}");
+    }
+
+    #[test]
+    fn the_flood_limit_in_kernel_terms() {
+        let d = FloodLimit::default();
+        assert_eq!(d.gcra(), (15_625_000, 15 * 15_625_000));
+        let off = FloodLimit { events: 0, ..d };
+        assert_eq!(off.gcra(), (0, 0));
+        let one = FloodLimit {
+            events: 10,
+            window: std::time::Duration::from_millis(100),
+            burst: 0,
+        };
+        assert_eq!(one.gcra(), (10_000_000, 0), "a burst of 0 is a burst of 1");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub const ARGS_LEN: usize = 256;
 pub const EVENT_VERSION: u16 = 3;
 /// `KIVE_TRAP_F_BLOCK`.
 pub const TRAP_F_BLOCK: u32 = 1;
+/// `kive_event.pflags`: the `KIVE_EV_F_*` flag bits.
+pub const EV_FLAGS_MASK: u32 = 0xff;
+/// `KIVE_EV_LIMITED_SHIFT`: the held-back count above the flag bits.
+pub const EV_LIMITED_SHIFT: u32 = 8;
 
 /// Byte offsets of the fields of `struct kive_event` (checked against the
 /// skeleton's generated type in tests).
@@ -48,6 +52,7 @@ pub mod offsets {
     pub const CWD_LEN: usize = 94;
     pub const ARGS_LEN: usize = 96;
     pub const PEXE_LEN: usize = 98;
+    pub const PFLAGS: usize = 100;
     pub const PCOMM: usize = 104;
     pub const EXE: usize = 120;
     pub const CWD: usize = 376;
@@ -218,6 +223,12 @@ pub struct RawEvent {
     pub cwd: String,
     /// argv, possibly truncated (empty if not captured).
     pub args: Vec<String>,
+    /// `KIVE_EV_F_*`: cut paths and argv, memfd or deleted executable
+    /// (the bits of [`crate::alert::ProcessFlags`]).
+    pub process_flags: u32,
+    /// Events of this trap and process the kernel's flood limit held back
+    /// since the previous one that passed.
+    pub limited: u32,
 }
 
 /// A NUL-terminated string in a fixed field.
@@ -287,6 +298,7 @@ impl RawEvent {
         let args_len = len_at(ARGS_LEN, self::ARGS_LEN);
         let pexe_len = len_at(PEXE_LEN, PATH_LEN);
         let loginuid = u32_at(b, LOGINUID);
+        let pflags = u32_at(b, PFLAGS);
         Ok(Self {
             ts_boot_ns: u64_at(b, TS_BOOT_NS),
             key: TrapKey {
@@ -313,6 +325,8 @@ impl RawEvent {
             exe: c_str(&b[EXE..EXE + exe_len]),
             cwd: c_str(&b[CWD..CWD + cwd_len]),
             args: split_args(&b[offsets::ARGS..offsets::ARGS + args_len]),
+            process_flags: pflags & EV_FLAGS_MASK,
+            limited: pflags >> EV_LIMITED_SHIFT,
         })
     }
 }
@@ -346,7 +360,7 @@ mod tests {
         0x06, 0x00, // cwd_len = 6 ("/root" + NUL)
         0x10, 0x00, // args_len = 16 ("cat\0/secret.txt\0")
         0x0a, 0x00, // pexe_len = 10 ("/bin/bash" + NUL)
-        0x00, 0x00, 0x00, 0x00, // pad32
+        0x21, 0x05, 0x00, 0x00, // pflags = exe cut | exe deleted, 5 held back
         b'b', b'a', b's', b'h', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // pcomm
     ];
 
@@ -393,6 +407,8 @@ mod tests {
         assert_eq!(e.exe, "/usr/bin/cat");
         assert_eq!(e.cwd, "/root");
         assert_eq!(e.args, ["cat", "/secret.txt"]);
+        assert_eq!(e.process_flags, 0x21);
+        assert_eq!(e.limited, 5);
     }
 
     #[test]
@@ -489,6 +505,7 @@ mod tests {
             (offset_of!(E, cwd_len), offsets::CWD_LEN),
             (offset_of!(E, args_len), offsets::ARGS_LEN),
             (offset_of!(E, pexe_len), offsets::PEXE_LEN),
+            (offset_of!(E, pflags), offsets::PFLAGS),
             (offset_of!(E, pcomm), offsets::PCOMM),
             (offset_of!(E, exe), offsets::EXE),
             (offset_of!(E, cwd), offsets::CWD),
