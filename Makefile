@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KIVE := target/release/kive
 
-.PHONY: setup build run test test-shared test-vm lint bench clean
+.PHONY: setup build run test test-shared test-vm lint bench clean fuzz
 
 setup:
 	@./scripts/setup.sh
@@ -34,6 +34,14 @@ SHARED ?= ../shared
 test-shared: setup
 	@test -d "$(SHARED)/peer/kivebpf-samples" || { echo "test-shared: $(SHARED)/peer/kivebpf-samples is missing (set SHARED=<dir>)" >&2; exit 1; }
 	KIVE_SHARED_DIR="$$(cd "$(SHARED)" && pwd)" $(CARGO) test -p kive --test shared_samples -- --ignored
+
+# The decoders of outside input under mutation for FUZZ_SECONDS per target
+# (make test runs the same targets for 0.4 s each). Corpus:
+# plugin/fuzz-corpus/<target>/; a panicking input is saved under
+# target/tmp/fuzz-crashes/ (ARBTEST_SEED=<seed> replays the case).
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	KIVE_FUZZ_MS=$$(( $(FUZZ_SECONDS) * 1000 )) $(CARGO) test -p kive --test fuzz -- --nocapture
 
 bench: setup
 	$(CARGO) bench --workspace

@@ -290,6 +290,46 @@ fn the_seed_sample_replays_with_absent_values_as_no_value() {
 }
 
 #[test]
+fn replayed_process_ids_absent_from_the_line_have_no_value_not_zero() {
+    let head = r#""kive-alert-version":"v1","kive-policy-name":"p","timestamp":"2025-08-02T16:51:19Z","metadata":{"path":"/s","inode":1,"mask":4,"kernel-id":"k"}"#;
+    let mut f = tempfile::NamedTempFile::new().expect("temp");
+    writeln!(f, "{{{head}}}").expect("write");
+    writeln!(f, r#"{{{head},"process":{{"uid":0,"tgid":7}}}}"#).expect("write");
+    let mut r = replay(f.path().to_str().expect("utf8"));
+    let ev = r.next_event().expect("the line without process");
+    let mut get = |ev: &_, f: &str| {
+        r.extract_field(ev, f)
+            .unwrap_or_else(|| panic!("{f} known"))
+            .unwrap_or_else(|rc| panic!("{f}: rc {rc}"))
+    };
+    for f in [
+        "kive.process.uid",
+        "kive.process.gid",
+        "kive.process.pid",
+        "kive.process.tgid",
+    ] {
+        assert_eq!(
+            get(&ev, f),
+            ExtractedField::None,
+            "{f}: no process, no value"
+        );
+    }
+    let ev = r.next_event().expect("the line with uid 0");
+    let mut get = |f: &str| {
+        r.extract_field(&ev, f)
+            .unwrap_or_else(|| panic!("{f} known"))
+            .unwrap_or_else(|rc| panic!("{f}: rc {rc}"))
+    };
+    assert_eq!(
+        get("kive.process.uid"),
+        ExtractedField::U64(0),
+        "0 given is 0"
+    );
+    assert_eq!(get("kive.process.tgid"), ExtractedField::U64(7));
+    assert_eq!(get("kive.process.gid"), ExtractedField::None, "not given");
+}
+
+#[test]
 fn recorded_engine_alerts_replay_with_their_values() {
     let path = test_file("kive_run_host.jsonl");
     let mut r = replay(path.to_str().expect("utf8"));

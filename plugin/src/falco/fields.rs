@@ -108,11 +108,11 @@ impl KivePlugin {
     }
 
     fn pid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| u64::try_from(n.pid).ok())
+        num(req, |n| n.pid.and_then(|p| u64::try_from(p).ok()))
     }
 
     fn tgid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| Some(n.tgid.into()))
+        num(req, |n| n.tgid.map(u64::from))
     }
 
     fn ppid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
@@ -132,11 +132,11 @@ impl KivePlugin {
     }
 
     fn uid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| Some(n.uid.into()))
+        num(req, |n| n.uid.map(u64::from))
     }
 
     fn gid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| Some(n.gid.into()))
+        num(req, |n| n.gid.map(u64::from))
     }
 
     fn access(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {

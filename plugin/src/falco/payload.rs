@@ -53,6 +53,11 @@ const HAS_NS_PID: u32 = 1 << 8;
 const HAS_LOGINUID: u32 = 1 << 9;
 const HAS_PROCESS_FLAGS: u32 = 1 << 10;
 const HAS_LOSS: u32 = 1 << 11;
+// absence bits (a payload written before them has every id present)
+const NO_PID: u32 = 1 << 12;
+const NO_TGID: u32 = 1 << 13;
+const NO_UID: u32 = 1 << 14;
+const NO_GID: u32 = 1 << 15;
 
 /// The string and map slots of version 1, in wire order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,14 +198,14 @@ pub struct Numbers {
     pub inode: u64,
     /// `metadata.cgroup-id`.
     pub cgroup_id: Option<u64>,
-    /// `process.pid`.
-    pub pid: i32,
-    /// `process.tgid`.
-    pub tgid: u32,
-    /// `process.uid`.
-    pub uid: u32,
-    /// `process.gid`.
-    pub gid: u32,
+    /// `process.pid` (`None`: a replayed alert without it).
+    pub pid: Option<i32>,
+    /// `process.tgid` (`None`: a replayed alert without it).
+    pub tgid: Option<u32>,
+    /// `process.uid` (`None`: a replayed alert without it).
+    pub uid: Option<u32>,
+    /// `process.gid` (`None`: a replayed alert without it).
+    pub gid: Option<u32>,
     /// `process.ppid`.
     pub ppid: Option<u32>,
     /// `metadata.mask`.
@@ -285,10 +290,11 @@ macro_rules! alert_parts {
             numbers: Numbers {
                 inode: $a.metadata.inode,
                 cgroup_id: $a.metadata.cgroup_id,
-                pid: $a.process.pid,
-                tgid: $a.process.tgid,
-                uid: $a.process.uid,
-                gid: $a.process.gid,
+                // a KiveAlert always has them; a replayed line may not
+                pid: $a.process.pid.into(),
+                tgid: $a.process.tgid.into(),
+                uid: $a.process.uid.into(),
+                gid: $a.process.gid.into(),
                 ppid: $a.process.ppid,
                 mask: $a.metadata.mask,
                 open_flags: $a.metadata.open_flags,
@@ -363,6 +369,16 @@ pub fn encode_parts<'a>(
     if p.loss.is_some() {
         flags |= HAS_LOSS;
     }
+    for (absent, bit) in [
+        (n.pid.is_none(), NO_PID),
+        (n.tgid.is_none(), NO_TGID),
+        (n.uid.is_none(), NO_UID),
+        (n.gid.is_none(), NO_GID),
+    ] {
+        if absent {
+            flags |= bit;
+        }
+    }
     if p.has_policy_namespace {
         flags |= HAS_POLICY_NAMESPACE;
     }
@@ -381,10 +397,10 @@ pub fn encode_parts<'a>(
     out.extend_from_slice(&n.cgroup_id.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&n.suppressed.unwrap_or(0).to_le_bytes());
     for v in [
-        n.pid as u32,
-        n.tgid,
-        n.uid,
-        n.gid,
+        n.pid.unwrap_or(0) as u32,
+        n.tgid.unwrap_or(0),
+        n.uid.unwrap_or(0),
+        n.gid.unwrap_or(0),
         n.ppid.unwrap_or(0),
         n.mask as u32,
         n.open_flags.unwrap_or(0),
@@ -431,12 +447,19 @@ pub fn encode_parts<'a>(
     Ok(())
 }
 
+// never panic: bytes past the end read as zero (lengths are checked first)
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b.get(at..at.saturating_add(N))
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; N])
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    u32::from_le_bytes(bytes_at(b, at))
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    u64::from_le_bytes(bytes_at(b, at))
 }
 
 /// What decoding a payload keeps: the numbers and where the slot area
@@ -462,13 +485,14 @@ impl Decoded {
         if data.len() < FIXED {
             return Err(FalcoError::PayloadShort { len: data.len() });
         }
-        if data[0] != MAGIC {
-            return Err(FalcoError::PayloadMagic(data[0]));
+        let [magic, version, n0, n1] = bytes_at(data, 0);
+        if magic != MAGIC {
+            return Err(FalcoError::PayloadMagic(magic));
         }
-        if data[1] != PAYLOAD_VERSION {
-            return Err(FalcoError::PayloadVersion(data[1]));
+        if version != PAYLOAD_VERSION {
+            return Err(FalcoError::PayloadVersion(version));
         }
-        let nslots = u16::from_le_bytes([data[2], data[3]]) as usize;
+        let nslots = u16::from_le_bytes([n0, n1]) as usize;
         if nslots < MIN_SLOTS {
             return Err(FalcoError::PayloadCorrupt("fewer slots than version 1 has"));
         }
@@ -483,10 +507,10 @@ impl Decoded {
             inode: u64_at(data, n),
             cgroup_id: (flags & HAS_CGROUP != 0).then_some(u64_at(data, n + 8)),
             suppressed: (flags & HAS_SUPPRESSED != 0).then_some(u64_at(data, n + 16)),
-            pid: u32_at(data, n + 24) as i32,
-            tgid: u32_at(data, n + 28),
-            uid: u32_at(data, n + 32),
-            gid: u32_at(data, n + 36),
+            pid: (flags & NO_PID == 0).then_some(u32_at(data, n + 24) as i32),
+            tgid: (flags & NO_TGID == 0).then_some(u32_at(data, n + 28)),
+            uid: (flags & NO_UID == 0).then_some(u32_at(data, n + 32)),
+            gid: (flags & NO_GID == 0).then_some(u32_at(data, n + 36)),
             ppid: opt32(HAS_PPID, u32_at(data, n + 40)),
             mask: u32_at(data, n + 44) as i32,
             open_flags: opt32(HAS_OPEN_FLAGS, u32_at(data, n + 48)),
@@ -658,10 +682,10 @@ impl Decoded {
                 name: s(Slot::NodeName),
             },
             process: ProcessMetadata {
-                pid: n.pid,
-                tgid: n.tgid,
-                uid: n.uid,
-                gid: n.gid,
+                pid: n.pid.unwrap_or(0),
+                tgid: n.tgid.unwrap_or(0),
+                uid: n.uid.unwrap_or(0),
+                gid: n.gid.unwrap_or(0),
                 binary: s(Slot::Binary),
                 cwd: s(Slot::Cwd),
                 arguments: s(Slot::Arguments),
@@ -707,8 +731,9 @@ impl<'a> MapIter<'a> {
     fn part(&mut self) -> Option<&'a [u8]> {
         let len = self.rest.get(..4)?;
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-        let part = self.rest.get(4..4 + len)?;
-        self.rest = &self.rest[4 + len..];
+        let end = len.checked_add(4)?;
+        let part = self.rest.get(4..end)?;
+        self.rest = self.rest.get(end..)?;
         Some(part)
     }
 }

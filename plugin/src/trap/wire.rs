@@ -265,14 +265,24 @@ pub enum DecodeError {
     Action(u8),
 }
 
+// Readers of a record's fields: never panic (a field past the end reads as
+// zero or empty; `decode` checks the length first anyway).
+fn bytes_at<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
+    b.get(o..o.saturating_add(N))
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; N])
+}
 fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+    u16::from_le_bytes(bytes_at(b, o))
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+    u32::from_le_bytes(bytes_at(b, o))
 }
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+    u64::from_le_bytes(bytes_at(b, o))
+}
+fn field(b: &[u8], o: usize, len: usize) -> &[u8] {
+    b.get(o..o.saturating_add(len)).unwrap_or_default()
 }
 
 impl RawEvent {
@@ -286,8 +296,9 @@ impl RawEvent {
         if version != EVENT_VERSION {
             return Err(DecodeError::Version(version));
         }
-        let hook = Hook::from_raw(b[HOOK]).ok_or(DecodeError::Hook(b[HOOK]))?;
-        let action = match b[ACTION] {
+        let [hook] = bytes_at::<1>(b, HOOK);
+        let hook = Hook::from_raw(hook).ok_or(DecodeError::Hook(hook))?;
+        let action = match bytes_at::<1>(b, ACTION)[0] {
             0 => Action::Audit,
             1 => Action::Block,
             other => return Err(DecodeError::Action(other)),
@@ -318,13 +329,13 @@ impl RawEvent {
             trap_id: u32_at(b, TRAP_ID),
             hook,
             action,
-            comm: c_str(&b[COMM..COMM + COMM_LEN]),
-            parent_comm: c_str(&b[PCOMM..PCOMM + COMM_LEN]),
-            parent_exe: c_str(&b[PEXE..PEXE + pexe_len]),
+            comm: c_str(field(b, COMM, COMM_LEN)),
+            parent_comm: c_str(field(b, PCOMM, COMM_LEN)),
+            parent_exe: c_str(field(b, PEXE, pexe_len)),
             loginuid: (loginuid != u32::MAX).then_some(loginuid),
-            exe: c_str(&b[EXE..EXE + exe_len]),
-            cwd: c_str(&b[CWD..CWD + cwd_len]),
-            args: split_args(&b[offsets::ARGS..offsets::ARGS + args_len]),
+            exe: c_str(field(b, EXE, exe_len)),
+            cwd: c_str(field(b, CWD, cwd_len)),
+            args: split_args(field(b, offsets::ARGS, args_len)),
             process_flags: pflags & EV_FLAGS_MASK,
             limited: pflags >> EV_LIMITED_SHIFT,
         })

@@ -1,0 +1,333 @@
+//! Fuzzing of every decoder of outside input (stable Rust, see
+//! `fuzz_harness`): each target runs its committed corpus
+//! (`plugin/fuzz-corpus/<target>/`) and its seed files as they are, then
+//! mutations of them for `KIVE_FUZZ_MS` ms (400 by default: `make test`;
+//! `make fuzz` runs long). Nothing may panic, and where a decoder has an
+//! inverse, what decodes must round-trip.
+//!
+//! Adding a target is one entry in [`TARGETS`] plus a corpus directory
+//! (e.g. the webhook source's request bodies, KubeArmor policy YAML).
+//! kive parses no callback response body (only the status code), so
+//! callbacks have no target.
+
+mod fuzz_harness;
+
+use fuzz_harness::{fuzz, none, Target};
+use kive::falco::payload::{decode_alert, encode, Decoded, Slot};
+use kive::falco::replay::{encode_line, parse_line};
+use kive::falco::KiveConfig;
+use kive::trap::wire::{offsets, EVENT_SIZE, EVENT_VERSION};
+use kive::trap::RawEvent;
+
+const YAML: &[&[u8]] = &[
+    b"apiVersion: kivebpf.san7o.github.io/v1\n",
+    b"kind: KivePolicy\n",
+    b"spec:\n  traps:\n  - path: /a\n",
+    b"matchAny: [{host: true}]\n",
+    b"matchAny:\n- pod: x\n  namespace: y\n  container: '*'\n",
+    b"rateLimit: {alerts: 1, seconds: 1}\n",
+    b"action: block\n",
+    b"create: true\n",
+    b"mode: 0o777\n",
+    b"metadata: {name: p, namespace: n}\n",
+    b"---\n",
+    b"&a [*a, *a]",
+    b"*a",
+    b"<<: ",
+    b"!!binary ",
+    b"!!int ",
+    b"- ",
+    b": ",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"'",
+    b"\"",
+    b"\\u0000",
+    b"\t",
+    b"\n  ",
+    b"~",
+    b"null",
+    b"99999999999999999999999",
+    b"-1",
+    b"\xff\xfe",
+];
+
+const JSON: &[&[u8]] = &[
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\"",
+    b"\\u0000",
+    b"\\ud800",
+    b"null",
+    b"true",
+    b"-1",
+    b"1e999",
+    b"18446744073709551616",
+    b"4294967295",
+    b"\"process\":{}",
+    b"\"accessor\":{\"host\":false}",
+    b"\"pod\":{\"workload\":{\"kind\":\"x\",\"name\":\"y\"}}",
+    b"\"custom-metadata\":{\"a\":\"b\",\"a\":\"c\"}",
+    b"\"spec\":{\"traps\":[{\"path\":\"/a\"}]}",
+    b"\"metadata\":{\"name\":\"p\",\"namespace\":\"n\"}",
+];
+
+const BINARY: &[&[u8]] = &[b"\0", b"\xff\xff\xff\xff", b"K\x01", b"\x03\x00"];
+
+/// KivePolicy YAML streams (files, ConfigMaps, init config `policies`).
+fn policy_yaml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let c = kive::policy::load_str("fuzz.yaml", &text);
+    for e in &c.errors {
+        let msg = e.to_string();
+        assert!(!msg.is_empty(), "an error says what is wrong");
+    }
+    for t in &c.traps {
+        let _ = format!("{t:?}");
+    }
+}
+
+/// KivePolicy objects as the API server serves them (JSON).
+fn policy_json(data: &[u8]) {
+    if let Ok(obj) = serde_json::from_slice::<kube::api::DynamicObject>(data) {
+        let entry = kive::k8s::convert::policy_entry(&obj);
+        for e in &entry.errors {
+            let _ = e.to_string();
+        }
+    }
+    policy_yaml(data);
+}
+
+/// Replay JSON lines: both decoders agree, and what encodes decodes back.
+fn replay_line(data: &[u8]) {
+    let parsed = parse_line(data);
+    let mut out = Vec::new();
+    let encoded = encode_line(data, &mut out);
+    match (&parsed, &encoded) {
+        (Ok(a), Ok(_)) => {
+            let back = decode_alert(&out).expect("an encoded line decodes");
+            let mut direct = Vec::new();
+            encode(a, &mut direct).expect("a parsed alert encodes");
+            assert_eq!(
+                back,
+                decode_alert(&direct).expect("decodes"),
+                "the borrowed and the owned encoders agree"
+            );
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "parse_line and encode_line disagree: {:?} vs {:?}",
+            parsed.as_ref().err(),
+            encoded.as_ref().err()
+        ),
+    }
+}
+
+/// kive payloads as Falco hands them to the extractor (from a capture
+/// file, a peer plugin or another kive version): every field read.
+fn payload(data: &[u8]) {
+    let Ok(d) = Decoded::decode(data) else {
+        return;
+    };
+    for slot in Slot::ALL {
+        let _ = d.text(data, slot);
+        let _ = d.map(data, slot).count();
+        let _ = d.map_get(data, slot, b"severity");
+    }
+    let _ = kive::falco::fields::foreign(data, &d);
+    let _ = d.accessor_host();
+    let _ = d.to_alert(data).to_json();
+    // what validates decodes back to itself
+    if let Ok(a) = decode_alert(data) {
+        let mut again = Vec::new();
+        encode(&a, &mut again).expect("a decoded alert encodes");
+        assert_eq!(decode_alert(&again).expect("re-decodes"), a);
+    }
+}
+
+/// Payloads derived from the replay corpus.
+fn payload_seeds() -> Vec<Vec<u8>> {
+    let t = TARGETS
+        .iter()
+        .find(|t| t.name == "replay_line")
+        .expect("replay target");
+    let mut out = Vec::new();
+    for input in fuzz_harness::corpus(t) {
+        for line in input.split(|&b| b == b'\n') {
+            let mut buf = Vec::new();
+            if encode_line(line, &mut buf).is_ok() {
+                out.push(buf);
+            }
+        }
+    }
+    out
+}
+
+/// Kernel ring records (a build with a different `struct kive_event`,
+/// a corrupt ring).
+fn ring_record(data: &[u8]) {
+    if let Ok(e) = RawEvent::decode(data) {
+        assert!(e.comm.len() <= 3 * 16, "comm bounded by its field");
+        assert!(e.args.iter().map(String::len).sum::<usize>() <= 3 * 256);
+    }
+}
+
+/// A plausible record: the version right, a path, arguments.
+fn ring_seeds() -> Vec<Vec<u8>> {
+    let mut r = vec![0u8; EVENT_SIZE];
+    r[offsets::VERSION..offsets::VERSION + 2].copy_from_slice(&EVENT_VERSION.to_le_bytes());
+    r[offsets::COMM..offsets::COMM + 3].copy_from_slice(b"cat");
+    r[offsets::EXE..offsets::EXE + 12].copy_from_slice(b"/usr/bin/cat");
+    r[offsets::EXE_LEN] = 12;
+    r[offsets::ARGS..offsets::ARGS + 8].copy_from_slice(b"cat\0/x\0\0");
+    r[offsets::ARGS_LEN] = 7;
+    vec![r]
+}
+
+/// The plugin's init config (JSON from falco.yaml) and open params.
+fn init_config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(c) = KiveConfig::from_json(&text) {
+        let _ = c.validate();
+        let _ = c.runtime_config();
+        let _ = c.cluster_config("node");
+        let _ = kive::falco::source::open_target(&c, Some(&text));
+        let _ = kive::falco::source::open_target(&c, None);
+    }
+}
+
+/// Every target. One line each.
+const TARGETS: &[Target] = &[
+    Target {
+        name: "policy_yaml",
+        seeds: &["examples"],
+        dict: YAML,
+        derived: none,
+        run: policy_yaml,
+    },
+    Target {
+        name: "policy_json",
+        seeds: &[],
+        dict: JSON,
+        derived: none,
+        run: policy_json,
+    },
+    Target {
+        name: "replay_line",
+        seeds: &["test_files"],
+        dict: JSON,
+        derived: none,
+        run: replay_line,
+    },
+    Target {
+        name: "payload",
+        seeds: &[],
+        dict: BINARY,
+        derived: payload_seeds,
+        run: payload,
+    },
+    Target {
+        name: "ring_record",
+        seeds: &[],
+        dict: BINARY,
+        derived: ring_seeds,
+        run: ring_record,
+    },
+    Target {
+        name: "init_config",
+        seeds: &[],
+        dict: JSON,
+        derived: none,
+        run: init_config,
+    },
+];
+
+fn target(name: &str) -> &'static Target {
+    TARGETS
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no fuzz target {name}"))
+}
+
+fn check(name: &str) {
+    let runs = fuzz(target(name));
+    eprintln!("fuzz {name}: {runs} inputs");
+    assert!(runs > 0, "{name}: nothing ran");
+}
+
+#[test]
+fn fuzz_policy_yaml() {
+    check("policy_yaml");
+}
+
+#[test]
+fn fuzz_policy_json() {
+    check("policy_json");
+}
+
+#[test]
+fn fuzz_replay_line() {
+    check("replay_line");
+}
+
+#[test]
+fn fuzz_payload() {
+    check("payload");
+}
+
+#[test]
+fn fuzz_ring_record() {
+    check("ring_record");
+}
+
+#[test]
+fn fuzz_init_config() {
+    check("init_config");
+}
+
+#[test]
+fn every_target_has_a_test_and_a_corpus() {
+    let me = include_str!("fuzz.rs");
+    for t in TARGETS {
+        assert!(
+            me.contains(&format!("check(\"{}\")", t.name)),
+            "{}: add a #[test] that calls check",
+            t.name
+        );
+        assert!(!fuzz_harness::corpus(t).is_empty(), "{}: no corpus", t.name);
+    }
+}
+
+#[test]
+fn the_harness_reports_a_panicking_decoder() {
+    fn fragile(data: &[u8]) {
+        // the kind of bug the targets look for: indexing outside data
+        if data.first() == Some(&b'{') {
+            let _ = data[data.len() + usize::from(data[0])];
+        }
+    }
+    let t = Target {
+        name: "self_test",
+        seeds: &[],
+        dict: JSON,
+        derived: none,
+        run: fragile,
+    };
+    let caught = std::panic::catch_unwind(|| fuzz_harness::run_one(&t, b"{}"));
+    let saved = fuzz_harness::crash_dir();
+    for e in std::fs::read_dir(&saved)
+        .expect("the input was saved")
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("self_test-") {
+            std::fs::remove_file(e.path()).expect("removes the saved input");
+        }
+    }
+    assert!(caught.is_err(), "a panicking input fails the run");
+}
