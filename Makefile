@@ -36,7 +36,7 @@ test-shared: setup
 	KIVE_SHARED_DIR="$$(cd "$(SHARED)" && pwd)" $(CARGO) test -p kive --test shared_samples -- --ignored
 
 # The decoders of outside input under mutation for FUZZ_SECONDS per target
-# (make test runs the same targets for 0.4 s each). Corpus:
+# (make test runs the same targets for 1 s each). Corpus:
 # plugin/fuzz-corpus/<target>/; a panicking input is saved under
 # target/tmp/fuzz-crashes/ (ARBTEST_SEED=<seed> replays the case).
 FUZZ_SECONDS ?= 300

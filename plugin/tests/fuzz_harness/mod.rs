@@ -6,7 +6,7 @@
 //! `$CARGO_TARGET_TMPDIR/fuzz-crashes/` and fails the test with arbtest's
 //! seed (`ARBTEST_SEED=<seed>` replays it).
 //!
-//! Budget: `KIVE_FUZZ_MS` milliseconds per target (default 400, what
+//! Budget: `KIVE_FUZZ_MS` milliseconds per target (default 1000, what
 //! `make test` runs); `make fuzz` sets it high.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -32,6 +32,31 @@ pub struct Target {
 /// No derived seeds.
 pub fn none() -> Vec<Vec<u8>> {
     Vec::new()
+}
+
+impl Target {
+    /// A target with only its committed corpus.
+    pub const fn new(name: &'static str, dict: &'static [&'static [u8]], run: fn(&[u8])) -> Self {
+        Self {
+            name,
+            seeds: &[],
+            dict,
+            derived: none,
+            run,
+        }
+    }
+
+    /// Adds seed files or directories (relative to the repository root).
+    pub const fn seeds(mut self, seeds: &'static [&'static str]) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
+    /// Adds computed seeds.
+    pub const fn derived(mut self, derived: fn() -> Vec<Vec<u8>>) -> Self {
+        self.derived = derived;
+        self
+    }
 }
 
 fn repo() -> PathBuf {
@@ -198,7 +223,7 @@ pub fn budget() -> Duration {
     let ms = std::env::var("KIVE_FUZZ_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(1000);
     Duration::from_millis(ms)
 }
 
