@@ -179,6 +179,40 @@ fn pod_traps_follow_policies_pods_and_containers() {
         "the accessor"
     );
 
+    // a container of another pod on this node, with no trap of its own
+    // (kive knows no pod for it): a container accessor, foreign by the pod
+    // uid its cgroup path names
+    let other_id = format!("{:016x}", std::process::id()).repeat(4);
+    let other_pod = "9b8c7d6e_aaaa_bbbb_cccc_ddddeeeeffff";
+    let other_cg = a
+        .cgroup
+        .parent()
+        .expect("the test slice")
+        .join(format!("kubepods-besteffort-pod{other_pod}.slice"))
+        .join(format!("cri-containerd-{other_id}.scope"));
+    std::fs::create_dir_all(&other_cg).expect("the other pod's cgroup");
+    a.exec_from(&other_cg, "cat /secret.txt");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let acc = got[0].accessor.as_ref().expect("an accessor, not unknown");
+    assert!(!acc.host, "a container, never the host: {acc:?}");
+    assert_eq!(acc.container_id, format!("containerd://{other_id}"));
+    assert_eq!(acc.pod_name, "", "kive arms nothing in it");
+    let mut payload = Vec::new();
+    kive::falco::payload::encode(&got[0], &mut payload).expect("encodes");
+    let d = kive::falco::Decoded::decode(&payload).expect("decodes");
+    assert_eq!(
+        kive::falco::fields::foreign(&payload, &d),
+        Some(true),
+        "kive.accessor.foreign is true: the CRITICAL outside-its-owner rule fires"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::remove_dir(&other_cg).is_err() {
+        assert!(Instant::now() < deadline, "the other pod's cgroup empties");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir(other_cg.parent().expect("pod slice"));
+
     // the container restarts: a new container id, the trap follows it
     let a2 = Container::start(&[], &[]);
     api.apply(Kind::Pod, pod("web-0", NODE, &a2.id));

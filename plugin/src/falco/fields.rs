@@ -16,6 +16,7 @@ use super::payload::{Decoded, Numbers, Slot};
 use super::{KiveEvent, KivePlugin};
 use crate::alert::text::escape;
 use crate::alert::{access_names, ProcessFlags};
+use crate::node::cgroup::pod_uid_from_cgroup_path;
 
 /// Per-extraction-call context: the decoded header of the event.
 pub type Context = Option<Decoded>;
@@ -270,11 +271,33 @@ pub fn foreign(data: &[u8], d: &Decoded) -> Option<bool> {
             if pod.is_some() {
                 Some(pod != d.text(data, Slot::PodName) || ns != d.text(data, Slot::PodNamespace))
             } else {
-                None
+                unknown_pod_foreign(data, d)
             }
         }
         _ => None,
     }
+}
+
+/// For a pod trap, an accessor container kive knows no pod of (it arms
+/// nothing in it): the same container is not foreign; otherwise its pod
+/// uid, read from its cgroup path, against the trap owner's.
+fn unknown_pod_foreign(data: &[u8], d: &Decoded) -> Option<bool> {
+    let bare = |b: &'_ [u8]| -> Vec<u8> {
+        let s = String::from_utf8_lossy(b);
+        s.rsplit("://")
+            .next()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec()
+    };
+    let theirs = d.text(data, Slot::AccessorContainerId).map(bare);
+    if theirs.is_some() && theirs == d.text(data, Slot::ContainerId).map(bare) {
+        return Some(false);
+    }
+    let cgroup = String::from_utf8_lossy(d.raw(data, Slot::AccessorCgroup));
+    let their_pod = pod_uid_from_cgroup_path(&cgroup)?;
+    let our_pod = d.text(data, Slot::PodUid)?;
+    Some(their_pod.as_bytes() != our_pod)
 }
 
 fn pair(k: &[u8], v: &[u8]) -> Vec<u8> {
@@ -478,4 +501,62 @@ pub fn fields_markdown() -> String {
         out.push_str(&format!("| `{}` | {ty} | {arg} | {desc} |\n", s("name")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{AccessorMetadata, KiveAlert};
+    use crate::falco::payload::encode;
+
+    const UID_A: &str = "5a3f2b1c-1111-2222-3333-444455556666";
+    const UID_B: &str = "9b8c7d6e-aaaa-bbbb-cccc-ddddeeeeffff";
+    const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
+
+    fn pod_trap_hit(accessor: AccessorMetadata) -> Option<bool> {
+        let mut a: KiveAlert =
+            serde_json::from_str(include_str!("../../../test_files/seed_sample_alert.json"))
+                .expect("seed sample");
+        a.metadata.owner = "pod".into();
+        a.pod.uid = UID_A.into();
+        a.pod.container.id = "containerd://1111".into();
+        a.accessor = Some(accessor);
+        let mut buf = Vec::new();
+        encode(&a, &mut buf).expect("encodes");
+        let d = Decoded::decode(&buf).expect("decodes");
+        foreign(&buf, &d)
+    }
+
+    fn container_of_pod(uid: &str) -> AccessorMetadata {
+        AccessorMetadata {
+            host: false,
+            container_id: format!("containerd://{CID}"),
+            cgroup: format!(
+                "/sys/fs/cgroup/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CID}.scope",
+                uid.replace('-', "_")
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reader_from_another_pod_kive_arms_nothing_in_is_foreign() {
+        assert_eq!(
+            pod_trap_hit(container_of_pod(UID_B)),
+            Some(true),
+            "another pod's container, no pod name known: foreign by its cgroup's pod uid"
+        );
+        assert_eq!(
+            pod_trap_hit(container_of_pod(UID_A)),
+            Some(false),
+            "a sidecar of the owner's own pod"
+        );
+        let mut same = container_of_pod(UID_B);
+        same.container_id = "containerd://1111".into();
+        same.cgroup = "/".into();
+        assert_eq!(pod_trap_hit(same), Some(false), "the owner's container");
+        let mut unknown = container_of_pod(UID_B);
+        unknown.cgroup = format!("/docker/{CID}");
+        assert_eq!(pod_trap_hit(unknown), None, "no pod to compare: no value");
+    }
 }

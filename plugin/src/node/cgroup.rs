@@ -65,6 +65,77 @@ pub fn container_from_cgroup_path(path: &Path) -> Option<ContainerRef> {
         .find_map(container_from_cgroup_name)
 }
 
+/// The Kubernetes pod uid named along a cgroup path: systemd-driver
+/// `kubepods-<qos>-pod<uid with _>.slice` or cgroupfs-driver `pod<uid>`;
+/// the uid with dashes, as the API server writes it.
+pub fn pod_uid_from_cgroup_path(path: &str) -> Option<String> {
+    path.rsplit('/').find_map(|c| {
+        let rest = c.strip_suffix(".slice").unwrap_or(c);
+        let uid = rest
+            .rsplit_once("-pod")
+            .map_or_else(|| rest.strip_prefix("pod"), |(_, u)| Some(u))?;
+        let uid = uid.replace('_', "-");
+        let ok = uid.len() == 36
+            && uid.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+        ok.then_some(uid)
+    })
+}
+
+/// How a node mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// cgroup v2 only: a process's v2 cgroup is where it runs.
+    Unified,
+    /// v1 controllers with a v2 hierarchy beside them (systemd "hybrid"):
+    /// containers may sit in v1 cgroups only, the v2 one saying nothing.
+    Hybrid,
+    /// cgroup v1 only.
+    Legacy,
+}
+
+/// The cgroup mode of a mountinfo text.
+pub fn cgroup_mode(mountinfo: &str) -> CgroupMode {
+    let (mut v1, mut v2) = (false, false);
+    for line in mountinfo.lines() {
+        let fstype = line
+            .split_once(" - ")
+            .and_then(|(_, post)| post.split_whitespace().next());
+        match fstype {
+            Some("cgroup2") => v2 = true,
+            Some("cgroup") => v1 = true,
+            _ => {}
+        }
+    }
+    match (v1, v2) {
+        (false, _) => CgroupMode::Unified,
+        (true, true) => CgroupMode::Hybrid,
+        (true, false) => CgroupMode::Legacy,
+    }
+}
+
+/// The cgroup v1 paths of a `/proc/<pid>/cgroup` text (the v2 line
+/// `0::path` left out).
+pub fn v1_cgroup_paths(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (id, _controllers, path) = (it.next()?, it.next()?, it.next()?);
+            (id != "0").then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// The cgroup v1 paths of a process (empty when it is gone or on a
+/// cgroup v2 node).
+pub fn process_v1_cgroups(proc_root: &Path, tgid: u32) -> Vec<PathBuf> {
+    std::fs::read_to_string(proc_root.join(tgid.to_string()).join("cgroup"))
+        .map(|t| v1_cgroup_paths(&t))
+        .unwrap_or_default()
+}
+
 /// The mount point of the cgroup v2 hierarchy in a mountinfo text.
 pub fn cgroup2_mount_point(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
@@ -77,12 +148,16 @@ pub fn cgroup2_mount_point(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
+/// Most cgroup directories indexed (a node with 5,000 pods has ~20,000).
+pub const MAX_INDEXED: usize = 200_000;
+
 /// cgroup v2 id → directory, by walking the hierarchy (the id of a cgroup
 /// is the inode number of its directory). Rescanned on a miss, at most
 /// once per `min_rescan`.
 #[derive(Debug)]
 pub struct CgroupIndex {
     root: Option<PathBuf>,
+    mode: CgroupMode,
     by_id: HashMap<u64, PathBuf>,
     last_scan: Option<Instant>,
     min_rescan: Duration,
@@ -91,20 +166,42 @@ pub struct CgroupIndex {
 impl CgroupIndex {
     /// An index over this node's cgroup v2 mount (found in /proc/self/mountinfo).
     pub fn for_this_node() -> Self {
-        let root = std::fs::read_to_string("/proc/self/mountinfo")
-            .ok()
-            .and_then(|m| cgroup2_mount_point(&m));
-        Self::new(root)
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut idx = Self::new(cgroup2_mount_point(&mountinfo));
+        idx.mode = cgroup_mode(&mountinfo);
+        idx
     }
 
     /// An index over a given cgroup v2 root.
     pub fn new(root: Option<PathBuf>) -> Self {
         Self {
             root,
+            mode: CgroupMode::Unified,
             by_id: HashMap::new(),
             last_scan: None,
             min_rescan: Duration::from_millis(500),
         }
+    }
+
+    /// The index with a given mode (tests of other nodes' layouts).
+    pub fn with_mode(mut self, mode: CgroupMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The node's cgroup mode.
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// Number of cgroup directories indexed (bounded by [`MAX_INDEXED`]).
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 
     /// The cgroup v2 mount point used.
@@ -118,8 +215,15 @@ impl CgroupIndex {
             return;
         };
         self.by_id.clear();
-        let mut stack = vec![(root, 0usize)];
+        let mut stack = vec![(root.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
+            if self.by_id.len() >= MAX_INDEXED {
+                tracing::warn!(
+                    "cgroup index: more than {MAX_INDEXED} cgroups under {}: the rest is not indexed",
+                    root.display()
+                );
+                break;
+            }
             if let Ok(md) = std::fs::metadata(&dir) {
                 self.by_id.insert(md.ino(), dir.clone());
             }
@@ -200,6 +304,56 @@ mod tests {
             container_from_cgroup_path(Path::new("/user.slice/session-1.scope")),
             None
         );
+    }
+
+    #[test]
+    fn pod_uids_of_both_drivers() {
+        let uid = "5a3f2b1c-1111-2222-3333-444455556666";
+        for path in [
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope", uid.replace('-', "_")),
+            format!("/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope", uid.replace('-', "_")),
+            format!("/kubepods/besteffort/pod{uid}/{ID}"),
+            format!("/kubepods/pod{uid}"),
+        ] {
+            assert_eq!(pod_uid_from_cgroup_path(&path).as_deref(), Some(uid), "{path}");
+        }
+        for path in [
+            "/",
+            "/system.slice/containerd.service",
+            "/kubepods/podnotauid/x",
+            "/kubepods.slice/kubepods-burstable.slice",
+        ] {
+            assert_eq!(pod_uid_from_cgroup_path(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn modes_and_v1_paths() {
+        let hybrid = "35 25 0:30 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                      36 35 0:31 / /sys/fs/cgroup/unified rw shared:10 - cgroup2 cgroup2 rw\n\
+                      37 35 0:32 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(cgroup_mode(hybrid), CgroupMode::Hybrid);
+        assert_eq!(
+            cgroup_mode("37 35 0:32 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"),
+            CgroupMode::Legacy
+        );
+        assert_eq!(
+            cgroup_mode("36 25 0:31 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
+            CgroupMode::Unified
+        );
+        let proc = format!("9:name=systemd:/\n4:memory:/kubepods/besteffort/podx/{ID}\n0::/\n");
+        assert_eq!(
+            v1_cgroup_paths(&proc),
+            [
+                PathBuf::from("/"),
+                PathBuf::from(format!("/kubepods/besteffort/podx/{ID}"))
+            ]
+        );
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(d.path().join("42")).expect("mkdir");
+        std::fs::write(d.path().join("42/cgroup"), &proc).expect("write");
+        assert_eq!(process_v1_cgroups(d.path(), 42).len(), 2);
+        assert!(process_v1_cgroups(d.path(), 43).is_empty(), "gone: nothing");
     }
 
     #[test]

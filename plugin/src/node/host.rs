@@ -23,6 +23,23 @@ pub fn node_name() -> String {
         .into_owned()
 }
 
+/// The mount namespace (inode number, as the kernel reports it in events)
+/// of a process; `pid` 1 is the host's when `proc_root` is the host's /proc.
+pub fn mnt_ns(proc_root: &std::path::Path, pid: u32) -> Option<u32> {
+    ns_inode(&proc_root.join(pid.to_string()).join("ns/mnt"))
+}
+
+/// The host's mount namespace: pid 1's in `proc_root`, else (pid 1's
+/// namespace unreadable, as in some sandboxes) the one kive runs in.
+pub fn host_mnt_ns(proc_root: &std::path::Path) -> Option<u32> {
+    mnt_ns(proc_root, 1).or_else(|| ns_inode(std::path::Path::new("/proc/self/ns/mnt")))
+}
+
+fn ns_inode(link: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    u32::try_from(std::fs::metadata(link).ok()?.ino()).ok()
+}
+
 /// Converts `CLOCK_BOOTTIME` nanoseconds to wall-clock nanoseconds since
 /// the epoch, using the two clocks read now.
 #[derive(Debug, Clone, Copy)]

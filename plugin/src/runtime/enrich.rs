@@ -1,6 +1,6 @@
 //! From a kernel event and the entry it hit to a KiveAlert (pure).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::alert::flags::mark_cut;
 use crate::alert::ProcessFlags;
@@ -8,7 +8,7 @@ use crate::alert::{
     rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
     PodMetadata, ProcessMetadata, WorkloadMetadata,
 };
-use crate::node::cgroup::container_from_cgroup_path;
+use crate::node::cgroup::{container_from_cgroup_path, CgroupMode};
 use crate::node::host::BootClock;
 use crate::node::procfs::ProcessDetails;
 use crate::policy::CompiledTrap;
@@ -36,24 +36,53 @@ fn or_else(kernel: &str, procfs: &str) -> String {
     }
 }
 
-/// The accessor of an access, from the path of the event's cgroup:
-/// `None` when the cgroup is unknown (removed already, no cgroup v2
-/// hierarchy), never guessed as the host; `host: true` for a known cgroup
-/// that is not a container's; otherwise the container, with its pod when
-/// `owner_of` (by bare container id) knows it.
+/// What is known of the cgroups of the process behind an event.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupFacts<'a> {
+    /// The directory of the event's cgroup v2 id, when known.
+    pub v2: Option<&'a Path>,
+    /// The node's cgroup mode.
+    pub mode: CgroupMode,
+    /// The process's cgroup v1 paths, when read (hybrid and v1 nodes).
+    pub v1: &'a [PathBuf],
+    /// Whether the process is in the host's mount namespace (`None`:
+    /// unknown).
+    pub host_mnt_ns: Option<bool>,
+}
+
+/// The accessor of an access, from its cgroups:
+/// - a container when a cgroup path (v2, else v1) names one, with its pod
+///   when `owner_of` (by bare container id) knows it, even when kive arms
+///   nothing in it;
+/// - the host for a known cgroup outside containers, but on a hybrid or
+///   cgroup v1 node (where a container may sit in the v2 root) only when
+///   the process is also in the host's mount namespace;
+/// - `None` otherwise: unknown, never guessed as the host.
 pub fn accessor_metadata(
-    cgroup: Option<&Path>,
+    facts: CgroupFacts<'_>,
     owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
 ) -> Option<AccessorMetadata> {
-    let path = cgroup?;
-    let cgroup = path.display().to_string();
-    let Some(c) = container_from_cgroup_path(path) else {
+    let found = facts
+        .v2
+        .into_iter()
+        .chain(facts.v1.iter().map(PathBuf::as_path))
+        .find_map(|p| Some((p, container_from_cgroup_path(p)?)));
+    let Some((path, c)) = found else {
+        let path = match facts.mode {
+            CgroupMode::Unified => facts.v2?,
+            // the v2 cgroup of a v1 container is the host's: ask the mount namespace
+            CgroupMode::Hybrid | CgroupMode::Legacy if facts.host_mnt_ns == Some(true) => {
+                facts.v2.or(facts.v1.first().map(PathBuf::as_path))?
+            }
+            CgroupMode::Hybrid | CgroupMode::Legacy => return None,
+        };
         return Some(AccessorMetadata {
             host: true,
-            cgroup,
+            cgroup: path.display().to_string(),
             ..Default::default()
         });
     };
+    let cgroup = path.display().to_string();
     Some(match owner_of(&c.id) {
         Some(o) => AccessorMetadata {
             host: false,
@@ -174,29 +203,95 @@ mod tests {
         format!("/sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/cri-containerd-{CID}.scope")
     }
 
+    fn v2(path: &Path) -> CgroupFacts<'_> {
+        CgroupFacts {
+            v2: Some(path),
+            mode: CgroupMode::Unified,
+            v1: &[],
+            host_mnt_ns: None,
+        }
+    }
+
     #[test]
     fn an_unknown_cgroup_gives_no_accessor_never_the_host() {
-        let a = accessor_metadata(None, |_| panic!("no container to look up"));
+        let mut f = v2(Path::new("/"));
+        f.v2 = None;
+        let a = accessor_metadata(f, |_| panic!("no container to look up"));
         assert_eq!(a, None);
     }
 
     #[test]
     fn a_known_cgroup_outside_containers_is_the_host() {
         let p = Path::new("/sys/fs/cgroup/system.slice/sshd.service");
-        let a = accessor_metadata(Some(p), |_| panic!("not a container")).expect("known");
+        let a = accessor_metadata(v2(p), |_| panic!("not a container")).expect("known");
         assert!(a.host);
         assert_eq!(a.cgroup, "/sys/fs/cgroup/system.slice/sshd.service");
         assert_eq!(a.container_id, "");
     }
 
     #[test]
+    fn on_hybrid_and_v1_nodes_the_host_is_never_guessed_from_the_v2_root() {
+        // a container of a v1 node runs in the v2 root cgroup: not the host
+        let v1 = [PathBuf::from("/kubepods/burstable/pod1/other")];
+        for mode in [CgroupMode::Hybrid, CgroupMode::Legacy] {
+            for host_mnt_ns in [None, Some(false)] {
+                let f = CgroupFacts {
+                    v2: Some(Path::new("/sys/fs/cgroup/unified")),
+                    mode,
+                    v1: &v1,
+                    host_mnt_ns,
+                };
+                assert_eq!(
+                    accessor_metadata(f, |_| panic!("not a container")),
+                    None,
+                    "{mode:?} {host_mnt_ns:?}: no value, not host"
+                );
+            }
+            // the host's mount namespace proves the host
+            let f = CgroupFacts {
+                v2: None,
+                mode,
+                v1: &[PathBuf::from("/user.slice/session-1.scope")],
+                host_mnt_ns: Some(true),
+            };
+            let a = accessor_metadata(f, |_| panic!("not a container")).expect("host");
+            assert!(a.host, "{mode:?}");
+            assert_eq!(a.cgroup, "/user.slice/session-1.scope");
+        }
+    }
+
+    #[test]
+    fn on_hybrid_nodes_a_v1_container_cgroup_names_the_container() {
+        let v1 = [
+            PathBuf::from("/"),
+            PathBuf::from(format!(
+                "/kubepods/besteffort/pod5a3f2b1c-1111-2222-3333-444455556666/{CID}"
+            )),
+        ];
+        let f = CgroupFacts {
+            v2: Some(Path::new("/")),
+            mode: CgroupMode::Hybrid,
+            v1: &v1,
+            host_mnt_ns: Some(false),
+        };
+        let a = accessor_metadata(f, |id| {
+            assert_eq!(id, CID);
+            None
+        })
+        .expect("a container accessor");
+        assert!(!a.host, "never the host: the v1 cgroup is a container's");
+        assert_eq!(a.container_id, CID, "cgroupfs layout: no runtime prefix");
+        assert_eq!(a.cgroup, v1[1].display().to_string());
+    }
+
+    #[test]
     fn a_container_cgroup_names_the_container_and_its_pod_when_known() {
         let path = scope();
-        let a = accessor_metadata(Some(Path::new(&path)), |_| None).expect("known");
+        let a = accessor_metadata(v2(Path::new(&path)), |_| None).expect("known");
         assert!(!a.host);
         assert_eq!(a.container_id, format!("containerd://{CID}"));
         assert_eq!(a.pod_name, "", "a container kive has no pod for");
-        let a = accessor_metadata(Some(Path::new(&path)), |id| {
+        let a = accessor_metadata(v2(Path::new(&path)), |id| {
             assert_eq!(id, CID, "looked up by bare id");
             Some(ContainerOwner {
                 pod: "web-0".into(),

@@ -21,14 +21,14 @@ use std::time::Duration;
 use crate::alert::text::escape;
 use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, LossMetadata};
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
-use crate::node::cgroup::CgroupIndex;
+use crate::node::cgroup::{process_v1_cgroups, CgroupIndex, CgroupMode};
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details_of;
 use crate::node::{ResolveError, Root};
 use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
 
-pub use enrich::{accessor_metadata, build_alert, NodeContext};
+pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
@@ -275,6 +275,8 @@ pub struct Runtime {
     cgroups: Mutex<CgroupIndex>,
     limiter: Mutex<RateLimiter>,
     loss: Mutex<LossTracker>,
+    /// The host's mount namespace (of pid 1 in `proc_root`).
+    host_mnt_ns: Option<u32>,
 }
 
 impl Runtime {
@@ -385,6 +387,7 @@ impl Runtime {
                 cgroups: Mutex::new(CgroupIndex::for_this_node()),
                 limiter: Mutex::new(RateLimiter::default()),
                 loss: Mutex::new(LossTracker::new(cfg.loss_report)),
+                host_mnt_ns: crate::node::host::host_mnt_ns(&cfg.proc_root),
             },
             report,
         ))
@@ -425,7 +428,7 @@ impl Runtime {
         } else {
             Default::default()
         };
-        let accessor = self.accessor(raw.cgroup_id);
+        let accessor = self.accessor(raw);
         let mut alerts = Vec::with_capacity(hits.len());
         for (id, trap, owner) in &hits {
             let mut suppressed = None;
@@ -509,15 +512,30 @@ impl Runtime {
         })
     }
 
-    /// Who opened the file, from the event's cgroup id (see
+    /// Who opened the file, from the event's cgroup id, and on hybrid or
+    /// cgroup v1 nodes the process's v1 cgroups and mount namespace (see
     /// [`accessor_metadata`]).
-    fn accessor(&self, cgroup_id: u64) -> Option<AccessorMetadata> {
-        let path = self
-            .cgroups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .lookup(cgroup_id);
-        accessor_metadata(path.as_deref(), |id| {
+    fn accessor(&self, raw: &RawEvent) -> Option<AccessorMetadata> {
+        let (path, mode) = {
+            let mut idx = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+            (idx.lookup(raw.cgroup_id), idx.mode())
+        };
+        let named = path
+            .as_deref()
+            .and_then(crate::node::cgroup::container_from_cgroup_path)
+            .is_some();
+        let v1 = if mode == CgroupMode::Unified || named {
+            Vec::new()
+        } else {
+            process_v1_cgroups(&self.proc_root, raw.tgid)
+        };
+        let facts = CgroupFacts {
+            v2: path.as_deref(),
+            mode,
+            v1: &v1,
+            host_mnt_ns: self.host_mnt_ns.map(|h| h == raw.mnt_ns),
+        };
+        accessor_metadata(facts, |id| {
             let table = self.shared.table();
             let owner = table.entries().find_map(|e| match &e.owner {
                 Owner::Container(o) if o.container_id.rsplit("://").next() == Some(id) => {
