@@ -134,7 +134,7 @@ fn index(u: &mut Unstructured<'_>, len: usize) -> Result<usize> {
 /// One input: a corpus entry (or raw bytes) with a few mutations.
 pub fn mutate(u: &mut Unstructured<'_>, corpus: &[Vec<u8>], dict: &[&[u8]]) -> Result<Vec<u8>> {
     if corpus.is_empty() || u.ratio(1, 10)? {
-        return Ok(u.arbitrary::<Vec<u8>>()?);
+        return u.arbitrary::<Vec<u8>>();
     }
     let mut d = corpus[index(u, corpus.len())?].clone();
     let rounds = u.int_in_range(1..=8)?;
