@@ -184,15 +184,18 @@ impl TrapTable {
         old
     }
 
-    /// Marks an entry pending; returns the key it left, if any.
+    /// Marks an entry pending; returns the key it left, if any. An entry
+    /// already pending for the same reason keeps its `reported` flag: a
+    /// state is logged once, not on every retry.
     pub fn set_pending(&mut self, id: u32, reason: String) -> Option<TrapKey> {
-        self.set_state(
-            id,
-            EntryState::Pending {
-                reason,
-                reported: false,
-            },
-        )
+        let reported = matches!(
+            self.entries.get(&id),
+            Some(Entry {
+                state: EntryState::Pending { reason: r, reported: true },
+                ..
+            }) if *r == reason
+        );
+        self.set_state(id, EntryState::Pending { reason, reported })
     }
 
     fn set_state(&mut self, id: u32, state: EntryState) -> Option<TrapKey> {
@@ -234,5 +237,51 @@ impl TrapTable {
     /// Number of distinct keys armed.
     pub fn key_count(&self) -> usize {
         self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load_str;
+
+    fn reported(t: &TrapTable, id: u32) -> bool {
+        match t.get(id).map(|e| &e.state) {
+            Some(EntryState::Pending { reported, .. }) => *reported,
+            other => panic!("not pending: {other:?}"),
+        }
+    }
+
+    fn mark(t: &mut TrapTable, id: u32) {
+        if let Some(Entry {
+            state: EntryState::Pending { reported, .. },
+            ..
+        }) = t.get_mut(id)
+        {
+            *reported = true;
+        }
+    }
+
+    #[test]
+    fn a_pending_reason_is_reported_once_and_again_only_when_it_changes() {
+        let c = load_str(
+            "t.yaml",
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: p}\nspec:\n  traps:\n  - path: /missing\n    matchAny: [{host: true}]\n",
+        );
+        let mut t = TrapTable::default();
+        let id = t.insert(Arc::clone(&c.traps[0]), Owner::Host, None);
+        t.set_pending(id, "file missing".into());
+        assert!(!reported(&t, id), "a new reason is to be reported");
+        mark(&mut t, id);
+        for _ in 0..3 {
+            // every rescan retries and fails the same way
+            t.set_pending(id, "file missing".into());
+            assert!(reported(&t, id), "the same reason again: no new WARN");
+        }
+        t.set_pending(id, "permission denied".into());
+        assert!(!reported(&t, id), "a different reason: one WARN");
+        mark(&mut t, id);
+        t.set_pending(id, "permission denied".into());
+        assert!(reported(&t, id));
     }
 }
