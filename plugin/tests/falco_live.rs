@@ -259,6 +259,17 @@ fn rate_limit_and_a_dead_callback_show_in_the_metrics_and_never_hold_events() {
         assert!(evts.is_empty(), "a rate-limited access became an event");
     }
     assert_eq!(p.metric("rate_limit_suppressed"), 2);
+    assert_eq!(
+        p.metric("rate_limit_windows"),
+        1,
+        "one (trap, process) window held, and it is visible"
+    );
+    assert!(
+        p.metric("open_fds") > 0 && p.metric("fd_limit") >= p.metric("open_fds"),
+        "fd usage {} under the limit {}",
+        p.metric("open_fds"),
+        p.metric("fd_limit")
+    );
     // 5 attempts, 100 ms doubling: given up after about 1.5 s
     let deadline = Instant::now() + Duration::from_secs(30);
     while p.metric("callbacks_failed") == 0 && Instant::now() < deadline {

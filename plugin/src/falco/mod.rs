@@ -226,6 +226,19 @@ impl Plugin for KivePlugin {
             (c"armed_traps", NonMonotonic, u(m.armed as u64)),
             (c"pending_traps", NonMonotonic, u(m.pending as u64)),
             (c"active_tier", NonMonotonic, u(tier_code(tier))),
+            (
+                c"rate_limit_windows",
+                NonMonotonic,
+                u(m.rate_limit_windows as u64),
+            ),
+            (c"rate_limit_evicted", Monotonic, u(m.rate_limit_evicted)),
+            (
+                c"cgroup_index_entries",
+                NonMonotonic,
+                u(m.cgroup_index as u64),
+            ),
+            (c"fd_limit", NonMonotonic, u(m.fd_limit)),
+            (c"open_fds", NonMonotonic, u(m.open_fds)),
         ]
         .map(|(name, ty, v)| Metric::new(MetricLabel::new(name, ty), v))
     }

@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 pub mod containers;
+pub mod fds;
 pub mod host;
 pub mod procfs;
 pub mod resolve;

@@ -107,6 +107,18 @@ pub struct Metrics {
     pub callbacks: EndpointCounts,
     /// Alerts held back by rate limits.
     pub suppressed: u64,
+    /// (trap entry, process) rate-limit windows held (bounded by
+    /// [`ratelimit::MAX_WINDOWS`]).
+    pub rate_limit_windows: usize,
+    /// Rate-limit windows evicted because the table was full.
+    pub rate_limit_evicted: u64,
+    /// cgroup directories in the accessor index (bounded by
+    /// [`crate::node::cgroup::MAX_INDEXED`]).
+    pub cgroup_index: usize,
+    /// The soft open-file limit of the process.
+    pub fd_limit: u64,
+    /// Descriptors open in the process (one per armed entry, plus the rest).
+    pub open_fds: u64,
 }
 
 #[derive(Default)]
@@ -285,6 +297,9 @@ impl Runtime {
         cfg: &RuntimeConfig,
         traps: &[Arc<CompiledTrap>],
     ) -> Result<(Self, ArmReport), TrapError> {
+        if let Err(e) = crate::node::fds::raise_nofile() {
+            tracing::warn!("raising the open-file limit: {e}");
+        }
         let mut engine = Engine::load(&cfg.engine)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = sync_channel::<RawEvent>(cfg.queue_capacity.max(1));
@@ -434,9 +449,6 @@ impl Runtime {
             let mut suppressed = None;
             if let Some(limit) = trap.rate_limit {
                 let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-                if rl.len() > 100_000 {
-                    rl.expire(raw.ts_boot_ns, 3600 * 1_000_000_000);
-                }
                 match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
                     Verdict::Suppress => {
                         self.shared
@@ -561,6 +573,10 @@ impl Runtime {
     pub fn metrics(&self) -> Metrics {
         let (armed, pending) = self.shared.table().counts();
         let c = &self.shared.counters;
+        let (rate_limit_windows, rate_limit_evicted) = {
+            let rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            (rl.len(), rl.evicted())
+        };
         Metrics {
             armed,
             pending,
@@ -570,6 +586,11 @@ impl Runtime {
             stale_events: c.stale.load(Ordering::Relaxed),
             rearms: c.rearms.load(Ordering::Relaxed),
             suppressed: c.suppressed.load(Ordering::Relaxed),
+            rate_limit_windows,
+            rate_limit_evicted,
+            cgroup_index: self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            fd_limit: crate::node::fds::fd_limit(),
+            open_fds: crate::node::fds::open_fds(),
             callbacks: self
                 .callbacks
                 .as_ref()
