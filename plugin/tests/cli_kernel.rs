@@ -171,3 +171,109 @@ fn text_format_and_the_embedded_default_policy() {
     assert!(line.contains("comm=cat"), "{line}");
     assert!(stop(k).success());
 }
+
+#[test]
+fn a_closed_stdout_ends_kive_run_cleanly_like_head_does() {
+    support::ensure_mounts();
+    let d = support::world_dir();
+    let decoy = d.path().join("decoy.txt");
+    let policy = d.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: pipe, namespace: ops}}\nspec:\n  traps:\n  - path: {}\n    create: true\n    matchAny: [{{host: true}}]\n",
+            decoy.display()
+        ),
+    )
+    .expect("write policy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kive"))
+        .args(["run", "--tier", "tracepoint", "--policy"])
+        .arg(&policy)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kive starts");
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    wait_for(&stderr, "kive running", Duration::from_secs(20));
+    // `| head -1`: read one alert, then close the pipe
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    support::run(Command::new("cat").arg(&decoy));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("the first alert");
+    assert!(first.contains("\"kive-policy-name\":\"pipe\""), "{first}");
+    drop(out);
+    // the next alerts meet a closed pipe: kive stops by itself
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kive kept running with its stdout closed"
+        );
+        support::run(Command::new("cat").arg(&decoy));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log: Vec<String> = stderr.try_iter().collect();
+    let log = log.join("\n");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(log.contains("stdout closed: stopping"), "{log}");
+}
+
+#[test]
+fn kive_run_raises_its_open_file_limit_to_the_hard_limit() {
+    support::ensure_mounts();
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .expect("a finite hard limit");
+    let d = support::world_dir();
+    let policy = d.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: fds, namespace: ops}}\nspec:\n  traps:\n  - path: {}\n    create: true\n    matchAny: [{{host: true}}]\n",
+            d.path().join("decoy.txt").display()
+        ),
+    )
+    .expect("write policy");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kive"));
+    cmd.args(["run", "--tier", "tracepoint", "--policy"])
+        .arg(&policy)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("kive starts");
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let k = Kive {
+        child,
+        stdout,
+        stderr,
+    };
+    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    assert!(
+        log.contains(&format!("open-file limit raised from 256 to {hard}")),
+        "{log}"
+    );
+    assert!(stop(k).success());
+}

@@ -1,5 +1,6 @@
 //! `kive`: the trap engine without Falco or a cluster.
 
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -205,6 +206,13 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
     };
+    // before "kive running": a Ctrl-C right after it stops kive cleanly
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
+        tracing::error!("installing the signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
     tracing::info!(
         "kive running: tier={} armed={} pending={} rejected={}",
         rt.tier(),
@@ -212,30 +220,33 @@ fn run(args: RunArgs) -> ExitCode {
         report.failures.len(),
         compiled.errors.len()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = Arc::clone(&stop);
-    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
-        tracing::error!("installing the signal handler: {e}");
-        return ExitCode::FAILURE;
-    }
-    while !stop.load(Ordering::Relaxed) {
+    let mut stdout = std::io::stdout().lock();
+    'events: while !stop.load(Ordering::Relaxed) {
         // lost hits are printed as a loss report line too
-        if let Some(report) = rt.loss_report() {
-            match format {
-                Format::Json => println!("{}", report.to_json()),
-                Format::Text => println!("{}", to_text(&report)),
-            }
+        let mut alerts: Vec<_> = rt.loss_report().into_iter().collect();
+        if let Some(ev) = rt.next_event(Duration::from_millis(100)) {
+            alerts.extend(
+                rt.alerts_for(&ev)
+                    .into_iter()
+                    .filter(|a| a.metadata.callback.is_empty() || print_callback_alerts),
+            );
         }
-        let Some(ev) = rt.next_event(Duration::from_millis(100)) else {
-            continue;
-        };
-        for alert in rt.alerts_for(&ev) {
-            if !alert.metadata.callback.is_empty() && !print_callback_alerts {
-                continue;
-            }
-            match format {
-                Format::Json => println!("{}", alert.to_json()),
-                Format::Text => println!("{}", to_text(&alert)),
+        for alert in alerts {
+            let line = match format {
+                Format::Json => alert.to_json(),
+                Format::Text => to_text(&alert),
+            };
+            match print_line(&mut stdout, &line) {
+                Ok(()) => {}
+                // `kive run | head`: the reader is gone, stop like Ctrl-C
+                Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                    tracing::info!("stdout closed: stopping");
+                    break 'events;
+                }
+                Err(e) => {
+                    tracing::error!("writing an alert to stdout: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
@@ -275,6 +286,25 @@ impl std::io::Write for EscapedStderr {
     }
 }
 
+/// Writes one line to stdout (flushed: a reader sees each alert as it
+/// happens); a closed pipe is an error the caller handles, not a panic.
+fn print_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// Prints lines, ending quietly when stdout is closed (`kive check | head`).
+fn print_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        match print_line(&mut out, l) {
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
     let mut cur = e.source();
@@ -287,6 +317,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn check(policies: &[PathBuf]) -> ExitCode {
     let compiled = load(policies);
+    let mut lines = Vec::new();
     for t in &compiled.traps {
         let target = match (t.target.host, t.target.pods.len()) {
             (true, 0) => "host".to_string(),
@@ -294,13 +325,17 @@ fn check(policies: &[PathBuf]) -> ExitCode {
             (false, 0) => "nothing (empty matchAny)".to_string(),
             (false, n) => format!("{n} pod selector(s)"),
         };
-        println!("ok    {}: {target}", t.origin);
+        lines.push(format!("ok    {}: {target}", t.origin));
         for w in &t.warnings {
-            println!("warn  {w}");
+            lines.push(format!("warn  {w}"));
         }
     }
     for e in &compiled.errors {
-        println!("error {e}");
+        lines.push(format!("error {e}"));
+    }
+    if let Err(e) = print_all(lines.iter().map(String::as_str)) {
+        tracing::error!("writing to stdout: {e}");
+        return ExitCode::FAILURE;
     }
     if compiled.errors.is_empty() {
         ExitCode::SUCCESS
@@ -321,10 +356,13 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Run(args) => run(args),
-        Command::Crd => {
-            print!("{}", kive::k8s::crd::crd_yaml());
-            ExitCode::SUCCESS
-        }
+        Command::Crd => match print_all(kive::k8s::crd::crd_yaml().lines()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("writing to stdout: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { policies } => check(&policies),
     }
 }
