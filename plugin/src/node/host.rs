@@ -1,6 +1,7 @@
 //! Facts about this machine read from /proc.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The kernel's boot id (KiveAlert `kernel-id`).
 pub fn boot_id() -> String {
@@ -40,35 +41,98 @@ fn ns_inode(link: &std::path::Path) -> Option<u32> {
     u32::try_from(std::fs::metadata(link).ok()?.ino()).ok()
 }
 
-/// Converts `CLOCK_BOOTTIME` nanoseconds to wall-clock nanoseconds since
-/// the epoch, using the two clocks read now.
-#[derive(Debug, Clone, Copy)]
+/// Reads `(CLOCK_BOOTTIME ns, CLOCK_REALTIME ns)` (injectable for tests).
+pub type ClockSource = Arc<dyn Fn() -> (u64, i64) + Send + Sync>;
+
+/// The two clocks of this machine.
+pub fn system_clocks() -> (u64, i64) {
+    let boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let real = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let ns = |t: rustix::time::Timespec| t.tv_sec.saturating_mul(1_000_000_000) + t.tv_nsec;
+    (ns(boot).max(0) as u64, ns(real))
+}
+
+/// How much boot time may pass before the offset is read again.
+pub const CLOCK_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Converts `CLOCK_BOOTTIME` nanoseconds (kernel event stamps) to
+/// wall-clock nanoseconds since the epoch. The offset between the clocks is
+/// read again once an event is [`CLOCK_REFRESH_NS`] past the last reading,
+/// so a wall-clock step (NTP, an operator) shows in the next second of
+/// alerts instead of shifting every later timestamp. Two vDSO clock reads
+/// per second of events: cheap. Clones share the offset.
+#[derive(Clone)]
 pub struct BootClock {
+    source: Option<ClockSource>,
+    state: Arc<ClockState>,
+}
+
+#[derive(Debug, Default)]
+struct ClockState {
     /// realtime - boottime, in ns.
-    offset_ns: i128,
+    offset_ns: AtomicI64,
+    /// Boot time of the last reading.
+    read_at: AtomicU64,
+}
+
+impl std::fmt::Debug for BootClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootClock")
+            .field("offset_ns", &self.state.offset_ns.load(Ordering::Relaxed))
+            .field("follows_wall_clock", &self.source.is_some())
+            .finish()
+    }
 }
 
 impl BootClock {
-    /// Reads both clocks.
+    /// This machine's clocks, followed.
     pub fn now() -> Self {
-        let boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        let boot_ns = boot.tv_sec as i128 * 1_000_000_000 + boot.tv_nsec as i128;
+        Self::with_source(Arc::new(system_clocks))
+    }
+
+    /// Clocks read from `source`, followed.
+    pub fn with_source(source: ClockSource) -> Self {
+        let c = Self {
+            source: Some(source),
+            state: Arc::default(),
+        };
+        c.refresh();
+        c
+    }
+
+    /// A fixed offset, never read again (tests).
+    pub fn with_offset(offset_ns: i128) -> Self {
+        let state = ClockState::default();
+        state.offset_ns.store(
+            offset_ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+            Ordering::Relaxed,
+        );
         Self {
-            offset_ns: real.as_nanos() as i128 - boot_ns,
+            source: None,
+            state: Arc::new(state),
         }
     }
 
-    /// A clock with a known offset (tests).
-    pub fn with_offset(offset_ns: i128) -> Self {
-        Self { offset_ns }
+    fn refresh(&self) {
+        if let Some(src) = &self.source {
+            let (boot, real) = src();
+            self.state
+                .offset_ns
+                .store(real.saturating_sub(boot as i64), Ordering::Relaxed);
+            self.state.read_at.store(boot, Ordering::Relaxed);
+        }
     }
 
     /// Wall-clock ns since the epoch of a boottime stamp.
     pub fn wall_ns(&self, boot_ns: u64) -> u64 {
-        (boot_ns as i128 + self.offset_ns).max(0) as u64
+        if self.source.is_some()
+            && boot_ns.saturating_sub(self.state.read_at.load(Ordering::Relaxed))
+                >= CLOCK_REFRESH_NS
+        {
+            self.refresh();
+        }
+        let offset = self.state.offset_ns.load(Ordering::Relaxed);
+        (i128::from(boot_ns) + i128::from(offset)).max(0) as u64
     }
 }
 
@@ -81,13 +145,44 @@ mod tests {
         let c = BootClock::now();
         let boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         let boot_ns = boot.tv_sec as u64 * 1_000_000_000 + boot.tv_nsec as u64;
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .expect("after epoch")
             .as_nanos() as u64;
         let got = c.wall_ns(boot_ns);
         assert!(got.abs_diff(wall) < 50_000_000, "{got} vs {wall}");
         assert_eq!(BootClock::with_offset(5).wall_ns(10), 15);
+    }
+
+    #[test]
+    fn a_wall_clock_step_shows_within_a_second_of_events() {
+        const S: u64 = 1_000_000_000;
+        let boot = Arc::new(AtomicU64::new(10 * S));
+        let offset = Arc::new(AtomicI64::new(1_000 * S as i64));
+        let reads = Arc::new(AtomicU64::new(0));
+        let (b, o, r) = (Arc::clone(&boot), Arc::clone(&offset), Arc::clone(&reads));
+        let c = BootClock::with_source(Arc::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            let b = b.load(Ordering::Relaxed);
+            (b, b as i64 + o.load(Ordering::Relaxed))
+        }));
+        assert_eq!(c.wall_ns(10 * S), 1_010 * S);
+        // NTP steps the wall clock an hour ahead
+        offset.store(4_600 * S as i64, Ordering::Relaxed);
+        boot.store(10 * S + S / 2, Ordering::Relaxed);
+        for i in 0..1000 {
+            c.wall_ns(10 * S + i);
+        }
+        assert_eq!(reads.load(Ordering::Relaxed), 1, "no read per event: cheap");
+        boot.store(12 * S, Ordering::Relaxed);
+        assert_eq!(
+            c.wall_ns(12 * S),
+            4_612 * S,
+            "events a second later follow the stepped wall clock"
+        );
+        assert_eq!(reads.load(Ordering::Relaxed), 2);
+        let shared = c.clone();
+        assert_eq!(shared.wall_ns(12 * S), 4_612 * S, "clones share the offset");
     }
 
     #[test]
