@@ -459,7 +459,7 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
     field("kive.accessor.pod.namespace", s!(AccessorPodNamespace))
         .with_description("Namespace of the accessing process's pod, when kive knows it"),
     field("kive.accessor.cgroup", s!(AccessorCgroup))
-        .with_description("cgroup v2 path of the accessing process"),
+        .with_description("cgroup path of the accessing process (v2; on hybrid or v1 nodes the v1 path that names its container)"),
     field("kive.accessor.foreign", &KivePlugin::accessor_foreign).with_description(
         "Whether the accessing process is outside the trap's owner: in a container for a host trap, on the host or in another pod for a pod trap",
     ),

@@ -8,7 +8,7 @@
 //! | 0 | 1 | magic `0x4b` (`K`) |
 //! | 1 | 1 | version (`1`) |
 //! | 2 | 2 | number of slots `n` (38: 34 strings, 3 maps, then the loss slot; readers ignore extra slots, and read a missing loss slot as empty) |
-//! | 4 | 4 | presence flags of optional values |
+//! | 4 | 4 | presence flags of optional values (bits 12-15 mark pid, tgid, uid, gid absent: a replayed line without them) |
 //! | 8 | 64 | numbers: inode u64, cgroup id u64, suppressed u64, pid i32, tgid u32, uid u32, gid u32, ppid u32, mask i32, open flags u32, ns pid u32, loginuid u32, process flags u32 |
 //! | 72 | 4·n | end offset of each slot, relative to the slot area |
 //! | 72+4·n | … | slot area: the slots' bytes back to back |
