@@ -202,6 +202,45 @@ fn init_config(data: &[u8]) {
     }
 }
 
+/// Pods as the API server serves them (JSON), as kive views them.
+fn pod_json(data: &[u8]) {
+    if let Ok(pod) = serde_json::from_slice::<k8s_openapi::api::core::v1::Pod>(data) {
+        let v = kive::k8s::convert::pod_view(&pod);
+        let _ = v.ip();
+        for c in &v.containers {
+            let _ = c.bare_id();
+        }
+        let _ = kive::k8s::convert::workload(&pod);
+        static TRAPS: std::sync::OnceLock<kive::policy::Compiled> = std::sync::OnceLock::new();
+        let traps = TRAPS.get_or_init(|| {
+            kive::policy::load_str(
+                "fuzz-corpus/policy_yaml/multi-document.yaml",
+                include_str!("../fuzz-corpus/policy_yaml/multi-document.yaml"),
+            )
+        });
+        for t in &traps.traps {
+            let _ = kive::policy::pods::matching_containers(t, &v);
+        }
+    }
+}
+
+/// /proc and cgroup texts a container can shape (mount points, cgroup
+/// names, command lines).
+fn proc_text(data: &[u8]) {
+    use kive::node::cgroup::*;
+    let text = String::from_utf8_lossy(data);
+    let _ = cgroup2_mount_point(&text);
+    let _ = cgroup_mode(&text);
+    for p in v1_cgroup_paths(&text) {
+        let _ = container_from_cgroup_path(&p);
+    }
+    for line in text.lines() {
+        let _ = pod_uid_from_cgroup_path(line);
+        let _ = container_from_cgroup_name(line);
+    }
+    let _ = kive::node::procfs::cmdline_to_string(data);
+}
+
 /// Every target. One line each.
 const TARGETS: &[Target] = &[
     Target::new("policy_yaml", YAML, policy_yaml).seeds(&["examples"]),
@@ -210,6 +249,8 @@ const TARGETS: &[Target] = &[
     Target::new("payload", BINARY, payload).derived(payload_seeds),
     Target::new("ring_record", BINARY, ring_record).derived(ring_seeds),
     Target::new("init_config", JSON, init_config),
+    Target::new("pod_json", JSON, pod_json),
+    Target::new("proc_text", YAML, proc_text),
 ];
 
 /// Every target, side by side (one thread each, `KIVE_FUZZ_MS` each).
