@@ -5,6 +5,7 @@
 //! a rescan thread re-resolves armed paths; the consumer (`kive run` or
 //! Falco's `next_batch`) pulls events and enriches them.
 
+pub mod accessor;
 pub mod enrich;
 pub mod loss;
 pub mod pods;
@@ -21,13 +22,13 @@ use std::time::Duration;
 use crate::alert::text::escape;
 use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, LossMetadata};
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
-use crate::node::cgroup::{process_v1_cgroups, CgroupIndex, CgroupMode};
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details_of;
 use crate::node::{ResolveError, Root};
 use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
 
+pub use accessor::Accessors;
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
@@ -284,11 +285,9 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     rescanner: Option<JoinHandle<()>>,
     callbacks: Option<Callbacks>,
-    cgroups: Mutex<CgroupIndex>,
+    accessors: Accessors,
     limiter: Mutex<RateLimiter>,
     loss: Mutex<LossTracker>,
-    /// The host's mount namespace (of pid 1 in `proc_root`).
-    host_mnt_ns: Option<u32>,
 }
 
 impl Runtime {
@@ -399,10 +398,9 @@ impl Runtime {
                 stop,
                 rescanner: Some(rescanner),
                 callbacks,
-                cgroups: Mutex::new(CgroupIndex::for_this_node()),
+                accessors: Accessors::for_this_node(cfg.proc_root.clone()),
                 limiter: Mutex::new(RateLimiter::default()),
                 loss: Mutex::new(LossTracker::new(cfg.loss_report)),
-                host_mnt_ns: crate::node::host::host_mnt_ns(&cfg.proc_root),
             },
             report,
         ))
@@ -524,30 +522,9 @@ impl Runtime {
         })
     }
 
-    /// Who opened the file, from the event's cgroup id, and on hybrid or
-    /// cgroup v1 nodes the process's v1 cgroups and mount namespace (see
-    /// [`accessor_metadata`]).
+    /// Who opened the file (see [`Accessors`]).
     fn accessor(&self, raw: &RawEvent) -> Option<AccessorMetadata> {
-        let (path, mode) = {
-            let mut idx = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
-            (idx.lookup(raw.cgroup_id), idx.mode())
-        };
-        let named = path
-            .as_deref()
-            .and_then(crate::node::cgroup::container_from_cgroup_path)
-            .is_some();
-        let v1 = if mode == CgroupMode::Unified || named {
-            Vec::new()
-        } else {
-            process_v1_cgroups(&self.proc_root, raw.tgid)
-        };
-        let facts = CgroupFacts {
-            v2: path.as_deref(),
-            mode,
-            v1: &v1,
-            host_mnt_ns: self.host_mnt_ns.map(|h| h == raw.mnt_ns),
-        };
-        accessor_metadata(facts, |id| {
+        self.accessors.resolve(raw, |id| {
             let table = self.shared.table();
             let owner = table.entries().find_map(|e| match &e.owner {
                 Owner::Container(o) if o.container_id.rsplit("://").next() == Some(id) => {
@@ -588,7 +565,7 @@ impl Runtime {
             suppressed: c.suppressed.load(Ordering::Relaxed),
             rate_limit_windows,
             rate_limit_evicted,
-            cgroup_index: self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            cgroup_index: self.accessors.indexed(),
             fd_limit: crate::node::fds::fd_limit(),
             open_fds: crate::node::fds::open_fds(),
             callbacks: self
