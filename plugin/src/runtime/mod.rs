@@ -551,7 +551,9 @@ impl Runtime {
         let (armed, pending) = self.shared.table().counts();
         let c = &self.shared.counters;
         let (rate_limit_windows, rate_limit_evicted) = {
-            let rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            // idle windows go even when no rate-limited alert comes any more
+            rl.sweep(crate::node::host::system_clocks().0);
             (rl.len(), rl.evicted())
         };
         Metrics {
