@@ -197,6 +197,66 @@ fn a_missing_file_stays_pending_and_arms_when_it_appears() {
     assert_eq!((rt.metrics().armed, rt.metrics().pending), (1, 0));
 }
 
+/// WARN lines logged on this thread while `f` runs.
+fn warnings_during(f: impl FnOnce()) -> Vec<String> {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || w.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    let text =
+        String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    text.lines()
+        .filter(|l| l.contains("WARN"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_file_that_stays_missing_is_reported_once_not_on_every_rescan() {
+    let d = world_dir();
+    let f = d.path().join("never");
+    let traps = host_policy(&f, "");
+    support::ensure_mounts();
+    let (rt, report) = Runtime::start(&config(), &traps).expect("runtime");
+    assert_eq!(report.failures.len(), 1, "reported once at start");
+    let warned = warnings_during(|| {
+        for _ in 0..5 {
+            rt.rescan_now();
+        }
+    });
+    assert!(warned.is_empty(), "the same reason again: {warned:#?}");
+    // a different state: the file appears (armed), then goes again
+    std::fs::write(&f, "x").expect("write");
+    rt.rescan_now();
+    assert_eq!(rt.metrics().armed, 1);
+    std::fs::remove_file(&f).expect("remove");
+    let warned = warnings_during(|| {
+        for _ in 0..5 {
+            rt.rescan_now();
+        }
+    });
+    assert_eq!(warned.len(), 1, "one WARN for the new state: {warned:#?}");
+    assert!(warned[0].contains("policy test/rt trap 0"), "{}", warned[0]);
+}
+
 #[test]
 fn two_policies_on_one_file_give_one_alert_each() {
     let d = world_dir();
