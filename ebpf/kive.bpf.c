@@ -15,6 +15,10 @@
  *
  * Every hit passes a flood limit per (trap, process) before it may take
  * space in the ring: one process cannot push out another's events.
+ *
+ * The lsm tier adds lsm/inode_{rename,link,unlink}, the trampoline tiers
+ * fentry/security_inode_{rename,link,unlink}: a trapped file's names
+ * changing is reported as it happens (tamper events).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -298,6 +302,87 @@ SEC("fentry/security_file_open")
 int BPF_PROG(kive_fentry_file_open, struct file *file)
 {
 	on_file_open(file, KIVE_HOOK_FENTRY_FILE_OPEN, false);
+	return 0;
+}
+
+/*
+ * Tamper hooks (lsm and trampoline tiers): a rename, link or unlink of a
+ * trapped inode. They run only on those calls, never on an open. Nothing is
+ * blocked: the event names the process; user space arms the path again.
+ */
+static __always_inline void on_tamper(struct dentry *dentry, __u8 hook)
+{
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	struct kive_key key;
+	struct kive_trap *trap;
+
+	if (!inode)
+		return;
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	key.pad = 0;
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	trap = bpf_map_lookup_elem(&traps, &key);
+	if (!trap || is_self())
+		return;
+	emit(&key, trap, 0, 0, hook, KIVE_ACTION_AUDIT);
+}
+
+/* The renamed file, and the file a rename moves something over. */
+static __always_inline void on_rename(struct dentry *old_dentry, struct dentry *new_dentry,
+				      __u8 rename, __u8 replace)
+{
+	on_tamper(old_dentry, rename);
+	on_tamper(new_dentry, replace);
+}
+
+SEC("lsm/inode_rename")
+int BPF_PROG(kive_lsm_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	     struct inode *new_dir, struct dentry *new_dentry, int ret)
+{
+	if (!ret)
+		on_rename(old_dentry, new_dentry, KIVE_HOOK_LSM_INODE_RENAME,
+			  KIVE_HOOK_LSM_INODE_REPLACE);
+	return ret;
+}
+
+SEC("lsm/inode_link")
+int BPF_PROG(kive_lsm_inode_link, struct dentry *old_dentry, struct inode *dir,
+	     struct dentry *new_dentry, int ret)
+{
+	if (!ret)
+		on_tamper(old_dentry, KIVE_HOOK_LSM_INODE_LINK);
+	return ret;
+}
+
+SEC("lsm/inode_unlink")
+int BPF_PROG(kive_lsm_inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
+{
+	if (!ret)
+		on_tamper(dentry, KIVE_HOOK_LSM_INODE_UNLINK);
+	return ret;
+}
+
+SEC("fentry/security_inode_rename")
+int BPF_PROG(kive_fentry_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	     struct inode *new_dir, struct dentry *new_dentry)
+{
+	on_rename(old_dentry, new_dentry, KIVE_HOOK_FENTRY_INODE_RENAME,
+		  KIVE_HOOK_FENTRY_INODE_REPLACE);
+	return 0;
+}
+
+SEC("fentry/security_inode_link")
+int BPF_PROG(kive_fentry_inode_link, struct dentry *old_dentry, struct inode *dir,
+	     struct dentry *new_dentry)
+{
+	on_tamper(old_dentry, KIVE_HOOK_FENTRY_INODE_LINK);
+	return 0;
+}
+
+SEC("fentry/security_inode_unlink")
+int BPF_PROG(kive_fentry_inode_unlink, struct inode *dir, struct dentry *dentry)
+{
+	on_tamper(dentry, KIVE_HOOK_FENTRY_INODE_UNLINK);
 	return 0;
 }
 

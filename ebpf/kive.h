@@ -20,6 +20,15 @@ enum kive_hook {
 	KIVE_HOOK_TP_SYS_EXIT = 4,
 	KIVE_HOOK_TP_OPENAT = 5,
 	KIVE_HOOK_TP_EXEC = 6,
+	/* tamper: a trapped file's names changed (lsm and trampoline tiers) */
+	KIVE_HOOK_LSM_INODE_RENAME = 7,   /* the trapped file was renamed */
+	KIVE_HOOK_LSM_INODE_LINK = 8,     /* a hard link to it was made */
+	KIVE_HOOK_LSM_INODE_UNLINK = 9,   /* one of its names was removed */
+	KIVE_HOOK_LSM_INODE_REPLACE = 10, /* a rename is moving a file over it */
+	KIVE_HOOK_FENTRY_INODE_RENAME = 11,
+	KIVE_HOOK_FENTRY_INODE_LINK = 12,
+	KIVE_HOOK_FENTRY_INODE_UNLINK = 13,
+	KIVE_HOOK_FENTRY_INODE_REPLACE = 14,
 };
 
 /* What the kernel did with the access (kive_event.action). */

@@ -65,12 +65,14 @@ fi
 # Untrapped file, created before kive starts.
 echo free >/tmp/free.txt
 
-# start_kive TIER POLICY NAME: start kive in the background; sets KPID, KOUT,
-# KERR. Returns 0 once stderr shows "armed=", 1 if kive died or never got there.
+# start_kive TIER POLICY NAME [ARGS]: start kive in the background; sets KPID,
+# KOUT, KERR. Returns 0 once stderr shows "armed=", 1 if kive died or never
+# got there.
 start_kive() {
     KOUT=/tmp/kive-$3.out
     KERR=/tmp/kive-$3.err
-    kive run --policy "$2" --tier "$1" --format json >"$KOUT" 2>"$KERR" &
+    # shellcheck disable=SC2086
+    kive run --policy "$2" --tier "$1" --format json $4 >"$KOUT" 2>"$KERR" &
     KPID=$!
     # Loading and verifying BPF under TCG is slow: allow up to 120 s.
     i=0
@@ -146,10 +148,10 @@ expect_ok() {
     result "$n" "$ok" "pid=$PID rc=$RC msg=$MSG"
 }
 
-# start_or_report TIER POLICY NAME: start kive and report NAME.start.
+# start_or_report TIER POLICY NAME [ARGS]: start kive and report NAME.start.
 start_or_report() {
     t0=$(now)
-    if ! start_kive "$1" "$2" "$3"; then
+    if ! start_kive "$1" "$2" "$3" "$4"; then
         result "$3.start" 0 "kive did not arm (still running: $(kill -0 $KPID 2>/dev/null && echo yes || echo no))"
         stop_kive
         dump "$3.stdout" "$KOUT"
@@ -226,8 +228,28 @@ more" su -s /bin/sh nobody -c 'exec cat /tmp/ovl/merged/secret.txt'
     umount /tmp/ovl/merged
 }
 
+# A trapped file renamed: the kernel's tamper hook reports the rename with
+# the process that did it (the rescan, which would report it too, is slowed
+# down to stay out of the way), and the moved file is still trapped.
+run_tamper() {
+    t=$1
+    n=$t.tamper
+    rm -rf /tmp/tamper
+    mkdir -p /tmp/tamper
+    echo decoy >/tmp/tamper/secret.txt
+    start_or_report "$t" /vmtest/policy-tamper.yaml "$n" "--rescan-ms 600000" || return
+    expect_ok "$n.rename" "" mv /tmp/tamper/secret.txt /tmp/tamper/moved.txt
+    expect_ok "$n.read-moved" decoy cat /tmp/tamper/moved.txt
+    wait_alerts secret.txt 2 && ok=1 || ok=0
+    result "$n.alerts-seen" "$ok" "alert lines=$(grep -c . "$KOUT")"
+    sleep 1
+    stop_and_dump "$n"
+}
+
 run_tier lsm
 run_tier trampoline
+run_tamper lsm
+run_tamper trampoline
 
 # The overlay scenario needs overlayfs, a module in Debian's kernel.
 if insmod /vmtest/overlay.ko; then

@@ -52,6 +52,11 @@ fn key_in(c: &Container, path: &str) -> TrapKey {
         .key
 }
 
+/// The key of a file of a container's upper layer, seen from the node.
+fn upper_key(c: &Container, name: &str) -> TrapKey {
+    support::key_of(&c.upper().join(name))
+}
+
 #[test]
 fn pod_traps_follow_policies_pods_and_containers() {
     let _ = tracing_subscriber::fmt()
@@ -97,7 +102,11 @@ fn pod_traps_follow_policies_pods_and_containers() {
     // the policy arms on web-0 only (web-1 runs on node-b)
     wait_until("the decoy in web-0 is armed", || rt.metrics().armed == 1);
     let ka = key_in(&a, "/secret.txt");
-    assert_eq!(rt.kernel_keys(), [ka]);
+    let mut want = vec![ka, upper_key(&a, "secret.txt")];
+    want.sort();
+    let mut armed = rt.kernel_keys();
+    armed.sort();
+    assert_eq!(armed, want, "the overlay file and its upper-layer copy");
     assert!(
         Root::open(b.root())
             .expect("b")
@@ -218,7 +227,13 @@ fn pod_traps_follow_policies_pods_and_containers() {
         let now = Root::open(a2.root())
             .ok()
             .and_then(|r| r.resolve("/secret.txt").ok());
-        now.is_some_and(|p| rt.kernel_keys() == vec![p.key])
+        now.is_some_and(|p| {
+            let mut want = vec![p.key, upper_key(&a2, "secret.txt")];
+            want.sort();
+            let mut armed = rt.kernel_keys();
+            armed.sort();
+            armed == want
+        })
     });
     drop(a);
     a2.exec("cat /secret.txt");

@@ -133,3 +133,181 @@ fn replicas_of_one_image_have_distinct_keys() {
     a.exec("cat /secret.txt");
     assert_eq!(events_until(&rx, ka, 1).len(), 1);
 }
+
+fn pod_runtime(c: &Container, traps: &str) -> kive::runtime::Runtime {
+    let (rt, report) = pod_runtime_report(c, traps);
+    assert!(report.pending.is_empty(), "{report:?}");
+    rt
+}
+
+/// A runtime with `traps` (YAML list items) applied to the container as
+/// pod web-0's, and what the reconcile reported.
+fn pod_runtime_report(
+    c: &Container,
+    traps: &str,
+) -> (kive::runtime::Runtime, kive::runtime::PodReconcileReport) {
+    use kive::runtime::{ContainerOwner, DesiredEntry, Runtime, RuntimeConfig};
+    support::ensure_mounts();
+    let cfg = RuntimeConfig {
+        rescan: std::time::Duration::from_secs(3600),
+        node_name: "node-a".into(),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Tracepoint,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
+    let text = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: decoys, namespace: kive-system}}\nspec:\n  traps:\n{traps}"
+    );
+    let compiled = kive::policy::load_str("pod-test", &text);
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+    let owner = ContainerOwner {
+        pod: "web-0".into(),
+        namespace: "default".into(),
+        pod_uid: "uid-web-0".into(),
+        container: "app".into(),
+        container_id: format!("containerd://{}", c.id),
+        ..Default::default()
+    };
+    let desired: Vec<DesiredEntry> = compiled
+        .traps
+        .iter()
+        .map(|t| DesiredEntry {
+            trap: t.clone(),
+            owner: owner.clone(),
+        })
+        .collect();
+    let report = rt.pod_controller().reconcile(&desired);
+    assert_eq!(
+        report.armed + report.pending.len(),
+        desired.len(),
+        "{report:?}"
+    );
+    (rt, report)
+}
+
+const POD_SELECTOR: &str = "    matchAny: [{namespace: default}]\n";
+
+#[test]
+fn reading_the_overlay_layers_from_the_node_is_seen_and_names_the_container() {
+    let c = Container::start(&[("/secret.txt", "image secret\n")], &[]);
+    let traps = format!(
+        "  - path: /secret.txt\n{POD_SELECTOR}  - path: /decoy\n    create: true\n{POD_SELECTOR}"
+    );
+    let rt = pod_runtime(&c, &traps);
+    let lower = c.base.path().join("lower/secret.txt");
+    let upper_decoy = c.upper().join("decoy");
+    assert!(
+        upper_decoy.exists(),
+        "a created decoy lives in the upper layer"
+    );
+
+    let check = |file: &std::path::Path, trap: &str| {
+        let (pid, out) = support::run(std::process::Command::new("cat").arg(file));
+        assert!(out.status.success(), "cat {}", file.display());
+        let got = support::alerts_until(&rt, 1);
+        assert_eq!(
+            got.len(),
+            1,
+            "cat {} from the node: {got:#?}",
+            file.display()
+        );
+        let a = &got[0];
+        assert_eq!(a.process.tgid, pid);
+        assert_eq!(a.metadata.trap_path, trap);
+        assert_eq!(
+            (a.pod.name.as_str(), a.pod.container.name.as_str()),
+            ("web-0", "app"),
+            "the alert names the container whose file it is"
+        );
+        assert_eq!(
+            a.metadata.inode,
+            std::fs::metadata(file).expect("stat").ino(),
+            "the backing inode itself"
+        );
+    };
+    check(&lower, "/secret.txt");
+    check(&upper_decoy, "/decoy");
+
+    // inside the container: one alert per open, not one per layer
+    c.exec("cat /secret.txt /decoy");
+    let got = support::alerts_until(&rt, 2);
+    assert_eq!(got.len(), 2, "{got:#?}");
+
+    // copy-up: the upper copy backs the file now; the rescan follows it
+    c.exec("echo more >> /secret.txt");
+    let write = support::alerts_until(&rt, 1);
+    assert_eq!(write.len(), 1, "the append: {write:#?}");
+    rt.rescan_now();
+    let upper = c.upper().join("secret.txt");
+    assert!(upper.exists(), "copied up");
+    check(&upper, "/secret.txt");
+    support::run(std::process::Command::new("cat").arg(&lower));
+    assert!(
+        support::alerts(&rt, support::quiet()).is_empty(),
+        "the image file no longer backs the container's copy"
+    );
+}
+
+#[test]
+fn a_pod_trap_never_arms_or_creates_on_a_host_path_unless_allowed() {
+    let node_dir = support::world_dir();
+    let shared = node_dir.path().join("shared.txt");
+    std::fs::write(&shared, "the node's file\n").expect("write");
+    let c = Container::start_with(&[], &[], &[(node_dir.path(), "/hostdata")]);
+    let traps = [
+        "  - path: /hostdata/shared.txt\n",
+        POD_SELECTOR,
+        "  - path: /hostdata/decoy\n    create: true\n",
+        POD_SELECTOR,
+        "  - path: /hostdata/decoy2\n    create: true\n    allowSharedFile: true\n",
+        POD_SELECTOR,
+    ]
+    .concat();
+    let (rt, report) = pod_runtime_report(&c, &traps);
+    assert_eq!(report.armed, 0, "{report:?}");
+    assert_eq!(report.pending.len(), 3, "{report:?}");
+    for (i, path) in [
+        "/hostdata/shared.txt",
+        "/hostdata/decoy",
+        "/hostdata/decoy2",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let why = report
+            .pending
+            .iter()
+            .find(|p| p.contains(&format!("trap {i} (")))
+            .unwrap_or_else(|| panic!("trap {i} pending: {report:?}"));
+        assert!(
+            why.contains("policy kive-system/decoys") && why.contains(path),
+            "the reason names policy, trap and path: {why}"
+        );
+        if i < 2 {
+            assert!(why.contains("node-shared"), "{why}");
+        }
+    }
+    assert!(
+        !node_dir.path().join("decoy").exists() && !node_dir.path().join("decoy2").exists(),
+        "nothing is created on the node's directory, allowed or not"
+    );
+    assert!(rt.kernel_keys().is_empty(), "nothing armed");
+    support::run(std::process::Command::new("cat").arg(&shared));
+    assert!(support::alerts(&rt, support::quiet()).is_empty());
+    drop(rt);
+
+    // said explicitly: the existing node file is armed for the pod
+    let traps =
+        format!("  - path: /hostdata/shared.txt\n    allowSharedFile: true\n{POD_SELECTOR}");
+    let rt = pod_runtime(&c, &traps);
+    let (pid, _) = support::run(std::process::Command::new("cat").arg(&shared));
+    let got = support::alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        (got[0].process.tgid, got[0].pod.name.as_str()),
+        (pid, "web-0")
+    );
+}

@@ -377,6 +377,19 @@ fn rules_pick_the_expected_rule_for_hand_made_alerts() {
 }
 
 #[test]
+fn a_tampered_trap_is_critical_before_any_access_rule() {
+    assert_eq!(
+        matched_rules("kive_tamper.jsonl"),
+        [
+            // the rescan saw the decoy renamed (severity low: still critical)
+            "Kive trap tampered [CRITICAL]",
+            // cat of the moved decoy: an ordinary access of the trap
+            "Kive trap accessed (low) [NOTICE]",
+        ]
+    );
+}
+
+#[test]
 fn rules_pick_the_expected_rule_for_recorded_engine_alerts() {
     assert_eq!(
         matched_rules("kive_run_host.jsonl"),

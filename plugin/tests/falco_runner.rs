@@ -92,6 +92,12 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.loss.ring", ExtractedField::None),
         ("kive.loss.queue", ExtractedField::None),
         ("kive.loss.limited", ExtractedField::None),
+        // an access, not a tamper, at the trap's path: see
+        // replay_extracts_the_tamper_fields
+        ("kive.tamper", ExtractedField::None),
+        ("kive.tamper.old_path", ExtractedField::None),
+        ("kive.tamper.new_path", ExtractedField::None),
+        ("kive.armed_as", ExtractedField::None),
         ("kive.kernel.id", s("2c147a95-23e5-4f99-a2de-67d5e9fdb502")),
         (
             "kive.callback",
@@ -159,6 +165,26 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.accessor.foreign", ExtractedField::Bool(true)),
         ("kive.alert", ExtractedField::None), // checked separately: JSON
     ]
+}
+
+#[test]
+fn replay_extracts_the_tamper_fields() {
+    let path = test_file("kive_tamper.jsonl");
+    let mut r = replay(path.to_str().expect("utf8"));
+    let tamper = r.next_event().expect("the rename");
+    let access = r.next_event().expect("the access of the moved decoy");
+    let mut get = |ev, f: &str| {
+        r.extract_field(ev, f)
+            .unwrap_or_else(|| panic!("{f} known"))
+            .unwrap_or_else(|rc| panic!("{f}: rc {rc}"))
+    };
+    assert_eq!(get(&tamper, "kive.tamper"), s("rename"));
+    assert_eq!(get(&tamper, "kive.tamper.old_path"), s("/tmp/d/secret.txt"));
+    assert_eq!(get(&tamper, "kive.tamper.new_path"), s("/tmp/d/moved.txt"));
+    assert_eq!(get(&tamper, "kive.hook"), s("rescan"));
+    assert_eq!(get(&tamper, "kive.armed_as"), ExtractedField::None);
+    assert_eq!(get(&access, "kive.tamper"), ExtractedField::None);
+    assert_eq!(get(&access, "kive.armed_as"), s("/tmp/d/secret.txt"));
 }
 
 /// How a field is asked for by name (required-key fields get a key).

@@ -1,5 +1,6 @@
 //! The runtime on this machine's kernel: decoys, alerts, re-arming when a
-//! trapped path gets a new inode.
+//! trapped path gets a new inode, the trapped inode followed when it is
+//! renamed or linked away, tamper alerts, and refused redirections.
 
 mod support;
 
@@ -120,7 +121,7 @@ fn an_existing_file_is_never_truncated_or_rewritten() {
 }
 
 #[test]
-fn a_replaced_file_is_re_armed_and_the_old_inode_is_released() {
+fn a_replaced_file_is_re_armed_and_the_old_inode_stays_armed_while_linked() {
     let d = world_dir();
     let f = d.path().join("config");
     std::fs::write(&f, "v1").expect("write");
@@ -138,21 +139,172 @@ fn a_replaced_file_is_re_armed_and_the_old_inode_is_released() {
     let new_key = key_of(&f);
     assert_ne!(old_key, new_key);
     assert_eq!(
-        rt.kernel_keys(),
-        [new_key],
-        "old key disarmed, new key armed"
+        sorted(rt.kernel_keys()),
+        sorted(vec![old_key, new_key]),
+        "the new file at the path is armed, the old inode still has a link: armed too"
     );
     assert_eq!(rt.metrics().rearms, 1);
+    let tamper = alerts_until(&rt, 1);
+    assert_eq!(tamper.len(), 1, "{tamper:#?}");
+    let t = tamper[0].metadata.tamper.as_ref().expect("a tamper alert");
+    assert_eq!(t.kind, "replace", "another file was moved over it");
+    assert_eq!(t.old_path, f.display().to_string());
+    assert_eq!(tamper[0].metadata.inode, old_key.ino);
 
-    run(Command::new("cat").arg(&f));
-    run(Command::new("cat").arg(&moved_old));
+    let (new_reader, _) = run(Command::new("cat").arg(&f));
+    let (old_reader, _) = run(Command::new("cat").arg(&moved_old));
+    let got = alerts_until(&rt, 2);
+    assert_eq!(got.len(), 2, "both inodes alert: {got:#?}");
+    let at_path = got
+        .iter()
+        .find(|a| a.process.tgid == new_reader)
+        .expect("the file at the path alerts");
+    assert_eq!(at_path.metadata.inode, new_key.ino);
+    assert_eq!(at_path.metadata.armed_as, "", "still at its path");
+    let away = got
+        .iter()
+        .find(|a| a.process.tgid == old_reader)
+        .expect("the old inode alerts");
+    assert_eq!(away.metadata.inode, old_key.ino);
+    assert_eq!(away.metadata.armed_as, f.display().to_string());
+    assert_eq!(away.policy_name, "rt");
+
+    // its last link gone: let go
+    std::fs::remove_file(&moved_old).expect("rm");
+    rt.rescan_now();
+    assert_eq!(rt.kernel_keys(), [new_key]);
+}
+
+#[test]
+fn a_renamed_decoy_stays_armed_its_path_gets_a_fresh_decoy_and_the_rename_is_reported() {
+    let d = world_dir();
+    let f = d.path().join("secret.txt");
+    let moved = d.path().join("moved.txt");
+    let rt = start(&host_policy(&f, "    create: true\n    mode: 0444\n"));
+    let first = key_of(&f);
+    let (mover, _) = run(Command::new("mv").arg(&f).arg(&moved));
+    rt.rescan_now();
+    assert!(f.exists(), "a fresh decoy at the trap's path");
+    let second = key_of(&f);
+    assert_ne!(first, second);
+    assert_eq!(sorted(rt.kernel_keys()), sorted(vec![first, second]));
+
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let t = got[0].metadata.tamper.as_ref().expect("a tamper alert");
+    assert_eq!(t.kind, "rename");
+    assert_eq!(t.old_path, f.display().to_string());
+    assert_eq!(t.new_path, moved.display().to_string());
+    assert_eq!(got[0].metadata.inode, first.ino);
+    assert_eq!(got[0].metadata.hook, "rescan");
+    assert_eq!(got[0].policy_name, "rt");
+    assert_ne!(got[0].process.tgid, mover, "the rescan does not know who");
+
+    let (pid, out) = run(Command::new("cat").arg(&moved));
+    assert!(out.status.success());
     let got = alerts_until(&rt, 1);
     assert_eq!(
         got.len(),
         1,
-        "only the file now at the path alerts: {got:#?}"
+        "the moved decoy is still a tripwire: {got:#?}"
     );
-    assert_eq!(got[0].metadata.inode, new_key.ino);
+    assert_eq!(got[0].metadata.inode, first.ino);
+    assert_eq!(got[0].process.tgid, pid);
+    assert_eq!(got[0].metadata.armed_as, f.display().to_string());
+    assert_eq!(got[0].metadata.trap_path, f.display().to_string());
+
+    std::fs::remove_file(&moved).expect("rm");
+    rt.rescan_now();
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        got[0].metadata.tamper.as_ref().map(|t| t.kind.as_str()),
+        Some("unlink")
+    );
+    assert_eq!(rt.kernel_keys(), [second], "no link left: let go");
+}
+
+#[test]
+fn a_hard_link_then_an_unlink_of_the_trapped_name_keeps_the_inode_armed() {
+    let d = world_dir();
+    let f = d.path().join("secret.txt");
+    let x = d.path().join("x");
+    std::fs::write(&f, "s").expect("write");
+    let rt = start(&host_policy(&f, ""));
+    let key = key_of(&f);
+    run(Command::new("ln").arg(&f).arg(&x));
+    rt.rescan_now();
+    let got = alerts_until(&rt, 1);
+    assert_eq!(
+        got.iter()
+            .map(|a| a.metadata.tamper.as_ref().map(|t| t.kind.clone()))
+            .collect::<Vec<_>>(),
+        [Some("link".to_string())],
+        "{got:#?}"
+    );
+    run(Command::new("rm").arg(&f));
+    rt.rescan_now();
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        got[0].metadata.tamper.as_ref().map(|t| t.kind.as_str()),
+        Some("rename"),
+        "its only name left is another one"
+    );
+    assert_eq!(rt.kernel_keys(), [key], "the inode stays armed");
+    assert_eq!(
+        (rt.metrics().armed, rt.metrics().pending),
+        (0, 1),
+        "the path itself is pending until a file appears there"
+    );
+    let (pid, _) = run(Command::new("cat").arg(&x));
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "cat of the link is seen: {got:#?}");
+    assert_eq!((got[0].metadata.inode, got[0].process.tgid), (key.ino, pid));
+    assert_eq!(got[0].metadata.armed_as, f.display().to_string());
+}
+
+#[test]
+fn a_symlink_planted_by_a_user_never_redirects_a_create_trap() {
+    use std::os::unix::fs::{lchown, symlink};
+    let d = world_dir();
+    let node_file = d.path().join("hostname");
+    std::fs::write(&node_file, "node\n").expect("write");
+    let public = d.path().join("pub");
+    std::fs::create_dir(&public).expect("mkdir");
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let decoy = public.join("decoy");
+    symlink(&node_file, &decoy).expect("symlink");
+    lchown(&decoy, Some(65534), Some(65534)).expect("the link is nobody's");
+    support::ensure_mounts();
+    let traps = host_policy(&decoy, "    create: true\n");
+    let (rt, report) = Runtime::start(&config(), &traps).expect("runtime");
+    assert_eq!(report.armed, 0, "{report:?}");
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    let why = &report.failures[0];
+    assert!(
+        why.contains("policy test/rt trap 0")
+            && why.contains(&decoy.display().to_string())
+            && why.contains("symlink"),
+        "the reason names policy, trap, path: {why}"
+    );
+    assert!(rt.kernel_keys().is_empty(), "nothing armed");
+    assert_eq!(rt.metrics().pending, 1, "the trap stays pending");
+    run(Command::new("cat").arg(&node_file));
+    assert!(
+        alerts(&rt, quiet()).is_empty(),
+        "the node file is not trapped"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&node_file).expect("read"),
+        "node\n",
+        "untouched"
+    );
+}
+
+fn sorted(mut v: Vec<kive::trap::TrapKey>) -> Vec<kive::trap::TrapKey> {
+    v.sort();
+    v
 }
 
 #[test]
@@ -167,8 +319,18 @@ fn a_deleted_decoy_is_recreated_and_re_armed() {
     let second = key_of(&f);
     assert_eq!(rt.kernel_keys(), [second]);
     assert_ne!(first, second);
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        got[0].metadata.tamper.as_ref().map(|t| t.kind.as_str()),
+        Some("unlink"),
+        "the deletion is reported"
+    );
+    assert_eq!(got[0].metadata.inode, first.ino);
     run(Command::new("cat").arg(&f));
-    assert_eq!(alerts_until(&rt, 1).len(), 1);
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].metadata.inode, second.ino);
 }
 
 #[test]
@@ -308,11 +470,20 @@ fn an_atomic_writer_symlink_swap_is_followed() {
     rt.rescan_now();
     let second = key_of(&f);
     assert_ne!(first, second);
+    assert_eq!(
+        sorted(rt.kernel_keys()),
+        sorted(vec![first, second]),
+        "the old version is armed until the writer removes it"
+    );
+    // the writer removes the old version: no tampering, the old inode let go
+    std::fs::remove_dir_all(&v1).expect("rm ..v1");
+    rt.rescan_now();
     assert_eq!(rt.kernel_keys(), [second]);
     run(Command::new("cat").arg(&f));
     let got = alerts_until(&rt, 1);
-    assert_eq!(got.len(), 1);
+    assert_eq!(got.len(), 1, "one access, no tamper alert: {got:#?}");
     assert_eq!(got[0].metadata.inode, second.ino);
+    assert_eq!(got[0].metadata.tamper, None);
 }
 
 #[test]

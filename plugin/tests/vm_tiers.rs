@@ -391,6 +391,11 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
             expected_results.push(format!("{tier}.ovl.{step}"));
         }
     }
+    for tier in ["lsm", "trampoline"] {
+        for step in ["start", "rename", "read-moved", "alerts-seen", "exit"] {
+            expected_results.push(format!("{tier}.tamper.{step}"));
+        }
+    }
     for step in ["start", "block-eperm", "exit"] {
         expected_results.push(format!("auto.{step}"));
     }
@@ -503,6 +508,58 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
                 },
             ],
         );
+    }
+    for tier in ["lsm", "trampoline"] {
+        // A trapped file renamed: the kernel's tamper hook names the mv
+        // process at once; the moved inode is still trapped.
+        let name = format!("{tier}.tamper");
+        let secret = "/tmp/tamper/secret.txt";
+        check_alerts(
+            &mut f,
+            console,
+            &results,
+            &name,
+            tier,
+            "vm-tamper",
+            &[
+                Expect {
+                    path: secret,
+                    action: "audit",
+                    by: "rename",
+                    uid: 0,
+                    mask_bits: 0,
+                },
+                Expect {
+                    path: secret,
+                    action: "audit",
+                    by: "read-moved",
+                    uid: 0,
+                    mask_bits: MAY_OPEN | MAY_READ,
+                },
+            ],
+        );
+        let lines = section(console, &format!("{name}.stdout")).unwrap_or_default();
+        let first: Option<Value> = lines
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| serde_json::from_str(l).ok());
+        let at = |p: &str| {
+            first
+                .as_ref()
+                .and_then(|v| v.pointer(p))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        f.check(at("/metadata/tamper/kind") == "rename", || {
+            format!("{name}: the first alert is not a rename tamper: {first:?}")
+        });
+        f.check(at("/metadata/hook").ends_with("inode_rename"), || {
+            format!("{name}: the rename was not seen by the kernel hook: {first:?}")
+        });
+        f.check(at("/metadata/tamper/old-path") == secret, || {
+            format!("{name}: the tamper alert does not name the trap's path: {first:?}")
+        });
     }
     check_alerts(
         &mut f,

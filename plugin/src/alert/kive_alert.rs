@@ -97,6 +97,13 @@ pub struct AlertMetadata {
     /// empty): events lost since the previous report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossMetadata>,
+    /// kive: the trapped file's names were changed (not an access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tamper: Option<TamperMetadata>,
+    /// kive: the accessed inode was armed as this path and has since left
+    /// it (renamed, linked elsewhere): the trap followed the inode.
+    #[serde(rename = "armed-as", default, skip_serializing_if = "String::is_empty")]
+    pub armed_as: String,
 }
 
 /// kive: `metadata.loss` of a loss report: trap hits that did not become
@@ -121,6 +128,19 @@ impl LossMetadata {
             .saturating_add(self.queue)
             .saturating_add(self.limited)
     }
+}
+
+/// kive: `metadata.tamper` of a KiveAlert.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TamperMetadata {
+    /// `rename`, `link`, `unlink` or `replace`.
+    pub kind: String,
+    /// The name the file had (empty if unknown).
+    #[serde(rename = "old-path", default, skip_serializing_if = "String::is_empty")]
+    pub old_path: String,
+    /// Its new name (empty if unknown or none).
+    #[serde(rename = "new-path", default, skip_serializing_if = "String::is_empty")]
+    pub new_path: String,
 }
 
 /// `pod` of a KiveAlert.

@@ -7,7 +7,8 @@ pub mod text;
 pub use flags::ProcessFlags;
 pub use kive_alert::{
     access_names, rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert,
-    LossMetadata, NodeMetadata, PodMetadata, ProcessMetadata, WorkloadMetadata, ALERT_VERSION,
+    LossMetadata, NodeMetadata, PodMetadata, ProcessMetadata, TamperMetadata, WorkloadMetadata,
+    ALERT_VERSION,
 };
 
 #[cfg(test)]

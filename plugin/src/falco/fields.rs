@@ -366,6 +366,17 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
         .with_description("On a loss report: hits lost because the consumer queue was full (metadata.loss.queue)"),
     field("kive.loss.limited", &KivePlugin::loss_limited)
         .with_description("On a loss report: hits held back by the kernel's per-(trap, process) flood limit (metadata.loss.limited)"),
+    field("kive.tamper", s!(TamperKind)).with_description(
+        "Set when the event is a change to the trapped file's names, not an access: rename, link, unlink or replace (metadata.tamper.kind)",
+    ),
+    field("kive.tamper.old_path", s!(TamperOldPath))
+        .with_description("The name the tampered file had (metadata.tamper.old-path)"),
+    field("kive.tamper.new_path", s!(TamperNewPath)).with_description(
+        "The name the tampered file has now, as kive sees it, when known (metadata.tamper.new-path)",
+    ),
+    field("kive.armed_as", s!(ArmedAs)).with_description(
+        "Set when the accessed inode has left the trap's path (renamed, linked elsewhere): the path it was armed as (metadata.armed-as)",
+    ),
     field("kive.kernel.id", s!(KernelId))
         .with_description("Boot id of the node's kernel (metadata.kernel-id)"),
     field("kive.callback", s!(Callback))

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 1 | magic `0x4b` (`K`) |
 //! | 1 | 1 | version (`1`) |
-//! | 2 | 2 | number of slots `n` (38: 34 strings, 3 maps, then the loss slot; readers ignore extra slots, and read a missing loss slot as empty) |
+//! | 2 | 2 | number of slots `n` (42: 34 strings, 3 maps, the loss slot, then 4 tail strings (tamper kind, old path, new path, armed-as); readers ignore extra slots, and read missing slots after the maps as empty) |
 //! | 4 | 4 | presence flags of optional values (bits 12-15 mark pid, tgid, uid, gid absent: a replayed line without them) |
 //! | 8 | 64 | numbers: inode u64, cgroup id u64, suppressed u64, pid i32, tgid u32, uid u32, gid u32, ppid u32, mask i32, open flags u32, ns pid u32, loginuid u32, process flags u32 |
 //! | 72 | 4·n | end offset of each slot, relative to the slot area |
@@ -29,7 +29,7 @@ use falco_plugin::event::EventSource;
 use super::FalcoError;
 use crate::alert::{
     AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, LossMetadata, NodeMetadata,
-    PodMetadata, ProcessFlags, ProcessMetadata, WorkloadMetadata,
+    PodMetadata, ProcessFlags, ProcessMetadata, TamperMetadata, WorkloadMetadata,
 };
 
 /// First byte of every payload.
@@ -139,13 +139,23 @@ pub enum Slot {
     NamespaceLabels,
     /// `metadata.loss` (three u64; empty when not a loss report).
     Loss,
+    /// `metadata.tamper.kind` (tail string).
+    TamperKind,
+    /// `metadata.tamper.old-path` (tail string).
+    TamperOldPath,
+    /// `metadata.tamper.new-path` (tail string).
+    TamperNewPath,
+    /// `metadata.armed-as` (tail string).
+    ArmedAs,
 }
 
 /// Number of slots this build writes.
-pub const SLOTS: usize = Slot::Loss as usize + 1;
+pub const SLOTS: usize = Slot::ArmedAs as usize + 1;
 /// Number of slots of the first payloads (before the loss slot): the
 /// fewest a reader accepts.
 pub const MIN_SLOTS: usize = Slot::NamespaceLabels as usize + 1;
+/// Number of string slots after the loss slot.
+pub const TAIL_SLOTS: usize = SLOTS - Slot::TamperKind as usize;
 
 impl Slot {
     /// Every slot, in wire order (`Slot::ALL[i] as usize == i`).
@@ -188,6 +198,10 @@ impl Slot {
         Slot::PodLabels,
         Slot::NamespaceLabels,
         Slot::Loss,
+        Slot::TamperKind,
+        Slot::TamperOldPath,
+        Slot::TamperNewPath,
+        Slot::ArmedAs,
     ];
 }
 
@@ -242,6 +256,8 @@ pub struct Parts<'a> {
     pub accessor_host: Option<bool>,
     /// `metadata.loss` as (ring, queue, limited), on a loss report.
     pub loss: Option<[u64; 3]>,
+    /// The string slots after the loss slot, in [`Slot`] order.
+    pub tail: [&'a str; TAIL_SLOTS],
 }
 
 /// The payload parts of an alert: one mapping for [`KiveAlert`] and for the
@@ -308,6 +324,12 @@ macro_rules! alert_parts {
             has_workload: $a.pod.workload.is_some(),
             accessor_host: accessor.map(|x| x.host),
             loss: $a.metadata.loss.map(|l| [l.ring, l.queue, l.limited]),
+            tail: [
+                $a.metadata.tamper.as_ref().map_or("", |t| &t.kind),
+                $a.metadata.tamper.as_ref().map_or("", |t| &t.old_path),
+                $a.metadata.tamper.as_ref().map_or("", |t| &t.new_path),
+                &$a.metadata.armed_as,
+            ],
         }
     }};
 }
@@ -444,6 +466,10 @@ pub fn encode_parts<'a>(
         out.extend_from_slice(&v.to_le_bytes());
     }
     end(out, Slot::Loss as usize)?;
+    for (i, s) in p.tail.iter().enumerate() {
+        out.extend_from_slice(s.as_bytes());
+        end(out, Slot::TamperKind as usize + i)?;
+    }
     Ok(())
 }
 
@@ -658,6 +684,12 @@ impl Decoded {
                     queue,
                     limited,
                 }),
+                tamper: self.text(data, Slot::TamperKind).map(|_| TamperMetadata {
+                    kind: s(Slot::TamperKind),
+                    old_path: s(Slot::TamperOldPath),
+                    new_path: s(Slot::TamperNewPath),
+                }),
+                armed_as: s(Slot::ArmedAs),
             },
             custom_metadata: m(Slot::CustomMetadata),
             pod: PodMetadata {
@@ -809,6 +841,12 @@ mod tests {
         a.process.ns_pid = Some(7);
         a.process.loginuid = Some(1000);
         a.metadata.suppressed = Some(3);
+        a.metadata.tamper = Some(TamperMetadata {
+            kind: "rename".into(),
+            old_path: "/secret.txt".into(),
+            new_path: "/moved.txt".into(),
+        });
+        a.metadata.armed_as = "/secret.txt".into();
         a.pod.container.image = "nginx:1.27".into();
         a.pod.uid = "0b9c1d2e-1111-2222-3333-444455556666".into();
         a.pod.service_account = "default".into();
@@ -834,7 +872,7 @@ mod tests {
             assert_eq!(*s as usize, i, "{s:?}");
         }
         assert_eq!(STRING_SLOTS + MAP_SLOTS, MIN_SLOTS);
-        assert_eq!(MIN_SLOTS + 1, SLOTS);
+        assert_eq!(MIN_SLOTS + 1 + TAIL_SLOTS, SLOTS);
     }
 
     #[test]
@@ -893,7 +931,8 @@ mod tests {
         // decode checks the header only; the truncated slot reads as empty
         let short = &buf[..buf.len() - 1];
         let d = Decoded::decode(short).expect("header intact");
-        assert_eq!(d.map(short, Slot::NamespaceLabels).count(), 0);
+        assert_eq!(d.text(short, Slot::ArmedAs), None, "the last slot is cut");
+        assert_eq!(d.map(short, Slot::NamespaceLabels).count(), 1);
         assert_eq!(d.map(short, Slot::PodLabels).count(), 1);
         assert_eq!(d.text(short, Slot::Path), Some(&b"/secret.txt"[..]));
         let e = decode_alert(short).expect_err("validated");
@@ -911,6 +950,26 @@ mod tests {
             2,
             "the other map is intact"
         );
+    }
+
+    #[test]
+    fn a_payload_without_the_tail_slots_reads_them_as_empty() {
+        let mut buf = Vec::new();
+        let a = full_alert();
+        encode(&a, &mut buf).expect("encodes");
+        // rebuild it as a writer of the first layout (37 slots) would have
+        let d = Decoded::decode(&buf).expect("decodes");
+        let old_area = FIXED + 4 * MIN_SLOTS;
+        let end = d.end_of(&buf, MIN_SLOTS - 1);
+        let mut old = buf[..FIXED].to_vec();
+        old[2..4].copy_from_slice(&(MIN_SLOTS as u16).to_le_bytes());
+        old.extend_from_slice(&buf[FIXED..old_area]);
+        old.extend_from_slice(&buf[d.area..d.area + end]);
+        let back = decode_alert(&old).expect("an older payload decodes");
+        assert_eq!(back.metadata.tamper, None);
+        assert_eq!(back.metadata.armed_as, "");
+        assert_eq!(back.metadata.path, a.metadata.path);
+        assert_eq!(back.pod.namespace_labels, a.pod.namespace_labels);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn open_container_root(
         .read_to_string(&mut text)
         .map_err(fail)?;
     match container_of_cgroup_file(&text) {
-        Some(id) if id == container_id => Ok(Root::from_fd(root, root_path)),
+        Some(id) if id == container_id => Ok(Root::from_fd(root, root_path).with_proc_dir(dir)),
         other => Err(fail(io::Error::other(format!(
             "pid {pid} is not in container {container_id} (now in {})",
             other.as_deref().unwrap_or("no container")

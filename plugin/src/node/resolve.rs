@@ -2,14 +2,22 @@
 //! resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` so that
 //! absolute symlinks and `..` stay inside the root, never by a plain stat of a
 //! joined path.
+//!
+//! The last component is opened with `O_NOFOLLOW` first: a symlink there is
+//! followed only when nobody but root could have planted it (see
+//! [`trusted_link`]); otherwise the trap is refused, so a link planted in a
+//! shared directory can never redirect a trap to another file.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use thiserror::Error;
 
+use super::mounts;
 use crate::trap::dev::kernel_dev;
 use crate::trap::TrapKey;
 
@@ -39,6 +47,26 @@ pub enum ResolveError {
         path: String,
         /// Root path.
         root: PathBuf,
+    },
+    /// The last component is a symlink that someone other than root could
+    /// have planted: following it could redirect the trap.
+    #[error("{path} in {root} is a symlink not owned by root in a directory others can write (refused: a trap is never redirected)")]
+    Symlink {
+        /// Path inside the root.
+        path: String,
+        /// Root path.
+        root: PathBuf,
+    },
+    /// A pod's trap found its file (or the directory a decoy would be
+    /// created in) on a node-shared mount.
+    #[error("{path} in {root} is on a node-shared mount (hostPath, node disk or another pod's volume): {what}")]
+    Shared {
+        /// Path inside the root.
+        path: String,
+        /// Root path.
+        root: PathBuf,
+        /// What was refused.
+        what: &'static str,
     },
     /// Any other failure, with the operation that failed.
     #[error("{op} {path} in {root}")]
@@ -81,18 +109,71 @@ impl ResolveError {
 pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
+    /// `/proc/<pid>` of a process whose root this is (its mountinfo).
+    pub(super) proc_dir: Option<OwnedFd>,
+    /// Overlay layers by mount id (a mount's layers never change).
+    pub(super) overlays: Mutex<HashMap<u64, Option<Arc<mounts::Overlay>>>>,
 }
 
 /// A resolved file, held open with `O_PATH` so that its inode (and inode
 /// number) cannot be freed and reused while it is armed.
 #[derive(Debug)]
 pub struct PinnedFile {
-    /// Held only to pin the inode; never read.
-    _pin: OwnedFd,
+    /// Held to pin the inode and to look at its links; never read.
+    pub(super) pin: OwnedFd,
     /// The file's trap key.
     pub key: TrapKey,
     /// Userspace `st_dev`.
     pub st_dev: u64,
+    /// What the file looked like when last checked.
+    pub seen: Links,
+}
+
+/// A pinned file's hard-link count and the name its pin leads to now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    /// `st_nlink`: 0 once every name of the file is gone.
+    pub nlink: u64,
+    /// The file's current name as this process sees it (`/proc/self/fd`),
+    /// `None` once the name it was opened by is unlinked.
+    pub name: Option<String>,
+}
+
+impl PinnedFile {
+    /// The file's links now (fstat of the pin, readlink of its fd).
+    pub fn links_now(&self) -> io::Result<Links> {
+        links_of(&self.pin)
+    }
+
+    /// The file's link count now (one fstat of the pin).
+    pub fn nlink_now(&self) -> io::Result<u64> {
+        Ok(rustix::fs::fstat(&self.pin).map_err(io_err)?.st_nlink)
+    }
+}
+
+fn links_of(fd: &OwnedFd) -> io::Result<Links> {
+    use std::os::fd::AsRawFd;
+    let st = rustix::fs::fstat(fd).map_err(io_err)?;
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(" (deleted)"));
+    Ok(Links {
+        nlink: st.st_nlink,
+        name,
+    })
+}
+
+/// Whether a symlink found as a trap path's last component may be followed:
+/// only a link owned by root, in a directory owned by root that nobody else
+/// can write (or that is sticky, so only the link's owner could have placed
+/// or replaced it). The kubelet's atomic writer (`token -> ..data/token`)
+/// passes; a link an unprivileged user planted in `/tmp` or in their own
+/// directory does not.
+pub fn trusted_link(link_uid: u32, dir_uid: u32, dir_mode: u32) -> bool {
+    const STICKY: u32 = 0o1000;
+    const OTHERS_WRITE: u32 = 0o022;
+    link_uid == 0 && dir_uid == 0 && (dir_mode & OTHERS_WRITE == 0 || dir_mode & STICKY != 0)
 }
 
 pub(crate) fn io_err(e: rustix::io::Errno) -> io::Error {
@@ -114,13 +195,44 @@ impl Root {
             root: path.clone(),
             source: io_err(e),
         })?;
-        Ok(Self { fd, path })
+        Ok(Self::from_fd(fd, path))
     }
 
     /// A root from a directory fd already open (`O_PATH | O_DIRECTORY`),
     /// shown as `path` in errors.
     pub(crate) fn from_fd(fd: OwnedFd, path: PathBuf) -> Self {
-        Self { fd, path }
+        Self {
+            fd,
+            path,
+            proc_dir: None,
+            overlays: Mutex::default(),
+        }
+    }
+
+    /// Names the `/proc/<pid>` directory of a process whose root this is:
+    /// its mountinfo tells which files are on an overlay, whose backing
+    /// files are then trapped too ([`Root::backing`]).
+    pub fn with_proc_dir(mut self, proc_dir: OwnedFd) -> Self {
+        self.proc_dir = Some(proc_dir);
+        self
+    }
+
+    /// [`Root::with_proc_dir`] with this process's own `/proc/self` (for
+    /// the root this process runs in); unchanged if it cannot be opened.
+    pub fn with_own_mounts(self, proc_root: &Path) -> Self {
+        match rustix::fs::open(
+            proc_root.join("self"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => self.with_proc_dir(fd),
+            Err(_) => self,
+        }
+    }
+
+    /// The root directory's fd.
+    pub(super) fn fd(&self) -> &OwnedFd {
+        &self.fd
     }
 
     /// The root's path as given.
@@ -143,31 +255,71 @@ impl Root {
         }
     }
 
-    /// Resolves `path` inside the root to a pinned regular file.
+    /// Resolves `path` inside the root to a pinned regular file. The last
+    /// component is not followed as a symlink unless [`trusted_link`] says
+    /// so.
     pub fn resolve(&self, path: &str) -> Result<PinnedFile, ResolveError> {
-        let fd = rustix::fs::openat2(
-            &self.fd,
-            path,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )
-        .map_err(|e| self.err("resolving", path, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
+        let open = |flags: OFlags| {
+            rustix::fs::openat2(
+                &self.fd,
+                path,
+                OFlags::PATH | OFlags::CLOEXEC | flags,
+                Mode::empty(),
+                RESOLVE,
+            )
+            .map_err(|e| self.err("resolving", path, e))
+        };
+        let mut fd = open(OFlags::NOFOLLOW)?;
+        let mut st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+            let dir = self.parent_stat(path)?;
+            if !trusted_link(st.st_uid, dir.st_uid, dir.st_mode) {
+                return Err(ResolveError::Symlink {
+                    path: path.to_string(),
+                    root: self.path.clone(),
+                });
+            }
+            fd = open(OFlags::empty())?;
+            st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
+        }
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(ResolveError::NotAFile {
                 path: path.to_string(),
                 root: self.path.clone(),
             });
         }
+        let seen = links_of(&fd).map_err(|e| ResolveError::Io {
+            op: "stat of",
+            path: path.to_string(),
+            root: self.path.clone(),
+            source: e,
+        })?;
         Ok(PinnedFile {
-            _pin: fd,
+            pin: fd,
             key: TrapKey {
                 dev: kernel_dev(st.st_dev),
                 ino: st.st_ino,
             },
             st_dev: st.st_dev,
+            seen,
         })
+    }
+
+    /// The stat of the directory holding `path`'s last component.
+    fn parent_stat(&self, path: &str) -> Result<rustix::fs::Stat, ResolveError> {
+        let parent = match path.trim_end_matches('/').rsplit_once('/') {
+            Some(("", _)) | None => "/",
+            Some((p, _)) => p,
+        };
+        let fd = rustix::fs::openat2(
+            &self.fd,
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(|e| self.err("resolving the directory of", path, e))?;
+        rustix::fs::fstat(&fd).map_err(|e| self.err("stat of the directory of", path, e))
     }
 
     /// Creates `path` inside the root if it does not exist (O_CREAT|O_EXCL:
@@ -308,6 +460,67 @@ mod tests {
             !host_target.exists(),
             "the symlink target outside the root was not created"
         );
+    }
+
+    #[test]
+    fn only_root_links_in_root_directories_are_trusted() {
+        assert!(trusted_link(0, 0, 0o755), "root's own directory");
+        assert!(trusted_link(0, 0, 0o1777), "sticky: only root placed it");
+        assert!(!trusted_link(0, 0, 0o777), "anyone may replace it");
+        assert!(!trusted_link(0, 0, 0o775), "the group may replace it");
+        assert!(!trusted_link(1000, 0, 0o1777), "planted in /tmp");
+        assert!(!trusted_link(1000, 1000, 0o700), "a user's own directory");
+        assert!(
+            !trusted_link(0, 1000, 0o755),
+            "the directory's owner swaps it"
+        );
+    }
+
+    #[test]
+    fn a_link_planted_by_a_user_is_never_followed() {
+        let d = tmp();
+        let target = d.path().join("target");
+        std::fs::write(&target, "node file").expect("write");
+        let public = d.path().join("pub");
+        std::fs::create_dir(&public).expect("mkdir");
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        symlink(&target, public.join("decoy")).expect("symlink");
+        std::os::unix::fs::lchown(public.join("decoy"), Some(65534), Some(65534))
+            .expect("lchown the link to nobody");
+        let root = Root::open("/").expect("open /");
+        let path = public.join("decoy");
+        let e = root
+            .resolve(path.to_str().expect("utf-8"))
+            .expect_err("a user's link is refused");
+        assert!(matches!(e, ResolveError::Symlink { .. }), "{e}");
+        assert!(e.to_string().contains("decoy"), "{e}");
+        // the same link owned by root in root's sticky directory is followed
+        std::os::unix::fs::lchown(public.join("decoy"), Some(0), Some(0)).expect("lchown");
+        let p = root
+            .resolve(path.to_str().expect("utf-8"))
+            .expect("root's link");
+        assert_eq!(p.key.ino, std::fs::metadata(&target).expect("stat").ino());
+    }
+
+    #[test]
+    fn links_follow_renames_and_unlinks() {
+        let d = tmp();
+        let f = d.path().join("f");
+        std::fs::write(&f, "x").expect("write");
+        let root = Root::open(d.path()).expect("open root");
+        let p = root.resolve("/f").expect("resolve");
+        assert_eq!(p.seen.nlink, 1);
+        assert_eq!(p.seen.name.as_deref(), f.to_str());
+        std::fs::rename(&f, d.path().join("g")).expect("rename");
+        let now = p.links_now().expect("links");
+        assert_eq!(now.nlink, 1);
+        assert_eq!(now.name, d.path().join("g").to_str().map(String::from));
+        std::fs::hard_link(d.path().join("g"), d.path().join("h")).expect("link");
+        assert_eq!(p.links_now().expect("links").nlink, 2);
+        std::fs::remove_file(d.path().join("g")).expect("rm");
+        std::fs::remove_file(d.path().join("h")).expect("rm");
+        let gone = p.links_now().expect("links");
+        assert_eq!((gone.nlink, gone.name), (0, None));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct CompiledTrap {
     pub fingerprint: String,
     /// Alert limit per process, if any.
     pub rate_limit: Option<RateLimit>,
+    /// A pod's trap may arm a file on a node-shared mount (never created).
+    pub allow_shared_file: bool,
 }
 
 /// The result of compiling a set of policy documents.
@@ -206,6 +208,7 @@ pub fn compile_trap(
             .unwrap_or_else(|| "v1".to_string()),
         warnings,
         rate_limit: trap.rate_limit,
+        allow_shared_file: trap.allow_shared_file,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),
         origin,

@@ -88,6 +88,11 @@ pub struct KiveTrap {
     /// for this trap (off when absent); the next alert counts the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// kive extension: a pod's trap may arm a file on a node-shared mount
+    /// (a hostPath, a shared volume); never created there. Off: such a trap
+    /// stays pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_shared_file: bool,
 }
 
 /// A per-trap, per-process alert limit.

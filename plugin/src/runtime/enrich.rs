@@ -6,7 +6,7 @@ use crate::alert::flags::mark_cut;
 use crate::alert::ProcessFlags;
 use crate::alert::{
     rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
-    PodMetadata, ProcessMetadata, WorkloadMetadata,
+    PodMetadata, ProcessMetadata, TamperMetadata, WorkloadMetadata,
 };
 use crate::node::cgroup::{container_from_cgroup_path, CgroupMode};
 use crate::node::host::BootClock;
@@ -131,6 +131,17 @@ pub fn build_alert(
             cgroup_id: Some(raw.cgroup_id),
             suppressed: (raw.limited > 0).then_some(u64::from(raw.limited)),
             loss: None,
+            tamper: raw.tamper.as_ref().map(|t| TamperMetadata {
+                kind: t.kind.as_str().to_string(),
+                // the kernel's tamper hooks do not capture names
+                old_path: if t.old_path.is_empty() {
+                    trap.path.clone()
+                } else {
+                    t.old_path.clone()
+                },
+                new_path: t.new_path.clone(),
+            }),
+            armed_as: String::new(),
         },
         custom_metadata: trap.metadata.clone(),
         accessor: accessor.cloned(),
@@ -348,6 +359,7 @@ mod tests {
             args: vec!["cat".into(), "/etc/secret".into()],
             process_flags: 0,
             limited: 0,
+            tamper: None,
         };
         let node = NodeContext {
             kernel_id: "boot".into(),

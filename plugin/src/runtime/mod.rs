@@ -6,7 +6,9 @@
 //! Falco's `next_batch`) pulls events and enriches them.
 
 pub mod accessor;
+mod arm;
 pub mod enrich;
+pub mod follow;
 pub mod loss;
 pub mod pods;
 pub mod ratelimit;
@@ -14,7 +16,7 @@ pub mod table;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,16 +26,16 @@ use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, Lo
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details_of;
-use crate::node::{ResolveError, Root};
+use crate::node::Root;
 use crate::policy::{CompiledTrap, TrapAction, TrapRef};
-use crate::trap::{Engine, EngineConfig, KernelStats, RawEvent, Tier, TrapError, TrapKey};
+use crate::trap::{Engine, EngineConfig, Hook, KernelStats, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
-pub use table::{ContainerOwner, Entry, EntryState, Owner, TrapTable};
+pub use table::{ContainerOwner, Entry, EntryState, Followed, Owner, TrapTable};
 
 /// How the runtime runs.
 #[derive(Debug, Clone)]
@@ -135,6 +137,10 @@ pub(crate) struct Shared {
     engine: Engine,
     table: Mutex<TrapTable>,
     counters: Arc<Counters>,
+    /// Tamper events seen by the rescan, into the consumer's queue.
+    tamper_tx: SyncSender<RawEvent>,
+    /// The node's root: overlay layers are resolved in it.
+    host_root: Option<Arc<Root>>,
 }
 
 impl Shared {
@@ -154,125 +160,15 @@ impl Shared {
         }
         result
     }
+}
 
-    /// Resolves (and creates) an entry's file and arms its key. Returns
-    /// whether the key changed.
-    ///
-    /// The file work (openat2 inside the entry's root, creating a decoy)
-    /// runs without the table lock, so a slow or hung filesystem never
-    /// holds up the event path (`alerts_for`) or the metrics: the lock is
-    /// taken once to read the entry and once to commit. If the entry changed
-    /// in between (removed, re-armed by another thread), nothing is
-    /// committed; the next rescan looks again.
-    pub(crate) fn arm_entry(&self, id: u32) -> Result<bool, String> {
-        let (trap, root, planned) = {
-            let table = self.table();
-            let Some(entry) = table.get(id) else {
-                return Ok(false);
-            };
-            let Some(root) = entry.root.clone() else {
-                return Err(format!(
-                    "{}: container {} is not running on this node yet",
-                    entry.trap.origin,
-                    entry.owner.container_id()
-                ));
-            };
-            (Arc::clone(&entry.trap), root, entry.key())
-        };
-        let resolved = (|| -> Result<_, ResolveError> {
-            if trap.create {
-                root.create_if_missing(&trap.path, trap.mode)?;
-            }
-            root.resolve(&trap.path)
-        })();
-        let mut table = self.table();
-        let unchanged = table.get(id).is_some_and(|e| {
-            Arc::ptr_eq(&e.trap, &trap)
-                && e.root.as_ref().is_some_and(|r| Arc::ptr_eq(r, &root))
-                && e.key() == planned
-        });
-        if !unchanged {
-            return Ok(false);
-        }
-        match resolved {
-            // the pinned inode cannot be reused: the same key is the same file
-            Ok(pinned) if Some(pinned.key) == planned => Ok(false),
-            Ok(pinned) => {
-                let new = pinned.key;
-                let old = table.set_armed(id, pinned);
-                if let Some(old) = old {
-                    let _ = self.sync_key(&table, old);
-                }
-                if let Err(e) = self.sync_key(&table, new) {
-                    // not in the kernel (e.g. the map is full): pending, retried
-                    let cause = std::error::Error::source(&e)
-                        .map(|c| format!(": {c}"))
-                        .unwrap_or_default();
-                    let msg = format!("{}: {e}{cause}", trap.origin);
-                    table.set_pending(id, msg.clone());
-                    let _ = self.sync_key(&table, new);
-                    return Err(msg);
-                }
-                Ok(true)
-            }
-            // out of fds or memory says nothing about the file: keep it armed
-            Err(e) if planned.is_some() && e.is_transient() => {
-                // debug: a rescan retries it every period, for every entry
-                tracing::debug!("{}: {e} (kept armed, retried)", trap.origin);
-                Ok(false)
-            }
-            Err(e) => {
-                let msg = format!("{}: {e}", trap.origin);
-                if let Some(old) = table.set_pending(id, msg.clone()) {
-                    let _ = self.sync_key(&table, old);
-                }
-                Err(msg)
-            }
-        }
-    }
-
-    /// Marks a pending entry's failure as logged; returns whether it was
-    /// not yet.
-    fn first_report(&self, id: u32) -> bool {
-        match self.table().get_mut(id) {
-            Some(Entry {
-                state: EntryState::Pending { reported, .. },
-                ..
-            }) if !*reported => {
-                *reported = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn rescan(&self) {
-        let ids = self.table().ids();
-        for id in ids {
-            let was_armed = self.table().get(id).and_then(Entry::key);
-            match self.arm_entry(id) {
-                Ok(true) => {
-                    self.counters.rearms.fetch_add(1, Ordering::Relaxed);
-                    if let Some(e) = self.table().get(id) {
-                        tracing::info!(
-                            "{}: re-armed (file {})",
-                            escape(&e.trap.origin.to_string()),
-                            if was_armed.is_some() {
-                                "replaced"
-                            } else {
-                                "appeared"
-                            }
-                        );
-                    }
-                }
-                Ok(false) => {}
-                Err(msg) => {
-                    if self.first_report(id) {
-                        tracing::warn!("{} (kept pending, retried)", escape(&msg));
-                    }
-                }
-            }
-        }
+/// The host root with kive's own mountinfo when it is kive's `/` (then
+/// the node's overlay mounts are seen as kive sees them).
+fn host_mounts(root: Root, cfg: &RuntimeConfig) -> Root {
+    if cfg.host_root == std::path::Path::new("/") {
+        root.with_own_mounts(&cfg.proc_root)
+    } else {
+        root
     }
 }
 
@@ -303,6 +199,7 @@ impl Runtime {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = sync_channel::<RawEvent>(cfg.queue_capacity.max(1));
         let c = Arc::clone(&counters);
+        let tamper_tx = tx.clone();
         engine.start_reader(cfg.poll, move |data| match RawEvent::decode(data) {
             Ok(ev) => {
                 if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
@@ -314,19 +211,21 @@ impl Runtime {
             }
         })?;
         let tier = engine.tier();
-        let shared = Arc::new(Shared {
-            engine,
-            table: Mutex::new(TrapTable::default()),
-            counters,
-        });
         let mut report = ArmReport::default();
         let host_root = match Root::open(&cfg.host_root) {
-            Ok(r) => Some(Arc::new(r)),
+            Ok(r) => Some(Arc::new(host_mounts(r, cfg))),
             Err(e) => {
                 report.failures.push(format!("host root: {e}"));
                 None
             }
         };
+        let shared = Arc::new(Shared {
+            engine,
+            table: Mutex::new(TrapTable::default()),
+            counters,
+            tamper_tx,
+            host_root: host_root.clone(),
+        });
         for trap in traps {
             report.warnings.extend(trap.warnings.iter().cloned());
             if !trap.target.pods.is_empty() {
@@ -421,31 +320,40 @@ impl Runtime {
         self.events.try_recv().ok()
     }
 
-    /// The alerts of one event: one per entry armed on its key. An event
-    /// for a key no longer armed gives none (and is counted).
+    /// The alerts of one event: one per entry armed on its key (a tamper
+    /// event: for the entry that saw it). An event for a key no longer
+    /// armed gives none (and is counted).
     pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
-        let hits: Vec<(u32, Arc<CompiledTrap>, Owner)> = {
+        let rescan = raw.hook == Hook::Rescan;
+        // (entry id, trap, owner, the key is an inode that left the path)
+        let hits: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = {
             let table = self.shared.table();
-            table
-                .entries_for(raw.key)
-                .map(|e| (e.id, Arc::clone(&e.trap), e.owner.clone()))
-                .collect()
+            let hit = |e: &Entry| {
+                let away = e.follows(raw.key);
+                (e.id, Arc::clone(&e.trap), e.owner.clone(), away)
+            };
+            if rescan {
+                table.get(raw.trap_id).map(hit).into_iter().collect()
+            } else {
+                table.entries_for(raw.key).map(hit).collect()
+            }
         };
         if hits.is_empty() {
             self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             return Vec::new();
         }
         // the kernel captured the process at the access; /proc only fills gaps
-        let details = if raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty() {
+        let gaps = raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty();
+        let details = if gaps && !rescan {
             process_details_of(&self.proc_root, raw.tgid, &raw.comm, raw.ts_boot_ns)
         } else {
             Default::default()
         };
-        let accessor = self.accessor(raw);
+        let accessor = if rescan { None } else { self.accessor(raw) };
         let mut alerts = Vec::with_capacity(hits.len());
-        for (id, trap, owner) in &hits {
+        for (id, trap, owner, away) in &hits {
             let mut suppressed = None;
-            if let Some(limit) = trap.rate_limit {
+            if let (Some(limit), false) = (trap.rate_limit, rescan) {
                 let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
                 match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
                     Verdict::Suppress => {
@@ -462,6 +370,10 @@ impl Runtime {
             // the kernel's flood limit and the trap's rate limit add up
             if let Some(n) = suppressed {
                 a.metadata.suppressed = Some(a.metadata.suppressed.unwrap_or(0).saturating_add(n));
+            }
+            if *away {
+                // the trapped inode, renamed or linked away from its path
+                a.metadata.armed_as = trap.path.clone();
             }
             alerts.push(a);
         }

@@ -94,7 +94,7 @@ impl PodController {
                 desired.iter().map(DesiredEntry::ident).collect();
             for (ident, id) in &existing {
                 if !wanted.contains(ident) {
-                    if let Some(old) = table.remove(*id) {
+                    for old in table.remove(*id) {
                         let _ = self.shared.sync_key(&table, old);
                     }
                     report.removed += 1;

@@ -77,6 +77,19 @@ pub enum EntryState {
     },
 }
 
+/// An inode that was armed as the trap's path and has left it (renamed,
+/// linked elsewhere, the path swapped to another file): it stays armed while
+/// it has a link anywhere.
+#[derive(Debug)]
+pub struct Followed {
+    /// The inode, pinned.
+    pub pin: PinnedFile,
+    /// It left without being touched (a directory or symlink above it
+    /// changed, as the kubelet's atomic writer does): its later changes are
+    /// not tampering with the trap.
+    pub quiet: bool,
+}
+
 /// One trap applied to one owner.
 #[derive(Debug)]
 pub struct Entry {
@@ -90,15 +103,33 @@ pub struct Entry {
     pub root: Option<Arc<Root>>,
     /// Armed or pending.
     pub state: EntryState,
+    /// Inodes armed as this path before, still linked somewhere.
+    pub followed: Vec<Followed>,
+    /// The overlay layer's file behind the file at the path (upper copy,
+    /// else topmost lower), armed too: reading it directly from the node
+    /// bypasses the overlay inode. The overlay key stays the primary.
+    pub backing: Option<PinnedFile>,
 }
 
 impl Entry {
-    /// The armed key, if armed.
+    /// The armed key of the file now at the trap's path, if armed.
     pub fn key(&self) -> Option<TrapKey> {
         match &self.state {
             EntryState::Armed(p) => Some(p.key),
             EntryState::Pending { .. } => None,
         }
+    }
+
+    /// Whether `key` is one of this entry's followed inodes (no longer at
+    /// the trap's path).
+    pub fn follows(&self, key: TrapKey) -> bool {
+        self.key() != Some(key) && self.followed.iter().any(|f| f.pin.key == key)
+    }
+
+    fn holds(&self, key: TrapKey) -> bool {
+        self.key() == Some(key)
+            || self.followed.iter().any(|f| f.pin.key == key)
+            || self.backing.as_ref().is_some_and(|b| b.key == key)
     }
 }
 
@@ -131,17 +162,29 @@ impl TrapTable {
                     reason: "not resolved yet".into(),
                     reported: true,
                 },
+                followed: Vec::new(),
+                backing: None,
             },
         );
         id
     }
 
-    /// Removes an entry; returns the key it held, if any, so that the caller
-    /// can sync it with the kernel.
-    pub fn remove(&mut self, id: u32) -> Option<TrapKey> {
-        let old = self.set_pending(id, "removed".into());
-        self.entries.remove(&id);
-        old
+    /// Removes an entry; returns the keys it held (its path's and the
+    /// followed inodes'), so that the caller can sync them with the kernel.
+    pub fn remove(&mut self, id: u32) -> Vec<TrapKey> {
+        let Some(entry) = self.entries.remove(&id) else {
+            return Vec::new();
+        };
+        let keys: Vec<TrapKey> = entry
+            .key()
+            .into_iter()
+            .chain(entry.followed.iter().map(|f| f.pin.key))
+            .chain(entry.backing.as_ref().map(|b| b.key))
+            .collect();
+        for &k in &keys {
+            self.unindex(id, k);
+        }
+        keys
     }
 
     /// Every entry.
@@ -175,19 +218,23 @@ impl TrapTable {
             .filter_map(|id| self.entries.get(id))
     }
 
-    /// Marks an entry armed on `pinned.key`; returns the key it left (if
-    /// any) so that the caller can sync both keys with the kernel.
-    pub fn set_armed(&mut self, id: u32, pinned: PinnedFile) -> Option<TrapKey> {
+    /// Marks an entry armed on `pinned.key`; returns the pinned file it
+    /// left (if any): the caller follows it or lets it go, and syncs both
+    /// keys with the kernel. A followed inode that is back at the path is
+    /// no longer followed.
+    pub fn set_armed(&mut self, id: u32, pinned: PinnedFile) -> Option<PinnedFile> {
         let key = pinned.key;
+        let entry = self.entries.get_mut(&id)?;
+        entry.followed.retain(|f| f.pin.key != key);
         let old = self.set_state(id, EntryState::Armed(pinned));
-        self.by_key.entry(key).or_default().push(id);
+        self.index(id, key);
         old
     }
 
-    /// Marks an entry pending; returns the key it left, if any. An entry
-    /// already pending for the same reason keeps its `reported` flag: a
-    /// state is logged once, not on every retry.
-    pub fn set_pending(&mut self, id: u32, reason: String) -> Option<TrapKey> {
+    /// Marks an entry pending; returns the pinned file it left, if any. An
+    /// entry already pending for the same reason keeps its `reported` flag:
+    /// a state is logged once, not on every retry.
+    pub fn set_pending(&mut self, id: u32, reason: String) -> Option<PinnedFile> {
         let reported = matches!(
             self.entries.get(&id),
             Some(Entry {
@@ -198,17 +245,75 @@ impl TrapTable {
         self.set_state(id, EntryState::Pending { reason, reported })
     }
 
-    fn set_state(&mut self, id: u32, state: EntryState) -> Option<TrapKey> {
+    /// Sets (or clears) the backing file of an entry; returns the key it
+    /// replaced, if any (the caller syncs both with the kernel).
+    pub fn set_backing(&mut self, id: u32, backing: Option<PinnedFile>) -> Option<TrapKey> {
         let entry = self.entries.get_mut(&id)?;
-        let old = entry.key();
-        entry.state = state;
-        if let Some(k) = old {
-            if let Some(ids) = self.by_key.get_mut(&k) {
-                ids.retain(|&i| i != id);
-                if ids.is_empty() {
-                    self.by_key.remove(&k);
-                }
+        let new = backing.as_ref().map(|b| b.key);
+        let old = std::mem::replace(&mut entry.backing, backing).map(|b| b.key);
+        if let Some(k) = old.filter(|&k| Some(k) != new) {
+            self.unindex(id, k);
+        }
+        if let Some(k) = new {
+            self.index(id, k);
+        }
+        old.filter(|&k| Some(k) != new)
+    }
+
+    /// Keeps an inode that left the trap's path armed for the entry.
+    pub fn follow(&mut self, id: u32, followed: Followed) {
+        let key = followed.pin.key;
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if entry.holds(key) {
+            return;
+        }
+        entry.followed.push(followed);
+        self.index(id, key);
+    }
+
+    /// Stops following an inode (its last link is gone); returns whether
+    /// it was followed.
+    pub fn unfollow(&mut self, id: u32, key: TrapKey) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        let before = entry.followed.len();
+        entry.followed.retain(|f| f.pin.key != key);
+        let gone = entry.followed.len() != before;
+        self.unindex(id, key);
+        gone
+    }
+
+    fn index(&mut self, id: u32, key: TrapKey) {
+        let ids = self.by_key.entry(key).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    /// Drops `id` from `key`'s list unless the entry still holds the key.
+    fn unindex(&mut self, id: u32, key: TrapKey) {
+        if self.entries.get(&id).is_some_and(|e| e.holds(key)) {
+            return;
+        }
+        if let Some(ids) = self.by_key.get_mut(&key) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_key.remove(&key);
             }
+        }
+    }
+
+    fn set_state(&mut self, id: u32, state: EntryState) -> Option<PinnedFile> {
+        let entry = self.entries.get_mut(&id)?;
+        let old = match std::mem::replace(&mut entry.state, state) {
+            EntryState::Armed(p) => Some(p),
+            EntryState::Pending { .. } => None,
+        };
+        if let Some(p) = &old {
+            self.unindex(id, p.key);
         }
         old
     }

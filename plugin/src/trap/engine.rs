@@ -65,9 +65,24 @@ fn take_log() -> String {
 /// The programs each tier autoloads, in attach order.
 fn tier_programs(tier: Tier) -> &'static [&'static str] {
     match tier {
-        Tier::Lsm => &["kive_lsm_file_open"],
-        Tier::Trampoline => &["kive_fmod_ret_file_open"],
-        Tier::Fentry => &["kive_fentry_file_open"],
+        Tier::Lsm => &[
+            "kive_lsm_file_open",
+            "kive_lsm_inode_rename",
+            "kive_lsm_inode_link",
+            "kive_lsm_inode_unlink",
+        ],
+        Tier::Trampoline => &[
+            "kive_fmod_ret_file_open",
+            "kive_fentry_inode_rename",
+            "kive_fentry_inode_link",
+            "kive_fentry_inode_unlink",
+        ],
+        Tier::Fentry => &[
+            "kive_fentry_file_open",
+            "kive_fentry_inode_rename",
+            "kive_fentry_inode_link",
+            "kive_fentry_inode_unlink",
+        ],
         Tier::Tracepoint => &["kive_tp_sys_exit", "kive_tp_exec"],
         Tier::TracepointClassic => &[
             "kive_tpc_openat",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use engine::{Engine, KernelStats};
-pub use wire::{Action, Hook, RawEvent, TrapKey, TrapValue};
+pub use wire::{Action, Hook, RawEvent, Tamper, TamperKind, TrapKey, TrapValue};
 
 /// A set of hooks that can report file opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

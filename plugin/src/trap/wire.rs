@@ -114,6 +114,21 @@ pub enum Hook {
     TpOpenat,
     /// `sched_process_exec` (the trapped file was executed).
     TpExec,
+    /// `lsm/inode_rename` (a trapped file renamed, or moved over).
+    LsmInodeRename,
+    /// `lsm/inode_link`.
+    LsmInodeLink,
+    /// `lsm/inode_unlink`.
+    LsmInodeUnlink,
+    /// `fentry/security_inode_rename`.
+    FentryInodeRename,
+    /// `fentry/security_inode_link`.
+    FentryInodeLink,
+    /// `fentry/security_inode_unlink`.
+    FentryInodeUnlink,
+    /// Not a kernel hook: kive's periodic re-resolution of the trap paths
+    /// saw a trapped file renamed, linked, unlinked or replaced.
+    Rescan,
 }
 
 impl Hook {
@@ -125,6 +140,24 @@ impl Hook {
             4 => Self::TpSysExit,
             5 => Self::TpOpenat,
             6 => Self::TpExec,
+            7 | 10 => Self::LsmInodeRename,
+            8 => Self::LsmInodeLink,
+            9 => Self::LsmInodeUnlink,
+            11 | 14 => Self::FentryInodeRename,
+            12 => Self::FentryInodeLink,
+            13 => Self::FentryInodeUnlink,
+            _ => return None,
+        })
+    }
+
+    /// What a tamper hook number says was done to the file (`None` for
+    /// an access).
+    fn tamper_of_raw(v: u8) -> Option<TamperKind> {
+        Some(match v {
+            7 | 11 => TamperKind::Rename,
+            8 | 12 => TamperKind::Link,
+            9 | 13 => TamperKind::Unlink,
+            10 | 14 => TamperKind::Replace,
             _ => return None,
         })
     }
@@ -138,6 +171,13 @@ impl Hook {
             Self::TpSysExit => "tp_btf/sys_exit",
             Self::TpOpenat => "tracepoint/sys_exit_open",
             Self::TpExec => "sched_process_exec",
+            Self::LsmInodeRename => "lsm/inode_rename",
+            Self::LsmInodeLink => "lsm/inode_link",
+            Self::LsmInodeUnlink => "lsm/inode_unlink",
+            Self::FentryInodeRename => "fentry/security_inode_rename",
+            Self::FentryInodeLink => "fentry/security_inode_link",
+            Self::FentryInodeUnlink => "fentry/security_inode_unlink",
+            Self::Rescan => "rescan",
         }
     }
 
@@ -150,6 +190,13 @@ impl Hook {
             Self::TpSysExit,
             Self::TpOpenat,
             Self::TpExec,
+            Self::LsmInodeRename,
+            Self::LsmInodeLink,
+            Self::LsmInodeUnlink,
+            Self::FentryInodeRename,
+            Self::FentryInodeLink,
+            Self::FentryInodeUnlink,
+            Self::Rescan,
         ]
         .into_iter()
         .find(|h| h.as_str() == s)
@@ -173,6 +220,42 @@ impl Action {
             Self::Block => "block",
         }
     }
+}
+
+/// What was done to a trapped file's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TamperKind {
+    /// Moved to another name (or linked elsewhere, then unlinked here).
+    Rename,
+    /// Given another name (a hard link).
+    Link,
+    /// A name removed.
+    Unlink,
+    /// Another file put at the trap's path, the trapped file gone.
+    Replace,
+}
+
+impl TamperKind {
+    /// `rename`, `link`, `unlink` or `replace`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rename => "rename",
+            Self::Link => "link",
+            Self::Unlink => "unlink",
+            Self::Replace => "replace",
+        }
+    }
+}
+
+/// A change to a trapped file's names (not an access to its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tamper {
+    /// What was done.
+    pub kind: TamperKind,
+    /// The name the file had (empty if unknown).
+    pub old_path: String,
+    /// The name it has now (empty if unknown or none).
+    pub new_path: String,
 }
 
 /// One access to a trapped file, decoded from `struct kive_event`.
@@ -229,6 +312,8 @@ pub struct RawEvent {
     /// Events of this trap and process the kernel's flood limit held back
     /// since the previous one that passed.
     pub limited: u32,
+    /// Set when the event is a change to the file's names, not an access.
+    pub tamper: Option<Tamper>,
 }
 
 /// A NUL-terminated string in a fixed field.
@@ -338,6 +423,12 @@ impl RawEvent {
             args: split_args(field(b, offsets::ARGS, args_len)),
             process_flags: pflags & EV_FLAGS_MASK,
             limited: pflags >> EV_LIMITED_SHIFT,
+            // names are filled in from the trap (old) and the rescan (new)
+            tamper: Hook::tamper_of_raw(b[HOOK]).map(|kind| Tamper {
+                kind,
+                old_path: String::new(),
+                new_path: String::new(),
+            }),
         })
     }
 }
@@ -457,6 +548,26 @@ mod tests {
     }
 
     #[test]
+    fn tamper_hooks_decode_to_what_was_done() {
+        let plain = RawEvent::decode(&record()).expect("decodes");
+        assert_eq!(plain.tamper, None, "an access");
+        for (raw, hook, kind) in [
+            (7, Hook::LsmInodeRename, TamperKind::Rename),
+            (8, Hook::LsmInodeLink, TamperKind::Link),
+            (9, Hook::LsmInodeUnlink, TamperKind::Unlink),
+            (10, Hook::LsmInodeRename, TamperKind::Replace),
+            (11, Hook::FentryInodeRename, TamperKind::Rename),
+            (14, Hook::FentryInodeRename, TamperKind::Replace),
+        ] {
+            let mut r = record();
+            r[offsets::HOOK] = raw;
+            let e = RawEvent::decode(&r).expect("decodes");
+            assert_eq!(e.hook, hook, "hook {raw}");
+            assert_eq!(e.tamper.map(|t| t.kind), Some(kind), "hook {raw}");
+        }
+    }
+
+    #[test]
     fn comm_without_terminator_uses_all_sixteen_bytes() {
         let mut r = record();
         r[offsets::COMM..offsets::COMM + COMM_LEN].copy_from_slice(b"0123456789abcdef");
@@ -532,7 +643,7 @@ mod tests {
 
     #[test]
     fn hook_names_round_trip() {
-        for raw in 1..=6u8 {
+        for raw in 1..=14u8 {
             let h = Hook::from_raw(raw).expect("known hook");
             assert_eq!(Hook::parse(h.as_str()), Some(h));
         }

@@ -1,7 +1,8 @@
 //! An emulated container, built by the tests themselves: an overlayfs root
 //! (lower + upper layer) with the host's /usr bind-mounted read-only, its own
-//! mount and pid namespaces (util-linux `unshare`), and a cgroup v2
-//! directory named like a containerd container (`cri-containerd-<id>.scope`).
+//! mount and pid namespaces (util-linux `unshare`), a cgroup v2 directory
+//! named like a containerd container (`cri-containerd-<id>.scope`), and
+//! optionally node directories bind-mounted in (hostPath volumes).
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,16 @@ impl Container {
     /// Starts a container whose lower layer holds `files` (path, content)
     /// and `links` (path, target).
     pub fn start(files: &[(&str, &str)], links: &[(&str, &str)]) -> Self {
+        Self::start_with(files, links, &[])
+    }
+
+    /// [`Container::start`] with node directories bind-mounted into the
+    /// container (`(node dir, path inside)`): what a hostPath volume is.
+    pub fn start_with(
+        files: &[(&str, &str)],
+        links: &[(&str, &str)],
+        host_paths: &[(&Path, &str)],
+    ) -> Self {
         let base = tempfile::tempdir().expect("temp dir");
         let (lower, upper, work, merged) = (
             base.path().join("lower"),
@@ -81,11 +92,22 @@ impl Container {
             .join("kive-test.slice")
             .join(format!("cri-containerd-{id}.scope"));
         std::fs::create_dir_all(&cgroup).expect("create the container's cgroup");
+        let binds: String = host_paths
+            .iter()
+            .map(|(node, inside)| {
+                format!(
+                    "mkdir -p {m}{inside}\nmount --bind {node} {m}{inside}\n",
+                    m = merged.display(),
+                    node = node.display(),
+                )
+            })
+            .collect();
         let script = format!(
             "set -e\n\
              mount -t overlay overlay -o lowerdir={l},upperdir={u},workdir={w} {m}\n\
              mount --bind /usr {m}/usr\n\
              mount -o remount,bind,ro {m}/usr\n\
+             {binds}\
              echo 0 > {cg}/cgroup.procs\n\
              exec chroot {m} /usr/bin/sleep 100000\n",
             l = lower.display(),

@@ -33,15 +33,33 @@ pub fn choice_of(tier: Tier) -> TierChoice {
 /// change on either side shows).
 pub fn programs_of(tier: Tier) -> &'static [&'static str] {
     match tier {
-        Tier::Lsm => &["kive_lsm_file_open"],
-        Tier::Trampoline => &["kive_fmod_ret_file_open"],
-        Tier::Fentry => &["kive_fentry_file_open"],
+        // with the tamper hooks (rename, link, unlink) on the lsm and
+        // trampoline tiers
+        Tier::Lsm => &[
+            "kive_lsm_file_open",
+            "kive_lsm_inode_rename",
+            "kive_lsm_inode_link",
+            "kive_lsm_inode_unlink",
+        ],
+        Tier::Trampoline => &[
+            "kive_fmod_ret_file_open",
+            "kive_fentry_inode_rename",
+            "kive_fentry_inode_link",
+            "kive_fentry_inode_unlink",
+        ],
+        Tier::Fentry => &[
+            "kive_fentry_file_open",
+            "kive_fentry_inode_rename",
+            "kive_fentry_inode_link",
+            "kive_fentry_inode_unlink",
+        ],
         Tier::Tracepoint => &["kive_tp_sys_exit", "kive_tp_exec"],
         Tier::TracepointClassic => &[
             "kive_tpc_openat",
             "kive_tpc_openat2",
             "kive_tpc_open",
             "kive_tpc_creat",
+            "kive_tpc_open_by_handle_at",
             "kive_tpc_exec",
         ],
     }

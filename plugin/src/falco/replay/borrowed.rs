@@ -87,6 +87,20 @@ pub(super) struct MetadataRef<'a> {
     pub(super) suppressed: Option<u64>,
     #[serde(default)]
     pub(super) loss: Option<crate::alert::LossMetadata>,
+    #[serde(default, borrow)]
+    pub(super) tamper: Option<TamperRef<'a>>,
+    #[serde(rename = "armed-as", default, borrow)]
+    pub(super) armed_as: S<'a>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct TamperRef<'a> {
+    #[serde(borrow)]
+    pub(super) kind: S<'a>,
+    #[serde(rename = "old-path", default, borrow)]
+    pub(super) old_path: S<'a>,
+    #[serde(rename = "new-path", default, borrow)]
+    pub(super) new_path: S<'a>,
 }
 
 #[derive(Deserialize, Default)]

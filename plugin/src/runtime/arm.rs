@@ -1,0 +1,371 @@
+//! Arming an entry and the rescan: resolve the trap's path (creating the
+//! decoy), arm the inode found there, keep inodes that left the path armed
+//! while they have a link ([`super::follow`]), and report what was done to
+//! their names as tamper events.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::follow::{judge_followed, judge_primary, AtPath, Verdict};
+use super::table::{Entry, EntryState, Followed, Owner, TrapTable};
+use super::Shared;
+use crate::alert::text::escape;
+use crate::node::{PinnedFile, ResolveError, Root};
+use crate::policy::CompiledTrap;
+use crate::trap::{Action, Hook, RawEvent, Tamper, TrapKey};
+
+impl Shared {
+    /// Resolves (and creates) an entry's file and arms its key. Returns
+    /// whether the key at the path changed.
+    ///
+    /// The file work (openat2 inside the entry's root, creating a decoy)
+    /// runs without the table lock, so a slow or hung filesystem never
+    /// holds up the event path (`alerts_for`) or the metrics: the lock is
+    /// taken once to read the entry and once to commit. If the entry changed
+    /// in between (removed, re-armed by another thread), nothing is
+    /// committed; the next rescan looks again.
+    pub(crate) fn arm_entry(&self, id: u32) -> Result<bool, String> {
+        let (trap, root, planned, pod_uid) = {
+            let table = self.table();
+            let Some(entry) = table.get(id) else {
+                return Ok(false);
+            };
+            let Some(root) = entry.root.clone() else {
+                return Err(format!(
+                    "{}: container {} is not running on this node yet",
+                    entry.trap.origin,
+                    entry.owner.container_id()
+                ));
+            };
+            let pod_uid = match &entry.owner {
+                Owner::Container(c) => Some(c.pod_uid.clone()),
+                Owner::Host => None,
+            };
+            (Arc::clone(&entry.trap), root, entry.key(), pod_uid)
+        };
+        let mut created = false;
+        let resolved = (|| -> Result<_, ResolveError> {
+            let Some(uid) = &pod_uid else {
+                if trap.create {
+                    created = root.create_if_missing(&trap.path, trap.mode)?;
+                }
+                return root.resolve(&trap.path);
+            };
+            self.resolve_in_pod(&trap, &root, uid, planned, &mut created)
+        })();
+        // a container's overlay: the layer file behind it (copy-up moves it
+        // to upper); host traps name the files they mean
+        let backing = match (&resolved, &self.host_root, &pod_uid) {
+            (Ok(p), Some(host), Some(_)) => root.backing(p, &trap.path, host),
+            _ => None,
+        };
+        let mut table = self.table();
+        let unchanged = table.get(id).is_some_and(|e| {
+            Arc::ptr_eq(&e.trap, &trap)
+                && e.root.as_ref().is_some_and(|r| Arc::ptr_eq(r, &root))
+                && e.key() == planned
+        });
+        if !unchanged {
+            return Ok(false);
+        }
+        match resolved {
+            // the pinned inode cannot be reused: the same key is the same file
+            Ok(pinned) if Some(pinned.key) == planned => {
+                self.check_in_place(&mut table, id, &trap.path);
+                self.update_backing(&mut table, id, backing);
+                Ok(false)
+            }
+            Ok(pinned) => {
+                let new = pinned.key;
+                let at_path = if created {
+                    AtPath::Missing
+                } else {
+                    AtPath::Other
+                };
+                if let Some(old) = table.set_armed(id, pinned) {
+                    self.left_path(&mut table, id, &trap.path, old, at_path);
+                }
+                if let Err(e) = self.sync_key(&table, new) {
+                    // not in the kernel (e.g. the map is full): pending, retried
+                    let cause = std::error::Error::source(&e)
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default();
+                    let msg = format!("{}: {e}{cause}", trap.origin);
+                    table.set_pending(id, msg.clone());
+                    let _ = self.sync_key(&table, new);
+                    self.update_backing(&mut table, id, None);
+                    return Err(msg);
+                }
+                self.update_backing(&mut table, id, backing);
+                Ok(true)
+            }
+            // out of fds or memory says nothing about the file: keep it armed
+            Err(e) if planned.is_some() && e.is_transient() => {
+                // debug: a rescan retries it every period, for every entry
+                tracing::debug!(
+                    "{} (kept armed, retried)",
+                    escape(&format!("{}: {e}", trap.origin))
+                );
+                Ok(false)
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", trap.origin);
+                if let Some(old) = table.set_pending(id, msg.clone()) {
+                    self.left_path(&mut table, id, &trap.path, old, AtPath::Missing);
+                }
+                self.update_backing(&mut table, id, None);
+                Err(msg)
+            }
+        }
+    }
+
+    /// Resolves a pod's trap: a decoy is created only on the pod's own
+    /// filesystems, and a file on a node-shared mount is armed only when
+    /// the trap says `allowSharedFile` (checked when the file at the path
+    /// is new: a mount over it would change its key).
+    fn resolve_in_pod(
+        &self,
+        trap: &CompiledTrap,
+        root: &Root,
+        pod_uid: &str,
+        planned: Option<TrapKey>,
+        created: &mut bool,
+    ) -> Result<PinnedFile, ResolveError> {
+        let Some(host) = &self.host_root else {
+            return Err(ResolveError::Shared {
+                path: trap.path.clone(),
+                root: root.path().to_path_buf(),
+                what: "the node's mounts are unknown (no host root), not armed",
+            });
+        };
+        let shared = |what| ResolveError::Shared {
+            path: trap.path.clone(),
+            root: root.path().to_path_buf(),
+            what,
+        };
+        if trap.create {
+            if root.on_pod_mount(&trap.path, true, host, pod_uid)? {
+                *created = root.create_if_missing(&trap.path, trap.mode)?;
+            } else if !trap.allow_shared_file {
+                return Err(shared(
+                    "a decoy is never created there, not armed without allowSharedFile",
+                ));
+            }
+        }
+        let pinned = root.resolve(&trap.path)?;
+        if Some(pinned.key) != planned
+            && !trap.allow_shared_file
+            && !root.pinned_on_pod_mount(&pinned, &trap.path, host, pod_uid)?
+        {
+            return Err(shared("not armed without allowSharedFile"));
+        }
+        Ok(pinned)
+    }
+
+    /// Arms the entry's backing file (if it changed) and disarms the one it
+    /// replaces.
+    fn update_backing(&self, table: &mut TrapTable, id: u32, backing: Option<PinnedFile>) {
+        let current = table
+            .get(id)
+            .and_then(|e| e.backing.as_ref().map(|b| b.key));
+        let new = backing.as_ref().map(|b| b.key);
+        if current == new {
+            return;
+        }
+        let old = table.set_backing(id, backing);
+        for key in old.into_iter().chain(new) {
+            let _ = self.sync_key(table, key);
+        }
+    }
+
+    /// The file at the path is the armed one: were names added or removed?
+    fn check_in_place(&self, table: &mut TrapTable, id: u32, armed_as: &str) {
+        let Some(Entry {
+            state: EntryState::Armed(pin),
+            ..
+        }) = table.get_mut(id)
+        else {
+            return;
+        };
+        // one fstat per entry and rescan: the name is read only on a change
+        if pin.nlink_now().ok() == Some(pin.seen.nlink) {
+            return;
+        }
+        let Ok(now) = pin.links_now() else { return };
+        let v = judge_primary(armed_as, &pin.seen, &now, AtPath::Same);
+        let key = pin.key;
+        pin.seen = now;
+        if let Some(t) = v.tamper {
+            self.report_tamper(table, id, key, t);
+        }
+    }
+
+    /// An armed inode is no longer at the trap's path: report how it left,
+    /// and keep it armed while it has a link.
+    fn left_path(
+        &self,
+        table: &mut TrapTable,
+        id: u32,
+        armed_as: &str,
+        mut old: PinnedFile,
+        at_path: AtPath,
+    ) {
+        let key = old.key;
+        let verdict = match old.links_now() {
+            Ok(now) => {
+                let v = judge_primary(armed_as, &old.seen, &now, at_path);
+                old.seen = now;
+                v
+            }
+            // cannot look at it: keep it armed rather than open a hole
+            Err(_) => Verdict {
+                tamper: None,
+                keep: true,
+                quiet: true,
+            },
+        };
+        if verdict.keep {
+            table.follow(
+                id,
+                Followed {
+                    pin: old,
+                    quiet: verdict.quiet,
+                },
+            );
+        }
+        let _ = self.sync_key(table, key);
+        if let Some(t) = verdict.tamper {
+            self.report_tamper(table, id, key, t);
+        }
+    }
+
+    /// Looks at every inode an entry follows: report changes, let go of
+    /// those without a link left.
+    fn check_followed(&self, id: u32) {
+        let mut table = self.table();
+        let mut gone = Vec::new();
+        let mut reports = Vec::new();
+        if let Some(entry) = table.get_mut(id) {
+            for f in &mut entry.followed {
+                let Ok(now) = f.pin.links_now() else { continue };
+                let v = judge_followed(&f.pin.seen, &now, f.quiet);
+                f.pin.seen = now;
+                if !v.keep {
+                    gone.push(f.pin.key);
+                }
+                if let Some(t) = v.tamper {
+                    reports.push((f.pin.key, t));
+                }
+            }
+        }
+        for (key, t) in reports {
+            self.report_tamper(&table, id, key, t);
+        }
+        for key in gone {
+            if table.unfollow(id, key) {
+                let _ = self.sync_key(&table, key);
+            }
+        }
+    }
+
+    /// Queues a tamper event for the entry (the consumer turns it into an
+    /// alert like any access).
+    fn report_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
+        if let Some(e) = table.get(id) {
+            // info: the tamper alert itself is the signal
+            tracing::info!(
+                "{}: trapped file {}: {} -> {}",
+                escape(&e.trap.origin.to_string()),
+                tamper.kind.as_str(),
+                escape(&tamper.old_path),
+                if tamper.new_path.is_empty() {
+                    "?".into()
+                } else {
+                    escape(&tamper.new_path)
+                }
+            );
+        }
+        let ev = RawEvent {
+            ts_boot_ns: boot_ns(),
+            key,
+            cgroup_id: 0,
+            pid: 0,
+            tgid: 0,
+            ppid: 0,
+            ns_pid: 0,
+            uid: 0,
+            gid: 0,
+            mask: 0,
+            flags: 0,
+            mnt_ns: 0,
+            trap_id: id,
+            hook: Hook::Rescan,
+            action: Action::Audit,
+            comm: String::new(),
+            parent_comm: String::new(),
+            parent_exe: String::new(),
+            loginuid: None,
+            exe: String::new(),
+            cwd: String::new(),
+            args: Vec::new(),
+            process_flags: 0,
+            limited: 0,
+            tamper: Some(tamper),
+        };
+        if self.tamper_tx.try_send(ev).is_err() {
+            self.counters.queue_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks a pending entry's failure as logged; returns whether it was
+    /// not yet.
+    pub(crate) fn first_report(&self, id: u32) -> bool {
+        match self.table().get_mut(id) {
+            Some(Entry {
+                state: EntryState::Pending { reported, .. },
+                ..
+            }) if !*reported => {
+                *reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn rescan(&self) {
+        let ids = self.table().ids();
+        for id in ids {
+            self.check_followed(id);
+            let was_armed = self.table().get(id).and_then(Entry::key);
+            match self.arm_entry(id) {
+                Ok(true) => {
+                    self.counters.rearms.fetch_add(1, Ordering::Relaxed);
+                    if let Some(e) = self.table().get(id) {
+                        tracing::info!(
+                            "{}: re-armed (file {})",
+                            escape(&e.trap.origin.to_string()),
+                            if was_armed.is_some() {
+                                "replaced"
+                            } else {
+                                "appeared"
+                            }
+                        );
+                    }
+                }
+                Ok(false) => {}
+                Err(msg) => {
+                    if self.first_report(id) {
+                        tracing::warn!("{} (kept pending, retried)", escape(&msg));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn boot_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
