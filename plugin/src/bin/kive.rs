@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use kive::alert::text::to_text;
 use kive::k8s::{ClusterConfig, ClusterSource};
+use kive::policy::scope::ScopeConfig;
 use kive::policy::{self, Compiled};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{FloodLimit, TierChoice};
@@ -99,6 +100,15 @@ struct RunArgs {
     /// Extra CA certificates (PEM) for HTTPS callbacks.
     #[arg(long, value_name = "FILE")]
     callback_ca: Option<PathBuf>,
+    /// A namespace whose KivePolicies may select pods of every namespace
+    /// (repeatable; default kivebpf-system). Policies of other namespaces
+    /// act only on pods of their own namespace.
+    #[arg(long = "cluster-wide-namespace", value_name = "NAMESPACE")]
+    cluster_wide_namespaces: Vec<String>,
+    /// Arm `host: true` traps of KivePolicies read from the cluster (from
+    /// cluster-wide namespaces only); rejected by default.
+    #[arg(long)]
+    allow_cluster_host_traps: bool,
 }
 
 fn load(policies: &[PathBuf]) -> Compiled {
@@ -139,6 +149,8 @@ fn run(args: RunArgs) -> ExitCode {
         in_cluster,
         print_callback_alerts,
         callback_ca,
+        cluster_wide_namespaces,
+        allow_cluster_host_traps,
     } = args;
     // Some(kubeconfig or in-cluster) when pod traps come from a cluster
     let cluster = match (kubeconfig, in_cluster) {
@@ -196,6 +208,7 @@ fn run(args: RunArgs) -> ExitCode {
                 kubeconfig,
                 node_name: cfg.node_name.clone(),
                 resync: Duration::from_millis(rescan_ms.max(10)),
+                scope: scope_config(cluster_wide_namespaces, allow_cluster_host_traps),
             };
             match ClusterSource::start(cfg, rt.pod_controller()) {
                 Ok(c) => Some(c),
@@ -303,6 +316,17 @@ fn print_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> std::io::Result<()
         }
     }
     Ok(())
+}
+
+fn scope_config(namespaces: Vec<String>, allow_host_traps: bool) -> ScopeConfig {
+    let mut scope = ScopeConfig {
+        allow_host_traps,
+        ..ScopeConfig::default()
+    };
+    if !namespaces.is_empty() {
+        scope.cluster_wide_namespaces = namespaces;
+    }
+    scope
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

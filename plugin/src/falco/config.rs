@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FalcoError;
 use crate::k8s::ClusterConfig;
+use crate::policy::scope::ScopeConfig;
 use crate::runtime::RuntimeConfig;
 use crate::trap::{EngineConfig, TierChoice};
 
@@ -119,6 +120,27 @@ pub struct KubernetesConfig {
     /// A kubeconfig file; absent: the in-cluster service account (a
     /// DaemonSet), then the usual kubeconfig lookup.
     pub kubeconfig: Option<String>,
+    /// Namespaces whose KivePolicies may select pods of any namespace
+    /// (default `[kivebpf-system]`); a policy of any other namespace acts
+    /// only on pods of its own namespace.
+    pub cluster_wide_namespaces: Option<Vec<String>>,
+    /// Arm `host: true` traps of KivePolicies in cluster-wide namespaces
+    /// (default off: they are rejected with an error naming the policy).
+    pub allow_host_traps: bool,
+}
+
+impl KubernetesConfig {
+    /// The tenant scope settings.
+    pub fn scope(&self) -> ScopeConfig {
+        let mut scope = ScopeConfig {
+            allow_host_traps: self.allow_host_traps,
+            ..ScopeConfig::default()
+        };
+        if let Some(ns) = &self.cluster_wide_namespaces {
+            scope.cluster_wide_namespaces = ns.clone();
+        }
+        scope
+    }
 }
 
 impl Default for KiveConfig {
@@ -240,6 +262,7 @@ impl KiveConfig {
             kubeconfig: self.kubernetes.kubeconfig.as_ref().map(PathBuf::from),
             node_name: node_name.to_string(),
             resync: Duration::from_millis(self.rescan_ms),
+            scope: self.kubernetes.scope(),
         })
     }
 

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 
 use crate::policy::pods::{matching_containers, ContainerView, PodView};
+use crate::policy::scope::{scope_traps, ScopeConfig};
 use crate::policy::{compile, parse_document, CompiledTrap, PolicyError};
 use crate::runtime::{ContainerOwner, DesiredEntry};
 
@@ -40,9 +41,10 @@ pub fn object_key(ns: Option<&str>, name: Option<&str>) -> String {
     format!("{}/{}", ns.unwrap_or_default(), name.unwrap_or_default())
 }
 
-/// Compiles a KivePolicy object as served by the API server. Each trap is
-/// decoded on its own: a malformed trap never hides the others.
-pub fn policy_entry(obj: &DynamicObject) -> PolicyEntry {
+/// Compiles a KivePolicy object as served by the API server, within the
+/// operator's scope. Each trap is decoded on its own: a malformed trap
+/// never hides the others.
+pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
     let name = object_key(
         obj.metadata.namespace.as_deref(),
         obj.metadata.name.as_deref(),
@@ -67,10 +69,21 @@ pub fn policy_entry(obj: &DynamicObject) -> PolicyEntry {
     }
     let value = serde_yaml::to_value(serde_json::Value::Object(doc)).unwrap_or_default();
     let compiled = compile(vec![parse_document(format!("kivepolicy {name}"), value)]);
+    let mut errors = compiled.errors;
+    let traps = compiled
+        .traps
+        .into_iter()
+        .map(|t| {
+            let mut t = (*t).clone();
+            t.from_cluster = true;
+            Arc::new(t)
+        })
+        .collect();
+    let traps = scope_traps(traps, scope, &mut errors);
     PolicyEntry {
         name,
-        traps: compiled.traps,
-        errors: compiled.errors,
+        traps,
+        errors,
     }
 }
 
@@ -175,6 +188,14 @@ pub fn plan<'a>(
     let mut out = Vec::new();
     for p in policies {
         for trap in &p.traps {
+            // host: true survives the scope only when the operator allows it
+            if trap.target.host {
+                out.push(DesiredEntry {
+                    trap: Arc::clone(trap),
+                    owner: ContainerOwner::default(),
+                    host: true,
+                });
+            }
             for pod in pods.clone() {
                 if pod.node != node {
                     continue;
@@ -201,6 +222,7 @@ pub fn plan<'a>(
                                 .cloned()
                                 .unwrap_or_default(),
                         },
+                        host: false,
                     });
                 }
             }
@@ -240,6 +262,10 @@ mod tests {
         .expect("object")
     }
 
+    fn policy_entry_default(o: &DynamicObject) -> PolicyEntry {
+        policy_entry(o, &ScopeConfig::default())
+    }
+
     #[test]
     fn pods_become_views_with_every_ip_and_container_state() {
         let v = pod_view(&pod_json("nginx-pod", "node-a", "containerd://abc", true));
@@ -256,7 +282,7 @@ mod tests {
 
     #[test]
     fn the_seed_sample_policy_plans_onto_its_pod_on_this_node_only() {
-        let e = policy_entry(&policy(serde_json::json!({
+        let e = policy_entry_default(&policy(serde_json::json!({
             "alertVersion": "v1",
             "traps": [{"path": "/secret.txt", "create": true, "mode": 444,
                        "matchAny": [{"pod": "nginx-pod", "namespace": "default",
@@ -331,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_broken_trap_in_an_api_object_leaves_the_others() {
-        let e = policy_entry(&policy(serde_json::json!({
+        let e = policy_entry_default(&policy(serde_json::json!({
             "traps": [
                 {"path": "/ok", "matchAny": [{"namespace": "default"}]},
                 {"path": "/bad", "matchAny": [{"containerName": "regex:("}]},

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use super::convert::{object_key, plan, pod_view, PolicyEntry};
 use super::store::{map_event, Store};
 use crate::policy::pods::PodView;
+use crate::policy::scope::ScopeConfig;
 use crate::runtime::PodController;
 
 /// Where the API server is and which node this is.
@@ -33,6 +34,8 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// Reconcile at least this often (containers starting, files appearing).
     pub resync: Duration,
+    /// Which namespaces' policies apply cluster-wide; host traps or not.
+    pub scope: ScopeConfig,
 }
 
 /// Cluster source errors.
@@ -134,6 +137,7 @@ impl ClusterSource {
 
         let policies = Api::<DynamicObject>::all_with(client.clone(), &kivepolicy_resource());
         let st = Arc::clone(&state);
+        let scope = cfg.scope.clone();
         runtime.spawn(async move {
             let stream = watcher(policies, watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
@@ -141,7 +145,7 @@ impl ClusterSource {
                 match ev {
                     Ok(ev) => {
                         let ev = map_event(ev, |o: DynamicObject| {
-                            let entry = super::convert::policy_entry(&o);
+                            let entry = super::convert::policy_entry(&o, &scope);
                             (entry.name.clone(), entry)
                         });
                         let (added, removed) = describe(&ev);
@@ -150,9 +154,10 @@ impl ClusterSource {
                         if changed || initial {
                             if let Some(p) = added {
                                 tracing::info!(
-                                    "kivepolicy {} applied: {} trap(s)",
+                                    "kivepolicy {} applied: {} trap(s) in scope, {} rejected",
                                     p.name,
-                                    p.traps.len()
+                                    p.traps.len(),
+                                    p.errors.len()
                                 );
                                 for e in &p.errors {
                                     tracing::error!("{e}");

@@ -26,6 +26,8 @@ pub struct PodSelector {
     pub labels: BTreeMap<String, String>,
     /// Container name selector.
     pub container: NameMatcher,
+    /// Index of the entry in the trap's `matchAny`.
+    pub entry: usize,
 }
 
 /// What a trap applies to.
@@ -33,6 +35,8 @@ pub struct PodSelector {
 pub struct Target {
     /// The node's own filesystem (`host: true`).
     pub host: bool,
+    /// Index in `matchAny` of the `host: true` entry.
+    pub host_entry: usize,
     /// Pod selectors (OR-ed).
     pub pods: Vec<PodSelector>,
 }
@@ -68,6 +72,8 @@ pub struct CompiledTrap {
     pub fingerprint: String,
     /// Alert limit per process, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Read from the Kubernetes API server (scoped by [`super::scope`]).
+    pub from_cluster: bool,
 }
 
 /// The result of compiling a set of policy documents.
@@ -90,7 +96,7 @@ fn looks_like_unprefixed_octal(mode: u32) -> bool {
         && !DECIMAL_MODES.contains(&mode)
 }
 
-fn selector(m: &KiveTrapMatch) -> Result<PodSelector, String> {
+fn selector(m: &KiveTrapMatch, entry: usize) -> Result<PodSelector, String> {
     let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
     Ok(PodSelector {
         pod: nonempty(&m.pod),
@@ -98,6 +104,7 @@ fn selector(m: &KiveTrapMatch) -> Result<PodSelector, String> {
         ip: nonempty(&m.ip),
         labels: m.match_labels.clone(),
         container: NameMatcher::compile(m.container_name.as_deref())?,
+        entry,
     })
 }
 
@@ -179,9 +186,10 @@ pub fn compile_trap(
                 ));
             }
             target.host = true;
+            target.host_entry = i;
             continue;
         }
-        let sel = selector(m).map_err(|e| err(format!("matchAny[{i}].containerName"), e))?;
+        let sel = selector(m, i).map_err(|e| err(format!("matchAny[{i}].containerName"), e))?;
         target.pods.push(sel);
     }
     if trap.match_any.is_empty() {
@@ -206,6 +214,7 @@ pub fn compile_trap(
             .unwrap_or_else(|| "v1".to_string()),
         warnings,
         rate_limit: trap.rate_limit,
+        from_cluster: false,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),
         origin,

@@ -7,6 +7,7 @@ pub mod matcher;
 pub mod model;
 pub mod parse;
 pub mod pods;
+pub mod scope;
 
 pub use compile::{compile, Compiled, CompiledTrap, PodSelector, Target};
 pub use error::{PolicyError, TrapRef};

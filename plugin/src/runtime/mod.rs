@@ -282,6 +282,7 @@ pub struct Runtime {
     events: Receiver<RawEvent>,
     node: NodeContext,
     proc_root: PathBuf,
+    host_root: PathBuf,
     stop: Arc<AtomicBool>,
     rescanner: Option<JoinHandle<()>>,
     callbacks: Option<Callbacks>,
@@ -395,6 +396,7 @@ impl Runtime {
                 events: rx,
                 node,
                 proc_root: cfg.proc_root.clone(),
+                host_root: cfg.host_root.clone(),
                 stop,
                 rescanner: Some(rescanner),
                 callbacks,
@@ -593,7 +595,11 @@ impl Runtime {
 
     /// A handle that applies the cluster's wanted pod traps to this runtime.
     pub fn pod_controller(&self) -> PodController {
-        PodController::new(Arc::clone(&self.shared), self.proc_root.clone())
+        PodController::new(
+            Arc::clone(&self.shared),
+            self.proc_root.clone(),
+            self.host_root.clone(),
+        )
     }
 
     /// Node facts used in alerts.
