@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use kive::alert::text::to_text;
+use kive::callback::DestinationConfig;
 use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::policy::scope::ScopeConfig;
 use kive::policy::{self, Compiled};
@@ -109,6 +110,19 @@ struct RunArgs {
     /// cluster-wide namespaces only); rejected by default.
     #[arg(long)]
     allow_cluster_host_traps: bool,
+    /// Let callbacks reach loopback addresses (refused by default).
+    #[arg(long)]
+    callback_allow_loopback: bool,
+    /// Let callbacks reach link-local addresses (refused by default).
+    #[arg(long)]
+    callback_allow_link_local: bool,
+    /// Let callbacks reach cloud metadata services (refused by default).
+    #[arg(long)]
+    callback_allow_metadata: bool,
+    /// The only callback destinations (repeatable): a host name, an address
+    /// or a CIDR.
+    #[arg(long = "callback-allowed-host", value_name = "HOST|CIDR")]
+    callback_allowed_hosts: Vec<String>,
 }
 
 fn load(policies: &[PathBuf]) -> Compiled {
@@ -151,6 +165,10 @@ fn run(args: RunArgs) -> ExitCode {
         callback_ca,
         cluster_wide_namespaces,
         allow_cluster_host_traps,
+        callback_allow_loopback,
+        callback_allow_link_local,
+        callback_allow_metadata,
+        callback_allowed_hosts,
     } = args;
     // Some(kubeconfig or in-cluster) when pod traps come from a cluster
     let cluster = match (kubeconfig, in_cluster) {
@@ -180,6 +198,12 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if let Some(cb) = cfg.callbacks.as_mut() {
         cb.ca_bundle = callback_ca;
+        cb.destinations = DestinationConfig {
+            allow_loopback: callback_allow_loopback,
+            allow_link_local: callback_allow_link_local,
+            allow_metadata: callback_allow_metadata,
+            allowed: callback_allowed_hosts,
+        };
     }
     let (rt, report) = match Runtime::start(&cfg, &compiled.traps) {
         Ok(r) => r,

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::FalcoError;
+use crate::callback::{DestinationConfig, Destinations};
 use crate::k8s::ClusterConfig;
 use crate::policy::scope::ScopeConfig;
 use crate::runtime::RuntimeConfig;
@@ -109,6 +110,19 @@ pub struct KiveConfig {
     /// Extra CA certificates (a PEM file) trusted for HTTPS callbacks,
     /// besides the system roots.
     pub callback_ca_bundle: Option<String>,
+    /// Let callbacks reach loopback addresses (127.0.0.0/8, ::1); refused
+    /// by default.
+    pub callback_allow_loopback: bool,
+    /// Let callbacks reach link-local addresses (169.254.0.0/16,
+    /// fe80::/10); refused by default.
+    pub callback_allow_link_local: bool,
+    /// Let callbacks reach cloud metadata services (169.254.169.254,
+    /// fd00:ec2::254, 100.100.100.200, metadata.google.internal); refused
+    /// by default.
+    pub callback_allow_metadata: bool,
+    /// When not empty, the only callback destinations: host names,
+    /// addresses or CIDRs (each allowed even if loopback or link-local).
+    pub callback_allowed_hosts: Vec<String>,
 }
 
 /// `kubernetes` in the init config.
@@ -166,6 +180,10 @@ impl Default for KiveConfig {
             batch_timeout_ms: 50,
             kubernetes: KubernetesConfig::default(),
             callback_ca_bundle: None,
+            callback_allow_loopback: false,
+            callback_allow_link_local: false,
+            callback_allow_metadata: false,
+            callback_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -222,6 +240,12 @@ impl KiveConfig {
                 format!("{} is not between 1 and 100", self.batch_timeout_ms),
             );
         }
+        if let Err(e) = Destinations::new(self.callback_destinations()) {
+            return bad(
+                &format!("callbackAllowedHosts[{}]", e.index),
+                format!("{:?} is not a host name, an address or a CIDR", e.entry),
+            );
+        }
         for (i, f) in self.policy_files.iter().enumerate() {
             if f.is_empty() {
                 return bad(&format!("policyFiles[{i}]"), "empty path".into());
@@ -252,8 +276,19 @@ impl KiveConfig {
         }
         if let Some(cb) = rc.callbacks.as_mut() {
             cb.ca_bundle = self.callback_ca_bundle.as_ref().map(PathBuf::from);
+            cb.destinations = self.callback_destinations();
         }
         rc
+    }
+
+    /// Where callbacks may go.
+    pub fn callback_destinations(&self) -> DestinationConfig {
+        DestinationConfig {
+            allow_loopback: self.callback_allow_loopback,
+            allow_link_local: self.callback_allow_link_local,
+            allow_metadata: self.callback_allow_metadata,
+            allowed: self.callback_allowed_hosts.clone(),
+        }
     }
 
     /// The cluster source's settings, when it is enabled.

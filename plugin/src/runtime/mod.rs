@@ -445,6 +445,7 @@ impl Runtime {
         };
         let accessor = self.accessor(raw);
         let mut alerts = Vec::with_capacity(hits.len());
+        let mut origins = Vec::with_capacity(hits.len());
         for (id, trap, owner) in &hits {
             let mut suppressed = None;
             if let Some(limit) = trap.rate_limit {
@@ -466,11 +467,12 @@ impl Runtime {
                 a.metadata.suppressed = Some(a.metadata.suppressed.unwrap_or(0).saturating_add(n));
             }
             alerts.push(a);
+            origins.push(&trap.origin);
         }
         if let Some(cb) = &self.callbacks {
-            for a in &alerts {
+            for (a, origin) in alerts.iter().zip(&origins) {
                 if !a.metadata.callback.is_empty() {
-                    cb.send(&a.metadata.callback, &a.to_json());
+                    cb.send_from(&origin.to_string(), &a.metadata.callback, &a.to_json());
                 }
             }
         }
