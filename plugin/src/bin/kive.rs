@@ -133,11 +133,7 @@ fn load(policies: &[PathBuf]) -> Compiled {
     for p in policies {
         let name = p.display().to_string();
         match std::fs::read_to_string(p) {
-            Ok(text) => {
-                let c = policy::load_str(&name, &text);
-                all.traps.extend(c.traps);
-                all.errors.extend(c.errors);
-            }
+            Ok(text) => all.extend(policy::load_str(&name, &text)),
             Err(e) => all.errors.push(policy::PolicyError::Document {
                 document: name,
                 field: "(file)".into(),
@@ -183,6 +179,9 @@ fn run(args: RunArgs) -> ExitCode {
     };
     for e in &compiled.errors {
         tracing::error!("{e}");
+    }
+    for w in &compiled.warnings {
+        tracing::warn!("{w}");
     }
     let mut cfg = RuntimeConfig::default();
     cfg.engine.tier = tier;
@@ -373,10 +372,13 @@ fn check(policies: &[PathBuf]) -> ExitCode {
             (false, 0) => "nothing (empty matchAny)".to_string(),
             (false, n) => format!("{n} pod selector(s)"),
         };
-        lines.push(format!("ok    {}: {target}", t.origin));
+        lines.push(format!("ok    {}: {target}; {}", t.origin, t.enforcement()));
         for w in &t.warnings {
             lines.push(format!("warn  {w}"));
         }
+    }
+    for w in &compiled.warnings {
+        lines.push(format!("warn  {w}"));
     }
     for e in &compiled.errors {
         lines.push(format!("error {e}"));

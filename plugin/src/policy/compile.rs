@@ -28,6 +28,8 @@ pub struct PodSelector {
     pub container: NameMatcher,
     /// Index of the entry in the trap's `matchAny`.
     pub entry: usize,
+    /// Namespaces excluded (KubeArmorClusterPolicy `NotIn`).
+    pub not_namespaces: Vec<String>,
 }
 
 /// What a trap applies to.
@@ -74,6 +76,118 @@ pub struct CompiledTrap {
     pub rate_limit: Option<RateLimit>,
     /// Read from the Kubernetes API server (scoped by [`super::scope`]).
     pub from_cluster: bool,
+    /// Conditions decided in the kernel on a hit (KubeArmor rules).
+    pub conditions: Conditions,
+    /// Severity, tags and message of a KubeArmor rule.
+    pub info: RuleInfo,
+    /// The files of a directory or pattern, expanded on the node (with the
+    /// most files armed for it); `path` is then the directory or pattern.
+    pub path_set: Option<(PathSet, usize)>,
+}
+
+impl CompiledTrap {
+    /// What the kernel does on a hit, in words (`kive check`).
+    pub fn enforcement(&self) -> String {
+        let mut parts = vec![match self.action {
+            TrapAction::Audit => "audit".to_string(),
+            TrapAction::Block => "block".to_string(),
+        }];
+        let c = &self.conditions;
+        parts.push(if c.exec_only { "executions" } else { "opens" }.to_string());
+        if c.read_only {
+            parts.push("reads pass".into());
+        }
+        if c.owner_only {
+            parts.push("the owner passes".into());
+        }
+        if !c.sources.is_empty() {
+            let list = c.sources.join(", ");
+            parts.push(if c.sources_allow {
+                format!("only from [{list}] allowed")
+            } else {
+                format!("only from [{list}]")
+            });
+        }
+        match &self.path_set {
+            Some((PathSet::Directory { dir, recursive }, cap)) => parts.push(format!(
+                "every file in {dir}{} (at most {cap})",
+                if *recursive { " and below" } else { "" }
+            )),
+            Some((PathSet::Pattern(p), cap)) => {
+                parts.push(format!("every file matching {p} (at most {cap})"))
+            }
+            None => {}
+        }
+        if let Some(s) = self.info.severity {
+            parts.push(format!("severity {s}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A set of files named by a directory or a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSet {
+    /// Every file in `dir` (and below, when recursive).
+    Directory {
+        /// Absolute directory.
+        dir: String,
+        /// Subdirectories too.
+        recursive: bool,
+    },
+    /// Every file matching a glob (`*` within a component, `**` across).
+    Pattern(String),
+}
+
+/// Conditions under which an access to a trapped file passes silently,
+/// decided in the kernel (`KIVE_TRAP_F_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Only executions count (`process` rules).
+    pub exec_only: bool,
+    /// Reads pass; writes and appends count (`readOnly`).
+    pub read_only: bool,
+    /// The file owner's accesses pass (`ownerOnly`).
+    pub owner_only: bool,
+    /// Executables (`fromSource` paths, in the owner's root).
+    pub sources: Vec<String>,
+    /// The sources pass and every other executable counts (`Allow`);
+    /// otherwise only the sources count.
+    pub sources_allow: bool,
+}
+
+impl Conditions {
+    /// The `KIVE_TRAP_F_*` condition bits.
+    pub fn bits(&self) -> u32 {
+        use crate::trap::wire as w;
+        let mut b = 0;
+        if self.exec_only {
+            b |= w::TRAP_F_EXEC_ONLY;
+        }
+        if self.read_only {
+            b |= w::TRAP_F_READ_ONLY;
+        }
+        if self.owner_only {
+            b |= w::TRAP_F_OWNER_ONLY;
+        }
+        if self.sources_allow {
+            b |= w::TRAP_F_SOURCES_ALLOW;
+        } else if !self.sources.is_empty() {
+            b |= w::TRAP_F_SOURCES;
+        }
+        b
+    }
+}
+
+/// What a KubeArmor rule adds to its alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// 1 to 10.
+    pub severity: Option<u8>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Message.
+    pub message: String,
 }
 
 /// The result of compiling a set of policy documents.
@@ -83,6 +197,17 @@ pub struct Compiled {
     pub traps: Vec<Arc<CompiledTrap>>,
     /// Every document or trap that was rejected.
     pub errors: Vec<PolicyError>,
+    /// Policy-level remarks (parts of a policy left out, armed anyway).
+    pub warnings: Vec<String>,
+}
+
+impl Compiled {
+    /// Appends another result.
+    pub fn extend(&mut self, other: Compiled) {
+        self.traps.extend(other.traps);
+        self.errors.extend(other.errors);
+        self.warnings.extend(other.warnings);
+    }
 }
 
 /// Decimal spellings of common modes (e.g. JSON's `420` for 0644): not
@@ -105,6 +230,7 @@ fn selector(m: &KiveTrapMatch, entry: usize) -> Result<PodSelector, String> {
         labels: m.match_labels.clone(),
         container: NameMatcher::compile(m.container_name.as_deref())?,
         entry,
+        not_namespaces: Vec::new(),
     })
 }
 
@@ -118,6 +244,7 @@ pub fn compile_trap(
         policy: policy.qualified_name(),
         index,
         path: trap.path.clone(),
+        rule: None,
     };
     let err = |field: String, message: String| PolicyError::Trap {
         trap: origin.clone(),
@@ -215,6 +342,9 @@ pub fn compile_trap(
         warnings,
         rate_limit: trap.rate_limit,
         from_cluster: false,
+        conditions: Conditions::default(),
+        info: RuleInfo::default(),
+        path_set: None,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),
         origin,

@@ -179,12 +179,21 @@ impl Shared {
             };
             (Arc::clone(&entry.trap), root, entry.key())
         };
+        if trap.path_set.is_some() {
+            // the set's files are entries of their own (runtime::sets)
+            return Ok(false);
+        }
         let resolved = (|| -> Result<_, ResolveError> {
             if trap.create {
                 root.create_if_missing(&trap.path, trap.mode)?;
             }
             root.resolve(&trap.path)
         })();
+        // fromSource executables are pinned by inode when the trap is
+        // armed: a binary renamed over a source's name later is not one
+        if resolved.as_ref().is_ok_and(|p| Some(p.key) != planned) {
+            self.list_sources(id, &trap, &root);
+        }
         let mut table = self.table();
         let unchanged = table.get(id).is_some_and(|e| {
             Arc::ptr_eq(&e.trap, &trap)
@@ -229,6 +238,25 @@ impl Shared {
                 Err(msg)
             }
         }
+    }
+
+    /// Lists the executables of a trap's `fromSource`, resolved in the
+    /// entry's root (their inodes, whatever their names later).
+    fn list_sources(&self, id: u32, trap: &CompiledTrap, root: &Root) {
+        for src in &trap.conditions.sources {
+            match root.resolve(src) {
+                Ok(p) => {
+                    if let Err(e) = self.shared_engine().set_source(id, p.key, true) {
+                        tracing::warn!("{}: fromSource {src}: {e}", trap.origin);
+                    }
+                }
+                Err(e) => tracing::debug!("{}: fromSource {src}: {e}", trap.origin),
+            }
+        }
+    }
+
+    fn shared_engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Marks a pending entry's failure as logged; returns whether it was
