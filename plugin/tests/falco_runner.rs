@@ -76,6 +76,10 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.alert.version", s("v1")),
         ("kive.policy.name", s("decoy-aws-credentials")),
         ("kive.policy.namespace", s("shop")),
+        // a KivePolicy trap: no rule severity, tags or message
+        ("kive.policy.severity", ExtractedField::None),
+        ("kive.policy.tags", ExtractedField::None),
+        ("kive.policy.message", ExtractedField::None),
         ("kive.trap.path", s("/root/.aws/credentials")),
         ("kive.path", s("/root/.aws/credentials")),
         ("kive.inode", U64(1311015)),
