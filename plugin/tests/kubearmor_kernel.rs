@@ -222,3 +222,44 @@ fn process_rules_report_executions_not_reads() {
         got[0].metadata.mask
     );
 }
+
+/// `matchDirectories` and `matchPatterns`: every file of the set is armed,
+/// a file created later is armed by the next rescan, a deleted one dropped.
+#[test]
+fn directory_and_pattern_rules_arm_their_files_and_later_ones() {
+    let d = world_dir();
+    let conf = d.path().join("conf");
+    std::fs::create_dir_all(conf.join("sub")).expect("mkdir");
+    let logs = d.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let a = file(&conf, "a.conf", 0o644);
+    let b = file(&conf.join("sub"), "b.conf", 0o644);
+    let l = file(&logs, "app.log", 0o644);
+    let other = file(&logs, "app.txt", 0o644);
+    let rt = start(&host_policy(&format!(
+        "  action: Audit\n  file:\n    matchDirectories:\n    - dir: {}/\n      recursive: true\n    matchPatterns:\n    - pattern: {}/*.log\n",
+        conf.display(),
+        logs.display()
+    )));
+    assert_eq!(rt.metrics().armed, 3, "a.conf, sub/b.conf and app.log");
+    for f in [&a, &b, &l] {
+        run(Command::new("cat").arg(f));
+        let got = alerts(&rt, WAIT);
+        assert_eq!(got.len(), 1, "{}: {got:#?}", f.display());
+        assert_eq!(got[0].metadata.path, f.display().to_string());
+    }
+    run(Command::new("cat").arg(&other));
+    assert!(alerts(&rt, WAIT).is_empty(), "app.txt does not match *.log");
+
+    let later = file(&conf.join("sub"), "later.conf", 0o644);
+    rt.rescan_now();
+    assert_eq!(rt.metrics().armed, 4, "the new file is armed by the rescan");
+    run(Command::new("cat").arg(&later));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].metadata.path, later.display().to_string());
+
+    std::fs::remove_file(&later).expect("rm");
+    rt.rescan_now();
+    assert_eq!(rt.metrics().armed, 3, "a deleted file leaves the set");
+}

@@ -83,6 +83,8 @@ pub struct CompiledTrap {
     /// The files of a directory or pattern, expanded on the node (with the
     /// most files armed for it); `path` is then the directory or pattern.
     pub path_set: Option<(PathSet, usize)>,
+    /// For one file of a path set: the set's fingerprint.
+    pub set_parent: Option<String>,
 }
 
 impl CompiledTrap {
@@ -345,6 +347,7 @@ pub fn compile_trap(
         conditions: Conditions::default(),
         info: RuleInfo::default(),
         path_set: None,
+        set_parent: None,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),
         origin,

@@ -10,6 +10,7 @@ pub mod enrich;
 pub mod loss;
 pub mod pods;
 pub mod ratelimit;
+mod sets;
 pub mod table;
 
 use std::path::PathBuf;
@@ -180,8 +181,8 @@ impl Shared {
             (Arc::clone(&entry.trap), root, entry.key())
         };
         if trap.path_set.is_some() {
-            // the set's files are entries of their own (runtime::sets)
-            return Ok(false);
+            // the set's files are entries of their own
+            return self.expand_set(id);
         }
         let resolved = (|| -> Result<_, ResolveError> {
             if trap.create {

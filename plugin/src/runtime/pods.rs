@@ -103,6 +103,10 @@ impl PodController {
             let mut table = self.shared.table();
             let mut existing: HashMap<(String, String), u32> = HashMap::new();
             for e in table.entries() {
+                if e.trap.set_parent.is_some() {
+                    // a file of a path set: kept and dropped with its set
+                    continue;
+                }
                 match &e.owner {
                     Owner::Container(c) => {
                         existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
@@ -116,14 +120,23 @@ impl PodController {
             }
             let wanted: HashSet<(String, String)> =
                 desired.iter().map(DesiredEntry::ident).collect();
+            let mut gone_sets = Vec::new();
             for (ident, id) in &existing {
                 if !wanted.contains(ident) {
+                    if let Some(e) = table.get(*id) {
+                        gone_sets.push((Arc::clone(&e.trap), e.owner.clone()));
+                    }
                     if let Some(old) = table.remove(*id) {
                         let _ = self.shared.sync_key(&table, old);
                     }
                     report.removed += 1;
                 }
             }
+            drop(table);
+            for (trap, owner) in &gone_sets {
+                self.shared.remove_children(trap, owner);
+            }
+            let mut table = self.shared.table();
             for d in desired {
                 let id = match existing.get(&d.ident()) {
                     Some(&id) => {

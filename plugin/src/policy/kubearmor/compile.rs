@@ -247,6 +247,7 @@ impl Ctx<'_> {
             conditions,
             info,
             path_set: set.map(|s| (s, cap)),
+            set_parent: None,
         })
     }
 
