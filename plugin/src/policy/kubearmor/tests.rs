@@ -301,3 +301,96 @@ fn bad_envelopes_are_errors_and_kivepolicies_still_load_alongside() {
     let paths: Vec<&str> = c.traps.iter().map(|t| t.path.as_str()).collect();
     assert_eq!(paths, ["/a", "/k"]);
 }
+
+fn example(name: &str) -> Compiled {
+    let path = format!(
+        "{}/../examples/kubearmor/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    load_str(name, &text)
+}
+
+/// The shipped examples load without errors and, together, use every
+/// file and process element of the spec.
+#[test]
+fn the_shipped_examples_load_and_cover_every_element() {
+    let all: Vec<Compiled> = ["shop-secrets.yaml", "cluster-audit.yaml", "host-allow.yaml"]
+        .into_iter()
+        .map(example)
+        .collect();
+    for c in &all {
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+    }
+    let traps: Vec<&CompiledTrap> = all
+        .iter()
+        .flat_map(|c| c.traps.iter().map(|t| &**t))
+        .collect();
+    let has = |what: &str, f: &dyn Fn(&CompiledTrap) -> bool| {
+        assert!(traps.iter().any(|t| f(t)), "no example uses {what}");
+    };
+    has("process rules", &|t| t.conditions.exec_only);
+    has("file rules", &|t| !t.conditions.exec_only);
+    has("readOnly", &|t| t.conditions.read_only);
+    has("ownerOnly", &|t| t.conditions.owner_only);
+    has("fromSource", &|t| {
+        !t.conditions.sources.is_empty() && !t.conditions.sources_allow
+    });
+    has("Allow + fromSource", &|t| t.conditions.sources_allow);
+    has("Audit", &|t| t.action == TrapAction::Audit);
+    has("Block", &|t| {
+        t.action == TrapAction::Block && !t.conditions.sources_allow
+    });
+    has("recursive directories", &|t| {
+        matches!(
+            t.path_set,
+            Some((
+                PathSet::Directory {
+                    recursive: true,
+                    ..
+                },
+                _
+            ))
+        )
+    });
+    has("flat directories", &|t| {
+        matches!(
+            t.path_set,
+            Some((
+                PathSet::Directory {
+                    recursive: false,
+                    ..
+                },
+                _
+            ))
+        )
+    });
+    has("patterns", &|t| {
+        matches!(t.path_set, Some((PathSet::Pattern(_), _)))
+    });
+    has("a rule's own severity", &|t| t.info.severity == Some(10));
+    has("tags", &|t| !t.info.tags.is_empty());
+    has("message", &|t| !t.info.message.is_empty());
+    has("NotIn", &|t| {
+        t.target.pods.iter().any(|p| !p.not_namespaces.is_empty())
+    });
+    has("In", &|t| {
+        t.policy_namespace.is_none() && t.target.pods.iter().any(|p| p.namespace.is_some())
+    });
+    has("matchLabels", &|t| {
+        t.target.pods.iter().any(|p| !p.labels.is_empty())
+    });
+    has("host policies", &|t| t.target.host);
+    let warnings: Vec<&String> = all.iter().flat_map(|c| &c.warnings).collect();
+    for section in [
+        "spec.network",
+        "spec.capabilities",
+        "spec.syscalls",
+        "spec.nodeSelector",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(section)),
+            "{section} warned: {warnings:?}"
+        );
+    }
+}
