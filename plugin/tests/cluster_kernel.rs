@@ -471,3 +471,89 @@ fn cluster_host_traps_need_the_operator() {
     api.delete(Kind::Policy, "kivebpf-system", "node");
     wait_until("the host trap is disarmed", || rt.metrics().armed == 0);
 }
+
+fn ka_cluster_policy(name: &str, op: &str, namespaces: &[&str]) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "severity": 6,
+            "selector": {"matchExpressions": [{"key": "namespace", "operator": op, "values": namespaces}]},
+            "file": {"matchPaths": [{"path": "/etc/hostname"}]},
+            "action": "Audit"
+        }
+    })
+}
+
+/// KubeArmor CRDs absent at start (not an error), installed later (picked
+/// up); a KubeArmorClusterPolicy selects namespaces with In and NotIn.
+#[test]
+fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
+    let web = Container::start(&[("etc/hostname", "web-0\n")], &[]);
+    let tenant = Container::start(&[("etc/hostname", "job-0\n")], &[]);
+    let api = ApiServer::start();
+    api.apply(Kind::Pod, pod_in("default", "web-0", &web.id));
+    api.apply(Kind::Pod, pod_in("tenant-a", "job-0", &tenant.id));
+    let rt = tracepoint_runtime();
+    let (cluster, _dir) = start_cluster(&api, &rt, Default::default());
+    wait_until("a first reconcile without the KubeArmor CRDs", || {
+        cluster
+            .status()
+            .reconciles
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && api.requests("KaClusterPolicy absent") >= 1
+    });
+    assert_eq!(
+        cluster
+            .status()
+            .watch_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "an absent CRD is not a watch error"
+    );
+    assert_eq!(rt.metrics().armed, 0);
+
+    // the CRD is installed, then a policy for every namespace but tenant-a
+    api.install(Kind::KaClusterPolicy);
+    api.apply(
+        Kind::KaClusterPolicy,
+        ka_cluster_policy("not-tenants", "NotIn", &["tenant-a"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.metrics().armed != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the installed CRD's policy was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        rt.kernel_keys(),
+        [key_in(&web, "/etc/hostname")],
+        "NotIn tenant-a"
+    );
+    web.exec("cat /etc/hostname");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].policy_name, "not-tenants");
+    assert_eq!(got[0].policy_severity, Some(6));
+    assert_eq!(got[0].pod.name, "web-0");
+
+    // In: only the namespaces listed
+    api.apply(
+        Kind::KaClusterPolicy,
+        ka_cluster_policy("tenants", "In", &["tenant-a"]),
+    );
+    wait_until("the In policy is armed", || rt.metrics().armed == 2);
+    let mut want = vec![
+        key_in(&web, "/etc/hostname"),
+        key_in(&tenant, "/etc/hostname"),
+    ];
+    want.sort();
+    let mut got = rt.kernel_keys();
+    got.sort();
+    assert_eq!(got, want);
+    api.delete(Kind::KaClusterPolicy, "", "not-tenants");
+    wait_until("the deleted policy is disarmed", || rt.metrics().armed == 1);
+    assert_eq!(rt.kernel_keys(), [key_in(&tenant, "/etc/hostname")]);
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 
+use crate::policy::kubearmor::{self, Kind as KaKind};
 use crate::policy::pods::{matching_containers, ContainerView, PodView};
 use crate::policy::scope::{scope_traps, ScopeConfig};
 use crate::policy::{compile, parse_document, CompiledTrap, PolicyError};
@@ -21,6 +22,8 @@ pub struct PolicyEntry {
     pub traps: Vec<Arc<CompiledTrap>>,
     /// What was rejected, naming policy, trap and field.
     pub errors: Vec<PolicyError>,
+    /// Parts of the policy left out (KubeArmor sections kive cannot enforce).
+    pub warnings: Vec<String>,
 }
 
 impl PartialEq for PolicyEntry {
@@ -84,6 +87,50 @@ pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
         name,
         traps,
         errors,
+        warnings: Vec::new(),
+    }
+}
+
+/// Compiles a KubeArmor policy object as served by the API server. A
+/// KubeArmorPolicy selects pods of its own namespace by construction; the
+/// cluster-scoped kinds are cluster-wide; host traps need the operator.
+pub fn kubearmor_entry(obj: &DynamicObject, kind: KaKind, scope: &ScopeConfig) -> PolicyEntry {
+    let name = object_key(
+        obj.metadata.namespace.as_deref(),
+        obj.metadata.name.as_deref(),
+    );
+    let doc = serde_json::json!({
+        "apiVersion": format!("{}/{}", kubearmor::GROUP, kubearmor::VERSION),
+        "kind": kind.as_str(),
+        "metadata": {"name": obj.metadata.name, "namespace": obj.metadata.namespace},
+        "spec": obj.data.get("spec").cloned().unwrap_or_default(),
+    });
+    let value = serde_yaml::to_value(doc).unwrap_or_default();
+    let compiled = kubearmor::compile_value(&format!("{} {name}", kind.as_str()), value);
+    let mut errors = compiled.errors;
+    let traps = compiled
+        .traps
+        .into_iter()
+        .map(|t| {
+            let mut t = (*t).clone();
+            t.from_cluster = true;
+            Arc::new(t)
+        })
+        .collect();
+    let scope = match kind {
+        KaKind::Policy => scope.clone(),
+        // cluster-scoped resources: no tenant namespace to stay in
+        KaKind::ClusterPolicy | KaKind::HostPolicy => ScopeConfig {
+            cluster_wide_namespaces: vec![String::new()],
+            allow_host_traps: scope.allow_host_traps,
+        },
+    };
+    let traps = scope_traps(traps, &scope, &mut errors);
+    PolicyEntry {
+        name,
+        traps,
+        errors,
+        warnings: compiled.warnings,
     }
 }
 
