@@ -276,6 +276,7 @@ fn kive_run_raises_its_open_file_limit_to_the_hard_limit() {
         "{log}"
     );
     assert!(stop(k).success());
+}
 
 /// `kive check` on the KubeArmor examples: every rule accepted, each with
 /// what it enforces, and the sections left out named.

@@ -394,7 +394,7 @@ fn a_tenant_policy_stays_in_its_namespace() {
     // the tenant's neighbour reads its own hostname: no alert reaches tenant-a
     web.exec("cat /etc/hostname");
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "no alert from default/web-0's hostname"
     );
 }
@@ -463,7 +463,7 @@ fn cluster_host_traps_need_the_operator() {
         "the tenant's host entry is still rejected"
     );
     support::run(std::process::Command::new("cat").arg(&file));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].metadata.owner, "host");
     assert_eq!(got[0].policy_name, "node");
@@ -519,21 +519,16 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
         Kind::KaClusterPolicy,
         ka_cluster_policy("not-tenants", "NotIn", &["tenant-a"]),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rt.metrics().armed != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the installed CRD's policy was not picked up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the installed CRD's policy is picked up", || {
+        rt.metrics().armed == 1
+    });
     assert_eq!(
         rt.kernel_keys(),
         [key_in(&web, "/etc/hostname")],
         "NotIn tenant-a"
     );
     web.exec("cat /etc/hostname");
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].policy_name, "not-tenants");
     assert_eq!(got[0].policy_severity, Some(6));

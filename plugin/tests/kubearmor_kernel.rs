@@ -14,9 +14,7 @@ use kive::alert::KiveAlert;
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
-use support::{alerts, run, world_dir};
-
-const WAIT: Duration = Duration::from_millis(400);
+use support::{alerts, alerts_until, quiet, run, world_dir};
 
 fn host_policy(spec: &str) -> Vec<Arc<CompiledTrap>> {
     let text = format!(
@@ -69,7 +67,7 @@ fn read_only_lets_reads_pass_and_reports_writes() {
     )));
     run(Command::new("cat").arg(&f));
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "a read of a readOnly file is silent"
     );
     assert_eq!(
@@ -78,7 +76,7 @@ fn read_only_lets_reads_pass_and_reports_writes() {
         "decided in the kernel: no event"
     );
     sh(&format!("echo more >> {}", f.display()));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_ne!(
         got[0].metadata.mask & 2,
@@ -117,9 +115,12 @@ fn owner_only_lets_the_owner_pass_and_reports_everyone_else() {
             "cat",
         ])
         .arg(&f));
-    assert!(alerts(&rt, WAIT).is_empty(), "the owner's read is silent");
+    assert!(
+        alerts(&rt, quiet()).is_empty(),
+        "the owner's read is silent"
+    );
     run(Command::new("cat").arg(&f));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "root is not the owner: {got:#?}");
     assert_eq!(got[0].process.uid, 0);
 }
@@ -139,7 +140,7 @@ fn from_source_is_the_executables_inode_not_its_name() {
     )));
     run(Command::new(&allowed).arg(&f));
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "the allowed source reads silently"
     );
 
@@ -148,13 +149,13 @@ fn from_source_is_the_executables_inode_not_its_name() {
     std::fs::hard_link(&allowed, &alias).expect("link");
     run(Command::new(&alias).arg(&f));
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "the allowed inode under another name is the same source"
     );
 
     // another executable: reported (would be blocked on the LSM tiers)
     run(Command::new("/usr/bin/cat").arg(&f));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(comms(&got), ["cat"], "{got:#?}");
     assert_eq!(
         got[0].metadata.action, "audit",
@@ -167,7 +168,7 @@ fn from_source_is_the_executables_inode_not_its_name() {
     std::fs::rename(&impostor, &allowed).expect("rename over the allowed name");
     rt.rescan_now();
     run(Command::new(&allowed).arg(&f));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(
         got.len(),
         1,
@@ -190,11 +191,11 @@ fn from_source_with_block_applies_to_the_listed_sources_only() {
     )));
     run(Command::new("/usr/bin/cat").arg(&f));
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "an unlisted executable passes"
     );
     run(Command::new(&listed).arg(&f));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "the listed source is reported: {got:#?}");
 }
 
@@ -209,11 +210,11 @@ fn process_rules_report_executions_not_reads() {
     )));
     run(Command::new("cat").arg(&tool));
     assert!(
-        alerts(&rt, WAIT).is_empty(),
+        alerts(&rt, quiet()).is_empty(),
         "reading an executable is not executing it"
     );
     run(&mut Command::new(&tool));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_ne!(
         got[0].metadata.mask & 1,
@@ -244,18 +245,21 @@ fn directory_and_pattern_rules_arm_their_files_and_later_ones() {
     assert_eq!(rt.metrics().armed, 3, "a.conf, sub/b.conf and app.log");
     for f in [&a, &b, &l] {
         run(Command::new("cat").arg(f));
-        let got = alerts(&rt, WAIT);
+        let got = alerts_until(&rt, 1);
         assert_eq!(got.len(), 1, "{}: {got:#?}", f.display());
         assert_eq!(got[0].metadata.path, f.display().to_string());
     }
     run(Command::new("cat").arg(&other));
-    assert!(alerts(&rt, WAIT).is_empty(), "app.txt does not match *.log");
+    assert!(
+        alerts(&rt, quiet()).is_empty(),
+        "app.txt does not match *.log"
+    );
 
     let later = file(&conf.join("sub"), "later.conf", 0o644);
     rt.rescan_now();
     assert_eq!(rt.metrics().armed, 4, "the new file is armed by the rescan");
     run(Command::new("cat").arg(&later));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].metadata.path, later.display().to_string());
 

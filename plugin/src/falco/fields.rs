@@ -158,14 +158,14 @@ impl KivePlugin {
     fn policy_tags(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
         with(req, |data, d| {
             d.map_get(data, Slot::CustomMetadata, META_TAGS.as_bytes())
-                .map(cstring)
+                .map(escaped)
         })
     }
 
     fn policy_message(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
         with(req, |data, d| {
             d.map_get(data, Slot::CustomMetadata, META_MESSAGE.as_bytes())
-                .map(cstring)
+                .map(escaped)
         })
     }
 
