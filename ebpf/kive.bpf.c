@@ -95,6 +95,13 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct kive_source_key);
+	__type(value, __u8);
+} sources SEC(".maps");
+
 #include "kive_proc.h"
 
 static __always_inline void count(__u32 idx)
@@ -261,6 +268,55 @@ static __always_inline void emit(const struct kive_key *key, const struct kive_t
 	bpf_ringbuf_submit(e, flags);
 }
 
+/*
+ * Rule conditions (scope, KIVE_TRAP_F_* of kive.h): called after a trap
+ * hit. `src` is the task whose executable is the access's source (the
+ * current task, or the parent after an exec on the tracepoint tier).
+ * Returns true when the access satisfies the rule and passes silently.
+ */
+static __always_inline bool kive_source_listed(__u32 trap_id, struct task_struct *src)
+{
+	struct file *exe = BPF_CORE_READ(src, mm, exe_file);
+	struct kive_source_key k = {};
+
+	if (!exe)
+		return false;
+	k.trap_id = trap_id;
+	k.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	k.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	return bpf_map_lookup_elem(&sources, &k) != 0;
+}
+
+static __always_inline bool kive_rule_passes(const struct kive_trap *trap, struct file *file,
+					     __u32 mask, struct task_struct *src)
+{
+	__u32 f = trap->flags;
+	bool listed = false, ok = true;
+
+	if (!(f & KIVE_TRAP_F_CONDITIONS))
+		return false;
+	if ((f & KIVE_TRAP_F_EXEC_ONLY) && !(mask & MAY_EXEC))
+		return true;
+	if (f & (KIVE_TRAP_F_SOURCES | KIVE_TRAP_F_SOURCES_ALLOW))
+		listed = kive_source_listed(trap->trap_id, src);
+	if ((f & KIVE_TRAP_F_SOURCES) && !listed)
+		return true;
+	if ((f & KIVE_TRAP_F_SOURCES_ALLOW) && !listed)
+		return false;
+	if (!(f & (KIVE_TRAP_F_READ_ONLY | KIVE_TRAP_F_OWNER_ONLY)))
+		return (f & KIVE_TRAP_F_SOURCES_ALLOW) != 0;
+	if ((f & KIVE_TRAP_F_READ_ONLY) && (mask & (MAY_WRITE | MAY_APPEND)))
+		ok = false;
+	if (f & KIVE_TRAP_F_OWNER_ONLY) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		__u32 fsuid = BPF_CORE_READ(task, cred, fsuid.val);
+
+		if (fsuid != BPF_CORE_READ(file, f_inode, i_uid.val))
+			ok = false;
+	}
+	return ok;
+}
+
 /* Shared by the LSM and trampoline hooks; returns 0 or -EPERM. */
 static __always_inline int on_file_open(struct file *file, __u8 hook, bool can_block)
 {
@@ -276,6 +332,9 @@ static __always_inline int on_file_open(struct file *file, __u8 hook, bool can_b
 		return 0;
 	f_mode = BPF_CORE_READ(file, f_mode);
 	f_flags = BPF_CORE_READ(file, f_flags);
+	if (kive_rule_passes(trap, file, access_mask(f_mode, f_flags),
+			     (struct task_struct *)bpf_get_current_task()))
+		return 0;
 	if (can_block && (trap->flags & KIVE_TRAP_F_BLOCK))
 		action = KIVE_ACTION_BLOCK;
 	emit(&key, trap, access_mask(f_mode, f_flags), f_flags, hook, action);
@@ -464,6 +523,9 @@ static __always_inline void on_fd_opened(long fd, __u8 hook)
 	if ((f_mode & FMODE_PATH) || is_self())
 		return;
 	f_flags = BPF_CORE_READ(file, f_flags);
+	if (kive_rule_passes(trap, file, access_mask(f_mode, f_flags),
+			     (struct task_struct *)bpf_get_current_task()))
+		return;
 	emit(&key, trap, access_mask(f_mode, f_flags), f_flags, hook, KIVE_ACTION_AUDIT);
 }
 
@@ -515,6 +577,10 @@ static __always_inline void on_exec(struct linux_binprm *bprm)
 		return;
 	trap = lookup(file, &key);
 	if (!trap || is_self())
+		return;
+	/* after the exec the source is approximated by the parent's executable */
+	if (kive_rule_passes(trap, file, MAY_OPEN | MAY_EXEC,
+			     BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), real_parent)))
 		return;
 	emit(&key, trap, MAY_OPEN | MAY_EXEC, BPF_CORE_READ(file, f_flags), KIVE_HOOK_TP_EXEC,
 	     KIVE_ACTION_AUDIT);
@@ -580,6 +646,8 @@ int kive_tpc_exec(struct trace_event_raw_sched_process_exec *ctx)
 		return 0;
 	trap = lookup(file, &key);
 	if (!trap || is_self())
+		return 0;
+	if (kive_rule_passes(trap, file, MAY_OPEN | MAY_EXEC, BPF_CORE_READ(task, real_parent)))
 		return 0;
 	emit(&key, trap, MAY_OPEN | MAY_EXEC, BPF_CORE_READ(file, f_flags), KIVE_HOOK_TP_EXEC,
 	     KIVE_ACTION_AUDIT);

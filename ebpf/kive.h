@@ -39,6 +39,23 @@ enum kive_action {
 
 /* kive_trap.flags */
 #define KIVE_TRAP_F_BLOCK 1u
+/*
+ * Rule conditions (KubeArmor-style), decided in the kernel on a hit: an
+ * access that satisfies them passes silently (no event, never blocked).
+ */
+#define KIVE_TRAP_F_EXEC_ONLY 2u      /* only executions count (process rules) */
+#define KIVE_TRAP_F_READ_ONLY 4u      /* reads pass; writes/appends count */
+#define KIVE_TRAP_F_OWNER_ONLY 8u     /* the file owner's (fsuid == i_uid) accesses pass */
+#define KIVE_TRAP_F_SOURCES 16u       /* only accesses from listed executables count */
+#define KIVE_TRAP_F_SOURCES_ALLOW 32u /* listed executables pass; others count */
+#define KIVE_TRAP_F_CONDITIONS 62u    /* all of the above */
+
+/* Key of the sources map: an executable listed for a trap (fromSource). */
+struct kive_source_key {
+	__u32 trap_id;
+	__u32 dev; /* kernel encoding, as in kive_key */
+	__u64 ino;
+};
 
 /* Per-CPU counters (stats map indices). */
 enum kive_stat {

@@ -399,6 +399,7 @@ fn load_armed(
             TrapValue {
                 trap_id: 1,
                 block: false,
+                conditions: 0,
             },
         )
         .map_err(|e| e.to_string())?;
@@ -418,6 +419,7 @@ fn load_armed(
                 TrapValue {
                     trap_id: id,
                     block: false,
+                    conditions: 0,
                 },
             )
             .map_err(|e| e.to_string())?;

@@ -104,7 +104,7 @@ fn main() {
     }
     api.apply(
         Kind::Policy,
-        json!({"metadata": {"name": "bench", "namespace": "kive-system"}, "spec": {"traps": trap_list}}),
+        json!({"metadata": {"name": "bench", "namespace": "kivebpf-system"}, "spec": {"traps": trap_list}}),
     );
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -123,6 +123,7 @@ fn main() {
             kubeconfig: Some(kubeconfig),
             node_name: "bench-node".into(),
             resync: Duration::from_secs(3600),
+            scope: Default::default(),
         },
         rt.pod_controller(),
     )

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use kive::callback::{CallbackConfig, Callbacks};
+use kive::callback::{CallbackConfig, Callbacks, DestinationConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::wait_until;
 use tokio::net::{TcpListener, TcpStream};
@@ -209,6 +209,11 @@ fn quick() -> CallbackConfig {
         request_timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_millis(200),
         max_attempts: 30,
+        // the receivers run on loopback, which callbacks refuse by default
+        destinations: DestinationConfig {
+            allow_loopback: true,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -338,5 +343,126 @@ fn without_the_ca_bundle_an_unknown_issuer_is_refused() {
     assert!(
         r.handshake_failures.load(Ordering::SeqCst) >= 1,
         "the client broke off the handshake"
+    );
+}
+
+#[test]
+fn a_loopback_callback_is_refused_by_default() {
+    let r = Receiver::start(vec![], false);
+    let cb = Callbacks::start(CallbackConfig {
+        destinations: DestinationConfig::default(),
+        ..quick()
+    })
+    .expect("callbacks");
+    assert!(
+        !cb.send(&r.url(), ALERT),
+        "a refused destination takes nothing"
+    );
+    assert!(!cb.send(&r.url(), ALERT));
+    assert_eq!(cb.counts(&r.url()).refused, 2);
+    assert_eq!(cb.totals().refused, 2);
+    // a metadata address is refused the same way
+    let md = "http://169.254.169.254/latest/meta-data/";
+    assert!(!cb.send(md, ALERT));
+    assert_eq!(cb.counts(md).refused, 1);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 0, "nothing reached loopback");
+}
+
+/// DNS rebinding: the name is harmless, the address it resolves to is
+/// not; the check is on the resolved address, at connect time.
+#[test]
+fn a_host_name_resolving_to_loopback_is_refused_at_connect_time() {
+    let r = Receiver::start(vec![], false);
+    let url = format!("http://localhost:{}/ingest", r.addr.port());
+    let deny = Callbacks::start(CallbackConfig {
+        destinations: DestinationConfig::default(),
+        ..quick()
+    })
+    .expect("callbacks");
+    assert!(
+        deny.send(&url, ALERT),
+        "a host name is queued, then checked"
+    );
+    wait_until("refused once resolved", || deny.counts(&url).refused == 1);
+    assert_eq!(deny.counts(&url).retries, 0, "a refusal is not retried");
+    assert_eq!(deny.counts(&url).delivered, 0);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 0, "nothing reached loopback");
+    // the same name with loopback allowed: the resolver path does deliver
+    let allow = Callbacks::start(quick()).expect("callbacks");
+    assert!(allow.send(&url, ALERT));
+    wait_until("delivered through the resolver", || {
+        allow.counts(&url).delivered == 1
+    });
+    assert_eq!(r.bodies(), [ALERT]);
+}
+
+#[test]
+fn redirects_are_never_followed() {
+    let target = Receiver::start(vec![], false);
+    let location = target.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let listener = rt
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("bind redirector");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route(
+        "/ingest",
+        post(move || {
+            let location = location.clone();
+            async move {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, location)],
+                )
+            }
+        }),
+    );
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let url = format!("http://{addr}/ingest");
+    let cb = Callbacks::start(quick()).expect("callbacks");
+    assert!(cb.send(&url, ALERT));
+    wait_until("the redirect is a failure", || cb.counts(&url).failed == 1);
+    assert_eq!(cb.counts(&url).retries, 0);
+    assert_eq!(
+        target.hits.load(Ordering::SeqCst),
+        0,
+        "the redirect's target was never reached"
+    );
+    rt.shutdown_background();
+}
+
+#[test]
+fn the_allowlist_lets_what_it_names_through_and_nothing_else() {
+    let r = Receiver::start(vec![], false);
+    let cb = Callbacks::start(CallbackConfig {
+        destinations: DestinationConfig {
+            allowed: vec!["127.0.0.1/32".into()],
+            ..Default::default()
+        },
+        ..quick()
+    })
+    .expect("callbacks");
+    assert!(cb.send(&r.url(), ALERT), "named by the allowlist");
+    wait_until("delivered", || cb.counts(&r.url()).delivered == 1);
+    assert_eq!(r.bodies(), [ALERT]);
+    let other = "http://10.255.255.1/ingest";
+    assert!(!cb.send(other, ALERT), "not in the allowlist");
+    assert_eq!(cb.counts(other).refused, 1);
+    assert!(
+        Callbacks::start(CallbackConfig {
+            destinations: DestinationConfig {
+                allowed: vec!["not a host/".into()],
+                ..Default::default()
+            },
+            ..quick()
+        })
+        .is_err(),
+        "a bad allowlist entry is an error at start"
     );
 }

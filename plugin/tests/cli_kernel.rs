@@ -277,3 +277,62 @@ fn kive_run_raises_its_open_file_limit_to_the_hard_limit() {
     );
     assert!(stop(k).success());
 }
+
+/// `kive check` on the KubeArmor examples: every rule accepted, each with
+/// what it enforces, and the sections left out named.
+#[test]
+fn kive_check_says_what_each_kubearmor_rule_enforces_and_what_it_leaves_out() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kubearmor");
+    let out = Command::new(env!("CARGO_BIN_EXE_kive"))
+        .args(["check"])
+        .arg(format!("{dir}/shop-secrets.yaml"))
+        .arg(format!("{dir}/cluster-audit.yaml"))
+        .arg(format!("{dir}/host-allow.yaml"))
+        .output()
+        .expect("kive check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok    policy shop/shop-secrets rule file.matchPaths[1] (/app/config/db.yaml): 1 pod selector(s); block, opens, reads pass, the owner passes, severity 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule process.matchPaths[0] (/bin/sh): 1 pod selector(s); block, executions, only from [/usr/local/bin/payments-api]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("every file in /run/secrets/ and below (at most 1024)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("only from [/usr/bin/kubelet] allowed"),
+        "{text}"
+    );
+    for left_out in ["spec.network", "spec.capabilities", "spec.syscalls"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("warn") && l.contains(left_out)),
+            "{left_out}: {text}"
+        );
+    }
+
+    // a default-deny rule is refused, named, and the exit status says so
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = tmp.path().join("deny.yaml");
+    std::fs::write(
+        &p,
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: deny, namespace: web}\nspec:\n  action: Allow\n  file:\n    matchPaths:\n    - path: /etc/app.conf\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_kive"))
+        .arg("check")
+        .arg(&p)
+        .output()
+        .expect("kive check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("error policy web/deny rule file.matchPaths[0] (/etc/app.conf): field action: Allow without fromSource"),
+        "{text}"
+    );
+}

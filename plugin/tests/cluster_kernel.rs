@@ -35,7 +35,7 @@ fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
 
 fn policy(name: &str, path: &str) -> serde_json::Value {
     json!({
-        "metadata": {"name": name, "namespace": "kive-system"},
+        "metadata": {"name": name, "namespace": "kivebpf-system"},
         "spec": {"alertVersion": "v1", "traps": [{
             "path": path, "create": true, "mode": 0o400,
             "metadata": {"severity": "high"},
@@ -94,6 +94,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
             kubeconfig: Some(kubeconfig),
             node_name: NODE.into(),
             resync: Duration::from_millis(200),
+            scope: Default::default(),
         },
         rt.pod_controller(),
     )
@@ -122,7 +123,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
     assert_eq!(got.len(), 1, "{got:#?}");
     let al = &got[0];
     assert_eq!(al.policy_name, "decoys");
-    assert_eq!(al.policy_namespace.as_deref(), Some("kive-system"));
+    assert_eq!(al.policy_namespace.as_deref(), Some("kivebpf-system"));
     assert_eq!(al.pod.name, "web-0");
     assert_eq!(al.pod.namespace, "default");
     assert_eq!(al.pod.ip, "10.1.0.7");
@@ -270,7 +271,7 @@ fn pod_traps_follow_policies_pods_and_containers() {
     assert_eq!(got[0].policy_name, "more");
 
     // deleting a policy disarms exactly its traps
-    api.delete(Kind::Policy, "kive-system", "decoys");
+    api.delete(Kind::Policy, "kivebpf-system", "decoys");
     wait_until("the deleted policy is disarmed", || rt.metrics().armed == 1);
     a2.exec("cat /secret.txt");
     assert!(
@@ -289,4 +290,280 @@ fn pod_traps_follow_policies_pods_and_containers() {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
+}
+
+fn pod_in(namespace: &str, name: &str, container_id: &str) -> serde_json::Value {
+    let mut p = pod(name, NODE, container_id);
+    p["metadata"]["namespace"] = json!(namespace);
+    p
+}
+
+fn kive_policy(
+    namespace: &str,
+    name: &str,
+    path: &str,
+    match_any: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"traps": [{"path": path, "create": true, "matchAny": match_any}]}
+    })
+}
+
+fn start_cluster(
+    api: &ApiServer,
+    rt: &Runtime,
+    scope: kive::policy::scope::ScopeConfig,
+) -> (ClusterSource, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let cluster = ClusterSource::start(
+        ClusterConfig {
+            kubeconfig: Some(kubeconfig),
+            node_name: NODE.into(),
+            resync: Duration::from_millis(200),
+            scope,
+        },
+        rt.pod_controller(),
+    )
+    .expect("cluster source");
+    (cluster, dir)
+}
+
+fn tracepoint_runtime() -> Runtime {
+    support::ensure_mounts();
+    let cfg = RuntimeConfig {
+        node_name: NODE.into(),
+        rescan: Duration::from_secs(3600),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Tracepoint,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Runtime::start(&cfg, &[]).expect("runtime").0
+}
+
+/// The scenario: a policy in tenant-a can neither plant a decoy in
+/// default/web-0 (`matchAny: [{}]`) nor arm its files (`namespace:
+/// default`); it still acts in its own namespace, and a policy of the
+/// cluster-wide namespace still reaches every namespace.
+#[test]
+fn a_tenant_policy_stays_in_its_namespace() {
+    let web = Container::start(&[("etc/hostname", "web-0\n")], &[]);
+    let tenant = Container::start(&[], &[]);
+    let api = ApiServer::start();
+    api.apply(Kind::Pod, pod_in("default", "web-0", &web.id));
+    api.apply(Kind::Pod, pod_in("tenant-a", "job-0", &tenant.id));
+    api.apply(
+        Kind::Policy,
+        kive_policy("tenant-a", "everything", "/planted.txt", json!([{}])),
+    );
+    api.apply(
+        Kind::Policy,
+        json!({"metadata": {"name": "neighbour", "namespace": "tenant-a"},
+               "spec": {"traps": [{"path": "/etc/hostname", "matchAny": [{"namespace": "default"}]}]}}),
+    );
+    api.apply(
+        Kind::Policy,
+        kive_policy(
+            "kivebpf-system",
+            "wide",
+            "/wide.txt",
+            json!([{"namespace": "default"}]),
+        ),
+    );
+    let rt = tracepoint_runtime();
+    let (cluster, _dir) = start_cluster(&api, &rt, Default::default());
+
+    // every policy is in the first reconcile (it waits for the first list)
+    wait_until("the in-scope traps are armed", || rt.metrics().armed == 2);
+    let mut want = vec![key_in(&web, "/wide.txt"), key_in(&tenant, "/planted.txt")];
+    want.sort();
+    let mut got = rt.kernel_keys();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "only the wide trap in web-0 and tenant-a's own decoy"
+    );
+    assert!(
+        Root::open(web.root())
+            .expect("web root")
+            .resolve("/planted.txt")
+            .is_err(),
+        "a tenant-a policy planted a file in default/web-0"
+    );
+    assert!(
+        !rt.kernel_keys().contains(&key_in(&web, "/etc/hostname")),
+        "a tenant-a policy armed default/web-0's /etc/hostname"
+    );
+    assert_eq!(
+        cluster
+            .status()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the out-of-scope entry is reported as rejected"
+    );
+    // the tenant's neighbour reads its own hostname: no alert reaches tenant-a
+    web.exec("cat /etc/hostname");
+    assert!(
+        alerts(&rt, quiet()).is_empty(),
+        "no alert from default/web-0's hostname"
+    );
+}
+
+/// `host: true` from the cluster: rejected by default (not silently
+/// "applied"), armed on the node when the operator allows it.
+#[test]
+fn cluster_host_traps_need_the_operator() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("host-secret.txt");
+    std::fs::write(&file, "x").expect("write");
+    let path = file.display().to_string();
+    let api = ApiServer::start();
+    api.apply(
+        Kind::Policy,
+        kive_policy("kivebpf-system", "node", &path, json!([{"host": true}])),
+    );
+    api.apply(
+        Kind::Policy,
+        kive_policy("tenant-a", "node", &path, json!([{"host": true}])),
+    );
+
+    let rt = tracepoint_runtime();
+    let (off, _k) = start_cluster(&api, &rt, Default::default());
+    wait_until("a reconcile", || {
+        off.status()
+            .reconciles
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    });
+    assert_eq!(
+        rt.metrics().armed,
+        0,
+        "host traps from the cluster are off by default"
+    );
+    assert_eq!(
+        off.status()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "both host entries are rejected"
+    );
+    drop(off);
+    drop(rt);
+
+    let rt = tracepoint_runtime();
+    let scope = kive::policy::scope::ScopeConfig {
+        allow_host_traps: true,
+        ..Default::default()
+    };
+    let (on, _k) = start_cluster(&api, &rt, scope);
+    wait_until("the cluster-wide host trap is armed", || {
+        rt.metrics().armed == 1
+    });
+    let key = Root::open(std::path::Path::new("/"))
+        .expect("host root")
+        .resolve(&path)
+        .expect("host file")
+        .key;
+    assert_eq!(rt.kernel_keys(), [key]);
+    assert_eq!(
+        on.status()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the tenant's host entry is still rejected"
+    );
+    support::run(std::process::Command::new("cat").arg(&file));
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].metadata.owner, "host");
+    assert_eq!(got[0].policy_name, "node");
+    // deleting the policy disarms it
+    api.delete(Kind::Policy, "kivebpf-system", "node");
+    wait_until("the host trap is disarmed", || rt.metrics().armed == 0);
+}
+
+fn ka_cluster_policy(name: &str, op: &str, namespaces: &[&str]) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "severity": 6,
+            "selector": {"matchExpressions": [{"key": "namespace", "operator": op, "values": namespaces}]},
+            "file": {"matchPaths": [{"path": "/etc/hostname"}]},
+            "action": "Audit"
+        }
+    })
+}
+
+/// KubeArmor CRDs absent at start (not an error), installed later (picked
+/// up); a KubeArmorClusterPolicy selects namespaces with In and NotIn.
+#[test]
+fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
+    let web = Container::start(&[("etc/hostname", "web-0\n")], &[]);
+    let tenant = Container::start(&[("etc/hostname", "job-0\n")], &[]);
+    let api = ApiServer::start();
+    api.apply(Kind::Pod, pod_in("default", "web-0", &web.id));
+    api.apply(Kind::Pod, pod_in("tenant-a", "job-0", &tenant.id));
+    let rt = tracepoint_runtime();
+    let (cluster, _dir) = start_cluster(&api, &rt, Default::default());
+    wait_until("a first reconcile without the KubeArmor CRDs", || {
+        cluster
+            .status()
+            .reconciles
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && api.requests("KaClusterPolicy absent") >= 1
+    });
+    assert_eq!(
+        cluster
+            .status()
+            .watch_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "an absent CRD is not a watch error"
+    );
+    assert_eq!(rt.metrics().armed, 0);
+
+    // the CRD is installed, then a policy for every namespace but tenant-a
+    api.install(Kind::KaClusterPolicy);
+    api.apply(
+        Kind::KaClusterPolicy,
+        ka_cluster_policy("not-tenants", "NotIn", &["tenant-a"]),
+    );
+    wait_until("the installed CRD's policy is picked up", || {
+        rt.metrics().armed == 1
+    });
+    assert_eq!(
+        rt.kernel_keys(),
+        [key_in(&web, "/etc/hostname")],
+        "NotIn tenant-a"
+    );
+    web.exec("cat /etc/hostname");
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].policy_name, "not-tenants");
+    assert_eq!(got[0].policy_severity, Some(6));
+    assert_eq!(got[0].pod.name, "web-0");
+
+    // In: only the namespaces listed
+    api.apply(
+        Kind::KaClusterPolicy,
+        ka_cluster_policy("tenants", "In", &["tenant-a"]),
+    );
+    wait_until("the In policy is armed", || rt.metrics().armed == 2);
+    let mut want = vec![
+        key_in(&web, "/etc/hostname"),
+        key_in(&tenant, "/etc/hostname"),
+    ];
+    want.sort();
+    let mut got = rt.kernel_keys();
+    got.sort();
+    assert_eq!(got, want);
+    api.delete(Kind::KaClusterPolicy, "", "not-tenants");
+    wait_until("the deleted policy is disarmed", || rt.metrics().armed == 1);
+    assert_eq!(rt.kernel_keys(), [key_in(&tenant, "/etc/hostname")]);
 }

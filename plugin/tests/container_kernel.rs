@@ -53,6 +53,7 @@ fn a_trap_armed_through_the_overlay_fires_from_inside_and_survives_copy_up() {
         TrapValue {
             trap_id: 11,
             block: false,
+            conditions: 0,
         },
     )
     .expect("arm");
@@ -122,6 +123,7 @@ fn replicas_of_one_image_have_distinct_keys() {
         TrapValue {
             trap_id: 1,
             block: false,
+            conditions: 0,
         },
     )
     .expect("arm a");
@@ -177,6 +179,7 @@ fn pod_runtime_report(
         .map(|t| DesiredEntry {
             trap: t.clone(),
             owner: owner.clone(),
+            host: false,
         })
         .collect();
     let report = rt.pod_controller().reconcile(&desired);

@@ -16,6 +16,7 @@ fn audit(id: u32) -> TrapValue {
     TrapValue {
         trap_id: id,
         block: false,
+        conditions: 0,
     }
 }
 

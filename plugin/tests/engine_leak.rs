@@ -51,6 +51,7 @@ fn a_hundred_load_close_cycles_leak_nothing() {
             TrapValue {
                 trap_id: i,
                 block: false,
+                conditions: 0,
             },
         )
         .expect("arm");

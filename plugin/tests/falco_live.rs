@@ -219,7 +219,10 @@ fn rate_limit_and_a_dead_callback_show_in_the_metrics_and_never_hold_events() {
         "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: limited, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    callback: {url}\n    rateLimit: {{alerts: 1, seconds: 60}}\n    matchAny: [{{host: true}}]\n",
         trap.display()
     );
-    let cfg = format!(r#"{{"mode":"live","policies":{}}}"#, json_str(&policy));
+    let cfg = format!(
+        r#"{{"mode":"live","callbackAllowLoopback":true,"policies":{}}}"#,
+        json_str(&policy)
+    );
     let p = Plugin::init(&cfg).expect("init");
     let inst = p.open(None).expect("live open");
     for m in [

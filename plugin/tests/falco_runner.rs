@@ -76,6 +76,10 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
         ("kive.alert.version", s("v1")),
         ("kive.policy.name", s("decoy-aws-credentials")),
         ("kive.policy.namespace", s("shop")),
+        // a KivePolicy trap: no rule severity, tags or message
+        ("kive.policy.severity", ExtractedField::None),
+        ("kive.policy.tags", ExtractedField::None),
+        ("kive.policy.message", ExtractedField::None),
         ("kive.trap.path", s("/root/.aws/credentials")),
         ("kive.path", s("/root/.aws/credentials")),
         ("kive.inode", U64(1311015)),
@@ -613,4 +617,47 @@ fn readme_fields_table_is_the_generated_one() {
             "README.md has no {BEGIN} ... {END} section; it must hold:\n\n{want}"
         ),
     }
+}
+
+/// A KubeArmor rule's severity, tags and message reach Falco's fields and
+/// the rebuilt alert.
+#[test]
+fn kubearmor_severity_tags_and_message_are_fields() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ka.jsonl");
+    let line = serde_json::json!({
+        "kive-alert-version": "v1", "kive-policy-name": "shop-secrets",
+        "timestamp": "2026-12-01T08:00:00.000000000Z",
+        "metadata": {"path": "/etc/shadow", "inode": 7, "mask": 36, "kernel-id": "k",
+                     "callback": "", "action": "block", "owner": "host"},
+        "custom-metadata": {"kubearmor-kind": "KubeArmorPolicy", "kubearmor-rule": "file.matchPaths[0]",
+                            "policy-severity": "9", "policy-tags": "MITRE,T1003",
+                            "policy-message": "shadow read\nforged"},
+        "pod": {}, "node": {"name": "n"},
+        "process": {"pid": 1, "tgid": 1, "uid": 0, "gid": 0, "binary": "/usr/bin/cat",
+                    "cwd": "/", "arguments": "cat /etc/shadow"},
+        "kive-policy-severity": 9, "kive-policy-tags": ["MITRE", "T1003"],
+        "kive-policy-message": "shadow read\nforged"
+    });
+    std::fs::write(&path, format!("{line}\n")).expect("write");
+    let mut r = replay(path.to_str().expect("utf8"));
+    let ev = r.next_event().expect("the alert");
+    let get = |r: &mut CapturingPluginRunner, name: &str| {
+        r.extract_field(&ev, name)
+            .unwrap_or_else(|| panic!("{name} is a known field"))
+            .unwrap_or_else(|rc| panic!("{name}: rc {rc}"))
+    };
+    assert_eq!(get(&mut r, "kive.policy.severity"), ExtractedField::U64(9));
+    assert_eq!(get(&mut r, "kive.policy.tags"), s("MITRE,T1003"));
+    assert_eq!(
+        get(&mut r, "kive.policy.message"),
+        s("shadow read\\nforged"),
+        "a message cannot add a line to a Falco output"
+    );
+    let ExtractedField::String(json) = get(&mut r, "kive.alert") else {
+        panic!("kive.alert is a string");
+    };
+    let v: serde_json::Value = serde_json::from_slice(json.as_bytes()).expect("JSON");
+    assert_eq!(v["kive-policy-severity"], 9);
+    assert_eq!(v["kive-policy-tags"], serde_json::json!(["MITRE", "T1003"]));
 }

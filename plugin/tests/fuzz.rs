@@ -96,9 +96,21 @@ fn policy_yaml(data: &[u8]) {
 /// KivePolicy objects as the API server serves them (JSON).
 fn policy_json(data: &[u8]) {
     if let Ok(obj) = serde_json::from_slice::<kube::api::DynamicObject>(data) {
-        let entry = kive::k8s::convert::policy_entry(&obj);
+        let scope = kive::policy::scope::ScopeConfig::default();
+        let entry = kive::k8s::convert::policy_entry(&obj, &scope);
         for e in &entry.errors {
             let _ = e.to_string();
+        }
+        // the same object read as each KubeArmor kind
+        for kind in [
+            kive::policy::kubearmor::Kind::Policy,
+            kive::policy::kubearmor::Kind::ClusterPolicy,
+            kive::policy::kubearmor::Kind::HostPolicy,
+        ] {
+            let entry = kive::k8s::convert::kubearmor_entry(&obj, kind, &scope);
+            for e in &entry.errors {
+                let _ = e.to_string();
+            }
         }
     }
     policy_yaml(data);

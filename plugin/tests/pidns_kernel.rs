@@ -59,6 +59,7 @@ fn loader(file: &std::path::Path, mut ready: std::fs::File, host_pid: std::fs::F
     let value = TrapValue {
         trap_id: 1,
         block: false,
+        conditions: 0,
     };
     if engine.arm(key, value).is_err() {
         return FAILED;

@@ -43,7 +43,35 @@ pub struct KiveAlert {
     /// kive: who opened the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accessor: Option<AccessorMetadata>,
+    /// kive: severity (1-10) of the policy rule (KubeArmor `severity`).
+    #[serde(
+        rename = "kive-policy-severity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_severity: Option<u8>,
+    /// kive: tags of the policy rule (KubeArmor `tags`).
+    #[serde(
+        rename = "kive-policy-tags",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub policy_tags: Vec<String>,
+    /// kive: message of the policy rule (KubeArmor `message`).
+    #[serde(
+        rename = "kive-policy-message",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub policy_message: String,
 }
+
+/// custom-metadata key carrying a rule's severity (and so kive.policy.severity).
+pub const META_SEVERITY: &str = "policy-severity";
+/// custom-metadata key carrying a rule's tags, comma-separated.
+pub const META_TAGS: &str = "policy-tags";
+/// custom-metadata key carrying a rule's message.
+pub const META_MESSAGE: &str = "policy-message";
 
 /// `metadata` of a KiveAlert.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

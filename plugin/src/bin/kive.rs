@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use kive::alert::text::to_text;
+use kive::callback::DestinationConfig;
 use kive::k8s::{ClusterConfig, ClusterSource};
+use kive::policy::scope::ScopeConfig;
 use kive::policy::{self, Compiled};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{FloodLimit, TierChoice};
@@ -99,6 +101,28 @@ struct RunArgs {
     /// Extra CA certificates (PEM) for HTTPS callbacks.
     #[arg(long, value_name = "FILE")]
     callback_ca: Option<PathBuf>,
+    /// A namespace whose KivePolicies may select pods of every namespace
+    /// (repeatable; default kivebpf-system). Policies of other namespaces
+    /// act only on pods of their own namespace.
+    #[arg(long = "cluster-wide-namespace", value_name = "NAMESPACE")]
+    cluster_wide_namespaces: Vec<String>,
+    /// Arm `host: true` traps of KivePolicies read from the cluster (from
+    /// cluster-wide namespaces only); rejected by default.
+    #[arg(long)]
+    allow_cluster_host_traps: bool,
+    /// Let callbacks reach loopback addresses (refused by default).
+    #[arg(long)]
+    callback_allow_loopback: bool,
+    /// Let callbacks reach link-local addresses (refused by default).
+    #[arg(long)]
+    callback_allow_link_local: bool,
+    /// Let callbacks reach cloud metadata services (refused by default).
+    #[arg(long)]
+    callback_allow_metadata: bool,
+    /// The only callback destinations (repeatable): a host name, an address
+    /// or a CIDR.
+    #[arg(long = "callback-allowed-host", value_name = "HOST|CIDR")]
+    callback_allowed_hosts: Vec<String>,
 }
 
 fn load(policies: &[PathBuf]) -> Compiled {
@@ -109,11 +133,7 @@ fn load(policies: &[PathBuf]) -> Compiled {
     for p in policies {
         let name = p.display().to_string();
         match std::fs::read_to_string(p) {
-            Ok(text) => {
-                let c = policy::load_str(&name, &text);
-                all.traps.extend(c.traps);
-                all.errors.extend(c.errors);
-            }
+            Ok(text) => all.extend(policy::load_str(&name, &text)),
             Err(e) => all.errors.push(policy::PolicyError::Document {
                 document: name,
                 field: "(file)".into(),
@@ -139,6 +159,12 @@ fn run(args: RunArgs) -> ExitCode {
         in_cluster,
         print_callback_alerts,
         callback_ca,
+        cluster_wide_namespaces,
+        allow_cluster_host_traps,
+        callback_allow_loopback,
+        callback_allow_link_local,
+        callback_allow_metadata,
+        callback_allowed_hosts,
     } = args;
     // Some(kubeconfig or in-cluster) when pod traps come from a cluster
     let cluster = match (kubeconfig, in_cluster) {
@@ -154,6 +180,9 @@ fn run(args: RunArgs) -> ExitCode {
     for e in &compiled.errors {
         tracing::error!("{e}");
     }
+    for w in &compiled.warnings {
+        tracing::warn!("{w}");
+    }
     let mut cfg = RuntimeConfig::default();
     cfg.engine.tier = tier;
     cfg.engine.ring_bytes = ring_bytes;
@@ -168,6 +197,12 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if let Some(cb) = cfg.callbacks.as_mut() {
         cb.ca_bundle = callback_ca;
+        cb.destinations = DestinationConfig {
+            allow_loopback: callback_allow_loopback,
+            allow_link_local: callback_allow_link_local,
+            allow_metadata: callback_allow_metadata,
+            allowed: callback_allowed_hosts,
+        };
     }
     let (rt, report) = match Runtime::start(&cfg, &compiled.traps) {
         Ok(r) => r,
@@ -196,6 +231,7 @@ fn run(args: RunArgs) -> ExitCode {
                 kubeconfig,
                 node_name: cfg.node_name.clone(),
                 resync: Duration::from_millis(rescan_ms.max(10)),
+                scope: scope_config(cluster_wide_namespaces, allow_cluster_host_traps),
             };
             match ClusterSource::start(cfg, rt.pod_controller()) {
                 Ok(c) => Some(c),
@@ -305,6 +341,17 @@ fn print_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> std::io::Result<()
     Ok(())
 }
 
+fn scope_config(namespaces: Vec<String>, allow_host_traps: bool) -> ScopeConfig {
+    let mut scope = ScopeConfig {
+        allow_host_traps,
+        ..ScopeConfig::default()
+    };
+    if !namespaces.is_empty() {
+        scope.cluster_wide_namespaces = namespaces;
+    }
+    scope
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
     let mut cur = e.source();
@@ -325,10 +372,13 @@ fn check(policies: &[PathBuf]) -> ExitCode {
             (false, 0) => "nothing (empty matchAny)".to_string(),
             (false, n) => format!("{n} pod selector(s)"),
         };
-        lines.push(format!("ok    {}: {target}", t.origin));
+        lines.push(format!("ok    {}: {target}; {}", t.origin, t.enforcement()));
         for w in &t.warnings {
             lines.push(format!("warn  {w}"));
         }
+    }
+    for w in &compiled.warnings {
+        lines.push(format!("warn  {w}"));
     }
     for e in &compiled.errors {
         lines.push(format!("error {e}"));

@@ -2,6 +2,11 @@
 //! KiveAlert JSON, from a bounded queue per endpoint drained by its own
 //! task. A dead, slow or hanging endpoint only ever fills its own queue:
 //! enqueueing never blocks, and what overflows is counted and logged.
+//! Destinations are restricted ([`destination`]): no redirects, no proxy,
+//! and loopback, link-local and cloud metadata addresses refused unless
+//! the operator allows them, checked on the resolved address.
+
+pub mod destination;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +16,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
+
+pub use destination::{DestinationConfig, Destinations, Refusal};
 
 /// How callbacks are sent.
 #[derive(Debug, Clone)]
@@ -29,6 +36,8 @@ pub struct CallbackConfig {
     pub max_backoff: Duration,
     /// Extra CA certificates (PEM) trusted besides the system roots.
     pub ca_bundle: Option<PathBuf>,
+    /// Which destinations a callback may reach.
+    pub destinations: DestinationConfig,
 }
 
 impl Default for CallbackConfig {
@@ -41,6 +50,7 @@ impl Default for CallbackConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             ca_bundle: None,
+            destinations: DestinationConfig::default(),
         }
     }
 }
@@ -62,6 +72,9 @@ pub enum CallbackError {
     /// The tokio runtime could not start.
     #[error("starting the callback runtime")]
     Runtime(#[source] std::io::Error),
+    /// An allowlist entry is not a host, an address or a CIDR.
+    #[error("callback destinations")]
+    Destinations(#[source] destination::BadAllowEntry),
 }
 
 /// Counters of one endpoint.
@@ -75,6 +88,8 @@ pub struct EndpointStats {
     pub retries: AtomicU64,
     /// Alerts dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Alerts not sent because the destination is refused.
+    pub refused: AtomicU64,
 }
 
 /// A snapshot of one endpoint's counters.
@@ -88,16 +103,51 @@ pub struct EndpointCounts {
     pub retries: u64,
     /// Dropped on overflow.
     pub dropped: u64,
+    /// Not sent: refused destination.
+    pub refused: u64,
 }
 
 struct Endpoint {
-    tx: mpsc::Sender<Arc<str>>,
+    /// `None`: the URL itself is refused.
+    tx: Option<mpsc::Sender<Arc<str>>>,
     stats: Arc<EndpointStats>,
+}
+
+/// Resolves host names and keeps only the addresses the destination rules
+/// allow: the check is on what is connected to, not on the name.
+struct GuardedResolver {
+    destinations: Arc<Destinations>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let destinations = Arc::clone(&self.destinations);
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            destinations.check_name(&host)?;
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let kept = destinations.filter_resolved(&host, addrs)?;
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The destination refusal somewhere in an error's chain.
+fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<Refusal>() {
+            return Some(r);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Sends alerts to callback URLs in the background.
 pub struct Callbacks {
     cfg: CallbackConfig,
+    destinations: Arc<Destinations>,
     client: reqwest::Client,
     runtime: Option<tokio::runtime::Runtime>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
@@ -156,8 +206,18 @@ impl Callbacks {
     /// first alert for it.
     pub fn start(cfg: CallbackConfig) -> Result<Self, CallbackError> {
         let tls = tls_config(cfg.ca_bundle.as_ref())?;
+        let destinations = Arc::new(
+            Destinations::new(cfg.destinations.clone()).map_err(CallbackError::Destinations)?,
+        );
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
+            // a redirect would lead the node anywhere; a proxy would hide
+            // the address really connected to
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(GuardedResolver {
+                destinations: Arc::clone(&destinations),
+            })
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .user_agent(concat!("kive/", env!("CARGO_PKG_VERSION")))
@@ -171,6 +231,7 @@ impl Callbacks {
             .map_err(CallbackError::Runtime)?;
         Ok(Self {
             cfg,
+            destinations,
             client,
             runtime: Some(runtime),
             endpoints: Mutex::new(HashMap::new()),
@@ -178,25 +239,46 @@ impl Callbacks {
     }
 
     /// Queues `json` for `url`; never blocks. Returns false when the
-    /// endpoint's queue is full (the alert is dropped and counted).
+    /// endpoint's queue is full (the alert is dropped and counted) or the
+    /// destination is refused.
     pub fn send(&self, url: &str, json: &str) -> bool {
+        self.send_from("callback", url, json)
+    }
+
+    /// [`Callbacks::send`] for an alert of `origin` (policy and trap),
+    /// named in the log when the destination is refused.
+    pub fn send_from(&self, origin: &str, url: &str, json: &str) -> bool {
         let Some(rt) = &self.runtime else {
             return false;
         };
         let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         let ep = eps.entry(url.to_string()).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(self.cfg.queue_capacity.max(1));
             let stats = Arc::new(EndpointStats::default());
+            if let Err(r) = self.destinations.check_url(url) {
+                tracing::error!("{origin}: field callback: {url}: {r}; alerts not sent there");
+                return Endpoint { tx: None, stats };
+            }
+            let (tx, rx) = mpsc::channel(self.cfg.queue_capacity.max(1));
             rt.spawn(deliver(
                 self.client.clone(),
                 self.cfg.clone(),
-                url.to_string(),
+                Target {
+                    url: url.to_string(),
+                    origin: origin.to_string(),
+                },
                 rx,
                 Arc::clone(&stats),
             ));
-            Endpoint { tx, stats }
+            Endpoint {
+                tx: Some(tx),
+                stats,
+            }
         });
-        match ep.tx.try_send(Arc::from(json)) {
+        let Some(tx) = &ep.tx else {
+            ep.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        match tx.try_send(Arc::from(json)) {
             Ok(()) => true,
             Err(_) => {
                 let n = ep.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -217,6 +299,7 @@ impl Callbacks {
                 failed: e.stats.failed.load(Ordering::Relaxed),
                 retries: e.stats.retries.load(Ordering::Relaxed),
                 dropped: e.stats.dropped.load(Ordering::Relaxed),
+                refused: e.stats.refused.load(Ordering::Relaxed),
             })
             .unwrap_or_default()
     }
@@ -230,18 +313,26 @@ impl Callbacks {
             t.failed += e.stats.failed.load(Ordering::Relaxed);
             t.retries += e.stats.retries.load(Ordering::Relaxed);
             t.dropped += e.stats.dropped.load(Ordering::Relaxed);
+            t.refused += e.stats.refused.load(Ordering::Relaxed);
         }
         t
     }
 }
 
+/// An endpoint and the trap that first sent to it.
+struct Target {
+    url: String,
+    origin: String,
+}
+
 async fn deliver(
     client: reqwest::Client,
     cfg: CallbackConfig,
-    url: String,
+    target: Target,
     mut rx: mpsc::Receiver<Arc<str>>,
     stats: Arc<EndpointStats>,
 ) {
+    let Target { url, origin } = target;
     while let Some(body) = rx.recv().await {
         let mut attempt = 1;
         loop {
@@ -260,9 +351,27 @@ async fn deliver(
                     tracing::debug!("callback {url}: {} (attempt {attempt})", r.status());
                     true
                 }
+                Ok(r) if r.status().is_redirection() => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "{origin}: callback {url}: {} redirect not followed (callbacks never follow redirects)",
+                        r.status()
+                    );
+                    false
+                }
                 Ok(r) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("callback {url}: {} (not retried)", r.status());
+                    false
+                }
+                Err(e) if refusal_in(&e).is_some() => {
+                    let n = stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        let r = refusal_in(&e).map(ToString::to_string).unwrap_or_default();
+                        tracing::error!(
+                            "{origin}: field callback: {url}: {r}; alert not sent ({n} so far)"
+                        );
+                    }
                     false
                 }
                 Err(e) => {

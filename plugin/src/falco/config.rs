@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::FalcoError;
+use crate::callback::{DestinationConfig, Destinations};
 use crate::k8s::ClusterConfig;
+use crate::policy::scope::ScopeConfig;
 use crate::runtime::RuntimeConfig;
 use crate::trap::{EngineConfig, TierChoice};
 
@@ -108,6 +110,19 @@ pub struct KiveConfig {
     /// Extra CA certificates (a PEM file) trusted for HTTPS callbacks,
     /// besides the system roots.
     pub callback_ca_bundle: Option<String>,
+    /// Let callbacks reach loopback addresses (127.0.0.0/8, ::1); refused
+    /// by default.
+    pub callback_allow_loopback: bool,
+    /// Let callbacks reach link-local addresses (169.254.0.0/16,
+    /// fe80::/10); refused by default.
+    pub callback_allow_link_local: bool,
+    /// Let callbacks reach cloud metadata services (169.254.169.254,
+    /// fd00:ec2::254, 100.100.100.200, metadata.google.internal); refused
+    /// by default.
+    pub callback_allow_metadata: bool,
+    /// When not empty, the only callback destinations: host names,
+    /// addresses or CIDRs (each allowed even if loopback or link-local).
+    pub callback_allowed_hosts: Vec<String>,
 }
 
 /// `kubernetes` in the init config.
@@ -119,6 +134,27 @@ pub struct KubernetesConfig {
     /// A kubeconfig file; absent: the in-cluster service account (a
     /// DaemonSet), then the usual kubeconfig lookup.
     pub kubeconfig: Option<String>,
+    /// Namespaces whose KivePolicies may select pods of any namespace
+    /// (default `[kivebpf-system]`); a policy of any other namespace acts
+    /// only on pods of its own namespace.
+    pub cluster_wide_namespaces: Option<Vec<String>>,
+    /// Arm `host: true` traps of KivePolicies in cluster-wide namespaces
+    /// (default off: they are rejected with an error naming the policy).
+    pub allow_host_traps: bool,
+}
+
+impl KubernetesConfig {
+    /// The tenant scope settings.
+    pub fn scope(&self) -> ScopeConfig {
+        let mut scope = ScopeConfig {
+            allow_host_traps: self.allow_host_traps,
+            ..ScopeConfig::default()
+        };
+        if let Some(ns) = &self.cluster_wide_namespaces {
+            scope.cluster_wide_namespaces = ns.clone();
+        }
+        scope
+    }
 }
 
 impl Default for KiveConfig {
@@ -144,6 +180,10 @@ impl Default for KiveConfig {
             batch_timeout_ms: 50,
             kubernetes: KubernetesConfig::default(),
             callback_ca_bundle: None,
+            callback_allow_loopback: false,
+            callback_allow_link_local: false,
+            callback_allow_metadata: false,
+            callback_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -200,6 +240,12 @@ impl KiveConfig {
                 format!("{} is not between 1 and 100", self.batch_timeout_ms),
             );
         }
+        if let Err(e) = Destinations::new(self.callback_destinations()) {
+            return bad(
+                &format!("callbackAllowedHosts[{}]", e.index),
+                format!("{:?} is not a host name, an address or a CIDR", e.entry),
+            );
+        }
         for (i, f) in self.policy_files.iter().enumerate() {
             if f.is_empty() {
                 return bad(&format!("policyFiles[{i}]"), "empty path".into());
@@ -230,8 +276,19 @@ impl KiveConfig {
         }
         if let Some(cb) = rc.callbacks.as_mut() {
             cb.ca_bundle = self.callback_ca_bundle.as_ref().map(PathBuf::from);
+            cb.destinations = self.callback_destinations();
         }
         rc
+    }
+
+    /// Where callbacks may go.
+    pub fn callback_destinations(&self) -> DestinationConfig {
+        DestinationConfig {
+            allow_loopback: self.callback_allow_loopback,
+            allow_link_local: self.callback_allow_link_local,
+            allow_metadata: self.callback_allow_metadata,
+            allowed: self.callback_allowed_hosts.clone(),
+        }
     }
 
     /// The cluster source's settings, when it is enabled.
@@ -240,6 +297,7 @@ impl KiveConfig {
             kubeconfig: self.kubernetes.kubeconfig.as_ref().map(PathBuf::from),
             node_name: node_name.to_string(),
             resync: Duration::from_millis(self.rescan_ms),
+            scope: self.kubernetes.scope(),
         })
     }
 

@@ -14,6 +14,7 @@ use falco_plugin::extract::{field, ExtractFieldInfo, ExtractPlugin, ExtractReque
 
 use super::payload::{Decoded, Numbers, Slot};
 use super::{KiveEvent, KivePlugin};
+use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
 use crate::alert::text::escape;
 use crate::alert::{access_names, ProcessFlags};
 use crate::node::cgroup::pod_uid_from_cgroup_path;
@@ -144,6 +145,27 @@ impl KivePlugin {
         with(req, |_, d| {
             let names = access_names(d.numbers().mask as u32);
             (!names.is_empty()).then(|| CString::new(names.join(",")).expect("ascii names"))
+        })
+    }
+
+    fn policy_severity(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
+        with(req, |data, d| {
+            d.map_get(data, Slot::CustomMetadata, META_SEVERITY.as_bytes())
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        })
+    }
+
+    fn policy_tags(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            d.map_get(data, Slot::CustomMetadata, META_TAGS.as_bytes())
+                .map(escaped)
+        })
+    }
+
+    fn policy_message(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            d.map_get(data, Slot::CustomMetadata, META_MESSAGE.as_bytes())
+                .map(escaped)
         })
     }
 
@@ -326,6 +348,15 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
         .add_output(),
     field("kive.policy.namespace", &KivePlugin::policy_namespace)
         .with_description("Namespace of the KivePolicy whose trap fired"),
+    field("kive.policy.severity", &KivePlugin::policy_severity).with_description(
+        "Severity (1-10) of the policy rule that fired (KubeArmor severity; kive-policy-severity)",
+    ),
+    field("kive.policy.tags", &KivePlugin::policy_tags).with_description(
+        "Tags of the policy rule that fired, comma-separated (KubeArmor tags; kive-policy-tags)",
+    ),
+    field("kive.policy.message", &KivePlugin::policy_message).with_description(
+        "Message of the policy rule that fired (KubeArmor message; kive-policy-message)",
+    ),
     field("kive.trap.path", s!(TrapPath))
         .with_description("Path of the trap as written in the policy"),
     field("kive.path", s!(Path))

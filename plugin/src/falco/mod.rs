@@ -223,6 +223,7 @@ impl Plugin for KivePlugin {
             (c"callbacks_failed", Monotonic, u(m.callbacks.failed)),
             (c"callbacks_retries", Monotonic, u(m.callbacks.retries)),
             (c"callbacks_dropped", Monotonic, u(m.callbacks.dropped)),
+            (c"callbacks_refused", Monotonic, u(m.callbacks.refused)),
             (c"armed_traps", NonMonotonic, u(m.armed as u64)),
             (c"pending_traps", NonMonotonic, u(m.pending as u64)),
             (c"active_tier", NonMonotonic, u(tier_code(tier))),

@@ -27,6 +27,7 @@ use falco_plugin::event::fields::{FromBytes, FromBytesError, ToBytes};
 use falco_plugin::event::EventSource;
 
 use super::FalcoError;
+use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
 use crate::alert::{
     AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, LossMetadata, NodeMetadata,
     PodMetadata, ProcessFlags, ProcessMetadata, TamperMetadata, WorkloadMetadata,
@@ -661,6 +662,10 @@ impl Decoded {
                 .collect()
         };
         let n = &self.numbers;
+        let custom = |key: &str| {
+            self.map_get(data, Slot::CustomMetadata, key.as_bytes())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
         KiveAlert {
             alert_version: s(Slot::AlertVersion),
             policy_name: s(Slot::PolicyName),
@@ -743,6 +748,12 @@ impl Decoded {
                 pod_namespace: s(Slot::AccessorPodNamespace),
                 cgroup: s(Slot::AccessorCgroup),
             }),
+            // a rule's severity, tags and message travel in custom-metadata
+            policy_severity: custom(META_SEVERITY).and_then(|v| v.parse().ok()),
+            policy_tags: custom(META_TAGS)
+                .map(|t| t.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            policy_message: custom(META_MESSAGE).unwrap_or_default(),
         }
     }
 }

@@ -65,14 +65,10 @@ pub fn load_policies(cfg: &KiveConfig) -> Result<Compiled, FalcoError> {
             path: f.clone(),
             source,
         })?;
-        let c = policy::load_str(f, &text);
-        all.traps.extend(c.traps);
-        all.errors.extend(c.errors);
+        all.extend(policy::load_str(f, &text));
     }
     if let Some(text) = cfg.policies.as_deref().filter(|t| !t.trim().is_empty()) {
-        let c = policy::load_str("init_config.policies", text);
-        all.traps.extend(c.traps);
-        all.errors.extend(c.errors);
+        all.extend(policy::load_str("init_config.policies", text));
     }
     Ok(all)
 }
@@ -140,6 +136,9 @@ impl KiveInstance {
                 let compiled = load_policies(cfg)?;
                 for e in &compiled.errors {
                     log::error!("kive: {}", escape(&e.to_string()));
+                }
+                for w in &compiled.warnings {
+                    log::warn!("kive: {w}");
                 }
                 if compiled.traps.is_empty() && !cfg.kubernetes.enabled {
                     let errors: Vec<String> =

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 
+use crate::policy::kubearmor::{self, Kind as KaKind};
 use crate::policy::pods::{matching_containers, ContainerView, PodView};
+use crate::policy::scope::{scope_traps, ScopeConfig};
 use crate::policy::{compile, parse_document, CompiledTrap, PolicyError};
 use crate::runtime::{ContainerOwner, DesiredEntry};
 
@@ -20,6 +22,8 @@ pub struct PolicyEntry {
     pub traps: Vec<Arc<CompiledTrap>>,
     /// What was rejected, naming policy, trap and field.
     pub errors: Vec<PolicyError>,
+    /// Parts of the policy left out (KubeArmor sections kive cannot enforce).
+    pub warnings: Vec<String>,
 }
 
 impl PartialEq for PolicyEntry {
@@ -40,9 +44,10 @@ pub fn object_key(ns: Option<&str>, name: Option<&str>) -> String {
     format!("{}/{}", ns.unwrap_or_default(), name.unwrap_or_default())
 }
 
-/// Compiles a KivePolicy object as served by the API server. Each trap is
-/// decoded on its own: a malformed trap never hides the others.
-pub fn policy_entry(obj: &DynamicObject) -> PolicyEntry {
+/// Compiles a KivePolicy object as served by the API server, within the
+/// operator's scope. Each trap is decoded on its own: a malformed trap
+/// never hides the others.
+pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
     let name = object_key(
         obj.metadata.namespace.as_deref(),
         obj.metadata.name.as_deref(),
@@ -67,10 +72,65 @@ pub fn policy_entry(obj: &DynamicObject) -> PolicyEntry {
     }
     let value = serde_yaml::to_value(serde_json::Value::Object(doc)).unwrap_or_default();
     let compiled = compile(vec![parse_document(format!("kivepolicy {name}"), value)]);
+    let mut errors = compiled.errors;
+    let traps = compiled
+        .traps
+        .into_iter()
+        .map(|t| {
+            let mut t = (*t).clone();
+            t.from_cluster = true;
+            Arc::new(t)
+        })
+        .collect();
+    let traps = scope_traps(traps, scope, &mut errors);
     PolicyEntry {
         name,
-        traps: compiled.traps,
-        errors: compiled.errors,
+        traps,
+        errors,
+        warnings: Vec::new(),
+    }
+}
+
+/// Compiles a KubeArmor policy object as served by the API server. A
+/// KubeArmorPolicy selects pods of its own namespace by construction; the
+/// cluster-scoped kinds are cluster-wide; host traps need the operator.
+pub fn kubearmor_entry(obj: &DynamicObject, kind: KaKind, scope: &ScopeConfig) -> PolicyEntry {
+    let name = object_key(
+        obj.metadata.namespace.as_deref(),
+        obj.metadata.name.as_deref(),
+    );
+    let doc = serde_json::json!({
+        "apiVersion": format!("{}/{}", kubearmor::GROUP, kubearmor::VERSION),
+        "kind": kind.as_str(),
+        "metadata": {"name": obj.metadata.name, "namespace": obj.metadata.namespace},
+        "spec": obj.data.get("spec").cloned().unwrap_or_default(),
+    });
+    let value = serde_yaml::to_value(doc).unwrap_or_default();
+    let compiled = kubearmor::compile_value(&format!("{} {name}", kind.as_str()), value);
+    let mut errors = compiled.errors;
+    let traps = compiled
+        .traps
+        .into_iter()
+        .map(|t| {
+            let mut t = (*t).clone();
+            t.from_cluster = true;
+            Arc::new(t)
+        })
+        .collect();
+    let scope = match kind {
+        KaKind::Policy => scope.clone(),
+        // cluster-scoped resources: no tenant namespace to stay in
+        KaKind::ClusterPolicy | KaKind::HostPolicy => ScopeConfig {
+            cluster_wide_namespaces: vec![String::new()],
+            allow_host_traps: scope.allow_host_traps,
+        },
+    };
+    let traps = scope_traps(traps, &scope, &mut errors);
+    PolicyEntry {
+        name,
+        traps,
+        errors,
+        warnings: compiled.warnings,
     }
 }
 
@@ -175,6 +235,14 @@ pub fn plan<'a>(
     let mut out = Vec::new();
     for p in policies {
         for trap in &p.traps {
+            // host: true survives the scope only when the operator allows it
+            if trap.target.host {
+                out.push(DesiredEntry {
+                    trap: Arc::clone(trap),
+                    owner: ContainerOwner::default(),
+                    host: true,
+                });
+            }
             for pod in pods.clone() {
                 if pod.node != node {
                     continue;
@@ -201,6 +269,7 @@ pub fn plan<'a>(
                                 .cloned()
                                 .unwrap_or_default(),
                         },
+                        host: false,
                     });
                 }
             }
@@ -240,6 +309,10 @@ mod tests {
         .expect("object")
     }
 
+    fn policy_entry_default(o: &DynamicObject) -> PolicyEntry {
+        policy_entry(o, &ScopeConfig::default())
+    }
+
     #[test]
     fn pods_become_views_with_every_ip_and_container_state() {
         let v = pod_view(&pod_json("nginx-pod", "node-a", "containerd://abc", true));
@@ -256,7 +329,7 @@ mod tests {
 
     #[test]
     fn the_seed_sample_policy_plans_onto_its_pod_on_this_node_only() {
-        let e = policy_entry(&policy(serde_json::json!({
+        let e = policy_entry_default(&policy(serde_json::json!({
             "alertVersion": "v1",
             "traps": [{"path": "/secret.txt", "create": true, "mode": 444,
                        "matchAny": [{"pod": "nginx-pod", "namespace": "default",
@@ -331,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_broken_trap_in_an_api_object_leaves_the_others() {
-        let e = policy_entry(&policy(serde_json::json!({
+        let e = policy_entry_default(&policy(serde_json::json!({
             "traps": [
                 {"path": "/ok", "matchAny": [{"namespace": "default"}]},
                 {"path": "/bad", "matchAny": [{"containerName": "regex:("}]},

@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 
 use super::convert::{object_key, plan, pod_view, PolicyEntry};
 use super::store::{map_event, Store};
+use crate::policy::kubearmor::{Kind, GROUP as KA_GROUP, VERSION as KA_VERSION};
 use crate::policy::pods::PodView;
+use crate::policy::scope::ScopeConfig;
 use crate::runtime::PodController;
 
 /// Where the API server is and which node this is.
@@ -33,6 +35,8 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// Reconcile at least this often (containers starting, files appearing).
     pub resync: Duration,
+    /// Which namespaces' policies apply cluster-wide; host traps or not.
+    pub scope: ScopeConfig,
 }
 
 /// Cluster source errors.
@@ -72,7 +76,8 @@ type Labels = BTreeMap<String, String>;
 const NS_GRACE: Duration = Duration::from_secs(2);
 
 struct State {
-    policies: Mutex<Store<PolicyEntry>>,
+    /// One store per policy kind (each watcher re-lists its own).
+    policies: Mutex<BTreeMap<&'static str, Store<PolicyEntry>>>,
     pods: Mutex<Store<PodView>>,
     namespaces: Mutex<Store<Labels>>,
     changed: Notify,
@@ -125,57 +130,31 @@ impl ClusterSource {
         let client = runtime.block_on(client(&cfg))?;
         let status = Arc::new(ClusterStatus::default());
         let state = Arc::new(State {
-            policies: Mutex::new(Store::default()),
+            policies: Mutex::new(BTreeMap::new()),
             pods: Mutex::new(Store::default()),
             namespaces: Mutex::new(Store::default()),
             changed: Notify::new(),
             status: Arc::clone(&status),
         });
 
-        let policies = Api::<DynamicObject>::all_with(client.clone(), &kivepolicy_resource());
-        let st = Arc::clone(&state);
-        runtime.spawn(async move {
-            let stream = watcher(policies, watcher::Config::default()).default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(ev) => {
-                        let ev = map_event(ev, |o: DynamicObject| {
-                            let entry = super::convert::policy_entry(&o);
-                            (entry.name.clone(), entry)
-                        });
-                        let (added, removed) = describe(&ev);
-                        let initial = matches!(ev, watcher::Event::InitApply(_));
-                        let changed = lock(&st.policies).apply(ev);
-                        if changed || initial {
-                            if let Some(p) = added {
-                                tracing::info!(
-                                    "kivepolicy {} applied: {} trap(s)",
-                                    p.name,
-                                    p.traps.len()
-                                );
-                                for e in &p.errors {
-                                    tracing::error!("{e}");
-                                }
-                                for t in &p.traps {
-                                    for w in &t.warnings {
-                                        tracing::warn!("{w}");
-                                    }
-                                }
-                            }
-                            if let Some(name) = removed {
-                                tracing::info!("kivepolicy {name} deleted");
-                            }
-                            st.changed.notify_one();
-                        }
-                    }
-                    Err(e) => {
-                        st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("kivepolicy watch: {e} (retrying; armed traps stay armed)");
-                    }
-                }
-            }
-        });
+        let scope = cfg.scope.clone();
+        spawn_policy_watch(
+            &runtime,
+            Api::<DynamicObject>::all_with(client.clone(), &kivepolicy_resource()),
+            Arc::clone(&state),
+            "kivepolicy",
+            move |o| super::convert::policy_entry(o, &scope),
+        );
+        for kind in [Kind::Policy, Kind::ClusterPolicy, Kind::HostPolicy] {
+            let scope = cfg.scope.clone();
+            spawn_policy_watch(
+                &runtime,
+                Api::<DynamicObject>::all_with(client.clone(), &kubearmor_resource(kind)),
+                Arc::clone(&state),
+                kind.as_str(),
+                move |o| super::convert::kubearmor_entry(o, kind, &scope),
+            );
+        }
 
         // namespace labels are context for alerts only: a watcher that is not
         // allowed to list namespaces leaves them empty and holds nothing up
@@ -246,7 +225,13 @@ impl ClusterSource {
                 // namespace labels are waited for briefly only: a source that
                 // may not list namespaces must not hold the traps back
                 let ns_ready = lock(&st.namespaces).synced || started.elapsed() > NS_GRACE;
-                let ready = lock(&st.policies).synced && lock(&st.pods).synced && ns_ready;
+                // KubeArmor kinds whose CRD is absent never list: only
+                // KivePolicies are waited for
+                let ready = lock(&st.policies)
+                    .get("kivepolicy")
+                    .is_some_and(|s| s.synced)
+                    && lock(&st.pods).synced
+                    && ns_ready;
                 if !ready {
                     continue;
                 }
@@ -254,8 +239,12 @@ impl ClusterSource {
                     let policies = lock(&st.policies);
                     let pods = lock(&st.pods);
                     let pod_views: Vec<&PodView> = pods.items().map(|(_, v)| v).collect();
+                    let entries: Vec<&PolicyEntry> = policies
+                        .values()
+                        .flat_map(|s| s.items().map(|(_, p)| p))
+                        .collect();
                     st.status.rejected.store(
-                        policies.items().map(|(_, p)| p.errors.len()).sum(),
+                        entries.iter().map(|p| p.errors.len()).sum(),
                         Ordering::Relaxed,
                     );
                     let ns_labels: BTreeMap<String, Labels> = lock(&st.namespaces)
@@ -263,7 +252,7 @@ impl ClusterSource {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
                     plan(
-                        policies.items().map(|(_, p)| p),
+                        entries.iter().copied(),
                         pod_views.iter().copied(),
                         &ns_labels,
                         &node,
@@ -302,6 +291,87 @@ impl ClusterSource {
     pub fn status(&self) -> &ClusterStatus {
         &self.status
     }
+}
+
+/// A KubeArmor policy resource as a dynamic type.
+pub fn kubearmor_resource(kind: Kind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(KA_GROUP, KA_VERSION, kind.as_str()),
+        kind.plural(),
+    )
+}
+
+/// Whether a watch error is the resource being absent (its CRD is not
+/// installed): not an error, the watcher retries and picks it up later.
+fn is_absent(e: &watcher::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("404") || text.contains("NotFound")
+}
+
+/// Watches one policy kind into the policy store (keys `label/ns/name`).
+fn spawn_policy_watch(
+    runtime: &tokio::runtime::Runtime,
+    api: Api<DynamicObject>,
+    st: Arc<State>,
+    label: &'static str,
+    convert: impl Fn(&DynamicObject) -> PolicyEntry + Send + 'static,
+) {
+    runtime.spawn(async move {
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        let mut absent_logged = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    let ev = map_event(ev, |o: DynamicObject| {
+                        let entry = convert(&o);
+                        (format!("{label}/{}", entry.name), entry)
+                    });
+                    let (added, removed) = describe(&ev);
+                    let initial = matches!(ev, watcher::Event::InitApply(_));
+                    let changed = lock(&st.policies).entry(label).or_default().apply(ev);
+                    if changed || initial {
+                        if let Some(p) = added {
+                            tracing::info!(
+                                "{label} {} applied: {} trap(s) in scope, {} rejected",
+                                p.name,
+                                p.traps.len(),
+                                p.errors.len()
+                            );
+                            for e in &p.errors {
+                                tracing::error!("{e}");
+                            }
+                            for w in &p.warnings {
+                                tracing::warn!("{w}");
+                            }
+                            for t in &p.traps {
+                                for w in &t.warnings {
+                                    tracing::warn!("{w}");
+                                }
+                            }
+                        }
+                        if let Some(name) = removed {
+                            tracing::info!("{label} {name} deleted");
+                        }
+                        st.changed.notify_one();
+                    }
+                }
+                Err(e) if is_absent(&e) => {
+                    // an uninstalled CRD: nothing to watch yet, not an error
+                    if !absent_logged {
+                        tracing::info!(
+                            "{label}: resource not served (CRD not installed): watching for it"
+                        );
+                        absent_logged = true;
+                    }
+                }
+                Err(e) => {
+                    st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("{label} watch: {e} (retrying; armed traps stay armed)");
+                }
+            }
+        }
+    });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

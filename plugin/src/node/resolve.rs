@@ -240,6 +240,19 @@ impl Root {
         &self.path
     }
 
+    /// Opens a directory inside the root for reading its entries (the
+    /// same resolution as [`Root::resolve`]).
+    pub(crate) fn open_dir(&self, path: &str) -> Result<OwnedFd, ResolveError> {
+        rustix::fs::openat2(
+            &self.fd,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(|e| self.err("opening directory", path, e))
+    }
+
     fn err(&self, op: &'static str, path: &str, e: rustix::io::Errno) -> ResolveError {
         if e == rustix::io::Errno::NOENT {
             return ResolveError::NotFound {

@@ -26,6 +26,10 @@ pub struct PodSelector {
     pub labels: BTreeMap<String, String>,
     /// Container name selector.
     pub container: NameMatcher,
+    /// Index of the entry in the trap's `matchAny`.
+    pub entry: usize,
+    /// Namespaces excluded (KubeArmorClusterPolicy `NotIn`).
+    pub not_namespaces: Vec<String>,
 }
 
 /// What a trap applies to.
@@ -33,6 +37,8 @@ pub struct PodSelector {
 pub struct Target {
     /// The node's own filesystem (`host: true`).
     pub host: bool,
+    /// Index in `matchAny` of the `host: true` entry.
+    pub host_entry: usize,
     /// Pod selectors (OR-ed).
     pub pods: Vec<PodSelector>,
 }
@@ -70,6 +76,122 @@ pub struct CompiledTrap {
     pub rate_limit: Option<RateLimit>,
     /// A pod's trap may arm a file on a node-shared mount (never created).
     pub allow_shared_file: bool,
+    /// Read from the Kubernetes API server (scoped by [`super::scope`]).
+    pub from_cluster: bool,
+    /// Conditions decided in the kernel on a hit (KubeArmor rules).
+    pub conditions: Conditions,
+    /// Severity, tags and message of a KubeArmor rule.
+    pub info: RuleInfo,
+    /// The files of a directory or pattern, expanded on the node (with the
+    /// most files armed for it); `path` is then the directory or pattern.
+    pub path_set: Option<(PathSet, usize)>,
+    /// For one file of a path set: the set's fingerprint.
+    pub set_parent: Option<String>,
+}
+
+impl CompiledTrap {
+    /// What the kernel does on a hit, in words (`kive check`).
+    pub fn enforcement(&self) -> String {
+        let mut parts = vec![match self.action {
+            TrapAction::Audit => "audit".to_string(),
+            TrapAction::Block => "block".to_string(),
+        }];
+        let c = &self.conditions;
+        parts.push(if c.exec_only { "executions" } else { "opens" }.to_string());
+        if c.read_only {
+            parts.push("reads pass".into());
+        }
+        if c.owner_only {
+            parts.push("the owner passes".into());
+        }
+        if !c.sources.is_empty() {
+            let list = c.sources.join(", ");
+            parts.push(if c.sources_allow {
+                format!("only from [{list}] allowed")
+            } else {
+                format!("only from [{list}]")
+            });
+        }
+        match &self.path_set {
+            Some((PathSet::Directory { dir, recursive }, cap)) => parts.push(format!(
+                "every file in {dir}{} (at most {cap})",
+                if *recursive { " and below" } else { "" }
+            )),
+            Some((PathSet::Pattern(p), cap)) => {
+                parts.push(format!("every file matching {p} (at most {cap})"))
+            }
+            None => {}
+        }
+        if let Some(s) = self.info.severity {
+            parts.push(format!("severity {s}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A set of files named by a directory or a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSet {
+    /// Every file in `dir` (and below, when recursive).
+    Directory {
+        /// Absolute directory.
+        dir: String,
+        /// Subdirectories too.
+        recursive: bool,
+    },
+    /// Every file matching a glob (`*` within a component, `**` across).
+    Pattern(String),
+}
+
+/// Conditions under which an access to a trapped file passes silently,
+/// decided in the kernel (`KIVE_TRAP_F_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Only executions count (`process` rules).
+    pub exec_only: bool,
+    /// Reads pass; writes and appends count (`readOnly`).
+    pub read_only: bool,
+    /// The file owner's accesses pass (`ownerOnly`).
+    pub owner_only: bool,
+    /// Executables (`fromSource` paths, in the owner's root).
+    pub sources: Vec<String>,
+    /// The sources pass and every other executable counts (`Allow`);
+    /// otherwise only the sources count.
+    pub sources_allow: bool,
+}
+
+impl Conditions {
+    /// The `KIVE_TRAP_F_*` condition bits.
+    pub fn bits(&self) -> u32 {
+        use crate::trap::wire as w;
+        let mut b = 0;
+        if self.exec_only {
+            b |= w::TRAP_F_EXEC_ONLY;
+        }
+        if self.read_only {
+            b |= w::TRAP_F_READ_ONLY;
+        }
+        if self.owner_only {
+            b |= w::TRAP_F_OWNER_ONLY;
+        }
+        if self.sources_allow {
+            b |= w::TRAP_F_SOURCES_ALLOW;
+        } else if !self.sources.is_empty() {
+            b |= w::TRAP_F_SOURCES;
+        }
+        b
+    }
+}
+
+/// What a KubeArmor rule adds to its alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// 1 to 10.
+    pub severity: Option<u8>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Message.
+    pub message: String,
 }
 
 /// The result of compiling a set of policy documents.
@@ -79,6 +201,17 @@ pub struct Compiled {
     pub traps: Vec<Arc<CompiledTrap>>,
     /// Every document or trap that was rejected.
     pub errors: Vec<PolicyError>,
+    /// Policy-level remarks (parts of a policy left out, armed anyway).
+    pub warnings: Vec<String>,
+}
+
+impl Compiled {
+    /// Appends another result.
+    pub fn extend(&mut self, other: Compiled) {
+        self.traps.extend(other.traps);
+        self.errors.extend(other.errors);
+        self.warnings.extend(other.warnings);
+    }
 }
 
 /// Decimal spellings of common modes (e.g. JSON's `420` for 0644): not
@@ -92,7 +225,7 @@ fn looks_like_unprefixed_octal(mode: u32) -> bool {
         && !DECIMAL_MODES.contains(&mode)
 }
 
-fn selector(m: &KiveTrapMatch) -> Result<PodSelector, String> {
+fn selector(m: &KiveTrapMatch, entry: usize) -> Result<PodSelector, String> {
     let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
     Ok(PodSelector {
         pod: nonempty(&m.pod),
@@ -100,6 +233,8 @@ fn selector(m: &KiveTrapMatch) -> Result<PodSelector, String> {
         ip: nonempty(&m.ip),
         labels: m.match_labels.clone(),
         container: NameMatcher::compile(m.container_name.as_deref())?,
+        entry,
+        not_namespaces: Vec::new(),
     })
 }
 
@@ -113,6 +248,7 @@ pub fn compile_trap(
         policy: policy.qualified_name(),
         index,
         path: trap.path.clone(),
+        rule: None,
     };
     let err = |field: String, message: String| PolicyError::Trap {
         trap: origin.clone(),
@@ -181,9 +317,10 @@ pub fn compile_trap(
                 ));
             }
             target.host = true;
+            target.host_entry = i;
             continue;
         }
-        let sel = selector(m).map_err(|e| err(format!("matchAny[{i}].containerName"), e))?;
+        let sel = selector(m, i).map_err(|e| err(format!("matchAny[{i}].containerName"), e))?;
         target.pods.push(sel);
     }
     if trap.match_any.is_empty() {
@@ -209,6 +346,11 @@ pub fn compile_trap(
         warnings,
         rate_limit: trap.rate_limit,
         allow_shared_file: trap.allow_shared_file,
+        from_cluster: false,
+        conditions: Conditions::default(),
+        info: RuleInfo::default(),
+        path_set: None,
+        set_parent: None,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),
         origin,

@@ -14,11 +14,17 @@ pub struct TrapRef {
     pub index: usize,
     /// The trap's path as written (may be empty when it is the error).
     pub path: String,
+    /// The rule it comes from in a KubeArmor policy, e.g.
+    /// `file.matchPaths[2]` (shown instead of the trap index).
+    pub rule: Option<Box<str>>,
 }
 
 impl fmt::Display for TrapRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "policy {} trap {}", self.policy, self.index)?;
+        match &self.rule {
+            Some(rule) => write!(f, "policy {} rule {rule}", self.policy)?,
+            None => write!(f, "policy {} trap {}", self.policy, self.index)?,
+        }
         if !self.path.is_empty() {
             write!(f, " ({})", self.path)?;
         }

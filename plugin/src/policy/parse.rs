@@ -159,6 +159,7 @@ pub fn parse_document(
             policy: name.clone(),
             index,
             path: trap_path_hint(&v),
+            rule: None,
         };
         match decode_trap(v, trap) {
             Ok(t) => {

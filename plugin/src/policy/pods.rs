@@ -59,6 +59,7 @@ impl PodView {
 fn pod_matches(sel: &PodSelector, pod: &PodView) -> bool {
     sel.pod.as_ref().is_none_or(|p| *p == pod.name)
         && sel.namespace.as_ref().is_none_or(|n| *n == pod.namespace)
+        && !sel.not_namespaces.contains(&pod.namespace)
         && sel
             .ip
             .as_ref()

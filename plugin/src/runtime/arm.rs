@@ -43,6 +43,10 @@ impl Shared {
             };
             (Arc::clone(&entry.trap), root, entry.key(), pod_uid)
         };
+        if trap.path_set.is_some() {
+            // the set's files are entries of their own
+            return self.expand_set(id);
+        }
         let mut created = false;
         let resolved = (|| -> Result<_, ResolveError> {
             let Some(uid) = &pod_uid else {
@@ -59,6 +63,11 @@ impl Shared {
             (Ok(p), Some(host), Some(_)) => root.backing(p, &trap.path, host),
             _ => None,
         };
+        // fromSource executables are pinned by inode when the trap is
+        // armed: a binary renamed over a source's name later is not one
+        if resolved.as_ref().is_ok_and(|p| Some(p.key) != planned) {
+            self.list_sources(id, &trap, &root);
+        }
         let mut table = self.table();
         let unchanged = table.get(id).is_some_and(|e| {
             Arc::ptr_eq(&e.trap, &trap)

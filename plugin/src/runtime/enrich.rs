@@ -145,6 +145,9 @@ pub fn build_alert(
         },
         custom_metadata: trap.metadata.clone(),
         accessor: accessor.cloned(),
+        policy_severity: trap.info.severity,
+        policy_tags: trap.info.tags.clone(),
+        policy_message: trap.info.message.clone(),
         pod: match owner {
             Owner::Host => Default::default(),
             Owner::Container(c) => PodMetadata {

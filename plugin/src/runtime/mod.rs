@@ -12,6 +12,7 @@ pub mod follow;
 pub mod loss;
 pub mod pods;
 pub mod ratelimit;
+mod sets;
 pub mod table;
 
 use std::path::PathBuf;
@@ -178,6 +179,7 @@ pub struct Runtime {
     events: Receiver<RawEvent>,
     node: NodeContext,
     proc_root: PathBuf,
+    host_root: PathBuf,
     stop: Arc<AtomicBool>,
     rescanner: Option<JoinHandle<()>>,
     callbacks: Option<Callbacks>,
@@ -294,6 +296,7 @@ impl Runtime {
                 events: rx,
                 node,
                 proc_root: cfg.proc_root.clone(),
+                host_root: cfg.host_root.clone(),
                 stop,
                 rescanner: Some(rescanner),
                 callbacks,
@@ -351,6 +354,7 @@ impl Runtime {
         };
         let accessor = if rescan { None } else { self.accessor(raw) };
         let mut alerts = Vec::with_capacity(hits.len());
+        let mut origins = Vec::with_capacity(hits.len());
         for (id, trap, owner, away) in &hits {
             let mut suppressed = None;
             if let (Some(limit), false) = (trap.rate_limit, rescan) {
@@ -376,11 +380,12 @@ impl Runtime {
                 a.metadata.armed_as = trap.path.clone();
             }
             alerts.push(a);
+            origins.push(&trap.origin);
         }
         if let Some(cb) = &self.callbacks {
-            for a in &alerts {
+            for (a, origin) in alerts.iter().zip(&origins) {
                 if !a.metadata.callback.is_empty() {
-                    cb.send(&a.metadata.callback, &a.to_json());
+                    cb.send_from(&origin.to_string(), &a.metadata.callback, &a.to_json());
                 }
             }
         }
@@ -505,7 +510,11 @@ impl Runtime {
 
     /// A handle that applies the cluster's wanted pod traps to this runtime.
     pub fn pod_controller(&self) -> PodController {
-        PodController::new(Arc::clone(&self.shared), self.proc_root.clone())
+        PodController::new(
+            Arc::clone(&self.shared),
+            self.proc_root.clone(),
+            self.host_root.clone(),
+        )
     }
 
     /// Node facts used in alerts.

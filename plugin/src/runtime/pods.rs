@@ -18,16 +18,28 @@ use super::Shared;
 pub struct DesiredEntry {
     /// The trap.
     pub trap: Arc<CompiledTrap>,
-    /// The container whose copy of the file is trapped.
+    /// The container whose copy of the file is trapped (empty for `host`).
     pub owner: ContainerOwner,
+    /// The node's own file instead (a cluster host trap the operator allows).
+    pub host: bool,
 }
 
 impl DesiredEntry {
     fn ident(&self) -> (String, String) {
-        (
-            self.trap.fingerprint.clone(),
-            self.owner.container_id.clone(),
-        )
+        let owner = if self.host {
+            String::new()
+        } else {
+            self.owner.container_id.clone()
+        };
+        (self.trap.fingerprint.clone(), owner)
+    }
+
+    fn table_owner(&self) -> Owner {
+        if self.host {
+            Owner::Host
+        } else {
+            Owner::Container(Box::new(self.owner.clone()))
+        }
     }
 }
 
@@ -49,11 +61,16 @@ pub struct PodReconcileReport {
 pub struct PodController {
     shared: Arc<Shared>,
     proc_root: PathBuf,
+    host_root: PathBuf,
 }
 
 impl PodController {
-    pub(crate) fn new(shared: Arc<Shared>, proc_root: PathBuf) -> Self {
-        Self { shared, proc_root }
+    pub(crate) fn new(shared: Arc<Shared>, proc_root: PathBuf, host_root: PathBuf) -> Self {
+        Self {
+            shared,
+            proc_root,
+            host_root,
+        }
     }
 
     /// Makes the table's pod entries exactly `desired`: adds the new ones
@@ -86,36 +103,52 @@ impl PodController {
             let mut table = self.shared.table();
             let mut existing: HashMap<(String, String), u32> = HashMap::new();
             for e in table.entries() {
-                if let Owner::Container(c) = &e.owner {
-                    existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
+                if e.trap.set_parent.is_some() {
+                    // a file of a path set: kept and dropped with its set
+                    continue;
+                }
+                match &e.owner {
+                    Owner::Container(c) => {
+                        existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
+                    }
+                    // host traps of the cluster (never those of policy files)
+                    Owner::Host if e.trap.from_cluster => {
+                        existing.insert((e.trap.fingerprint.clone(), String::new()), e.id);
+                    }
+                    Owner::Host => {}
                 }
             }
             let wanted: HashSet<(String, String)> =
                 desired.iter().map(DesiredEntry::ident).collect();
+            let mut gone_sets = Vec::new();
             for (ident, id) in &existing {
                 if !wanted.contains(ident) {
+                    if let Some(e) = table.get(*id) {
+                        gone_sets.push((Arc::clone(&e.trap), e.owner.clone()));
+                    }
                     for old in table.remove(*id) {
                         let _ = self.shared.sync_key(&table, old);
                     }
                     report.removed += 1;
                 }
             }
+            drop(table);
+            for (trap, owner) in &gone_sets {
+                self.shared.remove_children(trap, owner);
+            }
+            let mut table = self.shared.table();
             for d in desired {
                 let id = match existing.get(&d.ident()) {
                     Some(&id) => {
                         // pod metadata (labels, IP, namespace labels) may have changed
                         if let Some(e) = table.get_mut(id) {
-                            e.owner = Owner::Container(Box::new(d.owner.clone()));
+                            e.owner = d.table_owner();
                         }
                         id
                     }
                     None => {
                         report.added += 1;
-                        table.insert(
-                            Arc::clone(&d.trap),
-                            Owner::Container(Box::new(d.owner.clone())),
-                            None,
-                        )
+                        table.insert(Arc::clone(&d.trap), d.table_owner(), None)
                     }
                 };
                 if let Some(e) = table.get(id) {
@@ -128,23 +161,40 @@ impl PodController {
         // 2. without it: find container roots (/proc), resolve and arm
         for (id, d, needs_root) in to_arm {
             if needs_root {
-                if let Some(root) = root_of(&d.owner) {
+                let root = if d.host {
+                    match Root::open(&self.host_root) {
+                        Ok(r) => Some(Arc::new(r)),
+                        Err(e) => {
+                            tracing::debug!("host root: {e}");
+                            None
+                        }
+                    }
+                } else {
+                    root_of(&d.owner)
+                };
+                if let Some(root) = root {
                     if let Some(e) = self.shared.table().get_mut(id) {
                         e.root.get_or_insert(root);
                     }
                 }
             }
             if let Err(msg) = self.shared.arm_entry(id) {
-                report.pending.push(format!(
-                    "{msg} (pod {}/{}, container {})",
-                    d.owner.namespace, d.owner.pod, d.owner.container
-                ));
+                report.pending.push(if d.host {
+                    format!("{msg} (host)")
+                } else {
+                    format!(
+                        "{msg} (pod {}/{}, container {})",
+                        d.owner.namespace, d.owner.pod, d.owner.container
+                    )
+                });
             }
         }
         let table = self.shared.table();
         report.armed = table
             .entries()
-            .filter(|e| matches!(e.owner, Owner::Container(_)) && e.key().is_some())
+            .filter(|e| {
+                (matches!(e.owner, Owner::Container(_)) || e.trap.from_cluster) && e.key().is_some()
+            })
             .count();
         report
     }

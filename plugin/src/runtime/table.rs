@@ -322,14 +322,24 @@ impl TrapTable {
     pub fn kernel_value(&self, key: TrapKey) -> Option<TrapValue> {
         let ids = self.by_key.get(&key)?;
         let first = *ids.first()?;
-        let block = ids.iter().any(|id| {
-            self.entries
-                .get(id)
-                .is_some_and(|e| e.trap.action == TrapAction::Block)
+        let traps: Vec<&CompiledTrap> = ids
+            .iter()
+            .filter_map(|id| self.entries.get(id).map(|e| e.trap.as_ref()))
+            .collect();
+        // conditions (decided in the kernel) hold for one trap only: a key
+        // shared by several traps reports every access, and blocks only
+        // for a blocking trap without conditions
+        let conditions = match traps.as_slice() {
+            [one] => one.conditions.bits(),
+            _ => 0,
+        };
+        let block = traps.iter().any(|t| {
+            t.action == TrapAction::Block && (conditions != 0 || t.conditions.bits() == 0)
         });
         Some(TrapValue {
             trap_id: first,
             block,
+            conditions,
         })
     }
 

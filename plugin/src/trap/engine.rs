@@ -37,6 +37,7 @@ pub struct Engine {
     traps: MapHandle,
     stats: MapHandle,
     events: MapHandle,
+    sources: MapHandle,
     reader: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
@@ -252,6 +253,7 @@ impl Engine {
         let traps = handle(&skel.maps.traps, "trap map handle")?;
         let stats = handle(&skel.maps.stats, "stats map handle")?;
         let events = handle(&skel.maps.events, "ring buffer handle")?;
+        let sources = handle(&skel.maps.sources, "sources map handle")?;
         // The links and map handles keep programs and maps alive; the
         // object itself (and its fds) is closed here.
         drop(skel);
@@ -262,6 +264,7 @@ impl Engine {
             traps,
             stats,
             events,
+            sources,
             reader: None,
         })
     }
@@ -290,6 +293,21 @@ impl Engine {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(TrapError::Map { key, source }),
         }
+    }
+
+    /// Lists (or unlists) executable `exe` as a source of trap `trap_id`
+    /// (rules with `fromSource`).
+    pub fn set_source(&self, trap_id: u32, exe: TrapKey, listed: bool) -> Result<(), TrapError> {
+        let k = super::wire::source_key_bytes(trap_id, exe);
+        let r = if listed {
+            self.sources.update(&k, &[1u8], MapFlags::ANY)
+        } else {
+            match self.sources.delete(&k) {
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        };
+        r.map_err(|source| TrapError::Map { key: exe, source })
     }
 
     /// The keys in the trap map.

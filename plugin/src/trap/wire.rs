@@ -24,6 +24,29 @@ pub const TRAP_F_BLOCK: u32 = 1;
 pub const EV_FLAGS_MASK: u32 = 0xff;
 /// `KIVE_EV_LIMITED_SHIFT`: the held-back count above the flag bits.
 pub const EV_LIMITED_SHIFT: u32 = 8;
+/// `KIVE_TRAP_F_EXEC_ONLY`: only executions of the file count.
+pub const TRAP_F_EXEC_ONLY: u32 = 2;
+/// `KIVE_TRAP_F_READ_ONLY`: reads pass silently.
+pub const TRAP_F_READ_ONLY: u32 = 4;
+/// `KIVE_TRAP_F_OWNER_ONLY`: the file owner's accesses pass silently.
+pub const TRAP_F_OWNER_ONLY: u32 = 8;
+/// `KIVE_TRAP_F_SOURCES`: only accesses from listed executables count.
+pub const TRAP_F_SOURCES: u32 = 16;
+/// `KIVE_TRAP_F_SOURCES_ALLOW`: listed executables pass silently.
+pub const TRAP_F_SOURCES_ALLOW: u32 = 32;
+/// `KIVE_TRAP_F_CONDITIONS`: every condition bit.
+pub const TRAP_F_CONDITIONS: u32 = 62;
+/// Size of `struct kive_source_key`.
+pub const SOURCE_KEY_SIZE: usize = 16;
+
+/// `struct kive_source_key`: executable `key` listed for trap `trap_id`.
+pub fn source_key_bytes(trap_id: u32, key: TrapKey) -> [u8; SOURCE_KEY_SIZE] {
+    let mut b = [0u8; SOURCE_KEY_SIZE];
+    b[0..4].copy_from_slice(&trap_id.to_le_bytes());
+    b[4..8].copy_from_slice(&key.dev.to_le_bytes());
+    b[8..16].copy_from_slice(&key.ino.to_le_bytes());
+    b
+}
 
 /// Byte offsets of the fields of `struct kive_event` (checked against the
 /// skeleton's generated type in tests).
@@ -80,12 +103,14 @@ impl TrapKey {
 }
 
 /// The value stored under a key: which trap, and what to do on access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrapValue {
     /// Engine-wide trap id, echoed in every event.
     pub trap_id: u32,
     /// Deny the open (tiers that can block) instead of only reporting it.
     pub block: bool,
+    /// Rule conditions decided in the kernel (`TRAP_F_CONDITIONS` bits).
+    pub conditions: u32,
 }
 
 impl TrapValue {
@@ -93,7 +118,8 @@ impl TrapValue {
     pub fn to_bytes(self) -> [u8; TRAP_SIZE] {
         let mut b = [0u8; TRAP_SIZE];
         b[0..4].copy_from_slice(&self.trap_id.to_le_bytes());
-        let flags = if self.block { TRAP_F_BLOCK } else { 0 };
+        let flags =
+            (self.conditions & TRAP_F_CONDITIONS) | if self.block { TRAP_F_BLOCK } else { 0 };
         b[4..8].copy_from_slice(&flags.to_le_bytes());
         b
     }
@@ -590,8 +616,29 @@ mod tests {
         let v = TrapValue {
             trap_id: 3,
             block: true,
+            conditions: 0,
         };
         assert_eq!(v.to_bytes(), [3, 0, 0, 0, 1, 0, 0, 0]);
+        let v = TrapValue {
+            trap_id: 3,
+            block: false,
+            conditions: TRAP_F_READ_ONLY | TRAP_F_OWNER_ONLY | 0x100,
+        };
+        assert_eq!(
+            v.to_bytes(),
+            [3, 0, 0, 0, 12, 0, 0, 0],
+            "unknown bits dropped"
+        );
+        assert_eq!(
+            source_key_bytes(
+                7,
+                TrapKey {
+                    dev: 0x0fe0_0001,
+                    ino: 9
+                }
+            ),
+            [7, 0, 0, 0, 0x01, 0x00, 0xe0, 0x0f, 9, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     /// The offsets used here are the ones clang laid out for `kive.h`

@@ -30,6 +30,10 @@ pub enum Kind {
     Policy,
     /// core/v1 Namespace.
     Namespace,
+    /// security.kubearmor.com/v1 KubeArmorPolicy (served once installed).
+    KaPolicy,
+    /// security.kubearmor.com/v1 KubeArmorClusterPolicy (served once installed).
+    KaClusterPolicy,
 }
 
 impl Kind {
@@ -38,6 +42,7 @@ impl Kind {
             Kind::Pod => "v1",
             Kind::Policy => "kivebpf.san7o.github.io/v1",
             Kind::Namespace => "v1",
+            Kind::KaPolicy | Kind::KaClusterPolicy => "security.kubearmor.com/v1",
         }
     }
     fn kind(self) -> &'static str {
@@ -45,6 +50,8 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Policy => "KivePolicy",
             Kind::Namespace => "Namespace",
+            Kind::KaPolicy => "KubeArmorPolicy",
+            Kind::KaClusterPolicy => "KubeArmorClusterPolicy",
         }
     }
 }
@@ -64,6 +71,8 @@ struct Inner {
     log: Vec<Change>,
     tx: broadcast::Sender<Change>,
     requests: HashMap<String, usize>,
+    /// Custom resources whose CRD is installed (the others answer 404).
+    installed: std::collections::HashSet<Kind>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -107,6 +116,7 @@ impl ApiServer {
             log: Vec::new(),
             tx,
             requests: HashMap::new(),
+            installed: [Kind::Pod, Kind::Policy, Kind::Namespace].into(),
         }));
         let mut s = Self {
             inner,
@@ -134,6 +144,14 @@ impl ApiServer {
                 get(policies),
             )
             .route("/api/v1/namespaces", get(namespaces))
+            .route(
+                "/apis/security.kubearmor.com/v1/kubearmorpolicies",
+                get(ka_policies),
+            )
+            .route(
+                "/apis/security.kubearmor.com/v1/kubearmorclusterpolicies",
+                get(ka_cluster_policies),
+            )
             .with_state(Arc::clone(&self.inner));
         rt.spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -202,6 +220,11 @@ impl ApiServer {
         let _ = g.tx.send(change);
     }
 
+    /// Installs the CRD of a custom resource: it is served from now on.
+    pub fn install(&self, kind: Kind) {
+        self.inner.lock().expect("lock").installed.insert(kind);
+    }
+
     /// Forgets history: a watch from an older resourceVersion gets 410.
     pub fn compact(&self) {
         let mut g = self.inner.lock().expect("lock");
@@ -252,7 +275,37 @@ async fn namespaces(State(s): State<Shared>, Query(q): Query<HashMap<String, Str
     handle(s, Kind::Namespace, q)
 }
 
+async fn ka_policies(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    handle(s, Kind::KaPolicy, q)
+}
+
+async fn ka_cluster_policies(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    handle(s, Kind::KaClusterPolicy, q)
+}
+
 fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
+    if !s.lock().expect("lock").installed.contains(&kind) {
+        *s.lock()
+            .expect("lock")
+            .requests
+            .entry(format!("{kind:?} absent"))
+            .or_default() += 1;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": "the server could not find the requested resource",
+            "reason": "NotFound", "details": {}, "code": 404});
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            status.to_string(),
+        )
+            .into_response();
+    }
     let selector = q.get("fieldSelector").cloned();
     if q.get("watch").map(String::as_str) == Some("true")
         || q.get("watch").map(String::as_str) == Some("1")
