@@ -52,6 +52,18 @@ fn key_in(c: &Container, path: &str) -> TrapKey {
         .key
 }
 
+/// The key of the layer file behind a container's file, seen from the
+/// node (the upper copy, else the lower one): kive arms it too.
+fn layer_key(c: &Container, path: &str) -> TrapKey {
+    let rel = path.trim_start_matches('/');
+    let upper = c.upper().join(rel);
+    if upper.exists() {
+        support::key_of(&upper)
+    } else {
+        support::key_of(&c.lower().join(rel))
+    }
+}
+
 /// The key of a file of a container's upper layer, seen from the node.
 fn upper_key(c: &Container, name: &str) -> TrapKey {
     support::key_of(&c.upper().join(name))
@@ -379,7 +391,12 @@ fn a_tenant_policy_stays_in_its_namespace() {
 
     // every policy is in the first reconcile (it waits for the first list)
     wait_until("the in-scope traps are armed", || rt.metrics().armed == 2);
-    let mut want = vec![key_in(&web, "/wide.txt"), key_in(&tenant, "/planted.txt")];
+    let mut want = vec![
+        key_in(&web, "/wide.txt"),
+        layer_key(&web, "/wide.txt"),
+        key_in(&tenant, "/planted.txt"),
+        layer_key(&tenant, "/planted.txt"),
+    ];
     want.sort();
     let mut got = rt.kernel_keys();
     got.sort();
@@ -537,11 +554,11 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
     wait_until("the installed CRD's policy is picked up", || {
         rt.metrics().armed == 1
     });
-    assert_eq!(
-        rt.kernel_keys(),
-        [key_in(&web, "/etc/hostname")],
-        "NotIn tenant-a"
-    );
+    let mut got = rt.kernel_keys();
+    got.sort();
+    let mut want = vec![key_in(&web, "/etc/hostname"), layer_key(&web, "/etc/hostname")];
+    want.sort();
+    assert_eq!(got, want, "NotIn tenant-a: web-0's file and its layer file");
     web.exec("cat /etc/hostname");
     let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -557,7 +574,9 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
     wait_until("the In policy is armed", || rt.metrics().armed == 2);
     let mut want = vec![
         key_in(&web, "/etc/hostname"),
+        layer_key(&web, "/etc/hostname"),
         key_in(&tenant, "/etc/hostname"),
+        layer_key(&tenant, "/etc/hostname"),
     ];
     want.sort();
     let mut got = rt.kernel_keys();
@@ -565,5 +584,12 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
     assert_eq!(got, want);
     api.delete(Kind::KaClusterPolicy, "", "not-tenants");
     wait_until("the deleted policy is disarmed", || rt.metrics().armed == 1);
-    assert_eq!(rt.kernel_keys(), [key_in(&tenant, "/etc/hostname")]);
+    let mut got = rt.kernel_keys();
+    got.sort();
+    let mut want = vec![
+        key_in(&tenant, "/etc/hostname"),
+        layer_key(&tenant, "/etc/hostname"),
+    ];
+    want.sort();
+    assert_eq!(got, want, "only tenant-a's file and its layer file");
 }

@@ -171,6 +171,11 @@ impl Container {
         self.base.path().join("upper")
     }
 
+    /// The lower layer directory.
+    pub fn lower(&self) -> PathBuf {
+        self.base.path().join("lower")
+    }
+
     /// Inode of the container's mount namespace.
     pub fn mnt_ns(&self) -> u32 {
         ns_inode(&format!("/proc/{}/ns/mnt", self.pid))
