@@ -280,6 +280,14 @@ fn open_params_are_listed_as_json() {
             .any(|p| p["value"] == "live"),
         "{v}"
     );
+    // Falco refuses the whole list (--plugin-info fails) for an entry
+    // without a value
+    for e in v.as_array().expect("array") {
+        assert!(
+            e["value"].as_str().is_some_and(|s| !s.is_empty()),
+            "open_params entry without a value: {e} in {v}"
+        );
+    }
 }
 
 #[test]

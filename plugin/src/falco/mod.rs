@@ -252,13 +252,11 @@ impl SourcePlugin for KivePlugin {
 
     fn list_open_params(&mut self) -> Result<&CStr, anyhow::Error> {
         let params = [
-            OpenParam::Item {
-                value: "",
-                desc: "the mode of init_config (live by default)",
-            },
+            // no entry for "" (the mode of init_config): Falco refuses
+            // entries without a value (--plugin-info fails)
             OpenParam::Item {
                 value: "live",
-                desc: "arm the configured policies on this node",
+                desc: "arm the configured policies on this node (empty: the mode of init_config)",
             },
             OpenParam::Item {
                 value: "/path/to/alerts.jsonl",
