@@ -57,12 +57,13 @@ out=$(falco --plugin-info kive 2>&1) || fail "exit $?: $out"
 grep -q '^Name: kive$' <<<"$out" || fail "no 'Name: kive' in: $out"
 grep -q "Event Sourcing (ID=999, source='kive')" <<<"$out" || fail "no event sourcing capability: $out"
 grep -q 'Field Extraction' <<<"$out" || fail "no extraction capability: $out"
-#TMPgrep -q '"asyncEvents"' <<<"$out" || fail "the init_config schema lacks asyncEvents: $out"
+grep -q 'Async Events' <<<"$out" || fail "no async events capability: $out"
+grep -q '"asyncEvents"' <<<"$out" || fail "the init_config schema lacks asyncEvents: $out"
 ok
 
 CHECK=list_fields
 out=$(falco --list=kive 2>&1) || fail "exit $?: $out"
-for f in kive.path kive.policy.name kive.process.pid kive.container.id kive.alert; do
+for f in kive.path kive.policy.name kive.process.pid kive.container.id kive.container.shortid kive.alert; do
   grep -qE "^$f( |$)" <<<"$out" || fail "$f not listed in --list=kive"
 done
 ok
@@ -78,10 +79,11 @@ ok
 # ---------------------------------------------------------------------------
 # replay: "file<TAB>rule<TAB>key=value;key=value" per expected alert, in order
 CHECK=replay
-expect_replay() { # file expectations...
-  local file=$1; shift
+expect_replay() { # rule_matching file expectations...
+  local matching=$1 file=$2; shift 2
   local out n i
-  out=$(falco -r rules/kive_rules.yaml --disable-source=syscall -o "plugins[0].open_params=$file" 2>"$TMP/replay.err" | grep '^{' || true)
+  out=$(falco -r rules/kive_rules.yaml --disable-source=syscall -o "plugins[0].open_params=$file" \
+    -o "rule_matching=$matching" 2>"$TMP/replay.err" | grep '^{' || true)
   n=$(grep -c . <<<"$out" || true)
   [ "$n" = $# ] || fail "$file: $n alerts, expected $#:\n$out\n$(cat "$TMP/replay.err")"
   i=0
@@ -100,17 +102,31 @@ expect_replay() { # file expectations...
   done
 }
 T=$'\t'
-expect_replay test_files/kive_alerts.jsonl \
+# the rules are mutually exclusive: the same alerts under first and all
+for matching in first all; do
+expect_replay $matching test_files/kive_alerts.jsonl \
   "Kive trap accessed${T}kive.path=/secret.txt;kive.policy.name=kive-sample-policy;kive.pod.name=nginx-pod;kive.pod.namespace=default;kive.access=read;kive.node.name=kive-worker" \
   "Kive trap accessed from outside its owner${T}kive.path=/root/.aws/credentials;kive.policy.name=decoy-aws-credentials;kive.accessor.pod.name=toolbox-5c8d7f9b4-qq7lm;kive.accessor.host=false;kive.owner=pod" \
   "Kive trap written${T}kive.path=/tmp/kive-secret.txt"
-expect_replay test_files/kive_run_host.jsonl \
+expect_replay $matching test_files/kive_run_host.jsonl \
   "Kive trap accessed (high)${T}kive.process.comm=cat;kive.policy.name=host-decoy;kive.access=read;kive.metadata[severity]=high" \
   "Kive trap accessed (high)${T}kive.process.comm=head;kive.access=read" \
   "Kive trap read by a shell${T}kive.process.comm=sh" \
   "Kive trap read by a shell${T}kive.process.comm=bash" \
   "Kive trap written${T}kive.process.comm=bash;kive.access=write,append" \
   "Kive trap accessed (high)${T}kive.process.comm=python3"
+done
+ok
+
+# the suggested output fields (append_output in falco.yaml) are appended
+# once, never printed twice
+CHECK=suggested_output_once
+line=$(falco -r rules/kive_rules.yaml --disable-source=syscall -o "plugins[0].open_params=test_files/kive_alerts.jsonl" 2>/dev/null | grep '^{' | head -1)
+out=$(jq -r .output <<<"$line")
+for v in /secret.txt kive-sample-policy; do
+  [ "$(grep -o -- "$v" <<<"$out" | grep -c .)" = 1 ] || fail "'$v' not exactly once in: $out"
+done
+jq -e '.output_fields["kive.process.pid"] == 176928' <<<"$line" >/dev/null || fail "suggested kive.process.pid not in output_fields: $line"
 ok
 
 # ---------------------------------------------------------------------------
@@ -159,4 +175,22 @@ jq -e --arg p "$TMP/decoy" '
   and .output_fields["kive.access"] == "read" and .output_fields["kive.metadata[severity]"] == "high"
   and (.output_fields["kive.process.tgid"] | type == "number")' <<<"$got" >/dev/null \
   || fail "unexpected alert: $got"
+ok
+
+# async: asyncEvents on, the syscall source enabled (nodriver) with the
+# example syscall rules; the syscall inspector's async capture registers
+# and the kive source keeps alerting. (That a `source: syscall` rule fires
+# on the injected events is NOT checked: with this nodriver build it does
+# not, see README "Async events into the syscall source".)
+CHECK=async_live
+policy "$TMP/adecoy" async-decoy >"$TMP/async.yaml"
+start_falco async -r rules/kive_rules.yaml -r rules/kive_syscall_rules.yaml \
+  -o "plugins[0].init_config.policyFiles[0]=$TMP/async.yaml" \
+  -o plugins[0].init_config.asyncEvents=true
+wait_for 60 grep -qs 'alerts also go into the syscall source' "$TMP/async.err" \
+  || fail "the syscall inspector did not start kive's async events: $(cat "$TMP/async.err")"
+cat "$TMP/adecoy" >/dev/null
+wait_for 30 grep -qs '"async-decoy"' "$TMP/async.out" || fail "no kive alert with asyncEvents on"
+stop_falco
+grep -q 'Runtime error\|Error:' "$TMP/async.err" && fail "falco reported an error: $(cat "$TMP/async.err")"
 ok

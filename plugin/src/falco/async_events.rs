@@ -7,7 +7,11 @@
 //! object per inspector: the one of the `kive` inspector runs the capture,
 //! the one of the `syscall` inspector gets the async handler. The handlers
 //! are therefore kept in a process-wide list ([`SINKS`]) that the capture
-//! emits into; `stop_async` takes its handler out again.
+//! emits into; `stop_async` takes its handler out again. Falco starts async
+//! events on the `kive` inspector's object too, whose handler refuses
+//! events with a thread ("can have no thread associated with open event
+//! source 'kive'"): a handler that refuses an event is dropped from the
+//! list (logged once), the others keep receiving.
 
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,16 +72,21 @@ pub fn event_for(payload: &[u8], ts: u64) -> Event<AsyncEvent<'_, SyscallPayload
 }
 
 /// Emits one encoded alert to every listening handler; returns how many
-/// accepted it. A failing handler is logged, never fatal to the capture.
+/// accepted it. A handler that refuses is dropped (logged), never fatal to
+/// the capture.
 pub fn emit(payload: &[u8], ts: u64) -> usize {
-    let sinks = sinks();
+    let mut sinks = sinks();
     let mut n = 0;
-    for (_, h) in sinks.iter() {
-        match h.emit(event_for(payload, ts)) {
-            Ok(()) => n += 1,
-            Err(e) => log::warn!("kive: async event not accepted by Falco: {e:#}"),
+    sinks.retain(|(_, h)| match h.emit(event_for(payload, ts)) {
+        Ok(()) => {
+            n += 1;
+            true
         }
-    }
+        Err(e) => {
+            log::info!("kive: async events: an inspector refused them, not sending it more: {e:#}");
+            false
+        }
+    });
     n
 }
 
@@ -91,6 +100,7 @@ impl AsyncEventPlugin for KivePlugin {
         }
         if self.config.async_events {
             self.async_sink = Some(register(handler));
+            log::info!("kive: async events: alerts also go into the syscall source");
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::FalcoError;
+use super::error::FalcoError;
 use crate::k8s::ClusterConfig;
 use crate::runtime::RuntimeConfig;
 use crate::trap::{EngineConfig, TierChoice};
@@ -108,6 +108,11 @@ pub struct KiveConfig {
     /// Extra CA certificates (a PEM file) trusted for HTTPS callbacks,
     /// besides the system roots.
     pub callback_ca_bundle: Option<String>,
+    /// Also inject every alert into Falco's `syscall` source as an async
+    /// event (`evt.asynctype = kive_alert`, thread id = the accessing
+    /// thread), so that `source: syscall` rules can use `kive.*` fields
+    /// (off by default; needs the syscall source enabled, nodriver too).
+    pub async_events: bool,
 }
 
 /// `kubernetes` in the init config.
@@ -144,6 +149,7 @@ impl Default for KiveConfig {
             batch_timeout_ms: 50,
             kubernetes: KubernetesConfig::default(),
             callback_ca_bundle: None,
+            async_events: false,
         }
     }
 }
