@@ -56,7 +56,9 @@ pub fn listening() -> bool {
 /// framework stamps it).
 pub fn event_for(payload: &[u8], ts: u64) -> Event<AsyncEvent<'_, SyscallPayload<'_>>> {
     let tid = Decoded::decode(payload)
-        .map(|d| i64::from(d.numbers().pid))
+        .ok()
+        .and_then(|d| d.numbers().pid)
+        .map(i64::from)
         .unwrap_or(-1);
     Event {
         metadata: EventMetadata {

@@ -87,7 +87,8 @@ pub struct KiveConfig {
     /// Events of one process per trap that may come at once before the
     /// flood limit applies (default 16).
     pub flood_burst: u32,
-    /// Node name written into alerts (default: the `NODE_NAME` environment
+    /// Node name written into alerts (default: `FALCO_K8S_NODE_NAME` (the
+    /// Falco Helm chart), else the `NODE_NAME` environment
     /// variable, e.g. from the downward API, else the host name).
     pub node_name: Option<String>,
     /// The host's root as seen by Falco (default `/`; `/host` when Falco

@@ -277,7 +277,7 @@ impl KiveInstance {
         let mut n = 0;
         // lost hits reach Falco as an event too, not only as a metric
         if let Some(report) = rt.loss_report() {
-            Self::add(&mut self.buf, batch, &report)?;
+            Self::add(&mut self.buf, batch, &report, None)?;
             n += 1;
         }
         while n < self.batch_size {
