@@ -569,7 +569,7 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
 ];
 
 #[cfg(test)]
-mod tests {
+mod short_id_tests {
     use super::short_container_id;
 
     #[test]
