@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KIVE := target/release/kive
 
-.PHONY: setup build run test test-shared test-vm lint bench clean fuzz
+.PHONY: setup build run test test-shared test-falco test-vm lint bench clean fuzz
 
 setup:
 	@./scripts/setup.sh
@@ -42,6 +42,14 @@ test-shared: setup
 FUZZ_SECONDS ?= 300
 fuzz: setup
 	KIVE_FUZZ_MS=$$(( $(FUZZ_SECONDS) * 1000 )) $(CARGO) test -p kive --test fuzz -- --nocapture
+
+# The plugin in a real Falco (scripts/test-falco.sh): --plugin-info, --list,
+# -V of every rules file, replay, live mode and async events with the repo's
+# falco.yaml. Fails when it cannot run: FALCO must name a Falco binary.
+#   make test-falco FALCO=/path/to/falco
+test-falco: setup
+	@test -n "$(FALCO)" || { echo "test-falco: set FALCO=/path/to/falco" >&2; exit 1; }
+	FALCO="$(FALCO)" ./scripts/test-falco.sh
 
 bench: setup
 	$(CARGO) bench --workspace

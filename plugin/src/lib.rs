@@ -21,11 +21,12 @@ pub mod skel {
 /// `falco_plugin` SDK for [`falco::KivePlugin`] (what Falco dlopens).
 #[allow(missing_docs)]
 pub mod ffi {
-    use falco_plugin::{extract_plugin, plugin, source_plugin};
+    use falco_plugin::{async_event_plugin, extract_plugin, plugin, source_plugin};
 
     plugin!(crate::falco::KivePlugin);
     source_plugin!(crate::falco::KivePlugin);
     extract_plugin!(crate::falco::KivePlugin);
+    async_event_plugin!(crate::falco::KivePlugin);
 }
 
 /// The plugin's API table (the [`ffi`] functions), for in-process drivers

@@ -77,12 +77,13 @@ fn metadata_symbols_and_api_version() {
         assert_eq!(string((so.get_event_source)()), "kive");
         let sources: Vec<String> =
             serde_json::from_str(&string((so.get_extract_event_sources)())).expect("json");
-        assert_eq!(sources, ["kive"]);
+        // kive's own events and its async events in the syscall source
+        assert_eq!(sources, ["kive", "syscall"]);
         let mut n = 0u32;
         let types = (so.get_extract_event_types)(&mut n, std::ptr::null_mut());
         assert_eq!(
             std::slice::from_raw_parts(types, n as usize),
-            [PPME_PLUGINEVENT_E]
+            [PPME_PLUGINEVENT_E, 402]
         );
     }
 }
@@ -280,6 +281,14 @@ fn open_params_are_listed_as_json() {
             .any(|p| p["value"] == "live"),
         "{v}"
     );
+    // Falco refuses the whole list (--plugin-info fails) for an entry
+    // without a value
+    for e in v.as_array().expect("array") {
+        assert!(
+            e["value"].as_str().is_some_and(|s| !s.is_empty()),
+            "open_params entry without a value: {e} in {v}"
+        );
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::FalcoError;
+use super::error::FalcoError;
 use crate::callback::{DestinationConfig, Destinations};
 use crate::k8s::ClusterConfig;
 use crate::policy::scope::ScopeConfig;
@@ -89,7 +89,8 @@ pub struct KiveConfig {
     /// Events of one process per trap that may come at once before the
     /// flood limit applies (default 16).
     pub flood_burst: u32,
-    /// Node name written into alerts (default: the `NODE_NAME` environment
+    /// Node name written into alerts (default: `FALCO_K8S_NODE_NAME` (the
+    /// Falco Helm chart), else the `NODE_NAME` environment
     /// variable, e.g. from the downward API, else the host name).
     pub node_name: Option<String>,
     /// The host's root as seen by Falco (default `/`; `/host` when Falco
@@ -123,6 +124,11 @@ pub struct KiveConfig {
     /// When not empty, the only callback destinations: host names,
     /// addresses or CIDRs (each allowed even if loopback or link-local).
     pub callback_allowed_hosts: Vec<String>,
+    /// Also inject every alert into Falco's `syscall` source as an async
+    /// event (`evt.asynctype = kive_alert`, thread id = the accessing
+    /// thread), so that `source: syscall` rules can use `kive.*` fields
+    /// (off by default; needs the syscall source enabled, nodriver too).
+    pub async_events: bool,
 }
 
 /// `kubernetes` in the init config.
@@ -184,6 +190,7 @@ impl Default for KiveConfig {
             callback_allow_link_local: false,
             callback_allow_metadata: false,
             callback_allowed_hosts: Vec::new(),
+            async_events: false,
         }
     }
 }

@@ -10,10 +10,11 @@
 use std::ffi::{CStr, CString};
 
 use anyhow::Error;
+use falco_plugin::event::events::Event;
 use falco_plugin::extract::{field, ExtractFieldInfo, ExtractPlugin, ExtractRequest};
 
-use super::payload::{Decoded, Numbers, Slot};
-use super::{KiveEvent, KivePlugin};
+use super::payload::{Decoded, KiveAnyEvent, Numbers, Slot};
+use super::KivePlugin;
 use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
 use crate::alert::text::escape;
 use crate::alert::{access_names, ProcessFlags};
@@ -22,13 +23,16 @@ use crate::node::cgroup::pod_uid_from_cgroup_path;
 /// Per-extraction-call context: the decoded header of the event.
 pub type Context = Option<Decoded>;
 
-/// Runs `f` on the event's payload and its decoded header.
-fn with<R>(
+/// Runs `f` on the event's payload and its decoded header; no value
+/// (`R::default()`) for another plugin's async event.
+fn with<R: Default>(
     req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
     f: impl FnOnce(&[u8], &Decoded) -> R,
 ) -> Result<R, Error> {
-    let event: KiveEvent<'_> = req.event.event()?;
-    let data = event.params.event_data.0;
+    let event: Event<KiveAnyEvent<'_>> = req.event.event()?;
+    let Some(data) = event.params.kive_payload() else {
+        return Ok(R::default());
+    };
     let decoded = match req.context {
         Some(d) => d,
         slot => slot.insert(Decoded::decode(data)?),
@@ -166,6 +170,14 @@ impl KivePlugin {
         with(req, |data, d| {
             d.map_get(data, Slot::CustomMetadata, META_MESSAGE.as_bytes())
                 .map(escaped)
+        })
+    }
+
+    fn container_shortid(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
+        with(req, |data, d| {
+            d.text(data, Slot::ContainerId)
+                .and_then(short_container_id)
+                .map(cstring)
         })
     }
 
@@ -322,6 +334,17 @@ fn unknown_pod_foreign(data: &[u8], d: &Decoded) -> Option<bool> {
     Some(their_pod.as_bytes() != our_pod)
 }
 
+/// Falco's `container.id` of a `runtime://id` container id: the id
+/// without the runtime prefix, cut to 12 characters.
+pub fn short_container_id(id: &[u8]) -> Option<&[u8]> {
+    let bare = match id.windows(3).position(|w| w == b"://") {
+        Some(i) => id.get(i + 3..)?,
+        None => id,
+    };
+    let short = bare.get(..12).unwrap_or(bare);
+    (!short.is_empty()).then_some(short)
+}
+
 fn pair(k: &[u8], v: &[u8]) -> Vec<u8> {
     let mut s = Vec::with_capacity(k.len() + v.len() + 1);
     s.extend_from_slice(k);
@@ -342,11 +365,14 @@ fn joined<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<CString>
 /// The field table (order = the README's order).
 pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
     field("kive.alert.version", s!(AlertVersion))
+        .with_display("Alert Version")
         .with_description("KiveAlert version of the alert (kive-alert-version, e.g. v1)"),
     field("kive.policy.name", s!(PolicyName))
+        .with_display("Policy Name")
         .with_description("Name of the KivePolicy whose trap fired (kive-policy-name)")
         .add_output(),
     field("kive.policy.namespace", &KivePlugin::policy_namespace)
+        .with_display("Policy Namespace")
         .with_description("Namespace of the KivePolicy whose trap fired"),
     field("kive.policy.severity", &KivePlugin::policy_severity).with_description(
         "Severity (1-10) of the policy rule that fired (KubeArmor severity; kive-policy-severity)",
@@ -358,156 +384,237 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
         "Message of the policy rule that fired (KubeArmor message; kive-policy-message)",
     ),
     field("kive.trap.path", s!(TrapPath))
+        .with_display("Trap Path")
         .with_description("Path of the trap as written in the policy"),
     field("kive.path", s!(Path))
+        .with_display("Path")
         .with_description(
             "Path of the file that was accessed, inside its owner's root (metadata.path)",
         )
         .add_output(),
     field("kive.inode", &KivePlugin::inode)
+        .with_display("Inode")
         .with_description("Inode number of the accessed file (metadata.inode)"),
     field("kive.dev", s!(Dev))
+        .with_display("Device")
         .with_description("Device of the accessed file as major:minor (kernel numbering)"),
-    field("kive.mask", &KivePlugin::mask).with_description(
+    field("kive.mask", &KivePlugin::mask)
+        .with_display("Mask").with_description(
         "Access mask, kernel MAY_* bits: exec 1, write 2, read 4, append 8, access 16, open 32 (metadata.mask)",
     ),
     field("kive.access", &KivePlugin::access)
+        .with_display("Access")
         .with_description(
             "The access in words, comma separated: exec, read, write, append, access (open when nothing else)",
         )
         .add_output(),
     field("kive.action", s!(Action))
-        .with_description("What the kernel did: audit (reported) or block (denied with EPERM)")
-        .add_output(),
+        .with_display("Action")
+        .with_description("What the kernel did: audit (reported) or block (denied with EPERM)"),
     field("kive.hook", s!(Hook))
+        .with_display("Hook")
         .with_description("The eBPF program that saw the access, e.g. lsm/file_open or tp_btf/sys_exit"),
     field("kive.owner", s!(Owner))
+        .with_display("Owner")
         .with_description("Whose file the trap is: host (the node's own file) or pod"),
     field("kive.open.flags", &KivePlugin::open_flags)
+        .with_display("Open Flags")
         .with_description("Open flags of the access (f_flags)"),
-    field("kive.suppressed", &KivePlugin::suppressed).with_description(
+    field("kive.suppressed", &KivePlugin::suppressed)
+        .with_display("Suppressed").with_description(
         "Alerts of this trap and process held back since the previous one, by the trap's rate limit and the kernel's flood limit (metadata.suppressed)",
     ),
-    field("kive.loss.total", &KivePlugin::loss_total).with_description(
+    field("kive.loss.total", &KivePlugin::loss_total)
+        .with_display("Loss Total").with_description(
         "On a loss report (no file access): trap hits lost since the previous report, all causes (metadata.loss)",
     ),
     field("kive.loss.ring", &KivePlugin::loss_ring)
+        .with_display("Loss Ring")
         .with_description("On a loss report: hits lost because the kernel's ring buffer was full (metadata.loss.ring)"),
     field("kive.loss.queue", &KivePlugin::loss_queue)
+        .with_display("Loss Queue")
         .with_description("On a loss report: hits lost because the consumer queue was full (metadata.loss.queue)"),
     field("kive.loss.limited", &KivePlugin::loss_limited)
+        .with_display("Loss Limited")
         .with_description("On a loss report: hits held back by the kernel's per-(trap, process) flood limit (metadata.loss.limited)"),
-    field("kive.tamper", s!(TamperKind)).with_description(
+    field("kive.tamper", s!(TamperKind))
+        .with_display("Tamper").with_description(
         "Set when the event is a change to the trapped file's names, not an access: rename, link, unlink or replace (metadata.tamper.kind)",
     ),
     field("kive.tamper.old_path", s!(TamperOldPath))
+        .with_display("Tamper Old Path")
         .with_description("The name the tampered file had (metadata.tamper.old-path)"),
-    field("kive.tamper.new_path", s!(TamperNewPath)).with_description(
+    field("kive.tamper.new_path", s!(TamperNewPath))
+        .with_display("Tamper New Path").with_description(
         "The name the tampered file has now, as kive sees it, when known (metadata.tamper.new-path)",
     ),
-    field("kive.armed_as", s!(ArmedAs)).with_description(
+    field("kive.armed_as", s!(ArmedAs))
+        .with_display("Armed As").with_description(
         "Set when the accessed inode has left the trap's path (renamed, linked elsewhere): the path it was armed as (metadata.armed-as)",
     ),
     field("kive.kernel.id", s!(KernelId))
+        .with_display("Kernel ID")
         .with_description("Boot id of the node's kernel (metadata.kernel-id)"),
     field("kive.callback", s!(Callback))
+        .with_display("Callback")
         .with_description("Callback URL of the trap (metadata.callback)"),
-    field("kive.metadata", &KivePlugin::metadata).with_description(
+    field("kive.metadata", &KivePlugin::metadata)
+        .with_display("Metadata").with_description(
         "Trap metadata (custom-metadata): kive.metadata[key] is one value, kive.metadata all of them as key=value,key=value",
     ),
     field("kive.metadata.pairs", &KivePlugin::metadata_pairs)
+        .with_display("Metadata Pairs")
         .with_description("Trap metadata as a list of key=value"),
     field("kive.pod.name", s!(PodName))
-        .with_description("Name of the pod the trapped file belongs to (pod.name)")
-        .add_output(),
+        .with_display("Pod Name")
+        .with_description("Name of the pod the trapped file belongs to (pod.name)"),
     field("kive.pod.namespace", s!(PodNamespace))
-        .with_description("Namespace of the pod the trapped file belongs to (pod.namespace)")
-        .add_output(),
-    field("kive.pod.ip", s!(PodIp)).with_description("IP of the pod (pod.ip)"),
+        .with_display("Pod Namespace")
+        .with_description("Namespace of the pod the trapped file belongs to (pod.namespace)"),
+    field("kive.pod.ip", s!(PodIp))
+        .with_display("Pod IP").with_description("IP of the pod (pod.ip)"),
     field("kive.pod.label", &KivePlugin::pod_label)
+        .with_display("Pod Label")
         .with_description("Value of one label of the pod, e.g. kive.pod.label[app]"),
     field("kive.pod.labels", &KivePlugin::pod_labels)
+        .with_display("Pod Labels")
         .with_description("Labels of the pod as a list of key=value"),
-    field("kive.pod.uid", s!(PodUid)).with_description("UID of the pod (pod.uid)"),
+    field("kive.pod.uid", s!(PodUid))
+        .with_display("Pod UID").with_description("UID of the pod (pod.uid)"),
     field("kive.pod.serviceaccount", s!(ServiceAccount))
+        .with_display("Pod Service Account")
         .with_description("Service account of the pod (pod.service-account)"),
-    field("kive.pod.workload.kind", s!(WorkloadKind)).with_description(
+    field("kive.pod.workload.kind", s!(WorkloadKind))
+        .with_display("Pod Workload Kind").with_description(
         "Kind of the workload that owns the pod: Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet",
     ),
     field("kive.pod.workload.name", s!(WorkloadName))
+        .with_display("Pod Workload Name")
         .with_description("Name of the workload that owns the pod"),
     field("kive.namespace.label", &KivePlugin::namespace_label)
+        .with_display("Namespace Label")
         .with_description("Value of one label of the pod's namespace, e.g. kive.namespace.label[team]"),
     field("kive.namespace.labels", &KivePlugin::namespace_labels)
+        .with_display("Namespace Labels")
         .with_description("Labels of the pod's namespace as a list of key=value"),
     field("kive.container.id", s!(ContainerId))
+        .with_display("Container ID")
         .with_description("Id of the container, runtime://id (pod.container.id)"),
+    field("kive.container.shortid", &KivePlugin::container_shortid)
+        .with_display("Container Short ID")
+        .with_description(
+            "Id of the container as Falco's container.id shows it: without the runtime prefix, 12 characters",
+        ),
     field("kive.container.name", s!(ContainerName))
-        .with_description("Name of the container (pod.container.name)")
-        .add_output(),
+        .with_display("Container Name")
+        .with_description("Name of the container (pod.container.name)"),
     field("kive.container.image", s!(ContainerImage))
+        .with_display("Container Image")
         .with_description("Image of the container (pod.container.image)"),
     field("kive.node.name", s!(NodeName))
+        .with_display("Node Name")
         .with_description("Name of the node (node.name)"),
     field("kive.process.pid", &KivePlugin::pid)
+        .with_display("Process PID")
         .with_description(
             "Host thread id of the accessing task (process.pid; the process id for a single-threaded process)",
         )
         .add_output(),
     field("kive.process.tgid", &KivePlugin::tgid)
+        .with_display("Process TGID")
         .with_description("Host process id of the accessing process (process.tgid)"),
     field("kive.process.ppid", &KivePlugin::ppid)
+        .with_display("Process PPID")
         .with_description("Host process id of the parent of the accessing process"),
     field("kive.process.parent.comm", s!(ParentComm))
+        .with_display("Process Parent Command")
         .with_description("Command name of the parent of the accessing process (process.parent-comm)"),
     field("kive.process.parent.binary", s!(ParentBinary))
+        .with_display("Process Parent Binary")
         .with_description("Executable of the parent of the accessing process, as the parent sees it (process.parent-binary)"),
     field("kive.process.vpid", &KivePlugin::vpid)
+        .with_display("Process Namespace PID")
         .with_description("Process id of the accessing process inside its own pid namespace (process.ns-pid)"),
     field("kive.process.loginuid", &KivePlugin::loginuid)
+        .with_display("Process Login UID")
         .with_description("Login uid of the accessing process, when set (process.loginuid)"),
     field("kive.process.uid", &KivePlugin::uid)
+        .with_display("Process UID")
         .with_description("Real uid of the accessing process (process.uid)"),
     field("kive.process.gid", &KivePlugin::gid)
+        .with_display("Process GID")
         .with_description("Real gid of the accessing process (process.gid)"),
     field("kive.process.binary", s!(Binary))
+        .with_display("Process Binary")
         .with_description("Executable of the accessing process (process.binary; starts with ... when cut)"),
     field("kive.process.binary.truncated", &KivePlugin::binary_truncated)
+        .with_display("Process Binary Truncated")
         .with_description("Whether the executable's path was cut at the kernel capture's limits (256 bytes, 24 levels): only its last components are known"),
     field("kive.process.binary.memfd", &KivePlugin::binary_memfd)
+        .with_display("Process Binary Memfd")
         .with_description("Whether the executable is a memfd (memfd_create + fexecve: no file on disk)"),
     field("kive.process.binary.deleted", &KivePlugin::binary_deleted)
+        .with_display("Process Binary Deleted")
         .with_description("Whether the executable was deleted (unlinked) while it ran"),
-    field("kive.process.flags", &KivePlugin::process_flags).with_description(
+    field("kive.process.flags", &KivePlugin::process_flags)
+        .with_display("Process Flags").with_description(
         "What the capture of the process is worth (process.flags): binary-truncated, cwd-truncated, parent-binary-truncated, arguments-truncated, binary-memfd, binary-deleted",
     ),
     field("kive.process.cwd", s!(Cwd))
+        .with_display("Process Working Directory")
         .with_description("Working directory of the accessing process (process.cwd)"),
     field("kive.process.args", s!(Arguments))
+        .with_display("Process Arguments")
         .with_description("Command line of the accessing process, space separated (process.arguments)"),
     field("kive.process.comm", s!(Comm))
-        .with_description("Command name (task comm) of the accessing task")
-        .add_output(),
+        .with_display("Process Command")
+        .with_description("Command name (task comm) of the accessing task"),
     field("kive.cgroup.id", &KivePlugin::cgroup_id)
+        .with_display("Cgroup ID")
         .with_description("cgroup v2 id of the accessing process (identifies its container)"),
     field("kive.accessor.host", &KivePlugin::accessor_host)
+        .with_display("Accessor Host")
         .with_description("Whether the accessing process runs on the node outside any container"),
     field("kive.accessor.container.id", s!(AccessorContainerId))
+        .with_display("Accessor Container ID")
         .with_description("Container of the accessing process, runtime://id (accessor.container-id)"),
     field("kive.accessor.container.name", s!(AccessorContainerName))
+        .with_display("Accessor Container Name")
         .with_description("Name of the accessing process's container, when kive knows it"),
     field("kive.accessor.pod.name", s!(AccessorPodName))
+        .with_display("Accessor Pod Name")
         .with_description("Pod of the accessing process, when kive knows it"),
     field("kive.accessor.pod.namespace", s!(AccessorPodNamespace))
+        .with_display("Accessor Pod Namespace")
         .with_description("Namespace of the accessing process's pod, when kive knows it"),
     field("kive.accessor.cgroup", s!(AccessorCgroup))
+        .with_display("Accessor Cgroup")
         .with_description("cgroup path of the accessing process (v2; on hybrid or v1 nodes the v1 path that names its container)"),
-    field("kive.accessor.foreign", &KivePlugin::accessor_foreign).with_description(
+    field("kive.accessor.foreign", &KivePlugin::accessor_foreign)
+        .with_display("Accessor Foreign").with_description(
         "Whether the accessing process is outside the trap's owner: in a container for a host trap, on the host or in another pod for a pod trap",
     ),
     field("kive.alert", &KivePlugin::alert_json)
+        .with_display("Alert JSON")
         .with_description("The whole alert as KiveAlert v1 JSON"),
 ];
+
+#[cfg(test)]
+mod short_id_tests {
+    use super::short_container_id;
+
+    #[test]
+    fn short_container_ids_match_falco_container_id() {
+        let id = b"containerd://77aa00bbccddeeff00112233445566778899aabbccddeeff0011223344556677";
+        assert_eq!(short_container_id(id), Some(&b"77aa00bbccdd"[..]));
+        assert_eq!(short_container_id(b"docker://abc"), Some(&b"abc"[..]));
+        assert_eq!(
+            short_container_id(b"0123456789abcdef"),
+            Some(&b"0123456789ab"[..])
+        );
+        assert_eq!(short_container_id(b"cri-o://"), None);
+    }
+}
 
 /// The supported fields as a Markdown table (NAME | TYPE | ARG |
 /// DESCRIPTION), generated from the field list the plugin gives Falco.

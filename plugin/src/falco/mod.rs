@@ -1,8 +1,11 @@
 //! The Falco plugin: event source `kive` (live traps or replayed alerts)
 //! and extraction of the `kive.*` fields.
 //!
+//! - [`error`]: the error type (a leaf module);
 //! - [`config`]: `init_config` and its JSON schema;
-//! - [`payload`]: kive's versioned event payload;
+//! - [`payload`]: kive's versioned event payload and the Falco events
+//!   carrying it;
+//! - [`async_events`]: alerts injected into the `syscall` source;
 //! - [`replay`]: KiveAlert JSON lines as a source;
 //! - [`source`]: open / next_batch / close;
 //! - [`fields`]: the field table.
@@ -11,7 +14,9 @@
 //! initialises plugins just to list them); `open()` starts the engine and
 //! dropping the instance (`close()`) stops it.
 
+pub mod async_events;
 pub mod config;
+pub mod error;
 pub mod fields;
 pub mod payload;
 pub mod replay;
@@ -26,14 +31,14 @@ use falco_plugin::event::events::Event;
 use falco_plugin::extract::{EventInput, ExtractFieldInfo, ExtractPlugin};
 use falco_plugin::source::{serialize_open_params, OpenParam, PluginEvent, SourcePlugin};
 use falco_plugin::tables::TablesInput;
-use thiserror::Error;
 
 use crate::runtime::Runtime;
-use crate::trap::{Tier, TrapError};
+use crate::trap::Tier;
 
 pub use config::{KiveConfig, Mode};
+pub use error::FalcoError;
 pub use fields::fields_markdown;
-pub use payload::{Decoded, KivePayload};
+pub use payload::{Decoded, KiveAnyEvent, KivePayload};
 pub use source::KiveInstance;
 
 /// The registry's development plugin id (until one is registered).
@@ -52,77 +57,14 @@ const VERSION: &CStr =
 /// A kive plugin event as the SDK parses it.
 pub type KiveEvent<'a> = Event<PluginEvent<KivePayload<'a>>>;
 
-/// Errors of the Falco plugin layer.
-#[derive(Debug, Error)]
-pub enum FalcoError {
-    /// An `init_config` key has a value the plugin cannot use.
-    #[error("init_config: {key}: {message}")]
-    Config {
-        /// The key (camelCase, as in falco.yaml).
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A replayed line is not a KiveAlert v1 JSON object.
-    #[error("{path}: line {line}: {message}")]
-    Malformed {
-        /// The replay file.
-        path: String,
-        /// 1-based line number.
-        line: u64,
-        /// The JSON error (with its column).
-        message: String,
-    },
-    /// Text that is not a KiveAlert v1 JSON object.
-    #[error("not a KiveAlert v1 JSON object: {0}")]
-    Json(serde_json::Error),
-    /// Live mode without any policy.
-    #[error(
-        "live mode needs policies: set policyFiles, policies and/or kubernetes.enabled in init_config"
-    )]
-    NoPolicySource,
-    /// Every configured trap was rejected.
-    #[error("no valid trap in the configured policies: {0}")]
-    NoTraps(String),
-    /// The trap engine did not start.
-    #[error("starting the trap engine: {0}")]
-    Engine(TrapError),
-    /// The Kubernetes source did not start.
-    #[error("starting the kubernetes source: {0}")]
-    Cluster(crate::k8s::K8sError),
-    /// A payload shorter than the fixed header.
-    #[error("event payload of {len} bytes is shorter than kive's header")]
-    PayloadShort {
-        /// Its length.
-        len: usize,
-    },
-    /// A payload that is not kive's.
-    #[error("event payload starts with 0x{0:02x}, not kive's magic byte 0x4b")]
-    PayloadMagic(u8),
-    /// A payload version this build cannot read.
-    #[error("event payload version {0} is not supported (this plugin reads version 1)")]
-    PayloadVersion(u8),
-    /// A payload whose tables are inconsistent.
-    #[error("corrupt event payload: {0}")]
-    PayloadCorrupt(&'static str),
-    /// An alert too large to encode.
-    #[error("alert too large to encode ({0} bytes)")]
-    PayloadTooLarge(usize),
-}
-
 /// Counters shared by the plugin and its open capture.
 #[derive(Debug, Default)]
 pub struct SourceStats {
     /// Events returned by `next_batch`.
     pub delivered: AtomicU64,
+    /// Alerts Falco accepted as async events (counted once per listening
+    /// async capture).
+    pub async_injected: AtomicU64,
     /// Replayed lines that were not alerts.
     pub malformed: std::sync::Arc<AtomicU64>,
     /// The live runtime while a live capture is open.
@@ -134,6 +76,17 @@ pub struct KivePlugin {
     config: KiveConfig,
     stats: std::sync::Arc<SourceStats>,
     open_params: CString,
+    /// This object's handler in [`async_events`] while its async capture
+    /// runs.
+    async_sink: Option<u64>,
+}
+
+impl Drop for KivePlugin {
+    fn drop(&mut self) {
+        if let Some(id) = self.async_sink.take() {
+            async_events::unregister(id);
+        }
+    }
 }
 
 impl KivePlugin {
@@ -174,6 +127,7 @@ impl Plugin for KivePlugin {
             config,
             stats: Default::default(),
             open_params: CString::default(),
+            async_sink: None,
         })
     }
 
@@ -205,6 +159,11 @@ impl Plugin for KivePlugin {
                 c"events_delivered",
                 Monotonic,
                 u(self.stats.delivered.load(Ordering::Relaxed)),
+            ),
+            (
+                c"async_events_injected",
+                Monotonic,
+                u(self.stats.async_injected.load(Ordering::Relaxed)),
             ),
             (
                 c"replay_malformed_lines",
@@ -253,13 +212,11 @@ impl SourcePlugin for KivePlugin {
 
     fn list_open_params(&mut self) -> Result<&CStr, anyhow::Error> {
         let params = [
-            OpenParam::Item {
-                value: "",
-                desc: "the mode of init_config (live by default)",
-            },
+            // no entry for "" (the mode of init_config): Falco refuses
+            // entries without a value (--plugin-info fails)
             OpenParam::Item {
                 value: "live",
-                desc: "arm the configured policies on this node",
+                desc: "arm the configured policies on this node (empty: the mode of init_config)",
             },
             OpenParam::Item {
                 value: "/path/to/alerts.jsonl",
@@ -294,7 +251,8 @@ impl SourcePlugin for KivePlugin {
 }
 
 impl ExtractPlugin for KivePlugin {
-    type Event<'a> = KiveEvent<'a>;
+    // kive's own events and the async events it injects into `syscall`
+    type Event<'a> = Event<KiveAnyEvent<'a>>;
     type ExtractContext = fields::Context;
     const EXTRACT_FIELDS: &'static [ExtractFieldInfo<Self>] = fields::FIELDS;
 }

@@ -11,10 +11,12 @@ use falco_plugin::event::events::{Event, EventMetadata};
 use falco_plugin::source::{EventBatch, PluginEvent, ProgressInfo, SourcePluginInstance};
 use falco_plugin::FailureReason;
 
+use super::async_events;
 use super::config::{KiveConfig, Mode};
+use super::error::FalcoError;
 use super::payload::{encode, KivePayload};
 use super::replay::{Chunk, Fetched, Prefetch};
-use super::{FalcoError, KivePlugin, SourceStats, PLUGIN_ID};
+use super::{KivePlugin, SourceStats, PLUGIN_ID};
 use crate::alert::text::escape;
 use crate::alert::KiveAlert;
 use crate::k8s::ClusterSource;
@@ -80,6 +82,8 @@ pub struct KiveInstance {
     batch_size: usize,
     wait: Duration,
     stats: Arc<SourceStats>,
+    /// Inject each alert into the syscall source too (`asyncEvents`).
+    async_events: bool,
 }
 
 enum Source {
@@ -186,13 +190,29 @@ impl KiveInstance {
             batch_size: cfg.batch_size as usize,
             wait: Duration::from_millis(cfg.batch_timeout_ms),
             stats,
+            async_events: cfg.async_events,
         })
     }
 
     /// Appends one alert to the batch.
-    fn add(buf: &mut Vec<u8>, batch: &mut EventBatch, alert: &KiveAlert) -> Result<(), Error> {
+    fn add(
+        buf: &mut Vec<u8>,
+        batch: &mut EventBatch,
+        alert: &KiveAlert,
+        inject: Option<&SourceStats>,
+    ) -> Result<(), Error> {
         encode(alert, buf)?;
-        Self::add_encoded(buf, alert.timestamp_ns(), batch)
+        Self::add_encoded(buf, alert.timestamp_ns(), batch)?;
+        if let Some(stats) = inject {
+            Self::inject(stats, buf, alert.timestamp_ns());
+        }
+        Ok(())
+    }
+
+    /// Hands one encoded alert to the async captures (`asyncEvents`).
+    fn inject(stats: &SourceStats, data: &[u8], ts: u64) {
+        let n = async_events::emit(data, ts);
+        stats.async_injected.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Appends one encoded payload with its wall-clock timestamp.
@@ -223,6 +243,9 @@ impl KiveInstance {
                 while *i < c.len() && n < self.batch_size {
                     let (data, ts) = c.get(*i);
                     Self::add_encoded(data, ts, batch)?;
+                    if self.async_events {
+                        Self::inject(&self.stats, data, ts);
+                    }
                     *i += 1;
                     n += 1;
                 }
@@ -248,11 +271,12 @@ impl KiveInstance {
             unreachable!("live source");
         };
         let rt = lock(rt);
+        let inject = self.async_events.then_some(&*self.stats);
         let deadline = Instant::now() + self.wait;
         let mut n = 0;
         // lost hits reach Falco as an event too, not only as a metric
         if let Some(report) = rt.loss_report() {
-            Self::add(&mut self.buf, batch, &report)?;
+            Self::add(&mut self.buf, batch, &report, None)?;
             n += 1;
         }
         while n < self.batch_size {
@@ -267,7 +291,7 @@ impl KiveInstance {
             };
             let Some(ev) = ev else { break };
             for alert in rt.alerts_for(&ev) {
-                Self::add(&mut self.buf, batch, &alert)?;
+                Self::add(&mut self.buf, batch, &alert, inject)?;
                 n += 1;
             }
         }

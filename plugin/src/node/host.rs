@@ -10,11 +10,22 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// The node name: `NODE_NAME` from the environment (a downward-API value in
+/// The node name: `FALCO_K8S_NODE_NAME` (set by the Falco Helm chart),
+/// else `NODE_NAME` from the environment (a downward-API value in
 /// a DaemonSet), else the host name.
 pub fn node_name() -> String {
-    if let Ok(n) = std::env::var("NODE_NAME") {
-        if !n.is_empty() {
+    node_name_from(|k| std::env::var(k).ok())
+}
+
+/// The environment variables naming the node, in order: the one the
+/// falcosecurity/falco Helm chart sets, then the usual downward-API name.
+pub const NODE_NAME_VARS: [&str; 2] = ["FALCO_K8S_NODE_NAME", "NODE_NAME"];
+
+/// [`node_name`] with the environment given (testable without touching
+/// the process environment).
+pub fn node_name_from(env: impl Fn(&str) -> Option<String>) -> String {
+    for var in NODE_NAME_VARS {
+        if let Some(n) = env(var).filter(|n| !n.is_empty()) {
             return n;
         }
     }
@@ -139,6 +150,27 @@ impl BootClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_falco_chart_node_name_comes_first_then_node_name() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            node_name_from(env(&[("FALCO_K8S_NODE_NAME", "a"), ("NODE_NAME", "b")])),
+            "a"
+        );
+        assert_eq!(node_name_from(env(&[("NODE_NAME", "b")])), "b");
+        assert_eq!(
+            node_name_from(env(&[("FALCO_K8S_NODE_NAME", ""), ("NODE_NAME", "b")])),
+            "b"
+        );
+        assert!(!node_name_from(env(&[])).is_empty(), "the host name");
+    }
 
     #[test]
     fn boot_clock_maps_now_to_now() {

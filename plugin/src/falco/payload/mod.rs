@@ -21,12 +21,11 @@
 //! every string is sliced out of the event buffer on demand.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+mod event;
 
-use falco_plugin::event::fields::{FromBytes, FromBytesError, ToBytes};
-use falco_plugin::event::EventSource;
+pub use event::{KiveAnyEvent, KivePayload, SyscallPayload};
 
-use super::FalcoError;
+use super::error::FalcoError;
 use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
 use crate::alert::{
     AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, LossMetadata, NodeMetadata,
@@ -798,44 +797,16 @@ impl<'a> Iterator for MapIter<'a> {
     }
 }
 
-/// The data of a kive plugin event, borrowed from the event buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KivePayload<'a>(pub &'a [u8]);
-
-impl EventSource for KivePayload<'_> {
-    const SOURCE: Option<&'static str> = Some(super::EVENT_SOURCE);
-}
-
-impl<'a> FromBytes<'a> for KivePayload<'a> {
-    fn from_bytes(buf: &mut &'a [u8]) -> Result<Self, FromBytesError> {
-        // the payload is the whole parameter: take all of it (a parser that
-        // leaves bytes behind fails with "trailing field data")
-        Ok(Self(std::mem::take(buf)))
-    }
-}
-
-impl ToBytes for KivePayload<'_> {
-    fn binary_size(&self) -> usize {
-        self.0.len()
-    }
-
-    fn write<W: Write>(&self, mut writer: W) -> std::io::Result<()> {
-        writer.write_all(self.0)
-    }
-
-    fn default_repr() -> impl ToBytes {
-        &[] as &[u8]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use falco_plugin::event::fields::{FromBytes, ToBytes};
 
     pub(crate) fn full_alert() -> KiveAlert {
-        let mut a: KiveAlert =
-            serde_json::from_str(include_str!("../../../test_files/seed_sample_alert.json"))
-                .expect("seed sample");
+        let mut a: KiveAlert = serde_json::from_str(include_str!(
+            "../../../../test_files/seed_sample_alert.json"
+        ))
+        .expect("seed sample");
         a.policy_namespace = Some("default".into());
         a.custom_metadata.insert("severity".into(), "high".into());
         a.custom_metadata.insert("owner".into(), "team-a".into());

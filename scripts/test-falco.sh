@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# The kive plugin in a real Falco, the way Falco users run it:
+#
+#   make test-falco FALCO=/path/to/falco      (CI: ../shared/tools/falco/falco)
+#
+# Fails (never skips) when it cannot run: no FALCO, not executable, no jq,
+# not root (live mode arms eBPF traps). Every check asserts what it names and
+# prints `ok <name>` or `FAIL <name>: <why>`; the script exits non-zero on the
+# first failure. Falco runs from the repository root with the repository's
+# own falco.yaml; only the plugin's path (the build's libkive.so) and, for
+# live mode, the policy files (decoys in a temporary directory, never a fixed
+# path) are overridden.
+set -euo pipefail
+die() { echo "test-falco: $*" >&2; exit 1; }
+FALCO=${FALCO:-}
+# relative to where make (or the caller) runs, before the cd below
+[ -z "$FALCO" ] || FALCO=$(realpath -m "$FALCO")
+cd "$(dirname "$0")/.."
+
+[ -n "$FALCO" ] || die "FALCO is not set: make test-falco FALCO=/path/to/falco"
+[ -f "$FALCO" ] && [ -x "$FALCO" ] || die "FALCO=$FALCO is not an executable file"
+command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
+[ "$(id -u)" = 0 ] || die "live mode arms eBPF traps: run as root"
+"$FALCO" --version >/dev/null 2>&1 || die "$FALCO --version fails (missing libraries? see its setup.sh)"
+
+CARGO=${CARGO:-cargo}
+TARGET=${CARGO_TARGET_DIR:-target}
+$CARGO build --release -p kive --lib >&2
+SO=$(realpath "$TARGET/release/libkive.so")
+[ -f "$SO" ] || die "no $SO after the build"
+
+TMP=$(mktemp -d /tmp/kive-test-falco.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL $CHECK: $*" >&2; exit 1; }
+ok() { echo "ok $CHECK"; }
+falco() { "$FALCO" -c falco.yaml -o "plugins[0].library_path=$SO" -o log_stderr=true "$@"; }
+# deadline loop: until "cmd" succeeds or $1 seconds pass
+wait_for() {
+  local secs=$1; shift
+  local end=$((SECONDS + secs))
+  until "$@"; do
+    [ $SECONDS -lt $end ] || return 1
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------------------
+CHECK=plugin_info
+out=$(falco --plugin-info kive 2>&1) || fail "exit $?: $out"
+grep -q '^Name: kive$' <<<"$out" || fail "no 'Name: kive' in: $out"
+grep -q "Event Sourcing (ID=999, source='kive')" <<<"$out" || fail "no event sourcing capability: $out"
+grep -q 'Field Extraction' <<<"$out" || fail "no extraction capability: $out"
+grep -q 'Async Events' <<<"$out" || fail "no async events capability: $out"
+grep -q '"asyncEvents"' <<<"$out" || fail "the init_config schema lacks asyncEvents: $out"
+ok
+
+CHECK=list_fields
+out=$(falco --list=kive 2>&1) || fail "exit $?: $out"
+for f in kive.path kive.policy.name kive.process.pid kive.container.id kive.container.shortid kive.alert; do
+  grep -qE "^$f( |$)" <<<"$out" || fail "$f not listed in --list=kive"
+done
+ok
+
+CHECK=validate_rules
+for r in rules/*.yaml; do
+  out=$(falco -V "$r" -o json_output=true 2>/dev/null) || fail "-V $r: exit $?: $out"
+  jq -e '.falco_load_results | length > 0 and all(.successful and (.errors | length == 0) and (.warnings | length == 0))' \
+    <<<"$(grep '^{' <<<"$out")" >/dev/null || fail "-V $r: $out"
+done
+ok
+
+# ---------------------------------------------------------------------------
+# replay: "file<TAB>rule<TAB>key=value;key=value" per expected alert, in order
+CHECK=replay
+expect_replay() { # rule_matching file expectations...
+  local matching=$1 file=$2; shift 2
+  local out n i
+  out=$(falco -r rules/kive_rules.yaml --disable-source=syscall -o "plugins[0].open_params=$file" \
+    -o "rule_matching=$matching" 2>"$TMP/replay.err" | grep '^{' || true)
+  n=$(grep -c . <<<"$out" || true)
+  [ "$n" = $# ] || fail "$file: $n alerts, expected $#:\n$out\n$(cat "$TMP/replay.err")"
+  i=0
+  for e in "$@"; do
+    local line rule kv
+    line=$(sed -n "$((i + 1))p" <<<"$out")
+    rule=${e%%	*}; kv=${e#*	}
+    jq -e --arg r "$rule" '.rule == $r and .source == "kive"' <<<"$line" >/dev/null \
+      || fail "$file alert $((i + 1)): expected rule '$rule' (source kive): $line"
+    IFS=';' read -ra pairs <<<"$kv"
+    for p in "${pairs[@]}"; do
+      jq -e --arg k "${p%%=*}" --arg v "${p#*=}" '.output_fields | has($k) and (.[$k] | tostring) == $v' <<<"$line" >/dev/null \
+        || fail "$file alert $((i + 1)): output_fields[${p%%=*}] is not '${p#*=}': $line"
+    done
+    i=$((i + 1))
+  done
+}
+T=$'\t'
+# the rules are mutually exclusive: the same alerts under first and all
+for matching in first all; do
+expect_replay $matching test_files/kive_alerts.jsonl \
+  "Kive trap accessed${T}kive.path=/secret.txt;kive.policy.name=kive-sample-policy;kive.pod.name=nginx-pod;kive.pod.namespace=default;kive.access=read;kive.node.name=kive-worker" \
+  "Kive trap accessed from outside its owner${T}kive.path=/root/.aws/credentials;kive.policy.name=decoy-aws-credentials;kive.accessor.pod.name=toolbox-5c8d7f9b4-qq7lm;kive.accessor.host=false;kive.owner=pod" \
+  "Kive trap written${T}kive.path=/tmp/kive-secret.txt"
+expect_replay $matching test_files/kive_run_host.jsonl \
+  "Kive trap accessed (high)${T}kive.process.comm=cat;kive.policy.name=host-decoy;kive.access=read;kive.metadata[severity]=high" \
+  "Kive trap accessed (high)${T}kive.process.comm=head;kive.access=read" \
+  "Kive trap read by a shell${T}kive.process.comm=sh" \
+  "Kive trap read by a shell${T}kive.process.comm=bash" \
+  "Kive trap written${T}kive.process.comm=bash;kive.access=write,append" \
+  "Kive trap accessed (high)${T}kive.process.comm=python3"
+done
+ok
+
+# the suggested output fields (append_output in falco.yaml) are appended
+# once, never printed twice
+CHECK=suggested_output_once
+line=$(falco -r rules/kive_rules.yaml --disable-source=syscall -o "plugins[0].open_params=test_files/kive_alerts.jsonl" 2>/dev/null | grep '^{' | head -1)
+out=$(jq -r .output <<<"$line")
+for v in /secret.txt kive-sample-policy; do
+  [ "$(grep -o -- "$v" <<<"$out" | grep -c .)" = 1 ] || fail "'$v' not exactly once in: $out"
+done
+jq -e '.output_fields["kive.process.pid"] == 176928' <<<"$line" >/dev/null || fail "suggested kive.process.pid not in output_fields: $line"
+ok
+
+# ---------------------------------------------------------------------------
+# live: the repository's falco.yaml, its example policy with the decoy moved
+# into $TMP, and a second decoy that marks "everything before it was seen".
+policy() { # decoy-path policy-name
+  sed -e "s|/tmp/kive-secret.txt|$1|" -e "s|name: host-decoy|name: $2|" examples/host-policy.yaml
+}
+start_falco() { # log-prefix extra-args...
+  local name=$1; shift
+  # Falco's stdout is block-buffered when it is not a terminal: alerts go
+  # to a file output (written per alert) instead
+  falco "$@" -o stdout_output.enabled=false -o file_output.enabled=true \
+    -o file_output.keep_alive=false -o "file_output.filename=$TMP/$name.out" \
+    >"$TMP/$name.stdout" 2>"$TMP/$name.err" &
+  PIDS+=($!)
+  wait_for 60 grep -qs 'kive: live on the' "$TMP/$name.err" \
+    || fail "falco did not arm the traps within 60s: $(cat "$TMP/$name.err")"
+}
+alerts() { # log-prefix jq-filter
+  grep '^{' "$TMP/$1.out" | jq -c "select($2)" 2>/dev/null || true
+}
+stop_falco() {
+  local p=${PIDS[-1]}
+  kill -TERM "$p"; wait "$p" || true
+  unset 'PIDS[-1]'
+}
+
+CHECK=live
+policy "$TMP/decoy" live-decoy >"$TMP/live.yaml"
+policy "$TMP/marker" live-marker >"$TMP/marker.yaml"
+start_falco live -r rules/kive_rules.yaml --disable-source=syscall \
+  -o "plugins[0].init_config.policyFiles[0]=$TMP/live.yaml" \
+  -o "plugins[0].init_config.policyFiles[1]=$TMP/marker.yaml"
+cat "$TMP/decoy" >/dev/null
+wait_for 30 grep -qs '"live-decoy"' "$TMP/live.out" || fail "no alert for the decoy within 30s: $(cat "$TMP/live.out")"
+# the marker's alert comes after any duplicate of the decoy's (one ring, in order)
+cat "$TMP/marker" >/dev/null
+wait_for 30 grep -qs '"live-marker"' "$TMP/live.out" || fail "no alert for the marker within 30s"
+stop_falco
+got=$(alerts live '.output_fields["kive.policy.name"] == "live-decoy"')
+[ "$(grep -c . <<<"$got")" = 1 ] || fail "expected exactly one alert for the decoy, got: $got"
+jq -e --arg p "$TMP/decoy" '
+  .source == "kive" and .rule == "Kive trap accessed (high)" and .priority == "Error"
+  and .output_fields["kive.path"] == $p and .output_fields["kive.process.comm"] == "cat"
+  and .output_fields["kive.access"] == "read" and .output_fields["kive.metadata[severity]"] == "high"
+  and (.output_fields["kive.process.tgid"] | type == "number")' <<<"$got" >/dev/null \
+  || fail "unexpected alert: $got"
+ok
+
+# async: asyncEvents on, the syscall source enabled (nodriver) with the
+# example syscall rules; the syscall inspector's async capture registers
+# and the kive source keeps alerting. (That a `source: syscall` rule fires
+# on the injected events is NOT checked: with this nodriver build it does
+# not, see README "Async events into the syscall source".)
+CHECK=async_live
+policy "$TMP/adecoy" async-decoy >"$TMP/async.yaml"
+start_falco async -r rules/kive_rules.yaml -r rules/kive_syscall_rules.yaml \
+  -o "plugins[0].init_config.policyFiles[0]=$TMP/async.yaml" \
+  -o plugins[0].init_config.asyncEvents=true
+wait_for 60 grep -qs 'alerts also go into the syscall source' "$TMP/async.err" \
+  || fail "the syscall inspector did not start kive's async events: $(cat "$TMP/async.err")"
+cat "$TMP/adecoy" >/dev/null
+wait_for 30 grep -qs '"async-decoy"' "$TMP/async.out" || fail "no kive alert with asyncEvents on"
+stop_falco
+grep -q 'Runtime error\|Error:' "$TMP/async.err" && fail "falco reported an error: $(cat "$TMP/async.err")"
+ok
