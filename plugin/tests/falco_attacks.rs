@@ -134,6 +134,11 @@ fn a_binary_name_with_a_newline_forges_no_line_in_plugininfo_or_fields() {
         "the name is escaped and quoted: {info}"
     );
     assert!(info.contains(r"comm=x\n2030-01-01T0 "), "{info}");
+    let note = text(get(&mut r, forged, "kive.metadata[note]"));
+    assert_eq!(
+        note, r"set by a tenant\n2030-01-01T00:00:00Z forged",
+        "metadata too"
+    );
     for f in ["kive.process.binary", "kive.process.comm"] {
         let v = text(get(&mut r, forged, f));
         assert!(!v.contains('\n'), "{f} holds no newline: {v:?}");

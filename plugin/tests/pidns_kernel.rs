@@ -80,7 +80,7 @@ fn loader(file: &std::path::Path, mut ready: std::fs::File, host_pid: std::fs::F
         return FAILED;
     };
     // the ring is in order: our own reads would come before the host's
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + support::DEADLINE;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(ev) if ev.key != key => {}

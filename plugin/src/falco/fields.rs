@@ -184,7 +184,7 @@ impl KivePlugin {
     fn policy_namespace(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
         with(req, |data, d| {
             if d.has_policy_namespace() {
-                d.text(data, Slot::PolicyNamespace).map(cstring)
+                d.text(data, Slot::PolicyNamespace).map(escaped)
             } else {
                 None
             }
@@ -199,7 +199,7 @@ impl KivePlugin {
         with(req, |data, d| match key {
             Some(k) => d
                 .map_get(data, Slot::CustomMetadata, k.to_bytes())
-                .map(cstring),
+                .map(escaped),
             None => joined(d.map(data, Slot::CustomMetadata)),
         })
     }
@@ -215,7 +215,7 @@ impl KivePlugin {
     ) -> Result<Option<CString>, Error> {
         with(req, |data, d| {
             d.map_get(data, Slot::PodLabels, key.to_bytes())
-                .map(cstring)
+                .map(escaped)
         })
     }
 
@@ -230,7 +230,7 @@ impl KivePlugin {
     ) -> Result<Option<CString>, Error> {
         with(req, |data, d| {
             d.map_get(data, Slot::NamespaceLabels, key.to_bytes())
-                .map(cstring)
+                .map(escaped)
         })
     }
 
@@ -354,12 +354,12 @@ fn pair(k: &[u8], v: &[u8]) -> Vec<u8> {
 }
 
 fn pairs<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<CString> {
-    it.map(|(k, v)| cstring(&pair(k, v))).collect()
+    it.map(|(k, v)| escaped(&pair(k, v))).collect()
 }
 
 fn joined<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<CString> {
     let parts: Vec<Vec<u8>> = it.map(|(k, v)| pair(k, v)).collect();
-    (!parts.is_empty()).then(|| cstring(&parts.join(&b","[..])))
+    (!parts.is_empty()).then(|| escaped(&parts.join(&b","[..])))
 }
 
 /// The field table (order = the README's order).

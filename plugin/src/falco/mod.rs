@@ -173,6 +173,7 @@ impl Plugin for KivePlugin {
             (c"kernel_hits", Monotonic, u(m.kernel.hits)),
             (c"kernel_ring_drops", Monotonic, u(m.kernel.drops)),
             (c"kernel_blocked", Monotonic, u(m.kernel.blocked)),
+            (c"kernel_flood_limited", Monotonic, u(m.kernel.limited)),
             (c"queue_drops", Monotonic, u(m.queue_drops)),
             (c"decode_errors", Monotonic, u(m.decode_errors)),
             (c"stale_events", Monotonic, u(m.stale_events)),
