@@ -556,7 +556,10 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
     });
     let mut got = rt.kernel_keys();
     got.sort();
-    let mut want = vec![key_in(&web, "/etc/hostname"), layer_key(&web, "/etc/hostname")];
+    let mut want = vec![
+        key_in(&web, "/etc/hostname"),
+        layer_key(&web, "/etc/hostname"),
+    ];
     want.sort();
     assert_eq!(got, want, "NotIn tenant-a: web-0's file and its layer file");
     web.exec("cat /etc/hostname");
