@@ -28,46 +28,67 @@ fn fd_kinds() -> BTreeMap<String, usize> {
     kinds
 }
 
-#[test]
-fn a_hundred_load_close_cycles_leak_nothing() {
-    support::ensure_mounts();
+/// 100 load/arm/read/close cycles of one tier; returns the peak number of
+/// the tier's own fds seen while loaded.
+fn cycles(tier: TierChoice, own: &str) -> usize {
     let cfg = EngineConfig {
-        tier: TierChoice::Tracepoint,
+        tier,
         ..Default::default()
+    };
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let pin = std::fs::File::open(file.path()).expect("open");
+    let arm = |e: &Engine, i: u32| {
+        let key = TrapKey {
+            dev: 1,
+            ino: u64::from(i),
+        };
+        let value = TrapValue {
+            trap_id: i,
+            block: false,
+            conditions: 0,
+        };
+        // the fanotify tier marks the file itself; the eBPF tiers take the key
+        e.arm_file(std::os::fd::AsFd::as_fd(&pin), key, value)
+            .expect("arm");
     };
     // one warm-up cycle: libbpf and the allocator set up process-wide state once
     drop(Engine::load(&cfg).expect("engine loads"));
     let before = fd_kinds();
-    let mut peak_bpf = 0;
+    let mut peak = 0;
     for i in 0..100u32 {
-        let mut e = Engine::load(&cfg).unwrap_or_else(|err| panic!("cycle {i}: {err}"));
+        let mut e = Engine::load(&cfg).unwrap_or_else(|err| panic!("{tier:?} cycle {i}: {err}"));
         e.start_reader(std::time::Duration::from_millis(1), |_| {})
             .expect("reader");
-        e.arm(
-            TrapKey {
-                dev: 1,
-                ino: u64::from(i),
-            },
-            TrapValue {
-                trap_id: i,
-                block: false,
-                conditions: 0,
-            },
-        )
-        .expect("arm");
+        arm(&e, i);
         let during = fd_kinds();
-        peak_bpf = during
+        peak = during
             .iter()
-            .filter(|(k, _)| k.contains("bpf"))
+            .filter(|(k, _)| k.contains(own))
             .map(|(_, v)| v)
             .sum::<usize>()
-            .max(peak_bpf);
+            .max(peak);
         drop(e);
     }
     let after = fd_kinds();
+    assert_eq!(
+        before, after,
+        "{tier:?}: fds by kind before and after 100 cycles"
+    );
+    peak
+}
+
+#[test]
+fn a_hundred_load_close_cycles_leak_nothing() {
+    support::ensure_mounts();
+    // one test, tiers in turn: fds are counted process-wide
+    let peak_bpf = cycles(TierChoice::Tracepoint, "bpf");
     assert!(
         peak_bpf >= 4,
         "while loaded the engine holds links and maps: {peak_bpf}"
     );
-    assert_eq!(before, after, "fds by kind before and after 100 cycles");
+    let peak_fan = cycles(TierChoice::Fanotify, "fanotify");
+    assert_eq!(
+        peak_fan, 1,
+        "while loaded the fanotify tier holds its group"
+    );
 }

@@ -59,7 +59,7 @@ struct RunArgs {
     /// KivePolicy YAML file(s); without one, the embedded example host policy.
     #[arg(long = "policy", value_name = "FILE")]
     policies: Vec<PathBuf>,
-    /// Hook tier: auto, lsm, trampoline, fentry, tracepoint, tracepoint-classic.
+    /// Hook tier: auto, lsm, trampoline, fentry, tracepoint, tracepoint-classic, fanotify.
     #[arg(long, default_value = "auto")]
     tier: TierChoice,
     /// Output format of alerts on stdout.

@@ -98,7 +98,7 @@ impl KivePlugin {
 
 /// Numeric code of a tier in the `active_tier` metric: 0 none (replay or
 /// closed), 1 lsm, 2 trampoline, 3 fentry, 4 tracepoint, 5
-/// tracepoint-classic.
+/// tracepoint-classic, 6 fanotify.
 pub fn tier_code(tier: Option<Tier>) -> u64 {
     match tier {
         None => 0,
@@ -107,6 +107,7 @@ pub fn tier_code(tier: Option<Tier>) -> u64 {
         Some(Tier::Fentry) => 3,
         Some(Tier::Tracepoint) => 4,
         Some(Tier::TracepointClassic) => 5,
+        Some(Tier::Fanotify) => 6,
     }
 }
 
@@ -276,11 +277,12 @@ mod tests {
             Some(Tier::Fentry),
             Some(Tier::Tracepoint),
             Some(Tier::TracepointClassic),
+            Some(Tier::Fanotify),
         ]
         .into_iter()
         .map(tier_code)
         .collect();
-        assert_eq!(codes.len(), 6);
+        assert_eq!(codes.len(), 7);
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod listing;
 pub mod mounts;
 pub mod procfs;
 pub mod resolve;
+pub mod task;
 
 pub use resolve::{PinnedFile, ResolveError, Root};

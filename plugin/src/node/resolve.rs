@@ -176,6 +176,13 @@ pub fn trusted_link(link_uid: u32, dir_uid: u32, dir_mode: u32) -> bool {
     link_uid == 0 && dir_uid == 0 && (dir_mode & OTHERS_WRITE == 0 || dir_mode & STICKY != 0)
 }
 
+impl std::os::fd::AsFd for PinnedFile {
+    /// The `O_PATH` fd (the fanotify tier marks the inode through it).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pin.as_fd()
+    }
+}
+
 pub(crate) fn io_err(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }

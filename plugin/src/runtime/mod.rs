@@ -152,9 +152,10 @@ impl Shared {
     /// Writes the kernel value of a key from the table (or removes it);
     /// a failure is logged and returned.
     pub(crate) fn sync_key(&self, table: &TrapTable, key: TrapKey) -> Result<(), TrapError> {
-        let result = match table.kernel_value(key) {
-            Some(v) => self.engine.arm(key, v),
-            None => self.engine.disarm(key),
+        let result = match (table.kernel_value(key), table.pin_of(key)) {
+            (Some(v), Some(file)) => self.engine.arm_file(file, key, v),
+            (Some(v), None) => self.engine.arm(key, v),
+            (None, _) => self.engine.disarm(key),
         };
         if let Err(e) = &result {
             tracing::error!("{}", escape(&format!("{e:#}")));

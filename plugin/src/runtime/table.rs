@@ -343,6 +343,15 @@ impl TrapTable {
         })
     }
 
+    /// A pinned file of a key (any entry armed on it: same key, same inode).
+    pub fn pin_of(&self, key: TrapKey) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.entries_for(key).find_map(|e| match &e.state {
+            EntryState::Armed(p) => Some(p.as_fd()),
+            _ => None,
+        })
+    }
+
     /// (armed, pending) counts.
     pub fn counts(&self) -> (usize, usize) {
         let armed = self.entries.values().filter(|e| e.key().is_some()).count();

@@ -12,7 +12,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, PrintLevel};
 
 use super::wire::{TrapKey, TrapValue};
-use super::{EngineConfig, Tier, TierChoice, TrapError};
+use super::{EngineConfig, Tier, TrapError};
 use crate::skel::{KiveSkel, KiveSkelBuilder, OpenKiveSkel};
 
 /// Counters summed over every CPU.
@@ -28,9 +28,9 @@ pub struct KernelStats {
     pub limited: u64,
 }
 
-/// A loaded and attached trap engine. Dropping it detaches every program
-/// and closes every map.
-pub struct Engine {
+/// A loaded and attached eBPF trap engine (one of the BPF tiers). Dropping
+/// it detaches every program and closes every map.
+pub struct BpfEngine {
     tier: Tier,
     programs: Vec<&'static str>,
     links: Vec<Link>,
@@ -93,25 +93,7 @@ fn tier_programs(tier: Tier) -> &'static [&'static str] {
             "kive_tpc_open_by_handle_at",
             "kive_tpc_exec",
         ],
-    }
-}
-
-/// The tiers to try for a choice, best first.
-fn candidates(choice: TierChoice) -> Vec<Tier> {
-    match choice {
-        TierChoice::Auto => vec![
-            Tier::Lsm,
-            Tier::Trampoline,
-            Tier::Fentry,
-            Tier::Tracepoint,
-            Tier::TracepointClassic,
-        ],
-        TierChoice::Lsm => vec![Tier::Lsm],
-        // fentry observes when fmod_ret (blocking) is refused
-        TierChoice::Trampoline => vec![Tier::Trampoline, Tier::Fentry],
-        TierChoice::Fentry => vec![Tier::Fentry],
-        TierChoice::Tracepoint => vec![Tier::Tracepoint],
-        TierChoice::TracepointClassic => vec![Tier::TracepointClassic],
+        Tier::Fanotify => &[],
     }
 }
 
@@ -121,7 +103,7 @@ const LSM_LIST: &str = "/sys/kernel/security/lsm";
 /// Checks that BPF LSM programs would run, before trying the lsm tier:
 /// a kernel built with BPF LSM but booted without `bpf` in its LSM list
 /// accepts and attaches them, then never calls them.
-fn bpf_lsm_active() -> Result<(), TrapError> {
+pub(super) fn bpf_lsm_active() -> Result<(), TrapError> {
     match std::fs::read_to_string(LSM_LIST) {
         Ok(list) if super::lsm_list_has_bpf(&list) => Ok(()),
         Ok(list) => Err(TrapError::LsmInactive(format!(
@@ -156,40 +138,10 @@ fn self_identity() -> (u32, Option<(u64, u64)>) {
     }
 }
 
-impl Engine {
-    /// Loads and attaches the best tier allowed by `cfg.tier`.
-    pub fn load(cfg: &EngineConfig) -> Result<Self, TrapError> {
+impl BpfEngine {
+    /// Loads and attaches one BPF tier.
+    pub(super) fn load_tier(tier: Tier, cfg: &EngineConfig) -> Result<Self, TrapError> {
         libbpf_rs::set_print(Some((PrintLevel::Info, capture_log)));
-        let mut failures: Vec<TrapError> = Vec::new();
-        for tier in candidates(cfg.tier) {
-            if tier == Tier::Lsm {
-                if let Err(e) = bpf_lsm_active() {
-                    failures.push(e);
-                    continue;
-                }
-            }
-            match Self::load_tier(tier, cfg) {
-                Ok(engine) => {
-                    for f in &failures {
-                        let full = f.to_string();
-                        tracing::info!(
-                            "tier not available: {}",
-                            full.lines().next().unwrap_or_default()
-                        );
-                        tracing::debug!("{full}");
-                    }
-                    return Ok(engine);
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-        if failures.len() == 1 {
-            return Err(failures.remove(0));
-        }
-        Err(TrapError::NoTier(failures))
-    }
-
-    fn load_tier(tier: Tier, cfg: &EngineConfig) -> Result<Self, TrapError> {
         take_log();
         let mut storage = MaybeUninit::<OpenObject>::uninit();
         let mut open: OpenKiveSkel<'_> = KiveSkelBuilder::default()
@@ -416,7 +368,7 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Drop for BpfEngine {
     fn drop(&mut self) {
         self.stop_reader();
         // links detach on drop, map handles close on drop

@@ -1,11 +1,15 @@
 //! The trap engine: eBPF programs that check every file open against the
 //! armed (device, inode) keys, and the ring buffer that reports hits.
 //!
-//! [`engine`] is the only module that calls libbpf-rs; [`wire`] and [`dev`]
-//! are the pure encodings shared with `ebpf/kive.h`.
+//! [`engine`] is the only module that calls libbpf-rs; [`fanotify`] is the
+//! tier without BPF (fanotify permission events on each armed inode);
+//! [`seam`] is the [`Engine`] the runtime uses, whichever backend runs.
+//! [`wire`] and [`dev`] are the pure encodings shared with `ebpf/kive.h`.
 
 pub mod dev;
 pub mod engine;
+pub mod fanotify;
+pub mod seam;
 pub mod wire;
 
 use std::fmt;
@@ -14,7 +18,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use engine::{Engine, KernelStats};
+pub use engine::{BpfEngine, KernelStats};
+pub use seam::Engine;
 pub use wire::{Action, Hook, RawEvent, Tamper, TamperKind, TrapKey, TrapValue};
 
 /// A set of hooks that can report file opens.
@@ -30,6 +35,9 @@ pub enum Tier {
     Tracepoint,
     /// Classic `syscalls/sys_exit_open*` tracepoints + `sched_process_exec`.
     TracepointClassic,
+    /// fanotify permission events on each armed inode: every open and
+    /// exec of a trapped file, can block; no BPF.
+    Fanotify,
 }
 
 impl Tier {
@@ -41,12 +49,13 @@ impl Tier {
             Self::Fentry => "fentry",
             Self::Tracepoint => "tracepoint",
             Self::TracepointClassic => "tracepoint-classic",
+            Self::Fanotify => "fanotify",
         }
     }
 
     /// Whether a trap with `action: block` is enforced on this tier.
     pub fn can_block(self) -> bool {
-        matches!(self, Self::Lsm | Self::Trampoline)
+        matches!(self, Self::Lsm | Self::Trampoline | Self::Fanotify)
     }
 }
 
@@ -62,7 +71,8 @@ impl fmt::Display for Tier {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum TierChoice {
-    /// Try lsm, trampoline, fentry, tracepoint, tracepoint-classic in order.
+    /// Try lsm, trampoline, fentry, tracepoint, tracepoint-classic in order
+    /// (fanotify only when forced: see the README's tier table).
     #[default]
     Auto,
     /// BPF LSM only.
@@ -75,6 +85,8 @@ pub enum TierChoice {
     Tracepoint,
     /// Classic tracepoints only.
     TracepointClassic,
+    /// fanotify permission events only.
+    Fanotify,
 }
 
 impl TierChoice {
@@ -87,6 +99,7 @@ impl TierChoice {
             Self::Fentry => "fentry",
             Self::Tracepoint => "tracepoint",
             Self::TracepointClassic => "tracepoint-classic",
+            Self::Fanotify => "fanotify",
         }
     }
 }
@@ -101,9 +114,10 @@ impl FromStr for TierChoice {
             "fentry" => Self::Fentry,
             "tracepoint" => Self::Tracepoint,
             "tracepoint-classic" => Self::TracepointClassic,
+            "fanotify" => Self::Fanotify,
             other => {
                 return Err(format!(
-                    "unknown tier {other:?}: expected auto, lsm, trampoline, fentry, tracepoint or tracepoint-classic"
+                    "unknown tier {other:?}: expected auto, lsm, trampoline, fentry, tracepoint, tracepoint-classic or fanotify"
                 ))
             }
         })
@@ -243,6 +257,20 @@ pub enum TrapError {
     /// The reader thread exited during start.
     #[error("the ring buffer reader exited during start")]
     ReaderDied,
+    /// A fanotify call failed.
+    #[error("fanotify tier: {what}")]
+    Fanotify {
+        /// What was being done.
+        what: String,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// The fanotify tier marks inodes: it needs the pinned file, not a key.
+    #[error("arming trap key {}:{} on the fanotify tier needs the pinned file", dev::kernel_dev_display(key.dev), key.ino)]
+    NeedsFile {
+        /// Key to arm.
+        key: TrapKey,
+    },
 }
 
 /// Whether a kernel LSM list (`/sys/kernel/security/lsm`, comma-separated)
@@ -293,6 +321,7 @@ mod tests {
             ("fentry", TierChoice::Fentry),
             ("tracepoint", TierChoice::Tracepoint),
             ("tracepoint-classic", TierChoice::TracepointClassic),
+            ("fanotify", TierChoice::Fanotify),
         ] {
             assert_eq!(s.parse::<TierChoice>(), Ok(c));
             assert_eq!(c.as_str(), s);
@@ -318,9 +347,10 @@ mod tests {
     }
 
     #[test]
-    fn only_lsm_and_trampoline_block() {
+    fn only_lsm_trampoline_and_fanotify_block() {
         assert!(Tier::Lsm.can_block());
         assert!(Tier::Trampoline.can_block());
+        assert!(Tier::Fanotify.can_block());
         assert!(!Tier::Fentry.can_block());
         assert!(!Tier::Tracepoint.can_block());
         assert!(!Tier::TracepointClassic.can_block());

@@ -155,10 +155,14 @@ pub enum Hook {
     /// Not a kernel hook: kive's periodic re-resolution of the trap paths
     /// saw a trapped file renamed, linked, unlinked or replaced.
     Rescan,
+    /// A fanotify permission event (`FAN_OPEN_PERM` / `FAN_OPEN_EXEC_PERM`).
+    /// Userspace only: the eBPF programs never write it.
+    FanotifyPerm,
 }
 
 impl Hook {
-    fn from_raw(v: u8) -> Option<Self> {
+    /// The `enum kive_hook` number.
+    pub fn from_raw(v: u8) -> Option<Self> {
         Some(match v {
             1 => Self::LsmFileOpen,
             2 => Self::FentryFileOpen,
@@ -172,6 +176,7 @@ impl Hook {
             11 | 14 => Self::FentryInodeRename,
             12 => Self::FentryInodeLink,
             13 => Self::FentryInodeUnlink,
+            15 => Self::FanotifyPerm,
             _ => return None,
         })
     }
@@ -204,6 +209,7 @@ impl Hook {
             Self::FentryInodeLink => "fentry/security_inode_link",
             Self::FentryInodeUnlink => "fentry/security_inode_unlink",
             Self::Rescan => "rescan",
+            Self::FanotifyPerm => "fanotify/open_perm",
         }
     }
 
@@ -223,6 +229,7 @@ impl Hook {
             Self::FentryInodeLink,
             Self::FentryInodeUnlink,
             Self::Rescan,
+            Self::FanotifyPerm,
         ]
         .into_iter()
         .find(|h| h.as_str() == s)
@@ -690,7 +697,7 @@ mod tests {
 
     #[test]
     fn hook_names_round_trip() {
-        for raw in 1..=14u8 {
+        for raw in 1..=15u8 {
             let h = Hook::from_raw(raw).expect("known hook");
             assert_eq!(Hook::parse(h.as_str()), Some(h));
         }

@@ -1,0 +1,214 @@
+//! What `/proc` says about one task, for the fanotify tier: the task waits
+//! in `open` (or `execve`) until kive answers its permission event, so
+//! everything read here is still the accessing process's.
+
+use std::path::{Path, PathBuf};
+
+/// The facts the eBPF tiers capture in the kernel, read from `/proc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// Process id (`Tgid:`).
+    pub tgid: u32,
+    /// Parent process id (`PPid:`).
+    pub ppid: u32,
+    /// Id in the task's own pid namespace (last `NSpid:` value).
+    pub ns_pid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// The thread's `comm`.
+    pub comm: String,
+    /// `loginuid`, `None` when unset.
+    pub loginuid: Option<u32>,
+    /// The cgroup v2 path (`0::<path>`).
+    pub cgroup: Option<PathBuf>,
+    /// Mount namespace inode.
+    pub mnt_ns: u32,
+    /// `exe` link.
+    pub exe: String,
+    /// `cwd` link.
+    pub cwd: String,
+    /// `cmdline`, NUL-separated.
+    pub cmdline: Vec<u8>,
+    /// The parent's `comm`.
+    pub parent_comm: String,
+    /// The parent's `exe` link.
+    pub parent_exe: String,
+    /// The syscall the thread is in: number and six arguments.
+    pub syscall: Option<(u64, [u64; 6])>,
+}
+
+/// Reads the facts of thread `tid` under `proc_root` (normally `/proc`).
+/// What cannot be read stays empty.
+pub fn task_facts(proc_root: &Path, tid: u32) -> TaskFacts {
+    let dir = proc_root.join(tid.to_string());
+    let text = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let link = |d: &Path, name: &str| {
+        std::fs::read_link(d.join(name))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let status = parse_status(&text("status"));
+    let parent = proc_root.join(status.ppid.to_string());
+    let mnt_ns = ns_inode(&link(&dir, "ns/mnt"));
+    TaskFacts {
+        tgid: status.tgid,
+        ppid: status.ppid,
+        ns_pid: status.ns_pid,
+        uid: status.uid,
+        gid: status.gid,
+        comm: text("comm").trim_end_matches('\n').to_string(),
+        loginuid: text("loginuid")
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&u| u != u32::MAX),
+        cgroup: cgroup_v2_path(&text("cgroup")),
+        mnt_ns,
+        exe: link(&dir, "exe"),
+        cwd: link(&dir, "cwd"),
+        cmdline: std::fs::read(dir.join("cmdline")).unwrap_or_default(),
+        parent_comm: if status.ppid == 0 {
+            String::new()
+        } else {
+            std::fs::read_to_string(parent.join("comm"))
+                .map(|c| c.trim_end_matches('\n').to_string())
+                .unwrap_or_default()
+        },
+        parent_exe: if status.ppid == 0 {
+            String::new()
+        } else {
+            link(&parent, "exe")
+        },
+        syscall: parse_syscall(&text("syscall")),
+    }
+}
+
+/// Reads 8 bytes of a task's memory (`/proc/<tid>/mem`), e.g. the flags of
+/// an `openat2` `struct open_how`.
+pub fn read_task_u64(proc_root: &Path, tid: u32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(proc_root.join(tid.to_string()).join("mem")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Status {
+    tgid: u32,
+    ppid: u32,
+    ns_pid: u32,
+    uid: u32,
+    gid: u32,
+}
+
+fn parse_status(text: &str) -> Status {
+    let mut s = Status::default();
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let mut nums = rest.split_whitespace().map(|v| v.parse::<u32>().ok());
+        match name {
+            "Tgid" => s.tgid = nums.next().flatten().unwrap_or(0),
+            "PPid" => s.ppid = nums.next().flatten().unwrap_or(0),
+            "Uid" => s.uid = nums.next().flatten().unwrap_or(0),
+            "Gid" => s.gid = nums.next().flatten().unwrap_or(0),
+            "NSpid" => s.ns_pid = nums.next_back().flatten().unwrap_or(0),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// `mnt:[4026531841]` → 4026531841 (as the kernel's 32-bit inode field).
+fn ns_inode(link: &str) -> u32 {
+    link.split_once('[')
+        .and_then(|(_, r)| r.strip_suffix(']'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|n| n as u32)
+        .unwrap_or(0)
+}
+
+fn cgroup_v2_path(text: &str) -> Option<PathBuf> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(PathBuf::from)
+}
+
+/// `/proc/<tid>/syscall`: `nr a0 a1 a2 a3 a4 a5 sp pc` (hex arguments);
+/// `running` or a blocked-outside-a-syscall `-1 ...` give `None`.
+fn parse_syscall(text: &str) -> Option<(u64, [u64; 6])> {
+    let mut it = text.split_whitespace();
+    let nr = it.next()?.parse::<u64>().ok()?;
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        let v = it.next()?;
+        *a = u64::from_str_radix(v.strip_prefix("0x").unwrap_or(v), 16).ok()?;
+    }
+    Some((nr, args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        let s = parse_status(
+            "Name:\tcat\nTgid:\t42\nPid:\t43\nPPid:\t7\nUid:\t1000\t0\t0\t0\nGid:\t100\t0\t0\t0\nNSpid:\t43\t5\n",
+        );
+        assert_eq!(
+            s,
+            Status {
+                tgid: 42,
+                ppid: 7,
+                ns_pid: 5,
+                uid: 1000,
+                gid: 100
+            }
+        );
+        assert_eq!(parse_status("garbage\nUid: x\n"), Status::default());
+    }
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(
+            parse_syscall("257 0xffffff9c 0x7ffd 0x241 0x1b6 0x0 0x0 0x7ffc 0x7f00\n"),
+            Some((257, [0xffff_ff9c, 0x7ffd, 0x241, 0x1b6, 0, 0]))
+        );
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0x7ffc 0x7f00\n"), None);
+        assert_eq!(parse_syscall("2 0x1 0x2\n"), None, "cut short");
+    }
+
+    #[test]
+    fn namespace_links_and_cgroup_lines() {
+        assert_eq!(ns_inode("mnt:[4026531841]"), 4_026_531_841);
+        assert_eq!(ns_inode("nonsense"), 0);
+        assert_eq!(
+            cgroup_v2_path("12:pids:/x\n0::/user.slice/a.scope\n"),
+            Some(PathBuf::from("/user.slice/a.scope"))
+        );
+        assert_eq!(cgroup_v2_path("12:pids:/x\n"), None);
+    }
+
+    #[test]
+    fn reads_this_thread() {
+        let me = std::process::id();
+        let f = task_facts(Path::new("/proc"), me);
+        assert_eq!(f.tgid, me);
+        assert_eq!(f.ppid, std::os::unix::process::parent_id());
+        assert!(!f.comm.is_empty());
+        assert_ne!(f.mnt_ns, 0);
+        let exe = std::env::current_exe().expect("exe");
+        assert_eq!(f.exe, exe.to_string_lossy());
+        assert!(!f.cmdline.is_empty());
+        assert_eq!(
+            task_facts(Path::new("/proc"), u32::MAX),
+            TaskFacts::default()
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! The fanotify tier on this machine's kernel: permission events on inode
+//! marks, answered by the engine's reader. The same checks as the eBPF
+//! tiers' kernel tests (engine_kernel, runtime_kernel), forced to
+//! `fanotify`, plus what only this tier does: block by `FAN_DENY`, slow a
+//! flooder instead of losing events.
+
+mod support;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kive::policy::{load_str, CompiledTrap};
+use kive::runtime::{Runtime, RuntimeConfig};
+use kive::trap::{Action, Engine, Hook, Tier, TierChoice, TrapError, TrapKey, TrapValue};
+use support::{alerts, engine, events_for, key_of, run, world_dir};
+
+const WAIT: Duration = Duration::from_millis(400);
+
+fn value(id: u32, block: bool) -> TrapValue {
+    TrapValue {
+        trap_id: id,
+        block,
+        conditions: 0,
+    }
+}
+
+fn pin(path: &Path) -> OwnedFd {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("O_PATH {}: {e}", path.display()))
+}
+
+/// Arms a file the way the runtime does (through an `O_PATH` pin).
+fn arm(e: &Engine, path: &Path, v: TrapValue) -> TrapKey {
+    let key = key_of(path);
+    let p = pin(path);
+    e.arm_file(p.as_fd(), key, v)
+        .unwrap_or_else(|err| panic!("arming {}: {err}", path.display()));
+    key
+}
+
+#[test]
+fn the_tier_loads_forced_and_has_no_programs() {
+    let (e, _rx) = engine(TierChoice::Fanotify);
+    assert_eq!(e.tier(), Tier::Fanotify);
+    assert!(e.programs().is_empty());
+    assert!(Tier::Fanotify.can_block());
+}
+
+#[test]
+fn a_bare_key_cannot_be_armed_without_its_file() {
+    let (e, _rx) = engine(TierChoice::Fanotify);
+    let key = TrapKey { dev: 1, ino: 2 };
+    match e.arm(key, value(1, false)) {
+        Err(TrapError::NeedsFile { key: k }) => assert_eq!(k, key),
+        other => panic!("expected NeedsFile, got {other:?}"),
+    }
+    assert!(e.armed_keys().is_empty());
+}
+
+#[test]
+fn cat_of_a_trapped_file_gives_exactly_one_event() {
+    let d = world_dir();
+    let f = d.path().join("secret.txt");
+    std::fs::write(&f, "s3cr3t").expect("write");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(7, false));
+    assert_eq!(e.armed_keys(), [key]);
+    let (pid, out) = run(Command::new("cat").arg(&f).current_dir(d.path()));
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"s3cr3t", "the open was allowed");
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "one open, one event: {evs:#?}");
+    let ev = &evs[0];
+    assert_eq!((ev.tgid, ev.pid), (pid, pid), "the cat's pid and tid");
+    assert_eq!((ev.uid, ev.gid), (0, 0));
+    assert_eq!(ev.comm, "cat");
+    assert_eq!(ev.mask, 0x20 | 0x4, "MAY_OPEN|MAY_READ");
+    assert_eq!(ev.trap_id, 7);
+    assert_eq!(ev.hook, Hook::FanotifyPerm);
+    assert_eq!(ev.action, Action::Audit);
+    assert_eq!(ev.ppid, std::process::id(), "parent is the test process");
+    let me = std::env::current_exe().expect("test binary");
+    assert_eq!(ev.parent_exe, me.display().to_string());
+    let cat = std::fs::canonicalize("/bin/cat").expect("cat");
+    assert_eq!(ev.exe, cat.display().to_string());
+    assert_eq!(ev.cwd, d.path().display().to_string());
+    assert_eq!(ev.args, ["cat".to_string(), f.display().to_string()]);
+    assert_eq!(ev.ns_pid, pid, "host pid namespace");
+    assert_ne!(ev.cgroup_id, 0);
+    assert_ne!(ev.mnt_ns, 0);
+    assert_eq!(e.kernel_stats().hits, 1);
+}
+
+#[test]
+fn an_untrapped_file_gives_no_event() {
+    let d = world_dir();
+    let trapped = d.path().join("trapped");
+    let free = d.path().join("free");
+    std::fs::write(&trapped, "t").expect("write");
+    std::fs::write(&free, "f").expect("write");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    arm(&e, &trapped, value(1, false));
+    run(Command::new("cat").arg(&free));
+    assert!(events_for(&rx, key_of(&free), WAIT).is_empty());
+    assert_eq!(e.kernel_stats().hits, 0, "no hit counted");
+}
+
+#[test]
+fn a_write_gives_a_write_mask_and_an_append_an_append_mask() {
+    let d = world_dir();
+    let f = d.path().join("log");
+    std::fs::write(&f, "").expect("write");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(2, false));
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x > {}", f.display())));
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo y >> {}", f.display())));
+    let evs = events_for(&rx, key, WAIT);
+    let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
+    assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
+    assert_eq!(evs[0].comm, "sh");
+    assert_eq!(evs[1].flags & 0o2000, 0o2000, "O_APPEND in the flags");
+    assert_eq!(std::fs::read_to_string(&f).expect("read"), "x\ny\n");
+}
+
+#[test]
+fn access_as_another_uid_reports_that_uid() {
+    let d = world_dir();
+    let f = d.path().join("shared.txt");
+    std::fs::write(&f, "x").expect("write");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(3, false));
+    let (pid, out) = run(Command::new("cat").arg(&f).uid(65534).gid(65534));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!((evs[0].uid, evs[0].gid, evs[0].tgid), (65534, 65534, pid));
+}
+
+#[test]
+fn exec_of_a_trapped_binary_is_one_event_with_may_exec() {
+    let d = world_dir();
+    let bin = d.path().join("trapped-true");
+    std::fs::copy("/bin/true", &bin).expect("copy /bin/true");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &bin, value(4, false));
+    let (pid, out) = run(&mut Command::new(&bin));
+    assert!(out.status.success());
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(
+        evs.len(),
+        1,
+        "exec's open half is not a second event: {evs:#?}"
+    );
+    assert_eq!(evs[0].hook, Hook::FanotifyPerm);
+    assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
+    assert_eq!(evs[0].tgid, pid);
+    // the process waits before exec's point of no return: still the parent's image
+    let me = std::env::current_exe().expect("test binary");
+    assert_eq!(evs[0].exe, me.display().to_string());
+    // a later plain read of the same binary is an open again
+    run(Command::new("cat").arg(&bin));
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].mask, 0x20 | 0x4);
+}
+
+#[test]
+fn a_block_trap_denies_the_open_with_eperm() {
+    let d = world_dir();
+    let f = d.path().join("blocked.txt");
+    std::fs::write(&f, "no").expect("write");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(8, true));
+    let (pid, out) = run(Command::new("cat").arg(&f));
+    assert!(!out.status.success(), "cat must fail");
+    assert!(out.stdout.is_empty(), "nothing read");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Operation not permitted"), "EPERM: {err}");
+    let evs = events_for(&rx, key, WAIT);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!((evs[0].action, evs[0].tgid), (Action::Block, pid));
+    assert_eq!(e.kernel_stats().blocked, 1);
+    // the exec of a blocked binary fails too
+    let bin = d.path().join("blocked-true");
+    std::fs::copy("/bin/true", &bin).expect("copy");
+    arm(&e, &bin, value(9, true));
+    let spawned = Command::new(&bin).status();
+    assert!(
+        matches!(&spawned, Err(err) if err.raw_os_error() == Some(libc::EPERM)),
+        "exec denied with EPERM: {spawned:?}"
+    );
+}
+
+#[test]
+fn the_loader_s_own_opens_never_fire() {
+    let d = world_dir();
+    let f = d.path().join("own");
+    std::fs::write(&f, "x").expect("write");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(5, true));
+    // this process is the loader: its reads are neither reported nor blocked
+    assert_eq!(std::fs::read(&f).expect("own read allowed"), b"x");
+    assert!(events_for(&rx, key, WAIT).is_empty());
+    assert_eq!(e.kernel_stats().hits, 0);
+}
+
+#[test]
+fn disarm_stops_events_and_stopping_the_reader_never_stalls_an_open() {
+    let d = world_dir();
+    let f = d.path().join("f");
+    std::fs::write(&f, "x").expect("write");
+    let (mut e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(6, false));
+    run(Command::new("cat").arg(&f));
+    assert_eq!(events_for(&rx, key, WAIT).len(), 1);
+    e.disarm(key).expect("disarm");
+    assert!(e.armed_keys().is_empty());
+    run(Command::new("cat").arg(&f));
+    assert!(
+        events_for(&rx, key, WAIT).is_empty(),
+        "disarmed key is silent"
+    );
+    e.disarm(key).expect("disarming twice is not an error");
+    // armed, reader stopped: the mark is flushed, the open goes through
+    arm(&e, &f, value(6, true));
+    e.stop_reader();
+    let (_, out) = run(Command::new("cat").arg(&f));
+    assert!(out.status.success(), "no reader, no mark, no block");
+    assert!(events_for(&rx, key, WAIT).is_empty());
+}
+
+#[test]
+fn a_flood_is_slowed_and_nothing_is_lost() {
+    let d = world_dir();
+    let f = d.path().join("flooded");
+    std::fs::write(&f, "x").expect("write");
+    let (e, rx) = engine(TierChoice::Fanotify);
+    let key = arm(&e, &f, value(10, false));
+    const N: usize = 2000;
+    let script = format!(
+        "i=0; while [ $i -lt {N} ]; do : < {}; i=$((i+1)); done",
+        f.display()
+    );
+    let (pid, out) = run(Command::new("sh").arg("-c").arg(script));
+    assert!(out.status.success());
+    let mut evs = events_for(&rx, key, Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while evs.len() < N && std::time::Instant::now() < deadline {
+        evs.extend(events_for(&rx, key, Duration::from_millis(200)));
+    }
+    assert_eq!(evs.len(), N, "every open of the flood is one event");
+    assert!(evs.iter().all(|ev| ev.tgid == pid));
+    let s = e.kernel_stats();
+    assert_eq!((s.hits, s.drops), (N as u64, 0));
+}
+
+fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
+    let text = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: fan, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n{extra}",
+        path.display()
+    );
+    let c = load_str("fanotify-test", &text);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    c.traps
+}
+
+fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
+    support::ensure_mounts();
+    let cfg = RuntimeConfig {
+        rescan: Duration::from_secs(3600),
+        node_name: "test-node".into(),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Fanotify,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (rt, report) = Runtime::start(&cfg, traps).unwrap_or_else(|e| panic!("runtime: {e}"));
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(
+        report.warnings.iter().all(|w| !w.contains("not enforced")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(rt.tier(), Tier::Fanotify);
+    rt
+}
+
+#[test]
+fn runtime_a_decoy_alerts_with_process_details_and_its_own_creation_is_silent() {
+    let d = world_dir();
+    let f = d.path().join("decoy.txt");
+    let rt = start(&host_policy(&f, "    create: true\n    mode: 0640\n"));
+    assert!(alerts(&rt, WAIT).is_empty(), "creating the decoy is silent");
+    let (pid, _) = run(Command::new("cat").arg(&f).current_dir(d.path()));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let a = &got[0];
+    assert_eq!(a.metadata.path, f.display().to_string());
+    assert_eq!(a.metadata.mask, 36);
+    assert_eq!(a.process.tgid, pid);
+    assert_eq!(a.process.comm, "cat");
+    assert_eq!(a.process.arguments, format!("cat {}", f.display()));
+    assert_eq!(a.process.cwd, d.path().display().to_string());
+}
+
+#[test]
+fn runtime_a_replaced_file_is_re_armed_and_the_old_inode_is_released() {
+    let d = world_dir();
+    let f = d.path().join("config");
+    std::fs::write(&f, "v1").expect("write");
+    let rt = start(&host_policy(&f, ""));
+    let old_key = key_of(&f);
+    assert_eq!(rt.kernel_keys(), [old_key]);
+    let new = d.path().join(".config.tmp");
+    std::fs::write(&new, "v2").expect("write");
+    let moved_old = d.path().join("config.old");
+    std::fs::hard_link(&f, &moved_old).expect("keep the old inode reachable");
+    run(Command::new("mv").arg(&new).arg(&f));
+    rt.rescan_now();
+    let new_key = key_of(&f);
+    assert_ne!(old_key, new_key);
+    assert_eq!(
+        rt.kernel_keys(),
+        [new_key],
+        "old mark removed, new one added"
+    );
+    run(Command::new("cat").arg(&f));
+    run(Command::new("cat").arg(&moved_old));
+    let got = alerts(&rt, WAIT);
+    assert_eq!(
+        got.len(),
+        1,
+        "only the file now at the path alerts: {got:#?}"
+    );
+    assert_eq!(got[0].metadata.inode, new_key.ino);
+}
+
+#[test]
+fn runtime_a_block_trap_is_enforced() {
+    let d = world_dir();
+    let f = d.path().join("vault");
+    std::fs::write(&f, "gold").expect("write");
+    let rt = start(&host_policy(&f, "    action: block\n"));
+    let (_, out) = run(Command::new("cat").arg(&f));
+    assert!(!out.status.success(), "denied");
+    let got = alerts(&rt, WAIT);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(rt.metrics().kernel.blocked, 1);
+}
