@@ -26,6 +26,7 @@
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -39,9 +40,17 @@ use kive::trap::{Engine, EngineConfig, RawEvent, Tier, TierChoice, TrapError, Tr
 const DEFAULT_ITERATIONS: u64 = 1_000_000;
 const DEFAULT_ROUNDS: usize = 7;
 /// How long to wait for another process's tracing programs to go away.
-const QUIET_WAIT: Duration = Duration::from_secs(120);
+/// How long to wait for other processes' tracing links to go away
+/// (`KIVE_BENCH_QUIET_WAIT_S`, default 120 s).
+fn quiet_wait() -> Duration {
+    Duration::from_secs(env_or("KIVE_BENCH_QUIET_WAIT_S", 120u64).unwrap_or(120))
+}
 /// Measurements taken again when another process's programs showed up.
-const TRIES: usize = 5;
+/// Measurements tried before one with foreign links is kept
+/// (`KIVE_BENCH_TRIES`, default 5).
+fn tries() -> usize {
+    env_or("KIVE_BENCH_TRIES", 5usize).unwrap_or(5).max(1)
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -128,6 +137,47 @@ struct Files {
     /// Armed in every configuration; opened only in the throughput table.
     trapped: PathBuf,
     trapped_key: TrapKey,
+    /// The trapped file's `O_PATH` pin (the fanotify tier marks the file).
+    trapped_pin: OwnedFd,
+    /// Decoy files for the fanotify tier's extra traps (it marks inodes, so
+    /// its traps are real files: `decoys[i]` = (pin, key)), made on demand.
+    decoys: std::cell::RefCell<Vec<(OwnedFd, TrapKey)>>,
+    dir: PathBuf,
+}
+
+impl Files {
+    /// At least `n` decoy files (pinned), created in `dir/decoys/`.
+    fn ensure_decoys(&self, n: usize) -> Result<(), String> {
+        let mut decoys = self.decoys.borrow_mut();
+        let sub = self.dir.join("decoys");
+        std::fs::create_dir_all(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
+        while decoys.len() < n {
+            let p = sub.join(format!("d{}", decoys.len()));
+            std::fs::write(&p, b"").map_err(|e| format!("writing {}: {e}", p.display()))?;
+            decoys.push(pin_file(&p)?);
+        }
+        Ok(())
+    }
+}
+
+/// An `O_PATH` fd of a file and its trap key.
+fn pin_file(path: &Path) -> Result<(OwnedFd, TrapKey), String> {
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| format!("canonicalizing {}: {e}", path.display()))?;
+    let fd = rustix::fs::open(
+        &abs,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("pinning {}: {e}", abs.display()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("stat {}: {e}", abs.display()))?;
+    Ok((
+        fd,
+        TrapKey {
+            dev: kive::trap::dev::kernel_dev(st.st_dev),
+            ino: st.st_ino,
+        },
+    ))
 }
 
 fn main() -> ExitCode {
@@ -188,6 +238,9 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("--traps: every count must be at least 1 (the trapped file is one)".into());
     }
     ensure_mounts();
+    // the fanotify rows pin a decoy file per trap, and the engine a copy of each
+    let most = args.traps.iter().copied().max().unwrap_or(1);
+    kive::node::limits::ensure_nofile(2 * u64::from(most) + 1024);
     let files = make_files(args.dir.as_deref())?;
 
     // Which tiers load here (each tried once; the error's first line kept).
@@ -224,6 +277,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut foreign_total = 0usize;
     let mut tuned = None;
+    let mut base_wall = None;
     if !args.skip_overhead {
         let mut configs = vec![Config {
             label: "baseline (no program)".into(),
@@ -239,8 +293,9 @@ fn run(args: &Args) -> Result<(), String> {
                 });
             }
         }
-        let (table, foreign, all_tuned) =
+        let (table, foreign, all_tuned, wall) =
             overhead_table(&configs, &files, iterations, rounds, !args.no_tune)?;
+        base_wall = Some(wall);
         foreign_total += foreign;
         tuned = Some(all_tuned);
         out.push_str(&table);
@@ -253,8 +308,13 @@ fn run(args: &Args) -> Result<(), String> {
         out.push('\n');
     }
     if !args.skip_throughput {
-        let (table, foreign) =
-            throughput_table(&loadable, &files, args.events, args.throughput_rounds)?;
+        let (table, foreign) = throughput_table(
+            &loadable,
+            &files,
+            args.events,
+            args.throughput_rounds,
+            base_wall,
+        )?;
         foreign_total += foreign;
         out.push_str(&table);
         out.push('\n');
@@ -345,18 +405,15 @@ fn make_files(dir: Option<&Path>) -> Result<Files, String> {
     for p in [&free, &trapped] {
         std::fs::write(p, b"kive bench\n").map_err(|e| format!("writing {}: {e}", p.display()))?;
     }
-    let abs = std::fs::canonicalize(&trapped)
-        .map_err(|e| format!("canonicalizing {}: {e}", trapped.display()))?;
-    let root = kive::node::Root::open("/").map_err(|e| format!("opening /: {e}"))?;
-    let trapped_key = root
-        .resolve(abs.to_str().ok_or("the bench directory is not UTF-8")?)
-        .map_err(|e| format!("resolving {}: {e}", abs.display()))?
-        .key;
+    let (trapped_pin, trapped_key) = pin_file(&trapped)?;
     Ok(Files {
         _tmp: tmp,
         free,
         trapped,
         trapped_key,
+        trapped_pin,
+        decoys: std::cell::RefCell::new(Vec::new()),
+        dir,
     })
 }
 
@@ -383,7 +440,8 @@ impl Rng {
 
 /// Loads `choice` and arms `traps` keys: the trapped file plus `traps - 1`
 /// random keys on the same device that match no file (inode numbers with the
-/// top bit set).
+/// top bit set); on the fanotify tier, which marks inodes, `traps - 1` real
+/// decoy files in the bench directory instead.
 fn load_armed(
     choice: TierChoice,
     traps: u32,
@@ -394,7 +452,8 @@ fn load_armed(
     let engine = Engine::load(&engine_config(choice, traps, wakeup_bytes))
         .map_err(|e| format!("loading {choice:?}: {}", first_line(&e)))?;
     engine
-        .arm(
+        .arm_file(
+            files.trapped_pin.as_fd(),
             files.trapped_key,
             TrapValue {
                 trap_id: 1,
@@ -403,6 +462,20 @@ fn load_armed(
             },
         )
         .map_err(|e| e.to_string())?;
+    if engine.tier() == Tier::Fanotify {
+        let extra = traps.saturating_sub(1) as usize;
+        files.ensure_decoys(extra)?;
+        for (i, (pin, key)) in files.decoys.borrow().iter().take(extra).enumerate() {
+            let value = TrapValue {
+                trap_id: i as u32 + 2,
+                block: false,
+            };
+            engine
+                .arm_file(pin.as_fd(), *key, value)
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok(engine);
+    }
     let mut seen = HashSet::new();
     let mut id = 2u32;
     while seen.len() + 1 < traps as usize {
@@ -454,13 +527,13 @@ fn foreign_links(ours: usize) -> usize {
 
 /// Waits (at most `QUIET_WAIT`) until no other process has tracing links.
 fn wait_quiet(ours: usize) {
-    let deadline = Instant::now() + QUIET_WAIT;
+    let deadline = Instant::now() + quiet_wait();
     let mut said = false;
     while foreign_links(ours) > 0 && Instant::now() < deadline {
         if !said {
             progress(format_args!(
                 "another process has tracing BPF links attached: waiting (at most {} s) for it to finish",
-                QUIET_WAIT.as_secs()
+                quiet_wait().as_secs()
             ));
             said = true;
         }
@@ -504,9 +577,9 @@ fn measure_clean<T>(
         if foreign == 0 {
             return Ok((r, false));
         }
-        if attempt == TRIES {
+        if attempt == tries() {
             progress(format_args!(
-                "warning: {foreign} tracing link(s) of another process were attached during this measurement (kept after {TRIES} tries)"
+                "warning: {foreign} tracing link(s) of another process were attached during this measurement (kept after {} tries)", tries()
             ));
             return Ok((r, true));
         }
@@ -655,15 +728,16 @@ fn pct(ratio: f64) -> String {
     format!("{:+.1} %", (ratio - 1.0) * 100.0)
 }
 
-/// Table 1. Returns the table, how many measurements saw foreign links and
-/// whether every child was tuned (nice -20, pinned).
+/// Table 1. Returns the table, how many measurements saw foreign links,
+/// whether every child was tuned (nice -20, pinned) and the baseline's
+/// median wall ns/op.
 fn overhead_table(
     configs: &[Config],
     files: &Files,
     iterations: u64,
     rounds: usize,
     tune: bool,
-) -> Result<(String, usize, bool), String> {
+) -> Result<(String, usize, bool, f64), String> {
     let warmup = (iterations / 100).clamp(1, 10_000);
     let mut rng = Rng::new();
     // per configuration: (CPU ns/op, wall ns/op) per round
@@ -677,13 +751,21 @@ fn overhead_table(
             let idx = (i + round) % n;
             let c = &configs[idx];
             let engine = match c.choice {
-                Some(choice) => Some(load_armed(
-                    choice,
-                    c.traps,
-                    EngineConfig::default().wakeup_bytes,
-                    files,
-                    &mut rng,
-                )?),
+                Some(choice) => {
+                    let mut e = load_armed(
+                        choice,
+                        c.traps,
+                        EngineConfig::default().wakeup_bytes,
+                        files,
+                        &mut rng,
+                    )?;
+                    if e.tier() == Tier::Fanotify {
+                        // its marks are in the kernel only while a reader answers
+                        e.start_reader(Duration::from_millis(10), |_| {})
+                            .map_err(|err| err.to_string())?;
+                    }
+                    Some(e)
+                }
                 None => None,
             };
             let ours = engine.as_ref().map_or(0, |e| e.programs().len());
@@ -749,7 +831,7 @@ fn overhead_table(
             pct(wratio)
         ));
     }
-    Ok((t, foreign_seen, all_tuned))
+    Ok((t, foreign_seen, all_tuned, base_wall))
 }
 
 struct Throughput {
@@ -834,10 +916,18 @@ fn throughput_table(
     files: &Files,
     events: u64,
     rounds: usize,
+    base_wall: Option<f64>,
 ) -> Result<(String, usize), String> {
     let default_wakeup = EngineConfig::default().wakeup_bytes;
     let mut configs: Vec<(String, TierChoice, u64)> = Vec::new();
+    let mut fanotify_rows = HashSet::new();
     for &(t, got) in loadable {
+        if got == Tier::Fanotify {
+            // no ring buffer: every event is answered as it comes
+            fanotify_rows.insert(configs.len());
+            configs.push((tier_label(t, got), t, 0));
+            continue;
+        }
         for w in [0, default_wakeup] {
             configs.push((tier_label(t, got), t, w));
         }
@@ -857,24 +947,24 @@ fn throughput_table(
         for i in 0..n {
             let idx = (i + round) % n;
             let (label, choice, w) = &configs[idx];
-            let mut tries = 1;
+            let mut attempt = 1;
             let r = loop {
                 wait_quiet(0);
                 let (r, foreign) = measure_throughput(*choice, *w, files, events, &mut rng)?;
                 if foreign == 0 {
                     break r;
                 }
-                if tries == TRIES {
+                if attempt == tries() {
                     foreign_seen += 1;
                     progress(format_args!(
-                        "warning: {foreign} tracing link(s) of another process were attached during this measurement (kept after {TRIES} tries)"
+                        "warning: {foreign} tracing link(s) of another process were attached during this measurement (kept after {} tries)", tries()
                     ));
                     break r;
                 }
                 progress(format_args!(
                     "{foreign} tracing link(s) of another process appeared during the measurement: measuring again"
                 ));
-                tries += 1;
+                attempt += 1;
             };
             progress(format_args!(
                 "round {}/{rounds}: {label:<24} wakeup {w:>6}: {:.0} events/s received, {} received, {} drops, {} hits",
@@ -887,8 +977,8 @@ fn throughput_table(
             results[idx].push(r);
         }
     }
-    t.push_str("| tier | reader wake-up | child opens/s (median) | events/s received (median) | received per run | kernel drops per run |\n");
-    t.push_str("|---|---|---:|---:|---|---|\n");
+    t.push_str("| tier | reader wake-up | child opens/s (median) | events/s received (median) | wall µs per trapped open+close (median) | added to an untrapped open+close | received per run | kernel drops per run |\n");
+    t.push_str("|---|---|---:|---:|---:|---:|---|---|\n");
     for (i, (label, _, w)) in configs.iter().enumerate() {
         let rs = &results[i];
         let child = median(&rs.iter().map(|r| r.child_rate).collect::<Vec<_>>());
@@ -903,13 +993,20 @@ fn throughput_table(
             .map(|r| r.drops.to_string())
             .collect::<Vec<_>>()
             .join(" / ");
-        let wake = if *w == 0 {
+        let per_op_ns = 1e9 / child;
+        let added = base_wall.map_or("–".to_string(), |b| {
+            format!("{:+.1} µs", (per_op_ns - b) / 1e3)
+        });
+        let wake = if fanotify_rows.contains(&i) {
+            "answers each open (permission event)".to_string()
+        } else if *w == 0 {
             "every event (wakeup_bytes = 0)".to_string()
         } else {
             format!("past {} KiB filled (default)", w / 1024)
         };
         t.push_str(&format!(
-            "| {label} | {wake} | {child:.0} | {recv:.0} | {received} | {drops} |\n"
+            "| {label} | {wake} | {child:.0} | {recv:.0} | {:.2} | {added} | {received} | {drops} |\n",
+            per_op_ns / 1e3
         ));
     }
     Ok((t, foreign_seen))
@@ -961,8 +1058,9 @@ fn method(r: &RunInfo<'_>) -> String {
         "- The child is not the loader, so the kernel's `self_tgid` filter cannot shorten its \
          path (on every tier the untrapped path ends at the map lookup, before that filter, \
          anyway). Each tier row loads the engine, arms its traps (the real trapped file elsewhere \
-         + random keys on the same device whose inode numbers match no file), measures, and \
-         unloads. The kernel's hit counter is checked to be 0 after each measurement.\n",
+         + random keys on the same device whose inode numbers match no file; on the fanotify \
+         tier, which marks inodes, real decoy files in the bench directory, with its reader \
+         running), measures, and unloads. The kernel's hit counter is checked to be 0 after each measurement.\n",
     );
     m.push_str(&format!(
         "- {} interleaved rounds: each round measures every configuration once, in an order \
@@ -988,7 +1086,8 @@ fn method(r: &RunInfo<'_>) -> String {
     m.push_str(&format!(
         "- Other processes' tracing BPF programs (e.g. a concurrent kernel test) slow every \
          syscall: before each measurement the bench waits for their links to go away, samples \
-         them every 100 ms during it, and measures again (up to {TRIES} times) if one appeared.\n"
+         them every 100 ms during it, and measures again (up to {} times) if one appeared.\n",
+        tries()
     ));
     if r.foreign > 0 {
         m.push_str(&format!(
