@@ -2,7 +2,9 @@
 //! (real kube client, real watch protocol), on this machine's kernel.
 //!
 //! Each "pod" is one container: a `sleep` process in its own
-//! `cri-containerd-<id>.scope` cgroup. They share the host's root (no
+//! `cri-containerd-<id>.scope` cgroup, where kubelet's systemd driver puts
+//! it (`kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/`,
+//! the pod uids unique to the run). They share the host's root (no
 //! overlay per pod, which would need N mounts), so the M trap paths resolve
 //! to M files; every (trap, container) is still its own entry, found by
 //! cgroup, resolved through `/proc/<pid>/root` and armed. Prints a table:
@@ -30,6 +32,16 @@ struct FakeContainer {
     child: Child,
 }
 
+/// Pod uids unique to this run (another run's or a real kubelet's pods are
+/// never touched).
+fn pod_uid(i: usize) -> String {
+    format!("kivebench{}-{i}", std::process::id())
+}
+
+fn qos_slice() -> std::path::PathBuf {
+    cgroup2_root().join("kubepods.slice/kubepods-besteffort.slice")
+}
+
 fn cgroup2_root() -> std::path::PathBuf {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     kive::node::cgroup::cgroup2_mount_point(&mi).expect("cgroup v2 mounted")
@@ -37,8 +49,11 @@ fn cgroup2_root() -> std::path::PathBuf {
 
 fn container(n: usize, gen: usize) -> FakeContainer {
     let id = format!("{:032x}{:032x}", 0xbe0c_u64 + gen as u64, n as u64);
-    let cgroup = cgroup2_root()
-        .join("kive-bench.slice")
+    let cgroup = qos_slice()
+        .join(format!(
+            "kubepods-besteffort-pod{}.slice",
+            pod_uid(n).replace('-', "_")
+        ))
         .join(format!("cri-containerd-{id}.scope"));
     std::fs::create_dir_all(&cgroup).expect("cgroup dir");
     let child = Command::new("sh")
@@ -63,12 +78,20 @@ impl Drop for FakeContainer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // the pod slice, then the QoS slices if no one else uses them
+        let mut dir = self.cgroup.parent();
+        for _ in 0..3 {
+            match dir {
+                Some(d) if std::fs::remove_dir(d).is_ok() => dir = d.parent(),
+                _ => break,
+            }
+        }
     }
 }
 
 fn pod(i: usize, cid: &str) -> serde_json::Value {
     json!({
-        "metadata": {"name": format!("web-{i}"), "namespace": "default", "uid": format!("uid-{i}"),
+        "metadata": {"name": format!("web-{i}"), "namespace": "default", "uid": pod_uid(i),
                      "labels": {"app": "web"}},
         "spec": {"nodeName": "bench-node", "containers": [{"name": "app", "image": "web:1"}]},
         "status": {"podIP": format!("10.2.{}.{}", i / 250, i % 250),
@@ -94,6 +117,8 @@ fn main() {
         })
         .collect();
 
+    // the bench holds a child per pod and the runtime a pin per entry
+    let limit = kive::node::limits::ensure_nofile((pods * (traps + 4) + 4096) as u64);
     let t0 = Instant::now();
     let mut containers: Vec<FakeContainer> = (0..pods).map(|i| container(i, 0)).collect();
     let spawn_s = t0.elapsed().as_secs_f64();
@@ -158,24 +183,35 @@ fn main() {
     }
     let rearm = change.elapsed();
     drop(old);
+    let fds = kive::node::fds::open_fds();
+    let rss = kive::node::limits::rss_bytes();
+    // a rescan of every entry (what the rescan thread does each period)
+    let rescan_start = Instant::now();
+    rt.rescan_now();
+    let rescan = rescan_start.elapsed();
 
     println!(
         "kive reconcile benchmark (test API server on loopback, real kube client, real eBPF maps)"
     );
     println!();
     println!(
-        "| pods | traps | entries | cold start → all armed | one container restart → re-armed |"
+        "| pods | traps | entries | cold start → all armed | one container restart → re-armed | one full rescan | open fds | fd limit | RSS (whole bench process) |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {pods} | {traps} | {want} | {:.3} s | {:.1} ms |",
+        "| {pods} | {traps} | {want} | {:.3} s | {:.1} ms | {:.0} ms | {fds} | {} | {:.0} MiB |",
         cold.as_secs_f64(),
-        rearm.as_secs_f64() * 1e3
+        rearm.as_secs_f64() * 1e3,
+        rescan.as_secs_f64() * 1e3,
+        limit.map_or("unlimited".to_string(), |l| l.to_string()),
+        rss as f64 / (1024.0 * 1024.0)
     );
     println!();
     println!(
         "method: {pods} sleep processes in their own cri-containerd-<id>.scope cgroups (spawned in {spawn_s:.2} s, not counted); \
          the clock starts before the engine loads and stops when the runtime reports {want} armed entries; \
-         the restart is a MODIFIED pod with a new containerID, timed until the new container's entries are armed and the old ones removed."
+         the restart is a MODIFIED pod with a new containerID, timed until the new container's entries are armed and the old ones removed; \
+         fds and RSS are the bench process's (runtime + test API server + kube client + {pods} child handles) after the restart; \
+         the full rescan re-resolves every entry once (Runtime::rescan_now)."
     );
 }

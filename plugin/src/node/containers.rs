@@ -1,13 +1,16 @@
-//! Finding a process of each container on this node: every process's
+//! Finding a process of each container on this node: a container's cgroup
+//! directory (kubelet's layouts, else one walk of the cgroup tree) lists
+//! its processes in `cgroup.procs`; without cgroup v2, every process's
 //! cgroup path names its container (see [`super::cgroup`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
 
-use super::cgroup::container_from_cgroup_path;
+use super::cgroup::{container_from_cgroup_name, container_from_cgroup_path};
 use super::resolve::{io_err, ResolveError, Root};
 
 /// The root directory of process `pid`, checked to belong to container
@@ -119,6 +122,141 @@ impl ContainerPids {
     }
 }
 
+/// Finds a container's processes through its cgroup: the cost of a lookup
+/// is a few `stat`s and one `cgroup.procs` read, not a `/proc` scan.
+///
+/// In order: the directory found before; kubelet's layouts for the pod's
+/// uid (systemd and cgroupfs drivers, every QoS class, containerd, CRI-O
+/// and docker names); one walk of the cgroup tree indexing every container
+/// directory (at most once per `min_walk`); without a cgroup v2 root, a
+/// `/proc` scan.
+#[derive(Debug)]
+pub struct ContainerLocator {
+    cgroup_root: Option<PathBuf>,
+    proc_root: PathBuf,
+    dirs: HashMap<String, PathBuf>,
+    last_walk: Option<Instant>,
+    min_walk: Duration,
+}
+
+impl ContainerLocator {
+    /// A locator over a cgroup v2 root (`None`: scan `proc_root`).
+    pub fn new(cgroup_root: Option<PathBuf>, proc_root: PathBuf) -> Self {
+        Self {
+            cgroup_root,
+            proc_root,
+            dirs: HashMap::new(),
+            last_walk: None,
+            min_walk: Duration::from_secs(1),
+        }
+    }
+
+    /// A pid of container `id` (64 hex) of the pod with uid `pod_uid`.
+    pub fn pid_of(&mut self, id: &str, pod_uid: &str) -> Option<u32> {
+        let Some(root) = self.cgroup_root.clone() else {
+            return ContainerPids::scan(&self.proc_root).pid_of(id);
+        };
+        if let Some(pid) = self.dirs.get(id).and_then(|d| first_pid(d)) {
+            return Some(pid);
+        }
+        let found = kubelet_dirs(&root, pod_uid, id)
+            .into_iter()
+            .find(|d| d.is_dir())
+            .or_else(|| {
+                let stale = self.last_walk.is_none_or(|t| t.elapsed() >= self.min_walk);
+                if stale {
+                    self.walk(&root);
+                }
+                self.dirs.get(id).cloned()
+            })?;
+        let pid = first_pid(&found);
+        self.dirs.insert(id.to_string(), found);
+        pid
+    }
+
+    /// Forgets a container (it stopped or was replaced).
+    pub fn forget(&mut self, id: &str) {
+        self.dirs.remove(id);
+    }
+
+    /// Directories known.
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// Whether none is known.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    fn walk(&mut self, root: &Path) {
+        self.last_walk = Some(Instant::now());
+        let mut stack = vec![(root.to_path_buf(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = entry.file_name();
+                let path = entry.path();
+                match name.to_str().and_then(container_from_cgroup_name) {
+                    // a container's own sub-cgroups are not containers
+                    Some(c) => {
+                        self.dirs.insert(c.id, path);
+                    }
+                    None if depth < 8 => stack.push((path, depth + 1)),
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// Where kubelet puts a container's cgroup: systemd driver
+/// (`kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid_>.slice/<runtime>-<id>.scope`)
+/// and cgroupfs driver (`kubepods/<qos>/pod<uid>/<id>`), guaranteed pods
+/// without the QoS level.
+pub fn kubelet_dirs(root: &Path, pod_uid: &str, id: &str) -> Vec<PathBuf> {
+    let uid_ = pod_uid.replace('-', "_");
+    let mut out = Vec::new();
+    for qos in ["", "burstable", "besteffort"] {
+        let (slice, pod) = if qos.is_empty() {
+            (
+                root.join("kubepods.slice"),
+                format!("kubepods-pod{uid_}.slice"),
+            )
+        } else {
+            (
+                root.join("kubepods.slice")
+                    .join(format!("kubepods-{qos}.slice")),
+                format!("kubepods-{qos}-pod{uid_}.slice"),
+            )
+        };
+        for scope in ["cri-containerd-", "crio-", "docker-"] {
+            out.push(slice.join(&pod).join(format!("{scope}{id}.scope")));
+        }
+        let fs = if qos.is_empty() {
+            root.join("kubepods")
+        } else {
+            root.join("kubepods").join(qos)
+        };
+        out.push(fs.join(format!("pod{pod_uid}")).join(id));
+    }
+    out
+}
+
+/// The lowest pid listed in a cgroup's `cgroup.procs`.
+fn first_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +300,54 @@ mod tests {
             container_of_cgroup_file("0::/user.slice/session-2.scope\n"),
             None
         );
+    }
+
+    #[test]
+    fn kubelet_layouts_name_the_pod_and_the_container() {
+        let dirs = kubelet_dirs(Path::new("/cg"), "a-b", ID);
+        assert!(dirs.contains(&PathBuf::from(format!(
+            "/cg/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poda_b.slice/cri-containerd-{ID}.scope"
+        ))));
+        assert!(dirs.contains(&PathBuf::from(format!(
+            "/cg/kubepods.slice/kubepods-poda_b.slice/crio-{ID}.scope"
+        ))));
+        assert!(dirs.contains(&PathBuf::from(format!(
+            "/cg/kubepods/besteffort/poda-b/{ID}"
+        ))));
+    }
+
+    #[test]
+    fn the_locator_reads_cgroup_procs_through_a_layout_or_a_walk() {
+        let cg = tempfile::tempdir().expect("tmp");
+        let proc_root = tempfile::tempdir().expect("tmp");
+        // kubelet's systemd layout
+        let dir = cg
+            .path()
+            .join("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu1.slice")
+            .join(format!("cri-containerd-{ID}.scope"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("cgroup.procs"), "77\n12\n").expect("procs");
+        // anywhere else: found by the walk
+        let other = ID.replace('0', "e");
+        let odd = cg
+            .path()
+            .join("elsewhere.slice")
+            .join(format!("crio-{other}.scope"));
+        std::fs::create_dir_all(odd.join("sub")).expect("mkdir");
+        std::fs::write(odd.join("cgroup.procs"), "5\n").expect("procs");
+        let mut l = ContainerLocator::new(Some(cg.path().into()), proc_root.path().into());
+        assert_eq!(l.pid_of(ID, "u1"), Some(12), "the lowest pid");
+        assert_eq!(l.pid_of(&other, "u2"), Some(5));
+        assert_eq!(l.len(), 2);
+        // an empty cgroup: no pid
+        std::fs::write(odd.join("cgroup.procs"), "").expect("procs");
+        assert_eq!(l.pid_of(&other, "u2"), None);
+        l.forget(&other);
+        assert_eq!(l.pid_of(&ID.replace('0', "d"), "u3"), None, "unknown");
+        // without cgroup v2: the /proc scan
+        fake_process(proc_root.path(), 9, ID);
+        let mut v1 = ContainerLocator::new(None, proc_root.path().into());
+        assert_eq!(v1.pid_of(ID, "u1"), Some(9));
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod containers;
 pub mod fds;
 pub mod host;
+pub mod limits;
 pub mod listing;
 pub mod mounts;
 pub mod procfs;

@@ -3,10 +3,11 @@
 //! traps. The wanted set comes from the Kubernetes source.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use crate::node::containers::{open_container_root, ContainerPids};
+use crate::node::cgroup::CgroupIndex;
+use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::Root;
 use crate::policy::CompiledTrap;
 
@@ -62,29 +63,41 @@ pub struct PodController {
     shared: Arc<Shared>,
     proc_root: PathBuf,
     host_root: PathBuf,
+    locator: Arc<Mutex<ContainerLocator>>,
 }
 
 impl PodController {
     pub(crate) fn new(shared: Arc<Shared>, proc_root: PathBuf, host_root: PathBuf) -> Self {
+        // containers are found through this node's cgroup tree, unless the
+        // processes are looked for under another proc root
+        let cgroup_root = (proc_root == Path::new("/proc"))
+            .then(|| CgroupIndex::for_this_node().root().map(Path::to_path_buf))
+            .flatten();
+        let locator = ContainerLocator::new(cgroup_root, proc_root.clone());
         Self {
             shared,
             proc_root,
             host_root,
+            locator: Arc::new(Mutex::new(locator)),
         }
     }
 
     /// Makes the table's pod entries exactly `desired`: adds the new ones
-    /// (finding each container's root through a process of its cgroup),
+    /// (finding each container's root through a process of its cgroup,
+    /// [`ContainerLocator`]: no `/proc` scan),
     /// retries pending ones, removes the rest.
     pub fn reconcile(&self, desired: &[DesiredEntry]) -> PodReconcileReport {
-        let pids = ContainerPids::scan(&self.proc_root);
         let mut roots: HashMap<String, Option<Arc<Root>>> = HashMap::new();
         let mut root_of = |owner: &ContainerOwner| -> Option<Arc<Root>> {
             roots
                 .entry(owner.container_id.clone())
                 .or_insert_with(|| {
                     let bare = owner.container_id.rsplit("://").next().unwrap_or_default();
-                    let pid = pids.pid_of(bare)?;
+                    let pid = self
+                        .locator
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pid_of(bare, &owner.pod_uid)?;
                     match open_container_root(&self.proc_root, pid, bare) {
                         Ok(root) => Some(Arc::new(root)),
                         Err(e) => {
@@ -158,7 +171,14 @@ impl PodController {
                 }
             }
         }
-        // 2. without it: find container roots (/proc), resolve and arm
+        // one pin per entry and a root per container: grow the fd limit with
+        // the plan where the process may (CAP_SYS_RESOURCE)
+        if !to_arm.is_empty() {
+            let entries = self.shared.table().counts();
+            let want = (entries.0 + entries.1) as u64 * 2 + 1024;
+            crate::node::limits::ensure_nofile(want);
+        }
+        // 2. without it: find container roots (cgroup.procs), resolve and arm
         for (id, d, needs_root) in to_arm {
             if needs_root {
                 let root = if d.host {

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use kive::trap::{Engine, EngineConfig, Tier, TierChoice};
 
-/// Every tier, best first (the order `auto` tries them in).
+/// Every tier `auto` tries, best first (fanotify is never picked by
+/// `auto`: README, Hook tiers).
 pub const ORDER: [Tier; 5] = [
     Tier::Lsm,
     Tier::Trampoline,
@@ -26,6 +27,7 @@ pub fn choice_of(tier: Tier) -> TierChoice {
         Tier::Fentry => TierChoice::Fentry,
         Tier::Tracepoint => TierChoice::Tracepoint,
         Tier::TracepointClassic => TierChoice::TracepointClassic,
+        Tier::Fanotify => TierChoice::Fanotify,
     }
 }
 
@@ -62,6 +64,7 @@ pub fn programs_of(tier: Tier) -> &'static [&'static str] {
             "kive_tpc_open_by_handle_at",
             "kive_tpc_exec",
         ],
+        Tier::Fanotify => &[],
     }
 }
 
