@@ -10,7 +10,7 @@
 //!    the ring reader counts what it receives, the kernel counts drops; once
 //!    waking the reader on every event, once past the default fill threshold.
 //!
-//! Options (after `--`): `--tiers lsm,trampoline,fentry,tracepoint,tracepoint-classic`,
+//! Options (after `--`): `--tiers lsm,trampoline,fentry,tracepoint,tracepoint-classic,fanotify`,
 //! `--iterations N` (or `KIVE_BENCH_ITERATIONS`, default 1,000,000),
 //! `--rounds N` (or `KIVE_BENCH_ROUNDS`, default 7), `--traps 10,10000`,
 //! `--events N` (default 200,000), `--throughput-rounds N` (default 3),
@@ -63,7 +63,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "lsm,trampoline,fentry,tracepoint,tracepoint-classic"
+        default_value = "lsm,trampoline,fentry,tracepoint,tracepoint-classic,fanotify"
     )]
     tiers: Vec<String>,
     /// open+close iterations per measurement [env KIVE_BENCH_ITERATIONS; default 1000000].

@@ -121,7 +121,35 @@ struct Row {
     secs: f64,
     ring_drops: u64,
     queue_drops: u64,
+    /// This process's CPU (every kive thread + the consumer) per event, µs.
+    cpu_us: Option<f64>,
+    /// access → next_batch latency p50 and p99, ms.
+    latency_ms: Option<(f64, f64)>,
     note: String,
+}
+
+thread_local! {
+    /// Latencies (ns) of the events next_batch returned, when recording.
+    static LATENCIES: std::cell::RefCell<Option<Vec<u64>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn process_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64
 }
 
 /// Drains one next_batch; returns the rc and the number of events.
@@ -132,6 +160,18 @@ fn batch(p: &Plugin, inst: &falco_common::Instance<'_>, ex: Option<&mut Extracto
     let rc = unsafe { (p.so.next_batch)(p.ptr, inst.ptr, &mut n, &mut evts) };
     if rc == ss_plugin_rc_SS_PLUGIN_SUCCESS {
         assert!(n > 0, "success with an empty batch");
+        let now = wall_ns();
+        LATENCIES.with(|l| {
+            if let Some(v) = l.borrow_mut().as_mut() {
+                for i in 0..n as usize {
+                    // SAFETY: evts holds n event pointers valid until the next call.
+                    let ts = unsafe { (**evts.add(i)).ts };
+                    if ts != u64::MAX {
+                        v.push(now.saturating_sub(ts));
+                    }
+                }
+            }
+        });
         if let Some(ex) = ex {
             for i in 0..n as usize {
                 // SAFETY: evts holds n event pointers valid until the next call.
@@ -203,6 +243,8 @@ fn replay_end_to_end(lines: usize) -> Row {
         secs,
         ring_drops: 0,
         queue_drops: 0,
+        cpu_us: None,
+        latency_ms: None,
         note: format!(
             "{lines} JSON lines from a file: parsed on the read-ahead thread while next_batch + extraction run (JSON parsing bounds it)"
         ),
@@ -245,6 +287,8 @@ fn replay_plugin_path(rounds: usize) -> Row {
         secs,
         ring_drops: 0,
         queue_drops: 0,
+        cpu_us: None,
+        latency_ms: None,
         note: format!(
             "{rounds} × {lines} lines already parsed by the read-ahead thread: next_batch (batches of 512) + extraction only"
         ),
@@ -253,9 +297,24 @@ fn replay_plugin_path(rounds: usize) -> Row {
 
 /// The opener child: opens and closes `path` until `secs` pass (the engine
 /// ignores the plugin's own process, so the load comes from another one).
-fn opener(path: &str, secs: f64) {
+fn opener(path: &str, secs: f64, rate: f64) {
     let t = Instant::now();
     let mut n = 0u64;
+    if rate > 0.0 {
+        // paced: one open every 1/rate s (latency without a backlog)
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let mut next = Instant::now();
+        while t.elapsed().as_secs_f64() < secs {
+            drop(std::fs::File::open(path).expect("open trap"));
+            n += 1;
+            next += period;
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        println!("{n}");
+        return;
+    }
     while t.elapsed().as_secs_f64() < secs {
         for _ in 0..1000 {
             drop(std::fs::File::open(path).expect("open trap"));
@@ -265,7 +324,7 @@ fn opener(path: &str, secs: f64) {
     println!("{n}");
 }
 
-fn live(secs: f64) -> Row {
+fn live(mode: &'static str, secs: f64, rate: f64, tier: &str) -> Row {
     falco_common::ensure_mounts();
     let dir = tempfile::tempdir().expect("dir");
     let trap = dir.path().join("bench-decoy");
@@ -275,7 +334,7 @@ fn live(secs: f64) -> Row {
         trap.display()
     );
     let cfg = format!(
-        r#"{{"mode":"live","policies":{},"batchSize":1024,"queueCapacity":262144}}"#,
+        r#"{{"mode":"live","tier":"{tier}","policies":{},"batchSize":1024,"queueCapacity":262144}}"#,
         json_str(&policy)
     );
     let p = Plugin::init(&cfg).expect("init");
@@ -284,10 +343,17 @@ fn live(secs: f64) -> Row {
         .unwrap_or_else(|e| panic!("live mode needs root and eBPF: {e}"));
     let mut ex = Extractor::new();
     let child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["--opener", trap.to_str().expect("utf8"), &secs.to_string()])
+        .args([
+            "--opener",
+            trap.to_str().expect("utf8"),
+            &secs.to_string(),
+            &rate.to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the opener");
+    LATENCIES.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    let cpu0 = process_cpu_ns();
     let t = Instant::now();
     let mut events = 0;
     while t.elapsed().as_secs_f64() < secs + 0.2 {
@@ -314,16 +380,26 @@ fn live(secs: f64) -> Row {
         events += n;
     }
     let elapsed = t.elapsed().as_secs_f64();
+    let cpu = process_cpu_ns() - cpu0;
+    let mut lat = LATENCIES
+        .with(|l| l.borrow_mut().take())
+        .unwrap_or_default();
+    lat.sort_unstable();
     let hits = p.metric("kernel_hits");
     Row {
-        mode: "live",
+        mode,
         events,
         secs: elapsed,
         ring_drops: p.metric("kernel_ring_drops"),
         queue_drops: p.metric("queue_drops"),
+        cpu_us: (events > 0).then(|| cpu as f64 / events as f64 / 1e3),
+        latency_ms: (!lat.is_empty())
+            .then(|| (percentile(&lat, 0.5) / 1e6, percentile(&lat, 0.99) / 1e6)),
         note: format!(
-            "another process opens+closes the trapped file in a loop: {opened} opens ({:.0}/s), {hits} kernel hits; tier {} (4 = tracepoint)",
+            "another process opens+closes the trapped file {}: {opened} opens ({:.0}/s), {hits} kernel hits, {events} events ({}); tier {} (4 = tracepoint, 6 = fanotify)",
+            if rate > 0.0 { format!("paced at {rate:.0}/s") } else { "as fast as it can".into() },
             opened as f64 / secs,
+            if events == opened { "every open delivered".to_string() } else { format!("{} missing", opened as i64 - events as i64) },
             p.metric("active_tier")
         ),
     }
@@ -331,9 +407,13 @@ fn live(secs: f64) -> Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, path, secs] = args.as_slice() {
+    if let [_, flag, path, secs, rate] = args.as_slice() {
         if flag == "--opener" {
-            opener(path, secs.parse().expect("seconds"));
+            opener(
+                path,
+                secs.parse().expect("seconds"),
+                rate.parse().expect("rate"),
+            );
             return;
         }
     }
@@ -353,25 +433,34 @@ fn main() {
     if want("plugin-path") {
         rows.push(replay_plugin_path(if quick { 2 } else { 20 }));
     }
+    let secs = if quick { 1.0 } else { 3.0 };
     if want("live") {
-        rows.push(live(if quick { 1.0 } else { 3.0 }));
+        rows.push(live("live, flood (tracepoint)", secs, 0.0, "tracepoint"));
+        rows.push(live("live, paced (tracepoint)", secs, 2000.0, "tracepoint"));
+        rows.push(live("live, flood (fanotify)", secs, 0.0, "fanotify"));
+        rows.push(live("live, paced (fanotify)", secs, 2000.0, "fanotify"));
     }
     println!();
     println!("kive plugin throughput (target/release/libkive.so through its C symbols: plugin_next_batch, then plugin_extract_fields once per field for 10 fields)");
     println!("fields: {}", FIELDS.join(", "));
     println!();
-    println!("| mode | events | seconds | events/s | ring drops | queue drops | method |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| mode | events | seconds | events/s | kive CPU µs/event | access→next_batch p50 / p99 | ring drops | queue drops | method |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.3} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {:.3} | {:.0} | {} | {} | {} | {} | {} |",
             r.mode,
             r.events,
             r.secs,
             r.events as f64 / r.secs,
+            r.cpu_us.map_or("–".into(), |c| format!("{c:.2}")),
+            r.latency_ms
+                .map_or("–".into(), |(a, b)| format!("{a:.3} / {b:.3} ms")),
             r.ring_drops,
             r.queue_drops,
             r.note
         );
     }
+    println!();
+    println!("kive CPU µs/event: this process's CPU time (CLOCK_PROCESS_CPUTIME_ID: the engine's reader, the rescan thread and the consumer calling next_batch + 10 extractions; not the opener, another process) over the live run / events delivered: an upper bound of kive's own cost per event. Latency: wall clock at next_batch's return − the event's timestamp (the access, from the kernel's boot-time clock), every event.");
 }

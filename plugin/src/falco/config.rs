@@ -61,7 +61,7 @@ pub struct KiveConfig {
     /// mode together with `policyFiles`.
     pub policies: Option<String>,
     /// Hook tier: `auto` (default: the best that loads) or one of `lsm`,
-    /// `trampoline`, `fentry`, `tracepoint`, `tracepoint-classic`.
+    /// `trampoline`, `fentry`, `tracepoint`, `tracepoint-classic`, `fanotify`.
     pub tier: TierChoice,
     /// Size of the kernel ring buffer in bytes: a power of two, at least
     /// 4096 (default 4 MiB).
