@@ -119,8 +119,10 @@ pub struct Root {
 /// number) cannot be freed and reused while it is armed.
 #[derive(Debug)]
 pub struct PinnedFile {
-    /// Held to pin the inode and to look at its links; never read.
-    pub(super) pin: OwnedFd,
+    /// Held to pin the inode and to look at its links; never read. Shared
+    /// by every entry armed on the same inode ([`PinnedFile::share`]): one
+    /// fd per file, not per entry.
+    pub(super) pin: std::sync::Arc<OwnedFd>,
     /// The file's trap key.
     pub key: TrapKey,
     /// Userspace `st_dev`.
@@ -174,6 +176,17 @@ pub fn trusted_link(link_uid: u32, dir_uid: u32, dir_mode: u32) -> bool {
     const STICKY: u32 = 0o1000;
     const OTHERS_WRITE: u32 = 0o022;
     link_uid == 0 && dir_uid == 0 && (dir_mode & OTHERS_WRITE == 0 || dir_mode & STICKY != 0)
+}
+
+impl PinnedFile {
+    /// Holds `other`'s pin instead of its own when both are the same file
+    /// (same key: both pins keep the inode, so the key names one inode);
+    /// its own fd is closed.
+    pub fn share(&mut self, other: &PinnedFile) {
+        if other.key == self.key && other.st_dev == self.st_dev {
+            self.pin = std::sync::Arc::clone(&other.pin);
+        }
+    }
 }
 
 impl std::os::fd::AsFd for PinnedFile {
@@ -315,7 +328,7 @@ impl Root {
             source: e,
         })?;
         Ok(PinnedFile {
-            pin: fd,
+            pin: std::sync::Arc::new(fd),
             key: TrapKey {
                 dev: kernel_dev(st.st_dev),
                 ino: st.st_ino,

@@ -222,8 +222,18 @@ impl TrapTable {
     /// left (if any): the caller follows it or lets it go, and syncs both
     /// keys with the kernel. A followed inode that is back at the path is
     /// no longer followed.
-    pub fn set_armed(&mut self, id: u32, pinned: PinnedFile) -> Option<PinnedFile> {
+    pub fn set_armed(&mut self, id: u32, mut pinned: PinnedFile) -> Option<PinnedFile> {
         let key = pinned.key;
+        // one fd per file: share the pin of an entry already on this inode
+        if let Some(EntryState::Armed(other)) = self
+            .by_key
+            .get(&key)
+            .and_then(|ids| ids.iter().find(|&&i| i != id))
+            .and_then(|i| self.entries.get(i))
+            .map(|e| &e.state)
+        {
+            pinned.share(other);
+        }
         let entry = self.entries.get_mut(&id)?;
         entry.followed.retain(|f| f.pin.key != key);
         let old = self.set_state(id, EntryState::Armed(pinned));
@@ -407,5 +417,45 @@ mod tests {
         mark(&mut t, id);
         t.set_pending(id, "permission denied".into());
         assert!(reported(&t, id));
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    fn trap(name: &str) -> Arc<CompiledTrap> {
+        let text = format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: {name}, namespace: t}}\nspec:\n  traps:\n  - path: /f\n    matchAny: [{{host: true}}]\n"
+        );
+        let mut c = crate::policy::load_str(name, &text);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        c.traps.remove(0)
+    }
+
+    fn pin_fd(t: &TrapTable, id: u32) -> i32 {
+        match t.get(id).map(|e| &e.state) {
+            Some(EntryState::Armed(p)) => p.as_fd().as_raw_fd(),
+            other => panic!("entry {id} not armed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entries_on_one_file_share_one_pinned_fd() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::write(d.path().join("f"), "x").expect("write");
+        let root = Arc::new(Root::open(d.path()).expect("root"));
+        let mut t = TrapTable::default();
+        let a = t.insert(trap("a"), Owner::Host, Some(Arc::clone(&root)));
+        let b = t.insert(trap("b"), Owner::Host, Some(Arc::clone(&root)));
+        t.set_armed(a, root.resolve("/f").expect("resolve"));
+        t.set_armed(b, root.resolve("/f").expect("resolve"));
+        assert_eq!(pin_fd(&t, a), pin_fd(&t, b), "one fd for one file");
+        let key = t.get(b).and_then(Entry::key).expect("armed");
+        t.remove(a);
+        // the survivor's pin is still open and still that file
+        let st = rustix::fs::fstat(t.pin_of(key).expect("pin")).expect("fstat");
+        assert_eq!(st.st_ino, key.ino);
     }
 }
