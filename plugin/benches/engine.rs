@@ -140,8 +140,9 @@ struct Files {
     /// The trapped file's `O_PATH` pin (the fanotify tier marks the file).
     trapped_pin: OwnedFd,
     /// Decoy files for the fanotify tier's extra traps (it marks inodes, so
-    /// its traps are real files: `decoys[i]` = (pin, key)), made on demand.
-    decoys: std::cell::RefCell<Vec<(OwnedFd, TrapKey)>>,
+    /// its traps are real files: `decoys[i]` = (path, key)), made on demand.
+    /// Not held open: the engine keeps its own fd of each armed file.
+    decoys: std::cell::RefCell<Vec<(PathBuf, TrapKey)>>,
     dir: PathBuf,
 }
 
@@ -154,7 +155,8 @@ impl Files {
         while decoys.len() < n {
             let p = sub.join(format!("d{}", decoys.len()));
             std::fs::write(&p, b"").map_err(|e| format!("writing {}: {e}", p.display()))?;
-            decoys.push(pin_file(&p)?);
+            let (_, key) = pin_file(&p)?;
+            decoys.push((p, key));
         }
         Ok(())
     }
@@ -465,11 +467,12 @@ fn load_armed(
     if engine.tier() == Tier::Fanotify {
         let extra = traps.saturating_sub(1) as usize;
         files.ensure_decoys(extra)?;
-        for (i, (pin, key)) in files.decoys.borrow().iter().take(extra).enumerate() {
+        for (i, (path, key)) in files.decoys.borrow().iter().take(extra).enumerate() {
             let value = TrapValue {
                 trap_id: i as u32 + 2,
                 block: false,
             };
+            let (pin, _) = pin_file(path)?;
             engine
                 .arm_file(pin.as_fd(), *key, value)
                 .map_err(|e| e.to_string())?;
