@@ -374,6 +374,8 @@ impl<F: FnMut(&[u8])> Reader<F> {
 
     /// Reports the access (if it is one to report); returns whether to deny.
     fn decide(&mut self, meta: &Meta, file: BorrowedFd<'_>) -> bool {
+        // the access: the event was just read, the process waits since
+        let ts_boot_ns = boot_ns();
         let Ok(st) = rustix::fs::fstat(file) else {
             return false;
         };
@@ -429,7 +431,7 @@ impl<F: FnMut(&[u8])> Reader<F> {
         let process_flags =
             capture_flags(&facts.exe, &facts.cwd, &facts.parent_exe, &facts.cmdline);
         let ev = RawEvent {
-            ts_boot_ns: boot_ns(),
+            ts_boot_ns,
             key,
             cgroup_id,
             pid: tid,
