@@ -471,6 +471,7 @@ fn load_armed(
             let value = TrapValue {
                 trap_id: i as u32 + 2,
                 block: false,
+                conditions: 0,
             };
             let (pin, _) = pin_file(path)?;
             engine
