@@ -69,6 +69,8 @@ fi
 # every wait for something that must come already has a generous deadline.
 if [ "$MODE" = suite ]; then
     insmod /vmtest/overlay.ko || result suite.overlay 0 "insmod overlay.ko failed"
+    # the test API server and callback receivers listen on 127.0.0.1
+    ip link set lo up
     for t in /vmtest/tests/*; do
         name=$(basename "$t")
         t0=$(now)

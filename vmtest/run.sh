@@ -269,6 +269,14 @@ copy_libs "$kive_bin"
 # container's lower layer.
 if [ "$mode" = suite ]; then
     mkdir -p "$stage/vmtest/tests"
+    # the kube client loads the system's CA certificates (even for http)
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        mkdir -p "$stage/etc/ssl/certs"
+        cp /etc/ssl/certs/ca-certificates.crt "$stage/etc/ssl/certs/"
+    fi
+    # tests that start kive find it at the path cargo built it at
+    mkdir -p "$stage$(dirname "$kive_bin")"
+    cp "$stage/bin/kive" "$stage$kive_bin"
     cp "$busybox" "$stage/usr/bin/busybox"
     # and every applet under /usr/bin (the container runs /usr/bin/sleep)
     "$busybox" --list | while read -r applet; do

@@ -220,7 +220,7 @@ fn check_alerts(
 #[test]
 fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
     let kive = Path::new(env!("CARGO_BIN_EXE_kive"));
-    let run = run_vm(&[std::ffi::OsStr::new("--kive"), kive.as_os_str()]);
+    let run = run_vm(&[std::ffi::OsStr::new("--kive"), kive.as_os_str()], 300);
     let console = &run.console;
     assert!(
         run.status.success() && console.iter().any(|l| l.starts_with("KIVE-VM-DONE")),

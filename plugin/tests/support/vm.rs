@@ -43,7 +43,8 @@ impl VmRun {
 }
 
 /// Runs the script in its own process group so a deadline can kill qemu too.
-pub fn run_vm(args: &[&OsStr]) -> VmRun {
+/// Runs `vmtest/run.sh ARGS`; qemu is killed after `timeout_s` seconds.
+pub fn run_vm(args: &[&OsStr], timeout_s: u32) -> VmRun {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmtest/run.sh");
     assert!(script.is_file(), "{} is missing", script.display());
     let dir = tempfile::tempdir().expect("temp dir");
@@ -53,6 +54,7 @@ pub fn run_vm(args: &[&OsStr]) -> VmRun {
     let mut child = Command::new("bash")
         .arg(&script)
         .args(args)
+        .env("KIVE_VMTEST_TIMEOUT", timeout_s.to_string())
         .stdin(Stdio::null())
         .stdout(File::create(&out_path).expect("stdout file"))
         .stderr(File::create(&err_path).expect("stderr file"))
