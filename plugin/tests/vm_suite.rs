@@ -1,6 +1,6 @@
 //! The kernel test suite on Debian's 6.1 kernel too, not only on the
-//! machine running `cargo test`: the `engine_kernel`, `runtime_kernel`,
-//! `container_kernel`, `cluster_kernel` and `cli_kernel` binaries (built here by cargo, as this test is) are
+//! machine running `cargo test`: the `engine_kernel`, `runtime_kernel` and
+//! `container_kernel` binaries (built here by cargo, as this test is) are
 //! copied into the vmtest initramfs with their shared libraries and run in
 //! the guest with `--test-threads=1`. This test judges libtest's summary of
 //! each: every test the binary lists here passed there, none failed or was
@@ -21,13 +21,7 @@ use std::process::Command;
 use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest.
-const SUITE: [&str; 5] = [
-    "engine_kernel",
-    "runtime_kernel",
-    "container_kernel",
-    "cluster_kernel",
-    "cli_kernel",
-];
+const SUITE: [&str; 3] = ["engine_kernel", "runtime_kernel", "container_kernel"];
 
 /// The executables of the suite's test targets, as cargo built them (a
 /// no-op build: this test's own `cargo test` built them already).
