@@ -3,10 +3,11 @@
 
 mod support;
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use support::cli::{spawn, spawn_private_tmp, stop, wait_line};
+use support::cli::{lines, spawn, spawn_private_tmp, stop, wait_line, Kive};
 
 #[test]
 fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
@@ -108,7 +109,7 @@ fn a_closed_stdout_ends_kive_run_cleanly_like_head_does() {
         .spawn()
         .expect("kive starts");
     let stderr = lines(child.stderr.take().expect("stderr"));
-    wait_for(&stderr, "kive running", Duration::from_secs(20));
+    wait_line(&stderr, "kive running", Duration::from_secs(20));
     // `| head -1`: read one alert, then close the pipe
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     support::run(Command::new("cat").arg(&decoy));
@@ -181,7 +182,7 @@ fn kive_run_raises_its_open_file_limit_to_the_hard_limit() {
         stdout,
         stderr,
     };
-    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
     assert!(
         log.contains(&format!("open-file limit raised from 256 to {hard}")),
         "{log}"

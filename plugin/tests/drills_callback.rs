@@ -119,6 +119,11 @@ fn config() -> CallbackConfig {
         request_timeout: Duration::from_millis(300),
         connect_timeout: Duration::from_millis(300),
         max_attempts: 10,
+        // the receivers run on loopback, which callbacks refuse by default
+        destinations: kive::callback::DestinationConfig {
+            allow_loopback: true,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

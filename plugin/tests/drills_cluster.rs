@@ -60,6 +60,7 @@ fn api_server_outage_keeps_traps_armed_and_catches_up_after_410() {
             kubeconfig: Some(kubeconfig),
             node_name: NODE.into(),
             resync: Duration::from_millis(200),
+            scope: Default::default(),
         },
         rt.pod_controller(),
     )

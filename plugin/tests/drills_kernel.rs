@@ -34,6 +34,7 @@ fn ring_overflow_every_access_is_an_event_or_a_counted_drop() {
         TrapValue {
             trap_id: 1,
             block: false,
+            conditions: 0,
         },
     )
     .expect("arm");

@@ -16,7 +16,7 @@ pub struct Kive {
     pub stderr: Receiver<String>,
 }
 
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+pub fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
