@@ -22,11 +22,17 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The whole suite: lint, unit tests, kernel tests on this machine's kernel,
-# the VM tests of the LSM/trampoline tiers, the plugin ABI tests.
+# the kernel tests and the LSM/trampoline tiers in Debian's 6.1 VM, the
+# plugin ABI tests. Needs nothing beside the repo (see test-shared).
 test: lint
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "summary: %d passed, %d failed\n", p, f}' target/test.log
+
+# The kernel test suite and the tier scenarios in Debian's 6.1 kernel under
+# qemu (both are also part of `make test`).
+test-vm: setup
+	$(CARGO) test -p kive --test vm_suite --test vm_tiers -- --nocapture
 
 # Checks that need the reference directory beside the repo (not in a user's
 # clone): the kivebpf peer's sample policies. Fails when SHARED is missing.

@@ -62,6 +62,27 @@ if [ "$MODE" = boot ]; then
     finish
 fi
 
+# Suite mode: the kernel test binaries built on the host, one at a time,
+# each with --test-threads=1 (they share the kernel and the cgroup tree).
+# KIVE_TEST_TIME_SCALE stretches the windows in which the tests watch for
+# events that must NOT come (the guest is emulated, tens of times slower);
+# every wait for something that must come already has a generous deadline.
+if [ "$MODE" = suite ]; then
+    insmod /vmtest/overlay.ko || result suite.overlay 0 "insmod overlay.ko failed"
+    # the test API server and callback receivers listen on 127.0.0.1
+    ip link set lo up
+    for t in /vmtest/tests/*; do
+        name=$(basename "$t")
+        t0=$(now)
+        (cd /tmp && KIVE_TEST_TIME_SCALE=10 RUST_BACKTRACE=1 "$t" --test-threads=1) >/tmp/suite.out 2>&1
+        rc=$?
+        dump "suite.$name" /tmp/suite.out
+        [ $rc = 0 ] && ok=1 || ok=0
+        result "suite.$name" "$ok" "exit=$rc from uptime $t0 to $(now)"
+    done
+    finish
+fi
+
 # Untrapped file, created before kive starts.
 echo free >/tmp/free.txt
 

@@ -8,11 +8,17 @@
 # where the LSM and trampoline tiers (and blocking) are tested for real.
 #
 # Usage:
-#   vmtest/run.sh [--kive PATH] [--boot-only]
+#   vmtest/run.sh [--kive PATH] [--boot-only] [--test-bin PATH]...
 #     --kive PATH   the kive binary to test (default: build it with
 #                   `cargo build --release -p kive --bin kive`)
 #     --boot-only   only prove that the VM boots and runs the binary
 #                   (`PATH --help`); no kive scenarios
+#     --test-bin PATH  a libtest binary built on the host (e.g.
+#                   target/debug/deps/engine_kernel-<hash>), repeatable:
+#                   instead of the scenarios, the guest runs each one with
+#                   `--test-threads=1` and prints its output in a section
+#                   `suite.<name>` (name without the hash) plus a
+#                   KIVE-VM-RESULT line `suite.<name>` (ok = exit 0)
 #
 # Environment:
 #   KIVE_VMTEST_CACHE       cache dir (default: <target dir>/vmtest-cache)
@@ -36,6 +42,7 @@ root_dir=$(cd "$script_dir/.." && pwd)
 
 kive_bin=""
 mode=full
+test_bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --kive)
@@ -49,6 +56,11 @@ while [ $# -gt 0 ]; do
     --boot-only)
         mode=boot
         shift
+        ;;
+    --test-bin)
+        test_bins+=("${2:?--test-bin needs a path}")
+        mode=suite
+        shift 2
         ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d'
@@ -227,21 +239,57 @@ done
 
 # The binary, without debug info (keeps the archive small: the guest kernel
 # unpacks it under TCG), plus every shared library and the dynamic loader.
+# copy_libs BIN: every shared library of BIN and the dynamic loader, at the
+# same paths in the guest.
+copy_libs() {
+    local bin=$1 ldd_out
+    if ldd_out=$(ldd "$bin" 2>&1); then
+        # Lines look like "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)"
+        # or "/lib64/ld-linux-x86-64.so.2 (0x...)"; copy each path, following
+        # symlinks, to the same path in the guest.
+        echo "$ldd_out" | grep -oE '(/[^ ]+) \(0x' | sed 's/ (0x$//' | while read -r lib; do
+            mkdir -p "$stage$(dirname "$lib")"
+            [ -e "$stage$lib" ] || cp -L "$lib" "$stage$lib"
+        done
+    else
+        case "$ldd_out" in
+        *"not a dynamic executable"* | *"statically linked"*) ;;
+        *) die "ldd $bin failed: $ldd_out" ;;
+        esac
+    fi
+}
 strip --strip-debug -o "$stage/bin/kive" "$kive_bin" 2>/dev/null || cp "$kive_bin" "$stage/bin/kive"
 chmod 0755 "$stage/bin/kive"
-if ldd_out=$(ldd "$kive_bin" 2>&1); then
-    # Lines look like "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)"
-    # or "/lib64/ld-linux-x86-64.so.2 (0x...)"; copy each path, following
-    # symlinks, to the same path in the guest.
-    echo "$ldd_out" | grep -oE '(/[^ ]+) \(0x' | sed 's/ (0x$//' | while read -r lib; do
-        mkdir -p "$stage$(dirname "$lib")"
-        cp -L "$lib" "$stage$lib"
+copy_libs "$kive_bin"
+
+# The kernel test binaries (suite mode), stripped, named without cargo's
+# hash. Their emulated containers chroot into an overlay whose /usr is the
+# guest's: busybox must also be a real file there (/usr/bin/busybox), as
+# the applet links point at /bin/busybox, which is usr/bin/busybox in the
+# container's lower layer.
+if [ "$mode" = suite ]; then
+    mkdir -p "$stage/vmtest/tests"
+    # the kube client loads the system's CA certificates (even for http)
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        mkdir -p "$stage/etc/ssl/certs"
+        cp /etc/ssl/certs/ca-certificates.crt "$stage/etc/ssl/certs/"
+    fi
+    # tests that start kive find it at the path cargo built it at
+    mkdir -p "$stage$(dirname "$kive_bin")"
+    cp "$stage/bin/kive" "$stage$kive_bin"
+    cp "$busybox" "$stage/usr/bin/busybox"
+    # and every applet under /usr/bin (the container runs /usr/bin/sleep)
+    "$busybox" --list | while read -r applet; do
+        [ -e "$stage/usr/bin/$applet" ] || [ -L "$stage/usr/bin/$applet" ] || ln -s /bin/busybox "$stage/usr/bin/$applet"
     done
-else
-    case "$ldd_out" in
-    *"not a dynamic executable"* | *"statically linked"*) ;;
-    *) die "ldd $kive_bin failed: $ldd_out" ;;
-    esac
+    for t in "${test_bins[@]}"; do
+        [ -x "$t" ] || die "test binary not found or not executable: $t"
+        name=$(basename "$t")
+        name=${name%-*}
+        strip --strip-debug -o "$stage/vmtest/tests/$name" "$t" 2>/dev/null || cp "$t" "$stage/vmtest/tests/$name"
+        chmod 0755 "$stage/vmtest/tests/$name"
+        copy_libs "$t"
+    done
 fi
 
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$stage/etc/passwd"

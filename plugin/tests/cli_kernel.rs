@@ -4,98 +4,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Kive {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn spawn(args: &[&str]) -> Kive {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kive"));
-    cmd.args(args);
-    spawn_cmd(cmd)
-}
-
-/// `kive ARGS` in a mount namespace of its own with a private, empty
-/// tmpfs on /tmp: the embedded policy's decoy (/tmp/kive-secret.txt) lives
-/// and dies there, never on the machine's /tmp (other runs share it).
-/// `unshare` execs kive, so the child's pid is kive's.
-fn spawn_private_tmp(args: &[&str]) -> Kive {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs kive-test /tmp && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_kive"))
-        .args(args);
-    spawn_cmd(cmd)
-}
-
-fn spawn_cmd(mut cmd: Command) -> Kive {
-    support::ensure_mounts();
-    let mut child = cmd
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kive starts");
-    let stdout = lines(child.stdout.take().expect("stdout"));
-    let stderr = lines(child.stderr.take().expect("stderr"));
-    Kive {
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-/// Stderr lines until one contains `needle` (all lines read so far returned).
-fn wait_for(rx: &Receiver<String>, needle: &str, wait: Duration) -> Vec<String> {
-    let deadline = Instant::now() + wait;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let done = l.contains(needle);
-                seen.push(l);
-                if done {
-                    return seen;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?} in {seen:#?}");
-}
-
-fn stop(mut k: Kive) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on our own child's pid, which has not been reaped
-    let rc = unsafe { libc::kill(k.child.id() as i32, libc::SIGINT) };
-    assert_eq!(rc, 0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(st) = k.child.try_wait().expect("wait") {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "kive did not exit on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::cli::{lines, spawn, spawn_private_tmp, stop, wait_line, Kive};
 
 #[test]
 fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
@@ -117,7 +29,7 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
         "--tier",
         "tracepoint",
     ]);
-    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20));
+    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20));
     let all = log.join("\n");
     assert!(all.contains("tier=tracepoint armed=1"), "{all}");
     assert!(
@@ -150,7 +62,7 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
 #[test]
 fn text_format_and_the_embedded_default_policy() {
     let k = spawn_private_tmp(&["run", "--format", "text"]);
-    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
     assert!(log.contains("armed=1"), "{log}");
     // cat in kive's mount namespace, where its /tmp is
     let (_, out) = support::run(
@@ -197,7 +109,7 @@ fn a_closed_stdout_ends_kive_run_cleanly_like_head_does() {
         .spawn()
         .expect("kive starts");
     let stderr = lines(child.stderr.take().expect("stderr"));
-    wait_for(&stderr, "kive running", Duration::from_secs(20));
+    wait_line(&stderr, "kive running", Duration::from_secs(20));
     // `| head -1`: read one alert, then close the pipe
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     support::run(Command::new("cat").arg(&decoy));
@@ -270,7 +182,7 @@ fn kive_run_raises_its_open_file_limit_to_the_hard_limit() {
         stdout,
         stderr,
     };
-    let log = wait_for(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
     assert!(
         log.contains(&format!("open-file limit raised from 256 to {hard}")),
         "{log}"

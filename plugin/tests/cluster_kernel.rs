@@ -12,37 +12,11 @@ use kive::node::Root;
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{TierChoice, TrapKey};
 use serde_json::json;
-use support::apiserver::{ApiServer, Kind};
+use support::apiserver::{pod, policy, ApiServer, Kind};
 use support::container::Container;
 use support::{alerts, alerts_until, quiet, wait_until};
 
 const NODE: &str = "node-a";
-
-fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
-                     "labels": {"app": "web", "pod-template-hash": "5f7c9d"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                       "name": "web-5f7c9d", "uid": "rs-uid", "controller": true}]},
-        "spec": {"nodeName": node, "serviceAccountName": "web-sa",
-                 "containers": [{"name": "app", "image": "web:1"}]},
-        "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
-                   "containerStatuses": [{"name": "app", "image": "web:1", "imageID": "",
-                     "containerID": format!("containerd://{container_id}"), "ready": true,
-                     "restartCount": 0, "state": {"running": {"startedAt": "2026-11-22T00:00:00Z"}}}]}
-    })
-}
-
-fn policy(name: &str, path: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": name, "namespace": "kivebpf-system"},
-        "spec": {"alertVersion": "v1", "traps": [{
-            "path": path, "create": true, "mode": 0o400,
-            "metadata": {"severity": "high"},
-            "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]
-        }]}
-    })
-}
 
 fn key_in(c: &Container, path: &str) -> TrapKey {
     Root::open(c.root())

@@ -118,7 +118,11 @@ impl Shared {
                 Ok(false)
             }
             Err(e) => {
-                let msg = format!("{}: {e}", trap.origin);
+                // the OS's reason (e.g. too many open files) is the message
+                let cause = std::error::Error::source(&e)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                let msg = format!("{}: {e}{cause}", trap.origin);
                 if let Some(old) = table.set_pending(id, msg.clone()) {
                     self.left_path(&mut table, id, &trap.path, old, AtPath::Missing);
                 }

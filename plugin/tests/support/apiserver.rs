@@ -406,3 +406,32 @@ fn watch(s: Shared, kind: Kind, q: HashMap<String, String>, selector: Option<Str
     )
         .into_response()
 }
+
+/// A running pod of `node` whose one container has `container_id`.
+pub fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                     "labels": {"app": "web", "pod-template-hash": "5f7c9d"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                       "name": "web-5f7c9d", "uid": "rs-uid", "controller": true}]},
+        "spec": {"nodeName": node, "serviceAccountName": "web-sa",
+                 "containers": [{"name": "app", "image": "web:1"}]},
+        "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
+                   "containerStatuses": [{"name": "app", "image": "web:1", "imageID": "",
+                     "containerID": format!("containerd://{container_id}"), "ready": true,
+                     "restartCount": 0, "state": {"running": {"startedAt": "2026-11-22T00:00:00Z"}}}]}
+    })
+}
+
+/// A KivePolicy with one decoy at `path` in pods labelled app=web of
+/// namespace default.
+pub fn policy(name: &str, path: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "namespace": "kivebpf-system"},
+        "spec": {"alertVersion": "v1", "traps": [{
+            "path": path, "create": true, "mode": 0o400,
+            "metadata": {"severity": "high"},
+            "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]
+        }]}
+    })
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod cli;
 pub mod container;
 pub mod tiers;
 
@@ -16,10 +17,19 @@ use kive::trap::{Engine, EngineConfig, RawEvent, TierChoice, TrapKey};
 /// Mounts the engine needs (bpffs, tracefs, securityfs for the LSM list);
 /// idempotent.
 pub fn ensure_mounts() {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security")
-        .status();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for (fs, dir) in [
+        ("bpf", "/sys/fs/bpf"),
+        ("tracefs", "/sys/kernel/tracing"),
+        ("securityfs", "/sys/kernel/security"),
+    ] {
+        let mounted = mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(dir));
+        if !mounted {
+            let _ = Command::new("mount").args(["-t", fs, fs, dir]).status();
+        }
+    }
 }
 
 /// An engine on the given tier and the events it reports.

@@ -1,0 +1,124 @@
+//! Fault drill: the API server dies mid-watch and comes back with its
+//! history compacted (410 Gone → re-list). What is armed stays armed and
+//! keeps alerting through the outage, the periodic pod reconcile does not
+//! disarm anything from a view it cannot refresh, the watch errors are
+//! counted, and what changed while it was down is applied once it is back.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kive::k8s::{ClusterConfig, ClusterSource};
+use kive::node::Root;
+use kive::runtime::{Runtime, RuntimeConfig};
+use kive::trap::{TierChoice, TrapKey};
+use serde_json::json;
+use support::apiserver::{pod, policy, ApiServer, Kind};
+use support::container::Container;
+use support::{alerts_until, wait_until};
+
+const NODE: &str = "node-a";
+
+fn key_in(c: &Container, path: &str) -> TrapKey {
+    Root::open(c.root())
+        .expect("container root")
+        .resolve(path)
+        .unwrap_or_else(|e| panic!("{path} in container: {e}"))
+        .key
+}
+
+#[test]
+fn api_server_outage_keeps_traps_armed_and_catches_up_after_410() {
+    support::ensure_mounts();
+    let a = Container::start(&[], &[]);
+    let b = Container::start(&[], &[]);
+    let mut api = ApiServer::start();
+    api.apply(
+        Kind::Namespace,
+        json!({"metadata": {"name": "default", "labels": {}}}),
+    );
+    api.apply(Kind::Pod, pod("web-0", NODE, &a.id));
+    api.apply(Kind::Pod, pod("web-1", NODE, &b.id));
+    api.apply(Kind::Policy, policy("decoys", "/secret.txt"));
+    let cfg = RuntimeConfig {
+        node_name: NODE.into(),
+        rescan: Duration::from_secs(3600),
+        engine: kive::trap::EngineConfig {
+            tier: TierChoice::Tracepoint,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let cluster = ClusterSource::start(
+        ClusterConfig {
+            kubeconfig: Some(kubeconfig),
+            node_name: NODE.into(),
+            resync: Duration::from_millis(200),
+            scope: Default::default(),
+        },
+        rt.pod_controller(),
+    )
+    .expect("cluster source");
+    wait_until("both pods' decoys armed", || rt.metrics().armed == 2);
+    let before: BTreeSet<TrapKey> = rt.kernel_keys().into_iter().collect();
+    assert_eq!(
+        before,
+        BTreeSet::from([key_in(&a, "/secret.txt"), key_in(&b, "/secret.txt")])
+    );
+
+    // the API server dies mid-watch
+    let status = cluster.status();
+    let errors = status.watch_errors.load(Ordering::Relaxed);
+    api.stop();
+    wait_until("the watchers saw the API server go", || {
+        status.watch_errors.load(Ordering::Relaxed) > errors
+    });
+    // reconciles go on without it: none disarms what it cannot re-check
+    let reconciles = status.reconciles.load(Ordering::Relaxed);
+    wait_until("two more reconciles during the outage", || {
+        status.reconciles.load(Ordering::Relaxed) >= reconciles + 2
+    });
+    assert_eq!(
+        rt.kernel_keys().into_iter().collect::<BTreeSet<_>>(),
+        before
+    );
+    assert_eq!(rt.metrics().armed, 2, "nothing armed is lost");
+    b.exec("cat /secret.txt; true");
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "traps fire during the outage: {got:#?}");
+    assert_eq!(got[0].pod.name, "web-1");
+
+    // meanwhile the cluster changes, and its history is compacted
+    api.delete(Kind::Pod, "default", "web-1");
+    api.apply(Kind::Policy, policy("more", "/other.txt"));
+    api.compact();
+    let lists = (api.requests("Pod list"), api.requests("Policy list"));
+    api.restart();
+
+    // 410 Gone: both watchers re-list and catch up
+    wait_until("both watchers re-listed", || {
+        api.requests("Pod list") > lists.0 && api.requests("Policy list") > lists.1
+    });
+    wait_until("web-1 disarmed, the new policy armed on web-0", || {
+        let keys: BTreeSet<TrapKey> = rt.kernel_keys().into_iter().collect();
+        Root::open(a.root())
+            .ok()
+            .and_then(|r| r.resolve("/other.txt").ok())
+            .is_some_and(|o| keys == BTreeSet::from([key_in(&a, "/secret.txt"), o.key]))
+    });
+    assert!(
+        status.watch_errors.load(Ordering::Relaxed) > errors,
+        "the outage is counted"
+    );
+    a.exec("cat /other.txt; true");
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].policy_name, "more");
+    assert_eq!(got[0].pod.name, "web-0");
+}
