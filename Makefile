@@ -39,7 +39,7 @@ test-vm: setup
 SHARED ?= ../shared
 test-shared: setup
 	@test -d "$(SHARED)/peer/kivebpf-samples" || { echo "test-shared: $(SHARED)/peer/kivebpf-samples is missing (set SHARED=<dir>)" >&2; exit 1; }
-	KIVE_SHARED_DIR="$$(cd "$(SHARED)" && pwd)" $(CARGO) test -p kive --test shared_samples -- --ignored
+	KIVE_SHARED_DIR="$$(cd "$(SHARED)" && pwd)" $(CARGO) test -p kive --test shared_samples
 
 # The decoders of outside input under mutation for FUZZ_SECONDS per target
 # (make test runs the same targets for 1 s each). Corpus:
