@@ -41,7 +41,9 @@ pub fn spawn(args: &[&str]) -> Kive {
 pub fn spawn_private_tmp(args: &[&str]) -> Kive {
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs kive-test /tmp && exec \"$0\" \"$@\"")
+        // the binary is opened before the tmpfs hides /tmp: the checkout
+        // (and so target/) may itself live under /tmp
+        .arg("exec 3<\"$0\" && mount -t tmpfs kive-test /tmp && exec /proc/self/fd/3 \"$@\"")
         .arg(env!("CARGO_BIN_EXE_kive"))
         .args(args);
     spawn_cmd(cmd)
