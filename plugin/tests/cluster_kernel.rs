@@ -13,7 +13,7 @@ use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{TierChoice, TrapKey};
 use serde_json::json;
 use support::apiserver::{pod, policy, ApiServer, Kind};
-use support::container::Container;
+use support::container::{layer_key, Container};
 use support::{alerts, alerts_until, quiet, wait_until};
 
 const NODE: &str = "node-a";
@@ -24,18 +24,6 @@ fn key_in(c: &Container, path: &str) -> TrapKey {
         .resolve(path)
         .unwrap_or_else(|e| panic!("{path} in container: {e}"))
         .key
-}
-
-/// The key of the layer file behind a container's file, seen from the
-/// node (the upper copy, else the lower one): kive arms it too.
-fn layer_key(c: &Container, path: &str) -> TrapKey {
-    let rel = path.trim_start_matches('/');
-    let upper = c.upper().join(rel);
-    if upper.exists() {
-        support::key_of(&upper)
-    } else {
-        support::key_of(&c.lower().join(rel))
-    }
 }
 
 /// The key of a file of a container's upper layer, seen from the node.

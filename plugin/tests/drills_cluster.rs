@@ -16,7 +16,7 @@ use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{TierChoice, TrapKey};
 use serde_json::json;
 use support::apiserver::{pod, policy, ApiServer, Kind};
-use support::container::Container;
+use support::container::{layer_key, Container};
 use support::{alerts_until, wait_until};
 
 const NODE: &str = "node-a";
@@ -69,7 +69,13 @@ fn api_server_outage_keeps_traps_armed_and_catches_up_after_410() {
     let before: BTreeSet<TrapKey> = rt.kernel_keys().into_iter().collect();
     assert_eq!(
         before,
-        BTreeSet::from([key_in(&a, "/secret.txt"), key_in(&b, "/secret.txt")])
+        BTreeSet::from([
+            key_in(&a, "/secret.txt"),
+            layer_key(&a, "/secret.txt"),
+            key_in(&b, "/secret.txt"),
+            layer_key(&b, "/secret.txt"),
+        ]),
+        "each decoy and its layer file"
     );
 
     // the API server dies mid-watch
@@ -110,7 +116,14 @@ fn api_server_outage_keeps_traps_armed_and_catches_up_after_410() {
         Root::open(a.root())
             .ok()
             .and_then(|r| r.resolve("/other.txt").ok())
-            .is_some_and(|o| keys == BTreeSet::from([key_in(&a, "/secret.txt"), o.key]))
+            .is_some_and(|o| {
+                keys == BTreeSet::from([
+                    key_in(&a, "/secret.txt"),
+                    layer_key(&a, "/secret.txt"),
+                    o.key,
+                    layer_key(&a, "/other.txt"),
+                ])
+            })
     });
     assert!(
         status.watch_errors.load(Ordering::Relaxed) > errors,

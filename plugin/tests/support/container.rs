@@ -238,3 +238,16 @@ impl Drop for Container {
 pub fn exists_nofollow(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
+
+/// The key of the layer file behind a container's file, seen from the
+/// node (the upper copy, else the lower one): kive arms it with the
+/// container's own key, so that reading the layer from the node is seen.
+pub fn layer_key(c: &Container, path: &str) -> kive::trap::TrapKey {
+    let rel = path.trim_start_matches('/');
+    let upper = c.upper().join(rel);
+    if upper.exists() {
+        super::key_of(&upper)
+    } else {
+        super::key_of(&c.lower().join(rel))
+    }
+}
