@@ -327,7 +327,7 @@ fn tracepoint_runtime() -> Runtime {
 fn a_tenant_policy_stays_in_its_namespace() {
     let web = Container::start(&[("etc/hostname", "web-0\n")], &[]);
     let tenant = Container::start(&[], &[]);
-    let api = ApiServer::start();
+    let mut api = ApiServer::start();
     api.apply(Kind::Pod, pod_in("default", "web-0", &web.id));
     api.apply(Kind::Pod, pod_in("tenant-a", "job-0", &tenant.id));
     api.apply(
@@ -391,6 +391,80 @@ fn a_tenant_policy_stays_in_its_namespace() {
         alerts(&rt, quiet()).is_empty(),
         "no alert from default/web-0's hostname"
     );
+
+    // the refusal is reported on the policy object, not only in the log
+    wait_until("an Event on tenant-a/neighbour", || {
+        !api.events().is_empty()
+    });
+    let events = api.events();
+    assert_eq!(
+        events.len(),
+        1,
+        "one Event, on the refused entry only: {events:#?}"
+    );
+    let ev = &events[0];
+    assert_eq!(ev["metadata"]["namespace"], "tenant-a", "{ev:#}");
+    assert_eq!(ev["regarding"]["kind"], "KivePolicy", "{ev:#}");
+    assert_eq!(ev["regarding"]["apiVersion"], "kivebpf.san7o.github.io/v1");
+    assert_eq!(ev["regarding"]["namespace"], "tenant-a");
+    assert_eq!(ev["regarding"]["name"], "neighbour");
+    assert_eq!(ev["reason"], "OutOfScope");
+    assert_eq!(ev["type"], "Warning");
+    let note = ev["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(
+            "policy tenant-a/neighbour trap 0 (/etc/hostname): field matchAny[0].namespace"
+        ) && note.contains("\"default\" is outside the policy's namespace \"tenant-a\""),
+        "{note}"
+    );
+
+    // a re-list (410 Gone: the watchers list again) sees the same version
+    // of the policy: nothing is posted again
+    let lists = api.requests("Policy list");
+    api.compact();
+    api.restart();
+    wait_until("the policies are listed again", || {
+        api.requests("Policy list") > lists
+    });
+    // a new version of the policy with the same refusal counts a
+    // recurrence on the same Event (series), never a second Event; its new
+    // refusal is a new Event (posted after the recurrence: they are in order)
+    api.apply(
+        Kind::Policy,
+        json!({"metadata": {"name": "neighbour", "namespace": "tenant-a"},
+               "spec": {"traps": [{"path": "/etc/hostname",
+                 "matchAny": [{"namespace": "default"}, {"namespace": "kube-system"}]}]}}),
+    );
+    wait_until("the new version is reported", || api.events().len() == 2);
+    let events = api.events();
+    let first = events
+        .iter()
+        .find(|e| e["metadata"]["name"] == ev["metadata"]["name"])
+        .unwrap_or_else(|| panic!("the first Event is still there: {events:#?}"));
+    assert_eq!(
+        first["series"]["count"], 2,
+        "the re-list counted nothing, the new version once: {first:#}"
+    );
+    let second = events
+        .iter()
+        .find(|e| e["metadata"]["name"] != ev["metadata"]["name"])
+        .unwrap_or_else(|| panic!("a second Event: {events:#?}"));
+    assert!(
+        second["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("field matchAny[1].namespace")),
+        "{second:#}"
+    );
+    assert!(second["series"].is_null(), "{second:#}");
+    assert_eq!(
+        (api.requests("Event create"), api.requests("Event patch")),
+        (2, 1)
+    );
+    assert_eq!(
+        cluster.status().events.failed.load(Ordering::Relaxed),
+        0,
+        "every post was accepted"
+    );
 }
 
 /// `host: true` from the cluster: rejected by default (not silently
@@ -431,8 +505,39 @@ fn cluster_host_traps_need_the_operator() {
         2,
         "both host entries are rejected"
     );
+    wait_until("an Event on each policy", || api.events().len() == 2);
+    let mut on_policies: Vec<(String, String)> = api
+        .events()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["reason"], "HostTrapRefused", "{e:#}");
+            let note = e["note"].as_str().unwrap_or_default();
+            assert!(note.contains("field matchAny[0].host"), "{note}");
+            (
+                e["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+                e["regarding"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            )
+        })
+        .collect();
+    on_policies.sort();
+    assert_eq!(
+        on_policies,
+        [
+            ("kivebpf-system".to_string(), "kivebpf-system".to_string()),
+            ("tenant-a".to_string(), "tenant-a".to_string())
+        ]
+    );
     drop(off);
     drop(rt);
+
+    // without the RBAC rule for Events, posting fails and arming does not care
+    api.forbid_events(true);
 
     let rt = tracepoint_runtime();
     let scope = kive::policy::scope::ScopeConfig {
@@ -456,6 +561,10 @@ fn cluster_host_traps_need_the_operator() {
         1,
         "the tenant's host entry is still rejected"
     );
+    wait_until("the forbidden Event post is counted", || {
+        on.status().events.failed.load(Ordering::Relaxed) >= 1
+    });
+    assert_eq!(api.events().len(), 2, "nothing new was stored");
     support::run(std::process::Command::new("cat").arg(&file));
     let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::DynamicObject;
 
+use super::events::Notice;
 use crate::policy::kubearmor::{self, Kind as KaKind};
 use crate::policy::pods::{matching_containers, ContainerView, PodView};
 use crate::policy::scope::{scope_traps, ScopeConfig};
@@ -24,6 +25,58 @@ pub struct PolicyEntry {
     pub errors: Vec<PolicyError>,
     /// Parts of the policy left out (KubeArmor sections kive cannot enforce).
     pub warnings: Vec<String>,
+    /// How many of `errors` (the last ones) are scope refusals.
+    pub scope_refusals: usize,
+    /// The API object, for Events about it.
+    pub object: ObjectReference,
+}
+
+impl PolicyEntry {
+    /// What to report on the policy object: each rejected trap or rule,
+    /// each entry the scope refused, each part left out.
+    pub fn notices(&self) -> Vec<Notice> {
+        let compiled = self.errors.len().saturating_sub(self.scope_refusals);
+        let mut out = Vec::new();
+        for (i, e) in self.errors.iter().enumerate() {
+            let reason = match e {
+                _ if i < compiled => "PolicyRejected",
+                PolicyError::Trap { field, .. } if field.ends_with(".host") => "HostTrapRefused",
+                _ => "OutOfScope",
+            };
+            out.push(Notice {
+                reason,
+                note: e.to_string(),
+            });
+        }
+        out.extend(self.warnings.iter().map(|w| Notice {
+            reason: "NotEnforced",
+            note: w.clone(),
+        }));
+        out
+    }
+}
+
+/// The reference of an API object, for Events about it.
+pub fn object_ref(obj: &DynamicObject, api_version: &str, kind: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(
+            obj.types
+                .as_ref()
+                .map_or(api_version, |t| t.api_version.as_str())
+                .to_string(),
+        ),
+        kind: Some(
+            obj.types
+                .as_ref()
+                .map_or(kind, |t| t.kind.as_str())
+                .to_string(),
+        ),
+        namespace: obj.metadata.namespace.clone(),
+        name: obj.metadata.name.clone(),
+        uid: obj.metadata.uid.clone(),
+        resource_version: obj.metadata.resource_version.clone(),
+        ..Default::default()
+    }
 }
 
 impl PartialEq for PolicyEntry {
@@ -82,12 +135,15 @@ pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
             Arc::new(t)
         })
         .collect();
+    let before = errors.len();
     let traps = scope_traps(traps, scope, &mut errors);
     PolicyEntry {
         name,
         traps,
+        scope_refusals: errors.len() - before,
         errors,
         warnings: Vec::new(),
+        object: object_ref(obj, "kivebpf.san7o.github.io/v1", "KivePolicy"),
     }
 }
 
@@ -125,12 +181,19 @@ pub fn kubearmor_entry(obj: &DynamicObject, kind: KaKind, scope: &ScopeConfig) -
             allow_host_traps: scope.allow_host_traps,
         },
     };
+    let before = errors.len();
     let traps = scope_traps(traps, &scope, &mut errors);
     PolicyEntry {
         name,
         traps,
+        scope_refusals: errors.len() - before,
         errors,
         warnings: compiled.warnings,
+        object: object_ref(
+            obj,
+            &format!("{}/{}", kubearmor::GROUP, kubearmor::VERSION),
+            kind.as_str(),
+        ),
     }
 }
 
@@ -418,5 +481,41 @@ mod tests {
             msg.contains("policy kivebpf-system/kive-sample-policy trap 1 (/bad)"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn each_rejection_and_refusal_is_a_notice_with_its_reason() {
+        let mut o: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kivebpf.san7o.github.io/v1", "kind": "KivePolicy",
+            "metadata": {"name": "p", "namespace": "tenant-a", "uid": "u-1", "resourceVersion": "7"},
+            "spec": {"traps": [
+                {"path": "/bad", "matchAny": [{"containerName": "regex:("}]},
+                {"path": "/x", "matchAny": [{"namespace": "default"}, {"host": true}]}
+            ]}
+        }))
+        .expect("object");
+        let e = policy_entry_default(&o);
+        let reasons: Vec<_> = e.notices().iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, ["PolicyRejected", "HostTrapRefused", "OutOfScope"]);
+        let notes: Vec<_> = e.notices().into_iter().map(|n| n.note).collect();
+        assert!(
+            notes[0].contains("trap 0 (/bad): field matchAny[0].containerName"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[2].contains("field matchAny[0].namespace"),
+            "{notes:?}"
+        );
+        assert_eq!(e.object.kind.as_deref(), Some("KivePolicy"));
+        assert_eq!(e.object.uid.as_deref(), Some("u-1"));
+        assert_eq!(e.object.resource_version.as_deref(), Some("7"));
+        // list items come without apiVersion/kind: the reference still names them
+        o.types = None;
+        let e = policy_entry_default(&o);
+        assert_eq!(
+            e.object.api_version.as_deref(),
+            Some("kivebpf.san7o.github.io/v1")
+        );
+        assert_eq!(e.object.kind.as_deref(), Some("KivePolicy"));
     }
 }

@@ -1,8 +1,10 @@
 //! The only module that talks to the Kubernetes API server: KivePolicy and
-//! Pod watchers, the stores they feed, and the CRD generated from the types.
+//! Pod watchers, the stores they feed, Events on policy objects, and the
+//! CRD generated from the types.
 
 pub mod convert;
 pub mod crd;
+pub mod events;
 pub mod source;
 pub mod store;
 

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use super::convert::{object_key, plan, pod_view, PolicyEntry};
+use super::events::{EventCounts, EventSink};
 use super::store::{map_event, Store};
 use crate::policy::kubearmor::{Kind, GROUP as KA_GROUP, VERSION as KA_VERSION};
 use crate::policy::pods::PodView;
@@ -68,6 +69,8 @@ pub struct ClusterStatus {
     pub last_reconcile: Mutex<Option<SystemTime>>,
     /// Watch errors seen (the watchers retry with backoff).
     pub watch_errors: AtomicU64,
+    /// Events posted about policies (refused entries), and failed posts.
+    pub events: Arc<EventCounts>,
 }
 
 type Labels = BTreeMap<String, String>;
@@ -137,11 +140,18 @@ impl ClusterSource {
             status: Arc::clone(&status),
         });
 
+        let events = EventSink::start(
+            runtime.handle(),
+            client.clone(),
+            format!("kive-{}", cfg.node_name),
+            Arc::clone(&status.events),
+        );
         let scope = cfg.scope.clone();
         spawn_policy_watch(
             &runtime,
             Api::<DynamicObject>::all_with(client.clone(), &kivepolicy_resource()),
             Arc::clone(&state),
+            events.clone(),
             "kivepolicy",
             move |o| super::convert::policy_entry(o, &scope),
         );
@@ -151,6 +161,7 @@ impl ClusterSource {
                 &runtime,
                 Api::<DynamicObject>::all_with(client.clone(), &kubearmor_resource(kind)),
                 Arc::clone(&state),
+                events.clone(),
                 kind.as_str(),
                 move |o| super::convert::kubearmor_entry(o, kind, &scope),
             );
@@ -313,6 +324,7 @@ fn spawn_policy_watch(
     runtime: &tokio::runtime::Runtime,
     api: Api<DynamicObject>,
     st: Arc<State>,
+    events: EventSink,
     label: &'static str,
     convert: impl Fn(&DynamicObject) -> PolicyEntry + Send + 'static,
 ) {
@@ -349,9 +361,11 @@ fn spawn_policy_watch(
                                     tracing::warn!("{w}");
                                 }
                             }
+                            events.report(p.object.clone(), p.notices());
                         }
-                        if let Some(name) = removed {
-                            tracing::info!("{label} {name} deleted");
+                        if let Some(gone) = removed {
+                            tracing::info!("{label} {} deleted", gone.name);
+                            events.forget(gone.object);
                         }
                         st.changed.notify_one();
                     }
@@ -378,12 +392,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn describe(ev: &watcher::Event<(String, PolicyEntry)>) -> (Option<PolicyEntry>, Option<String>) {
+fn describe(
+    ev: &watcher::Event<(String, PolicyEntry)>,
+) -> (Option<PolicyEntry>, Option<PolicyEntry>) {
     match ev {
         watcher::Event::Apply((_, p)) | watcher::Event::InitApply((_, p)) => {
             (Some(p.clone()), None)
         }
-        watcher::Event::Delete((k, _)) => (None, Some(k.clone())),
+        watcher::Event::Delete((_, p)) => (None, Some(p.clone())),
         _ => (None, None),
     }
 }

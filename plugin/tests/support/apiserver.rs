@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -73,6 +74,10 @@ struct Inner {
     requests: HashMap<String, usize>,
     /// Custom resources whose CRD is installed (the others answer 404).
     installed: std::collections::HashSet<Kind>,
+    /// events.k8s.io/v1 Events by (namespace, name).
+    events: BTreeMap<(String, String), Value>,
+    /// Whether Event writes are refused (403, as without the RBAC rule).
+    events_forbidden: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -117,6 +122,8 @@ impl ApiServer {
             tx,
             requests: HashMap::new(),
             installed: [Kind::Pod, Kind::Policy, Kind::Namespace].into(),
+            events: BTreeMap::new(),
+            events_forbidden: false,
         }));
         let mut s = Self {
             inner,
@@ -151,6 +158,14 @@ impl ApiServer {
             .route(
                 "/apis/security.kubearmor.com/v1/kubearmorclusterpolicies",
                 get(ka_cluster_policies),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                post(create_event),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
+                patch(patch_event),
             )
             .with_state(Arc::clone(&self.inner));
         rt.spawn(async move {
@@ -243,6 +258,22 @@ impl ApiServer {
             .unwrap_or(0)
     }
 
+    /// The events.k8s.io/v1 Events written so far, as stored.
+    pub fn events(&self) -> Vec<Value> {
+        self.inner
+            .lock()
+            .expect("lock")
+            .events
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Refuses (403) or accepts Event writes from now on.
+    pub fn forbid_events(&self, forbidden: bool) {
+        self.inner.lock().expect("lock").events_forbidden = forbidden;
+    }
+
     /// Stops serving: every connection, watches included, is dropped.
     pub fn stop(&mut self) {
         if let Some(rt) = self.rt.take() {
@@ -287,6 +318,167 @@ async fn ka_cluster_policies(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     handle(s, Kind::KaClusterPolicy, q)
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "details": {},
+        "code": code.as_u16()});
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn object(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// What the real server checks of an events.k8s.io/v1 Event.
+fn invalid_event(ns: &str, e: &Value) -> Option<String> {
+    let meta = &e["metadata"];
+    if meta["namespace"].as_str().is_some_and(|n| n != ns) {
+        return Some(
+            "the namespace of the object does not match the namespace on the request".into(),
+        );
+    }
+    for (field, v) in [
+        ("metadata.name", &meta["name"]),
+        ("eventTime", &e["eventTime"]),
+        ("reportingController", &e["reportingController"]),
+        ("reportingInstance", &e["reportingInstance"]),
+        ("reason", &e["reason"]),
+        ("action", &e["action"]),
+        ("type", &e["type"]),
+    ] {
+        if v.as_str().is_none_or(str::is_empty) {
+            return Some(format!("{field}: Required value"));
+        }
+    }
+    if !matches!(e["type"].as_str(), Some("Normal" | "Warning")) {
+        return Some("type: Unsupported value".into());
+    }
+    if e["note"].as_str().is_some_and(|n| n.len() > 1024) {
+        return Some("note: Too long: may not be more than 1024 bytes".into());
+    }
+    if !e["series"].is_null() && e["series"]["count"].as_i64().is_none_or(|c| c < 2) {
+        return Some("series.count: Invalid value: should be at least 2".into());
+    }
+    None
+}
+
+async fn create_event(
+    State(s): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    body: String,
+) -> Response {
+    let mut g = s.lock().expect("lock");
+    *g.requests.entry("Event create".into()).or_default() += 1;
+    if g.events_forbidden {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "events.events.k8s.io is forbidden",
+        );
+    }
+    let Ok(mut e) = serde_json::from_str::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
+    };
+    if let Some(why) = invalid_event(&ns, &e) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &why);
+    }
+    let name = e["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if g.events.contains_key(&(ns.clone(), name.clone())) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("events {name:?} already exists"),
+        );
+    }
+    g.rv += 1;
+    e["metadata"]["namespace"] = json!(ns);
+    e["metadata"]["resourceVersion"] = json!(g.rv.to_string());
+    e["metadata"]["uid"] = json!(format!("event-{}", g.rv));
+    g.events.insert((ns, name), e.clone());
+    object(StatusCode::CREATED, &e)
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Some(t) = target.as_object_mut() {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+async fn patch_event(
+    State(s): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut g = s.lock().expect("lock");
+    *g.requests.entry("Event patch".into()).or_default() += 1;
+    if g.events_forbidden {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "events.events.k8s.io is forbidden",
+        );
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct != "application/merge-patch+json" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            ct,
+        );
+    }
+    let Ok(p) = serde_json::from_str::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
+    };
+    g.rv += 1;
+    let rv = g.rv;
+    let Some(e) = g.events.get_mut(&(ns.clone(), name.clone())) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("events {name:?} not found"),
+        );
+    };
+    let mut patched = e.clone();
+    merge(&mut patched, &p);
+    if let Some(why) = invalid_event(&ns, &patched) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &why);
+    }
+    patched["metadata"]["resourceVersion"] = json!(rv.to_string());
+    *e = patched.clone();
+    object(StatusCode::OK, &patched)
 }
 
 fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
