@@ -3,6 +3,8 @@
 //! model, enforced by inode.
 
 pub mod compile;
+mod rule;
+mod selector;
 pub mod types;
 
 pub use compile::compile_kubearmor;
