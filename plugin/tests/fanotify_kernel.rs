@@ -367,3 +367,172 @@ fn runtime_a_block_trap_is_enforced() {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(rt.metrics().kernel.blocked, 1);
 }
+
+/// A KubeArmor host policy (rule conditions) for the runtime on this tier.
+fn kubearmor(spec: &str) -> Vec<Arc<CompiledTrap>> {
+    let text = format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: {{name: ka-fan}}\nspec:\n{spec}"
+    );
+    let c = load_str("fanotify-kubearmor", &text);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert!(!c.traps.is_empty(), "no trap in {text}");
+    c.traps
+}
+
+const MAY_WRITE: i32 = 2;
+const MAY_APPEND: i32 = 8;
+
+/// readOnly + Block, decided by the reader from the open's mode: a read
+/// passes silently, an append is refused before it writes anything.
+#[test]
+fn runtime_kubearmor_read_only_passes_reads_and_refuses_writes() {
+    let d = world_dir();
+    let f = d.path().join("settings");
+    std::fs::write(&f, "v1\n").expect("write");
+    let rt = start(&kubearmor(&format!(
+        "  action: Block\n  file:\n    matchPaths:\n    - path: {}\n      readOnly: true\n",
+        f.display()
+    )));
+    let (_, out) = run(Command::new("cat").arg(&f));
+    assert!(out.status.success(), "a read passes: {out:?}");
+    assert_eq!(out.stdout, b"v1\n");
+    assert!(
+        alerts(&rt, support::quiet()).is_empty(),
+        "a read of a readOnly file is silent"
+    );
+    assert_eq!(rt.metrics().kernel.hits, 0, "nothing reported");
+
+    let (pid, out) = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3>>{}; echo v2 >&3", f.display())));
+    assert!(!out.status.success(), "the append is refused: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "EPERM: {out:?}"
+    );
+    assert_eq!(std::fs::read(&f).expect("read"), b"v1\n", "nothing written");
+    let got = support::alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].process.tgid, pid);
+    assert_eq!(got[0].metadata.action, "block");
+    assert_eq!(
+        got[0].metadata.mask & (MAY_WRITE | MAY_APPEND),
+        MAY_WRITE | MAY_APPEND,
+        "an append: {}",
+        got[0].metadata.mask
+    );
+    assert_eq!(rt.metrics().kernel.blocked, 1);
+}
+
+/// ownerOnly + Block: the owner (by fsuid) passes silently; root, who is
+/// not the owner, is refused.
+#[test]
+fn runtime_kubearmor_owner_only_passes_the_owner_and_refuses_others() {
+    let d = world_dir();
+    let f = d.path().join("owned");
+    std::fs::write(&f, "mine\n").expect("write");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::os::unix::fs::chown(&f, Some(4321), Some(4321)).expect("chown");
+    let rt = start(&kubearmor(&format!(
+        "  action: Block\n  file:\n    matchPaths:\n    - path: {}\n      ownerOnly: true\n",
+        f.display()
+    )));
+    let (_, out) = run(Command::new("setpriv")
+        .args([
+            "--reuid",
+            "4321",
+            "--regid",
+            "4321",
+            "--clear-groups",
+            "cat",
+        ])
+        .arg(&f));
+    assert!(out.status.success(), "the owner reads: {out:?}");
+    assert!(
+        alerts(&rt, support::quiet()).is_empty(),
+        "the owner's read is silent"
+    );
+    let (pid, out) = run(Command::new("cat").arg(&f));
+    assert!(!out.status.success(), "root is not the owner: {out:?}");
+    let got = support::alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!((got[0].process.tgid, got[0].process.uid), (pid, 0));
+    assert_eq!(got[0].metadata.action, "block");
+}
+
+/// Allow + fromSource: only the listed executable, known by the inode of
+/// `/proc/<tid>/exe`, opens the file; a hard link to it is the same source,
+/// another binary renamed to its name is not.
+#[test]
+fn runtime_kubearmor_from_source_allow_is_the_executables_inode() {
+    let d = world_dir();
+    let f = d.path().join("secret");
+    std::fs::write(&f, "s\n").expect("write");
+    let allowed = d.path().join("reader");
+    std::fs::copy("/usr/bin/cat", &allowed).expect("copy cat");
+    let rt = start(&kubearmor(&format!(
+        "  action: Allow\n  file:\n    matchPaths:\n    - path: {}\n      fromSource: [{{path: {}}}]\n",
+        f.display(),
+        allowed.display()
+    )));
+    let (_, out) = run(Command::new(&allowed).arg(&f));
+    assert!(out.status.success(), "the source reads: {out:?}");
+    let alias = d.path().join("another-name");
+    std::fs::hard_link(&allowed, &alias).expect("link");
+    let (_, out) = run(Command::new(&alias).arg(&f));
+    assert!(
+        out.status.success(),
+        "the source under another name: {out:?}"
+    );
+    assert!(
+        alerts(&rt, support::quiet()).is_empty(),
+        "the allowed inode reads silently, under either name"
+    );
+
+    let (cat, out) = run(Command::new("/usr/bin/cat").arg(&f));
+    assert!(!out.status.success(), "another executable is refused");
+    let impostor = d.path().join("impostor");
+    std::fs::copy("/usr/bin/head", &impostor).expect("copy head");
+    std::fs::rename(&impostor, &allowed).expect("rename over the allowed name");
+    let (fake, out) = run(Command::new(&allowed).arg(&f));
+    assert!(
+        !out.status.success(),
+        "a binary renamed to the allowed name is refused: {out:?}"
+    );
+    let got = support::alerts_until(&rt, 2);
+    let pids: Vec<u32> = got.iter().map(|a| a.process.tgid).collect();
+    assert_eq!(pids, [cat, fake], "{got:#?}");
+    assert!(got.iter().all(|a| a.metadata.action == "block"), "{got:#?}");
+}
+
+/// A process rule (Block): reading the binary passes silently, executing
+/// it is refused (one alert for the exec, none for the exec's own open).
+#[test]
+fn runtime_kubearmor_process_rule_refuses_the_exec_not_a_read() {
+    let d = world_dir();
+    let tool = d.path().join("tool");
+    std::fs::copy("/usr/bin/true", &tool).expect("copy true");
+    let rt = start(&kubearmor(&format!(
+        "  action: Block\n  process:\n    matchPaths:\n    - path: {}\n",
+        tool.display()
+    )));
+    let (_, out) = run(Command::new("cat").arg(&tool));
+    assert!(out.status.success(), "reading the binary passes");
+    assert!(
+        alerts(&rt, support::quiet()).is_empty(),
+        "a read of a process rule's file is silent"
+    );
+    let err = Command::new(&tool)
+        .status()
+        .expect_err("the exec is refused");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let got = support::alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "one alert for the exec: {got:#?}");
+    assert_eq!(got[0].metadata.action, "block");
+    assert_ne!(
+        got[0].metadata.mask & 1,
+        0,
+        "MAY_EXEC: {}",
+        got[0].metadata.mask
+    );
+}

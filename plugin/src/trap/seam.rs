@@ -125,15 +125,15 @@ impl Engine {
     }
 
     /// Lists (or unlists) executable `exe` as a source of trap `trap_id`
-    /// (rules with `fromSource`). The fanotify tier does not decide rule
-    /// conditions: it refuses, and the trap reports every access.
+    /// (rules with `fromSource`): a BPF map on the kernel tiers, a set the
+    /// fanotify tier's reader looks the opener's executable up in.
     pub fn set_source(&self, trap_id: u32, exe: TrapKey, listed: bool) -> Result<(), TrapError> {
         match self {
             Self::Bpf(e) => e.set_source(trap_id, exe, listed),
-            Self::Fanotify(_) => Err(TrapError::Fanotify {
-                what: format!("trap {trap_id}: fromSource is not decided on the fanotify tier"),
-                source: std::io::Error::from(std::io::ErrorKind::Unsupported),
-            }),
+            Self::Fanotify(e) => {
+                e.set_source(trap_id, exe, listed);
+                Ok(())
+            }
         }
     }
 

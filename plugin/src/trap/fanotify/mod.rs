@@ -3,7 +3,9 @@
 //! inode; an open of a marked one waits in the kernel until the reader
 //! thread answers, so the process's `/proc` details are read while it still
 //! exists, a flood slows the flooder instead of losing events, and
-//! `FAN_DENY` blocks the open (EPERM).
+//! `FAN_DENY` blocks the open (EPERM). Rule conditions (readOnly,
+//! ownerOnly, fromSource, exec only) are decided in user space while the
+//! opener waits ([`rule`]).
 //!
 //! Marks are in the kernel only while a reader answers them: arming before
 //! [`FanotifyEngine::start_reader`] records the key, and stopping the reader
@@ -11,6 +13,7 @@
 //! listening). Closing the group (drop) allows every waiting open.
 
 pub mod record;
+pub mod rule;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -48,6 +51,8 @@ struct Counters {
 struct State {
     group: OwnedFd,
     marks: Mutex<HashMap<TrapKey, Mark>>,
+    /// (trap id, executable key) of the traps' `fromSource` executables.
+    sources: Mutex<HashSet<(u32, TrapKey)>>,
     /// Whether marks are in the kernel (a reader runs).
     live: AtomicBool,
     counters: Counters,
@@ -74,6 +79,10 @@ fn mark_path(pin: BorrowedFd<'_>) -> std::ffi::CString {
 impl State {
     fn marks(&self) -> MutexGuard<'_, HashMap<TrapKey, Mark>> {
         self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sources(&self) -> MutexGuard<'_, HashSet<(u32, TrapKey)>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mark(&self, op: libc::c_uint, pin: BorrowedFd<'_>) -> io::Result<()> {
@@ -135,6 +144,7 @@ impl FanotifyEngine {
             state: Arc::new(State {
                 group,
                 marks: Mutex::new(HashMap::new()),
+                sources: Mutex::new(HashSet::new()),
                 live: AtomicBool::new(false),
                 counters: Counters::default(),
             }),
@@ -197,6 +207,18 @@ impl FanotifyEngine {
         Ok(())
     }
 
+    /// Lists (or unlists) executable `exe` as a source of trap `trap_id`
+    /// (rules with `fromSource`), matched against the opener's
+    /// `/proc/<tid>/exe` inode.
+    pub fn set_source(&self, trap_id: u32, exe: TrapKey, listed: bool) {
+        let mut sources = self.state.sources();
+        if listed {
+            sources.insert((trap_id, exe));
+        } else {
+            sources.remove(&(trap_id, exe));
+        }
+    }
+
     /// The armed keys.
     pub fn armed_keys(&self) -> Vec<TrapKey> {
         self.state.marks().keys().copied().collect()
@@ -233,7 +255,7 @@ impl FanotifyEngine {
             on_record,
             proc_root: PathBuf::from("/proc"),
             cgroup_root: CgroupIndex::for_this_node().root().map(Path::to_path_buf),
-            execs: HashSet::new(),
+            execs: HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("kive-fanotify".into())
@@ -283,8 +305,9 @@ struct Reader<F> {
     on_record: F,
     proc_root: PathBuf,
     cgroup_root: Option<PathBuf>,
-    /// (tid, key) of execs answered: the open that follows is the same access.
-    execs: HashSet<(u32, TrapKey)>,
+    /// (tid, key) of execs answered, and whether they were denied: the
+    /// open that follows is the same access.
+    execs: HashMap<(u32, TrapKey), bool>,
 }
 
 /// `struct fanotify_event_metadata` fields kive reads.
@@ -397,28 +420,44 @@ impl<F: FnMut(&[u8])> Reader<F> {
             return false;
         }
         let exec = meta.mask & libc::FAN_OPEN_EXEC_PERM != 0;
-        if !exec && self.execs.remove(&(tid, key)) {
-            // the open half of an exec already reported
-            return value.block;
+        if !exec {
+            if let Some(deny) = self.execs.remove(&(tid, key)) {
+                // the open half of an exec already decided (and reported)
+                return deny;
+            }
         }
+        let facts = task_facts(&self.proc_root, tid);
+        let (mask, flags, mode_known) = if exec {
+            (MAY_OPEN | MAY_EXEC, 0, true)
+        } else {
+            let how = |addr| read_task_u64(&self.proc_root, tid, addr);
+            match open_flags(facts.syscall, how) {
+                Some(f) => (open_mask(f), file_flags(f), true),
+                // an open kive cannot attribute to a syscall (io_uring, a
+                // kernel-internal open): access unknown
+                None => (MAY_OPEN, 0, false),
+            }
+        };
+        let state = &self.state;
+        let is_listed = |id: u32, exe: TrapKey| state.sources().contains(&(id, exe));
+        let mut opener = rule::Opener {
+            proc_root: &self.proc_root,
+            tid,
+            trap_id: value.trap_id,
+            file_uid: st.st_uid,
+            is_listed: &is_listed,
+        };
+        let passes = rule::rule_passes(value.conditions, mask, mode_known, &mut opener);
         if exec {
             if self.execs.len() > 4096 {
                 self.execs.clear();
             }
-            self.execs.insert((tid, key));
+            self.execs.insert((tid, key), !passes && value.block);
         }
-        let facts = task_facts(&self.proc_root, tid);
-        let (mask, flags) = if exec {
-            (MAY_OPEN | MAY_EXEC, 0)
-        } else {
-            let how = |addr| read_task_u64(&self.proc_root, tid, addr);
-            match open_flags(facts.syscall, how) {
-                Some(f) => (open_mask(f), file_flags(f)),
-                // an open kive cannot attribute to a syscall (io_uring, a
-                // kernel-internal open): access unknown
-                None => (MAY_OPEN, 0),
-            }
-        };
+        if passes {
+            // the access satisfies the rule: silent, as in the kernel
+            return false;
+        }
         let cgroup_id = match (&self.cgroup_root, &facts.cgroup) {
             (Some(root), Some(rel)) => {
                 let rel = rel.strip_prefix("/").unwrap_or(rel);
