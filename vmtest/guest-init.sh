@@ -267,8 +267,42 @@ run_tamper() {
     stop_and_dump "$n"
 }
 
+# KubeArmor rules enforced in the kernel (policy-kubearmor.yaml): Block;
+# Allow + fromSource, where the source is an executable's inode (a hard link
+# to it is the same source, another binary renamed to its name is not; the
+# busybox copies are named busybox-* so that they run their first argument as
+# the applet); readOnly, where a read passes and a write is refused.
+run_kubearmor() {
+    t=$1
+    n=$t.ka
+    rm -rf /tmp/ka
+    mkdir -p /tmp/ka
+    echo blocked >/tmp/ka/blocked.txt
+    echo allowed >/tmp/ka/allowed.txt
+    echo conf >/tmp/ka/conf.txt
+    cp /bin/busybox /tmp/ka/busybox-reader
+    ln /tmp/ka/busybox-reader /tmp/ka/busybox-alias
+    start_or_report "$t" /vmtest/policy-kubearmor.yaml "$n" || return
+    expect_eperm "$n.block-eperm" cat /tmp/ka/blocked.txt
+    expect_ok "$n.allow-source" allowed /tmp/ka/busybox-reader cat /tmp/ka/allowed.txt
+    expect_ok "$n.allow-alias" allowed /tmp/ka/busybox-alias cat /tmp/ka/allowed.txt
+    expect_eperm "$n.allow-other" cat /tmp/ka/allowed.txt
+    cp /bin/busybox /tmp/ka/impostor
+    mv /tmp/ka/impostor /tmp/ka/busybox-reader
+    expect_eperm "$n.allow-impostor" /tmp/ka/busybox-reader cat /tmp/ka/allowed.txt
+    expect_ok "$n.readonly-read" conf cat /tmp/ka/conf.txt
+    expect_eperm "$n.readonly-write" sh -c 'echo more >>/tmp/ka/conf.txt'
+    expect_ok "$n.readonly-intact" conf cat /tmp/ka/conf.txt
+    wait_alerts blocked.txt 1 && wait_alerts allowed.txt 2 && wait_alerts conf.txt 1 && ok=1 || ok=0
+    result "$n.alerts-seen" "$ok" "alert lines=$(grep -c . "$KOUT")"
+    sleep 1
+    stop_and_dump "$n"
+}
+
 run_tier lsm
 run_tier trampoline
+run_kubearmor lsm
+run_kubearmor trampoline
 run_tamper lsm
 run_tamper trampoline
 

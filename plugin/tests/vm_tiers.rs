@@ -271,6 +271,23 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
             expected_results.push(format!("{tier}.tamper.{step}"));
         }
     }
+    for tier in ["lsm", "trampoline"] {
+        for step in [
+            "start",
+            "block-eperm",
+            "allow-source",
+            "allow-alias",
+            "allow-other",
+            "allow-impostor",
+            "readonly-read",
+            "readonly-write",
+            "readonly-intact",
+            "alerts-seen",
+            "exit",
+        ] {
+            expected_results.push(format!("{tier}.ka.{step}"));
+        }
+    }
     for step in ["start", "block-eperm", "exit"] {
         expected_results.push(format!("auto.{step}"));
     }
@@ -295,6 +312,8 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
         ("trampoline", "trampoline"),
         ("lsm.ovl", "lsm"),
         ("trampoline.ovl", "trampoline"),
+        ("lsm.ka", "lsm"),
+        ("trampoline.ka", "trampoline"),
         ("auto", "lsm"),
     ] {
         let got = results
@@ -383,6 +402,66 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
                 },
             ],
         );
+    }
+    for tier in ["lsm", "trampoline"] {
+        // KubeArmor rules: Block; Allow + fromSource (only the source's
+        // inode, under either of its names, reads silently: busybox's own
+        // cat and the impostor under the source's name are refused);
+        // readOnly (the read is silent, the append refused). Exactly these
+        // four alerts, each saying it blocked.
+        let name = format!("{tier}.ka");
+        let allowed = "/tmp/ka/allowed.txt";
+        check_alerts(
+            &mut f,
+            console,
+            &results,
+            &name,
+            tier,
+            "vm-kubearmor",
+            &[
+                Expect {
+                    path: "/tmp/ka/blocked.txt",
+                    action: "block",
+                    by: "block-eperm",
+                    uid: 0,
+                    mask_bits: MAY_OPEN | MAY_READ,
+                },
+                Expect {
+                    path: allowed,
+                    action: "block",
+                    by: "allow-other",
+                    uid: 0,
+                    mask_bits: MAY_OPEN | MAY_READ,
+                },
+                Expect {
+                    path: allowed,
+                    action: "block",
+                    by: "allow-impostor",
+                    uid: 0,
+                    mask_bits: MAY_OPEN | MAY_READ,
+                },
+                Expect {
+                    path: "/tmp/ka/conf.txt",
+                    action: "block",
+                    by: "readonly-write",
+                    uid: 0,
+                    mask_bits: MAY_OPEN | MAY_WRITE,
+                },
+            ],
+        );
+        for line in section(console, &format!("{name}.stdout"))
+            .unwrap_or_default()
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+        {
+            let v: Value = serde_json::from_str(line).unwrap_or_default();
+            f.check(
+                v.pointer("/kive-policy-severity").and_then(Value::as_u64) == Some(8)
+                    && v.pointer("/kive-policy-message").and_then(Value::as_str)
+                        == Some("kubearmor rule in the vm"),
+                || format!("{name}: the rule's severity and message are not in the alert: {line}"),
+            );
+        }
     }
     for tier in ["lsm", "trampoline"] {
         // A trapped file renamed: the kernel's tamper hook names the mv
