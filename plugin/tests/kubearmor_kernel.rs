@@ -267,3 +267,67 @@ fn directory_and_pattern_rules_arm_their_files_and_later_ones() {
     rt.rescan_now();
     assert_eq!(rt.metrics().armed, 3, "a deleted file leaves the set");
 }
+
+/// The same building blocks as KivePolicy fields: a `directory` trap with
+/// `readOnly` arms every file of the directory (and one created later): a
+/// read passes, a write is reported; a trap with `allowFrom` lets the listed
+/// executable (by inode) through and reports another one.
+#[test]
+fn kivepolicy_directory_read_only_and_allow_from_fields() {
+    let d = world_dir();
+    let dir = d.path().join("state");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let a = file(&dir, "a", 0o644);
+    let journal = file(d.path(), "journal", 0o644);
+    let writer = d.path().join("writer-sh");
+    std::fs::copy("/bin/sh", &writer).expect("copy a shell");
+    let text = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: kp, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    directory: true\n    readOnly: true\n    matchAny: [{{host: true}}]\n  - path: {}\n    allowFrom: [{}]\n    matchAny: [{{host: true}}]\n",
+        dir.display(),
+        journal.display(),
+        writer.display()
+    );
+    let c = load_str("kivepolicy-fields", &text);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let rt = start(&c.traps);
+    assert_eq!(
+        rt.metrics().armed,
+        2,
+        "the directory's one file and the journal"
+    );
+
+    let append = |shell: &Path, f: &Path| {
+        run(Command::new(shell)
+            .arg("-c")
+            .arg(format!("echo x >> {}", f.display())));
+    };
+    run(Command::new("cat").arg(&a));
+    append(&writer, &journal);
+    assert!(
+        alerts(&rt, quiet()).is_empty(),
+        "a read of a readOnly file and the allowed writer are silent"
+    );
+    append(Path::new("/bin/sh"), &a);
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "a write to a readOnly file: {got:#?}");
+    assert_eq!(got[0].policy_name, "kp");
+    assert_eq!(got[0].metadata.path, a.display().to_string());
+    assert_ne!(
+        got[0].metadata.mask & 2,
+        0,
+        "a write: {}",
+        got[0].metadata.mask
+    );
+    append(Path::new("/bin/sh"), &journal);
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "another executable: {got:#?}");
+    assert_eq!(got[0].metadata.path, journal.display().to_string());
+
+    let later = file(&dir, "later", 0o644);
+    rt.rescan_now();
+    assert_eq!(rt.metrics().armed, 3, "a file created later is armed");
+    append(Path::new("/bin/sh"), &later);
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].metadata.path, later.display().to_string());
+}

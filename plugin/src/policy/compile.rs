@@ -238,6 +238,75 @@ fn selector(m: &KiveTrapMatch, entry: usize) -> Result<PodSelector, String> {
     })
 }
 
+/// Most files a `directory` trap arms (per trap, per owner).
+pub const DIRECTORY_CAP: usize = 1024;
+
+/// The conditions and file set of a KivePolicy trap's additive fields
+/// (`readOnly`, `ownerOnly`, `fromSource`, `allowFrom`, `directory`,
+/// `recursive`): the same building blocks as KubeArmor rules.
+fn trap_conditions(
+    trap: &KiveTrap,
+    err: &dyn Fn(String, String) -> PolicyError,
+) -> Result<(Conditions, Option<(PathSet, usize)>), PolicyError> {
+    if !trap.from_source.is_empty() && !trap.allow_from.is_empty() {
+        return Err(err(
+            "allowFrom".into(),
+            "give fromSource (the trap applies to these executables only) or allowFrom (these pass, every other counts), not both".into(),
+        ));
+    }
+    let (field, sources) = if trap.allow_from.is_empty() {
+        ("fromSource", &trap.from_source)
+    } else {
+        ("allowFrom", &trap.allow_from)
+    };
+    for (i, src) in sources.iter().enumerate() {
+        if !src.starts_with('/') || src.contains('\0') || src.len() > MAX_PATH {
+            return Err(err(
+                format!("{field}[{i}]"),
+                format!("{src:?}: an executable is named by its absolute path"),
+            ));
+        }
+    }
+    if trap.recursive && !trap.directory {
+        return Err(err(
+            "recursive".into(),
+            "applies to a directory: add directory: true".into(),
+        ));
+    }
+    let set = if trap.directory {
+        if trap.create {
+            return Err(err(
+                "create".into(),
+                "a directory trap arms the files that are there; it creates none".into(),
+            ));
+        }
+        let dir = trap.path.trim_end_matches('/');
+        Some((
+            PathSet::Directory {
+                dir: if dir.is_empty() {
+                    "/".into()
+                } else {
+                    dir.into()
+                },
+                recursive: trap.recursive,
+            },
+            DIRECTORY_CAP,
+        ))
+    } else {
+        None
+    };
+    Ok((
+        Conditions {
+            exec_only: false,
+            read_only: trap.read_only,
+            owner_only: trap.owner_only,
+            sources: sources.clone(),
+            sources_allow: !trap.allow_from.is_empty(),
+        },
+        set,
+    ))
+}
+
 /// Checks one trap of a policy.
 pub fn compile_trap(
     policy: &KivePolicy,
@@ -267,10 +336,10 @@ pub fn compile_trap(
     if trap.path.contains('\0') || trap.path.len() > MAX_PATH {
         return Err(err("path".into(), "contains NUL or is too long".into()));
     }
-    if trap.path.ends_with('/') {
+    if trap.path.ends_with('/') && !trap.directory {
         return Err(err(
             "path".into(),
-            "names a directory: kive traps files".into(),
+            "names a directory: kive traps files (directory: true traps the files in it)".into(),
         ));
     }
     let mut warnings = Vec::new();
@@ -307,6 +376,7 @@ pub fn compile_trap(
             ));
         }
     }
+    let (conditions, path_set) = trap_conditions(trap, &err)?;
     let mut target = Target::default();
     for (i, m) in trap.match_any.iter().enumerate() {
         if m.host {
@@ -347,9 +417,9 @@ pub fn compile_trap(
         rate_limit: trap.rate_limit,
         allow_shared_file: trap.allow_shared_file,
         from_cluster: false,
-        conditions: Conditions::default(),
+        conditions,
         info: RuleInfo::default(),
-        path_set: None,
+        path_set,
         set_parent: None,
         fingerprint: serde_json::to_string(&(&origin.policy, index, trap))
             .unwrap_or_else(|_| format!("{origin}")),

@@ -1,6 +1,8 @@
 //! KivePolicy (`kivebpf.san7o.github.io/v1`) as Rust types: exactly
-//! kivebpf's APIv1 schema, plus two additive optional fields (`host` on a
-//! match entry, `action` on a trap).
+//! kivebpf's APIv1 schema, plus additive optional fields (`host` on a
+//! match entry; `action`, `rateLimit`, `allowSharedFile` and the rule
+//! conditions `readOnly`, `ownerOnly`, `fromSource`, `allowFrom`,
+//! `directory`, `recursive` on a trap).
 
 use std::collections::BTreeMap;
 
@@ -93,6 +95,29 @@ pub struct KiveTrap {
     /// stays pending.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_shared_file: bool,
+    /// kive extension: reads pass silently; opens for writing or appending
+    /// are reported (and blocked with `action: block`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// kive extension: the file owner's accesses pass silently.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_only: bool,
+    /// kive extension: the trap applies only to accesses by these
+    /// executables (absolute paths, matched by inode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_source: Vec<String>,
+    /// kive extension: these executables (absolute paths, matched by inode)
+    /// pass silently; every other one is reported (and blocked with
+    /// `action: block`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+    /// kive extension: `path` is a directory; every regular file in it is
+    /// trapped (files created later within the rescan period).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directory: bool,
+    /// kive extension: with `directory`, the files below it too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive: bool,
 }
 
 /// A per-trap, per-process alert limit.

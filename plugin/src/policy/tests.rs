@@ -1,3 +1,4 @@
+use super::compile::DIRECTORY_CAP;
 use super::*;
 
 /// Sample-like policies kept in the repo (`test_files/policies/`): the
@@ -245,4 +246,101 @@ fn metadata_as_a_plain_string_is_kept() {
         c.traps[0].metadata.get("metadata").map(String::as_str),
         Some("important")
     );
+}
+
+fn one_trap(extra: &str) -> Compiled {
+    load_str(
+        "t",
+        &format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n  traps:\n  - path: /srv/data\n    matchAny: [{{host: true}}]\n{extra}"
+        ),
+    )
+}
+
+#[test]
+fn additive_conditions_map_onto_the_kubearmor_building_blocks() {
+    use crate::trap::wire::{
+        TRAP_F_OWNER_ONLY, TRAP_F_READ_ONLY, TRAP_F_SOURCES, TRAP_F_SOURCES_ALLOW,
+    };
+    let c = one_trap("    readOnly: true\n    ownerOnly: true\n    fromSource: [/usr/bin/cat]\n");
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let t = &c.traps[0];
+    assert_eq!(
+        t.conditions.bits(),
+        TRAP_F_READ_ONLY | TRAP_F_OWNER_ONLY | TRAP_F_SOURCES
+    );
+    assert_eq!(t.conditions.sources, ["/usr/bin/cat"]);
+    assert!(t.path_set.is_none());
+    let c = one_trap("    allowFrom: [/usr/bin/backup]\n    action: block\n");
+    let t = &c.traps[0];
+    assert_eq!(t.conditions.bits(), TRAP_F_SOURCES_ALLOW);
+    assert_eq!(
+        t.enforcement(),
+        "block, opens, only from [/usr/bin/backup] allowed"
+    );
+    // absent fields: no condition, and the trap's identity is unchanged
+    let plain = one_trap("");
+    assert_eq!(plain.traps[0].conditions.bits(), 0);
+    assert!(!plain.traps[0].fingerprint.contains("readOnly"));
+}
+
+#[test]
+fn a_directory_trap_is_the_set_of_its_files() {
+    let c = one_trap("    directory: true\n    recursive: true\n");
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert_eq!(
+        c.traps[0].path_set,
+        Some((
+            PathSet::Directory {
+                dir: "/srv/data".into(),
+                recursive: true
+            },
+            DIRECTORY_CAP
+        ))
+    );
+    let slash = load_str(
+        "t",
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: p}\nspec:\n  traps:\n  - path: /srv/data/\n    directory: true\n    matchAny: [{host: true}]\n",
+    );
+    assert!(slash.errors.is_empty(), "{:?}", slash.errors);
+    assert!(matches!(
+        &slash.traps[0].path_set,
+        Some((PathSet::Directory { dir, recursive: false }, _)) if dir == "/srv/data"
+    ));
+}
+
+#[test]
+fn bad_additive_fields_name_policy_trap_and_field() {
+    for (extra, field, words) in [
+        (
+            "    fromSource: [/a]\n    allowFrom: [/b]\n",
+            "allowFrom",
+            "not both",
+        ),
+        ("    fromSource: [cat]\n", "fromSource[0]", "absolute path"),
+        (
+            "    allowFrom: [/ok, rel]\n",
+            "allowFrom[1]",
+            "absolute path",
+        ),
+        ("    recursive: true\n", "recursive", "directory: true"),
+        (
+            "    directory: true\n    create: true\n",
+            "create",
+            "creates none",
+        ),
+        ("    readOnly: yes-please\n", "readOnly", ""),
+    ] {
+        let c = one_trap(extra);
+        assert!(c.traps.is_empty(), "{extra}: rejected");
+        let msg = c
+            .errors
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            msg.contains("policy ns/p trap 0") && msg.contains(field) && msg.contains(words),
+            "{extra}: {msg}"
+        );
+    }
 }
