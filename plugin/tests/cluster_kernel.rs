@@ -485,8 +485,21 @@ fn cluster_host_traps_need_the_operator() {
         kive_policy("tenant-a", "node", &path, json!([{"host": true}])),
     );
 
+    // a callback to the cloud metadata service: the trap arms, its
+    // callback is refused and reported on the policy when it is read
+    api.apply(
+        Kind::Policy,
+        json!({"metadata": {"name": "hook", "namespace": "tenant-a"},
+               "spec": {"traps": [{"path": "/hook.txt", "callback": "http://169.254.169.254/latest",
+                                   "matchAny": [{}]}]}}),
+    );
+
     let rt = tracepoint_runtime();
-    let (off, _k) = start_cluster(&api, &rt, Default::default());
+    let with_callback_rules = kive::policy::scope::ScopeConfig {
+        callback_destinations: Some(Default::default()),
+        ..Default::default()
+    };
+    let (off, _k) = start_cluster(&api, &rt, with_callback_rules);
     wait_until("a reconcile", || {
         off.status()
             .reconciles
@@ -505,9 +518,20 @@ fn cluster_host_traps_need_the_operator() {
         2,
         "both host entries are rejected"
     );
-    wait_until("an Event on each policy", || api.events().len() == 2);
-    let mut on_policies: Vec<(String, String)> = api
-        .events()
+    wait_until("an Event on each policy", || api.events().len() == 3);
+    let events = api.events();
+    let (hook, host): (Vec<_>, Vec<_>) = events
+        .iter()
+        .partition(|e| e["regarding"]["name"] == "hook");
+    assert_eq!(hook.len(), 1, "{events:#?}");
+    assert_eq!(hook[0]["reason"], "CallbackRefused", "{:#}", hook[0]);
+    let note = hook[0]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("policy tenant-a/hook trap 0 (/hook.txt): field callback: http://169.254.169.254/latest")
+            && note.contains("cloud metadata"),
+        "{note}"
+    );
+    let mut on_policies: Vec<(String, String)> = host
         .iter()
         .map(|e| {
             assert_eq!(e["reason"], "HostTrapRefused", "{e:#}");
@@ -564,7 +588,7 @@ fn cluster_host_traps_need_the_operator() {
     wait_until("the forbidden Event post is counted", || {
         on.status().events.failed.load(Ordering::Relaxed) >= 1
     });
-    assert_eq!(api.events().len(), 2, "nothing new was stored");
+    assert_eq!(api.events().len(), 3, "nothing new was stored");
     support::run(std::process::Command::new("cat").arg(&file));
     let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");

@@ -231,7 +231,10 @@ fn run(args: RunArgs) -> ExitCode {
                 kubeconfig,
                 node_name: cfg.node_name.clone(),
                 resync: Duration::from_millis(rescan_ms.max(10)),
-                scope: scope_config(cluster_wide_namespaces, allow_cluster_host_traps),
+                scope: ScopeConfig {
+                    callback_destinations: cfg.callbacks.as_ref().map(|c| c.destinations.clone()),
+                    ..scope_config(cluster_wide_namespaces, allow_cluster_host_traps)
+                },
             };
             match ClusterSource::start(cfg, rt.pod_controller()) {
                 Ok(c) => Some(c),

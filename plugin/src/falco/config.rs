@@ -304,7 +304,10 @@ impl KiveConfig {
             kubeconfig: self.kubernetes.kubeconfig.as_ref().map(PathBuf::from),
             node_name: node_name.to_string(),
             resync: Duration::from_millis(self.rescan_ms),
-            scope: self.kubernetes.scope(),
+            scope: ScopeConfig {
+                callback_destinations: Some(self.callback_destinations()),
+                ..self.kubernetes.scope()
+            },
         })
     }
 

@@ -10,7 +10,7 @@ use kube::api::DynamicObject;
 use super::events::Notice;
 use crate::policy::kubearmor::{self, Kind as KaKind};
 use crate::policy::pods::{matching_containers, ContainerView, PodView};
-use crate::policy::scope::{scope_traps, ScopeConfig};
+use crate::policy::scope::{refused_callbacks, scope_traps, ScopeConfig};
 use crate::policy::{compile, parse_document, CompiledTrap, PolicyError};
 use crate::runtime::{ContainerOwner, DesiredEntry};
 
@@ -27,6 +27,8 @@ pub struct PolicyEntry {
     pub warnings: Vec<String>,
     /// How many of `errors` (the last ones) are scope refusals.
     pub scope_refusals: usize,
+    /// Callbacks the operator's destination rules refuse (the traps arm).
+    pub refused_callbacks: Vec<String>,
     /// The API object, for Events about it.
     pub object: ObjectReference,
 }
@@ -48,6 +50,10 @@ impl PolicyEntry {
                 note: e.to_string(),
             });
         }
+        out.extend(self.refused_callbacks.iter().map(|c| Notice {
+            reason: "CallbackRefused",
+            note: c.clone(),
+        }));
         out.extend(self.warnings.iter().map(|w| Notice {
             reason: "NotEnforced",
             note: w.clone(),
@@ -139,6 +145,7 @@ pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
     let traps = scope_traps(traps, scope, &mut errors);
     PolicyEntry {
         name,
+        refused_callbacks: refused_callbacks(&traps, scope),
         traps,
         scope_refusals: errors.len() - before,
         errors,
@@ -179,12 +186,14 @@ pub fn kubearmor_entry(obj: &DynamicObject, kind: KaKind, scope: &ScopeConfig) -
         KaKind::ClusterPolicy | KaKind::HostPolicy => ScopeConfig {
             cluster_wide_namespaces: vec![String::new()],
             allow_host_traps: scope.allow_host_traps,
+            callback_destinations: scope.callback_destinations.clone(),
         },
     };
     let before = errors.len();
     let traps = scope_traps(traps, &scope, &mut errors);
     PolicyEntry {
         name,
+        refused_callbacks: refused_callbacks(&traps, &scope),
         traps,
         scope_refusals: errors.len() - before,
         errors,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::compile::CompiledTrap;
 use super::error::PolicyError;
+use crate::callback::{DestinationConfig, Destinations};
 
 /// The namespace whose policies apply cluster-wide by default (kivebpf's).
 pub const DEFAULT_CLUSTER_WIDE: &str = "kivebpf-system";
@@ -19,6 +20,9 @@ pub struct ScopeConfig {
     /// Whether `host: true` traps from the cluster are armed (policies of
     /// cluster-wide namespaces only).
     pub allow_host_traps: bool,
+    /// The callback destination rules, to report a refused `callback` when
+    /// the policy is read (`None`: only when an alert is sent).
+    pub callback_destinations: Option<DestinationConfig>,
 }
 
 impl Default for ScopeConfig {
@@ -26,6 +30,7 @@ impl Default for ScopeConfig {
         Self {
             cluster_wide_namespaces: vec![DEFAULT_CLUSTER_WIDE.to_string()],
             allow_host_traps: false,
+            callback_destinations: None,
         }
     }
 }
@@ -108,6 +113,31 @@ pub fn apply_scope(trap: &CompiledTrap, cfg: &ScopeConfig) -> Scoped {
         trap: (has_target || !had_target).then_some(out),
         refused,
     }
+}
+
+/// Each trap's `callback` the operator's destination rules refuse as
+/// written (a literal address, a name not allowed), naming policy, trap and
+/// field; the trap itself still arms. A name that resolves to a refused
+/// address is refused when an alert is sent.
+pub fn refused_callbacks(traps: &[Arc<CompiledTrap>], cfg: &ScopeConfig) -> Vec<String> {
+    let Some(rules) = cfg
+        .callback_destinations
+        .clone()
+        .and_then(|d| Destinations::new(d).ok())
+    else {
+        return Vec::new();
+    };
+    traps
+        .iter()
+        .filter_map(|t| {
+            let url = t.callback.as_deref()?;
+            let refusal = rules.check_url(url).err()?;
+            Some(format!(
+                "{}: field callback: {url}: {refusal}; alerts of this trap are not sent there",
+                t.origin
+            ))
+        })
+        .collect()
 }
 
 /// Applies [`apply_scope`] to every trap of a policy; refusals are appended
@@ -257,6 +287,32 @@ mod tests {
         assert!(
             s.trap.is_some(),
             "its warning already says it matches nothing"
+        );
+    }
+
+    #[test]
+    fn callbacks_the_destination_rules_refuse_are_named_when_read() {
+        let c = load_str(
+            "t",
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: p, namespace: tenant-a}\nspec:\n  traps:\n  - path: /a\n    callback: http://169.254.169.254/latest\n    matchAny: [{}]\n  - path: /b\n    callback: https://collector.example:9376/in\n    matchAny: [{}]\n",
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert!(
+            refused_callbacks(&c.traps, &ScopeConfig::default()).is_empty(),
+            "no rules given: checked when sent only"
+        );
+        let cfg = ScopeConfig {
+            callback_destinations: Some(DestinationConfig::default()),
+            ..Default::default()
+        };
+        let refused = refused_callbacks(&c.traps, &cfg);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains(
+                "policy tenant-a/p trap 0 (/a): field callback: http://169.254.169.254/latest"
+            ) && refused[0].contains("cloud metadata"),
+            "{}",
+            refused[0]
         );
     }
 }
