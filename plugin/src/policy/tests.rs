@@ -344,3 +344,22 @@ fn bad_additive_fields_name_policy_trap_and_field() {
         );
     }
 }
+
+#[test]
+fn the_conditions_example_loads_with_its_conditions() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/kivepolicy-conditions.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("example readable");
+    let c = load_str(path, &text);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let e: Vec<String> = c.traps.iter().map(|t| t.enforcement()).collect();
+    assert_eq!(
+        e,
+        [
+            "block, opens, reads pass, every file in /etc/nginx and below (at most 1024)",
+            "audit, opens, the owner passes, only from [/usr/local/bin/backup] allowed"
+        ]
+    );
+}
