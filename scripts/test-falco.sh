@@ -150,7 +150,7 @@ start_falco() { # log-prefix extra-args...
     || fail "falco did not arm the traps within 60s: $(cat "$TMP/$name.err")"
 }
 alerts() { # log-prefix jq-filter
-  grep '^{' "$TMP/$1.out" | jq -c "select(.source != \"internal\") | select($2)" 2>/dev/null || true
+  grep -s '^{' "$TMP/$1.out" | jq -c "select(.source != \"internal\") | select($2)" 2>/dev/null || true
 }
 stop_falco() {
   local p=${PIDS[-1]}
@@ -180,20 +180,67 @@ jq -e --arg p "$TMP/decoy" '
   || fail "unexpected alert: $got"
 ok
 
-# async: asyncEvents on, the syscall source enabled (nodriver) with the
-# example syscall rules; the syscall inspector's async capture registers
-# and the kive source keeps alerting. (That a `source: syscall` rule fires
-# on the injected events is NOT checked: with this nodriver build it does
-# not, see README "Async events into the syscall source".)
+# async: asyncEvents on, both sources enabled (the syscall source with
+# engine.kind: nodriver) with both rules files, under rule_matching: all (so
+# that a rule matching twice would show). Two accesses to the decoy:
+# - a bash that Falco's thread table knows (started before Falco, so its
+#   /proc scan saw it), child of a sh, reading the decoy with a builtin
+#   redirection: "Kive trap accessed by a child of a shell" fires in the
+#   syscall source with the thread's proc.* fields;
+# - a cat started afterwards (unknown to a nodriver Falco): "Kive trap
+#   accessed by a process Falco tracks" fires with its thread id.
+# Each access also gives exactly one alert of the kive source.
 CHECK=async_live
 policy "$TMP/adecoy" async-decoy >"$TMP/async.yaml"
+mkfifo "$TMP/go"
+sh -c 'bash -c "echo \$\$ >$1/reader.pid; read _ <$1/go; read _ <$1/adecoy"; :' sh "$TMP" &
+PIDS+=($!)
+wait_for 10 test -s "$TMP/reader.pid" || fail "the reader shell did not start"
+reader=$(cat "$TMP/reader.pid")
+PIDS+=("$reader")
 start_falco async -r rules/kive_rules.yaml -r rules/kive_syscall_rules.yaml \
   -o "plugins[0].init_config.policyFiles[0]=$TMP/async.yaml" \
-  -o plugins[0].init_config.asyncEvents=true
-wait_for 60 grep -qs 'alerts also go into the syscall source' "$TMP/async.err" \
+  -o plugins[0].init_config.asyncEvents=true -o rule_matching=all
+# Falco opens the kive source first (whose plugin object also starts, then
+# drops, an async capture), then the syscall source: wait for the
+# registration that follows the syscall source's opening
+syscall_async_ready() {
+  awk '/Opening .syscall. source/ {s = 1} s && /alerts also go into the syscall source/ {f = 1}
+       END {exit !f}' "$TMP/async.err"
+}
+wait_for 60 syscall_async_ready \
   || fail "the syscall inspector did not start kive's async events: $(cat "$TMP/async.err")"
-cat "$TMP/adecoy" >/dev/null
-wait_for 30 grep -qs '"async-decoy"' "$TMP/async.out" || fail "no kive alert with asyncEvents on"
+echo go >"$TMP/go"
+cat "$TMP/adecoy" >/dev/null &
+catpid=$!
+wait "$catpid"
+syscall_alert() { # pid
+  alerts async ".source == \"syscall\" and .output_fields[\"thread.tid\"] == $1"
+}
+has_syscall_alerts() { [ -n "$(syscall_alert "$reader")" ] && [ -n "$(syscall_alert "$catpid")" ]; }
+wait_for 30 has_syscall_alerts \
+  || fail "no syscall-source alert for each access within 30s: $(cat "$TMP/async.out")"
 stop_falco
 grep -q 'Runtime error\|Error:' "$TMP/async.err" && fail "falco reported an error: $(cat "$TMP/async.err")"
+for p in "$reader" "$catpid"; do
+  got=$(syscall_alert "$p")
+  [ "$(grep -c . <<<"$got")" = 1 ] || fail "expected one syscall-source alert for thread $p, got: $got"
+  got=$(alerts async ".source == \"kive\" and .output_fields[\"kive.process.pid\"] == $p")
+  [ "$(grep -c . <<<"$got")" = 1 ] || fail "expected one kive-source alert for pid $p, got: $got"
+done
+[ "$(alerts async '.source == "syscall"' | grep -c .)" = 2 ] \
+  || fail "expected exactly two syscall-source alerts: $(alerts async '.source == "syscall"')"
+jq -e --arg p "$TMP/adecoy" --argjson pid "$reader" '
+  .rule == "Kive trap accessed by a child of a shell" and .priority == "Error"
+  and .output_fields["kive.path"] == $p and .output_fields["kive.policy.name"] == "async-decoy"
+  and .output_fields["kive.access"] == "read"
+  and .output_fields["proc.pid"] == $pid and .output_fields["proc.name"] == "bash"
+  and .output_fields["proc.pname"] == "sh" and .output_fields["user.name"] == "root"
+  and (.output_fields["proc.cmdline"] | startswith("bash -c "))' <<<"$(syscall_alert "$reader")" >/dev/null \
+  || fail "unexpected syscall-source alert for the shell's child: $(syscall_alert "$reader")"
+jq -e --arg p "$TMP/adecoy" '
+  .rule == "Kive trap accessed by a process Falco tracks" and .priority == "Warning"
+  and .output_fields["kive.path"] == $p and .output_fields["kive.policy.name"] == "async-decoy"
+  and .output_fields["kive.access"] == "read"' <<<"$(syscall_alert "$catpid")" >/dev/null \
+  || fail "unexpected syscall-source alert for cat: $(syscall_alert "$catpid")"
 ok

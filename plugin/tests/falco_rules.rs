@@ -458,3 +458,63 @@ fn falco_yaml_loads_kive_with_a_valid_init_config() {
     r.register_plugin(&kive::PLUGIN_API, &CString::new(init).expect("cstr"))
         .expect("the plugin accepts falco.yaml's init_config");
 }
+
+/// rules/kive_syscall_rules.yaml: rules of the syscall source on the async
+/// event the plugin declares, restricted to async events the way Falco
+/// indexes rules (evt.type of an async event is its name, which is no
+/// event code: `asyncevent` must be in the list too), on kive fields that
+/// exist, with the same version requirements as kive_rules.yaml.
+#[test]
+fn syscall_rules_match_the_plugins_async_event() {
+    use falco_plugin::async_event::AsyncEventPlugin;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/kive_syscall_rules.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("rules/kive_syscall_rules.yaml");
+    let docs: Vec<Yaml> = serde_yaml::from_str(&text).expect("syscall rules file is YAML");
+    let [name] = KivePlugin::ASYNC_EVENTS else {
+        panic!("one async event: {:?}", KivePlugin::ASYNC_EVENTS)
+    };
+    let want = format!("(evt.type in (asyncevent, {name}) and evt.asynctype = {name})");
+    let fields = plugin_fields();
+    let main = load_rules();
+    let (mut rules, mut async_macro) = (0, false);
+    for d in &docs {
+        for key in ["required_engine_version", "required_plugin_versions"] {
+            if let Some(v) = d.get(key) {
+                let same = main.docs.iter().find_map(|m| m.get(key));
+                assert_eq!(Some(v), same, "{key} differs from kive_rules.yaml");
+            }
+        }
+        let text = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+        if d.get("macro").and_then(Yaml::as_str) == Some("kive_async_alert") {
+            assert_eq!(text("condition"), want, "kive_async_alert");
+            async_macro = true;
+        }
+        if let Some(rule) = d.get("rule").and_then(Yaml::as_str) {
+            rules += 1;
+            assert_eq!(d["source"].as_str(), Some("syscall"), "{rule}: source");
+            assert!(
+                text("condition").contains("kive_syscall_trap_hit"),
+                "{rule}: not restricted to kive's async events"
+            );
+            for (f, _) in field_refs(&text("condition"))
+                .into_iter()
+                .chain(field_refs(&text("output")))
+            {
+                assert!(fields.contains_key(&f), "{rule}: unknown field {f}");
+            }
+            assert!(text("output").contains("%thread.tid"), "{rule}: thread id");
+        }
+    }
+    assert!(async_macro, "no kive_async_alert macro");
+    assert!(rules >= 2, "{rules} rules");
+    let hit = docs
+        .iter()
+        .find(|d| d.get("macro").and_then(Yaml::as_str) == Some("kive_syscall_trap_hit"))
+        .expect("kive_syscall_trap_hit macro");
+    assert!(hit["condition"]
+        .as_str()
+        .is_some_and(|c| c.contains("kive_async_alert")));
+}
