@@ -180,6 +180,27 @@ jq -e --arg p "$TMP/decoy" '
   || fail "unexpected alert: $got"
 ok
 
+# the artifacts of make package, unpacked as falcoctl installs them (the
+# plugin tarball into a plugins directory, the rules tarball into a rules
+# directory): Falco loads that .so with those rules, and a replay through
+# them alerts
+CHECK=package
+SO="$SO" DIST="$TMP/dist" ./scripts/package.sh >"$TMP/package.log" 2>&1 \
+  || fail "make package: $(cat "$TMP/package.log")"
+./scripts/check-package.sh "$TMP/dist" >"$TMP/check-package.log" 2>&1 \
+  || fail "$(cat "$TMP/check-package.log")"
+mkdir "$TMP/plugins" "$TMP/rules.d"
+tar -C "$TMP/plugins" -xzf "$TMP"/dist/kive-*-linux-*.tar.gz
+tar -C "$TMP/rules.d" -xzf "$TMP"/dist/kive-rules-*.tar.gz
+packaged() { "$FALCO" -c falco.yaml -o "plugins[0].library_path=$TMP/plugins/libkive.so" -o log_stderr=true "$@"; }
+out=$(packaged -V "$TMP/rules.d/kive_rules.yaml" -o json_output=true 2>/dev/null) || fail "-V of the packaged rules: $out"
+jq -e '.falco_load_results | length > 0 and all(.successful and (.warnings | length == 0))' \
+  <<<"$(grep '^{' <<<"$out")" >/dev/null || fail "-V of the packaged rules: $out"
+got=$(packaged -r "$TMP/rules.d/kive_rules.yaml" --disable-source=syscall \
+  -o "plugins[0].open_params=test_files/kive_alerts.jsonl" 2>"$TMP/package.err" | rule_alerts)
+[ "$(grep -c . <<<"$got")" = 3 ] || fail "replay with the packaged .so and rules: $got $(cat "$TMP/package.err")"
+ok
+
 # async: asyncEvents on, both sources enabled (the syscall source with
 # engine.kind: nodriver) with both rules files, under rule_matching: all (so
 # that a rule matching twice would show). Two accesses to the decoy:
