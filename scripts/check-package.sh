@@ -2,7 +2,7 @@
 # Checks what scripts/package.sh made (make package-check; CI): every file
 # named as falcosecurity names its plugin artifacts, each tarball holding
 # exactly its file at its root (the .so stripped of debug info, the rules
-# byte for byte rules/kive_rules.yaml), the OCI configs carrying what the
+# byte for byte rules/kive_rules.yaml and kive_syscall_rules.yaml), the OCI configs carrying what the
 # unpacked .so and the rules say (plugin API version, engine version, the
 # kive dependency), the registry entry the .so's id and sources, and the
 # checksums. Prints `ok <name>` per check; fails on the first mismatch.
@@ -72,10 +72,12 @@ jq -e --argjson m "$meta" '
 ok
 
 CHECK=rules_tarball
-[ "$(tar -tzf "$DIST/kive-rules-$version.tar.gz")" = kive_rules.yaml ] \
-  || fail "not exactly kive_rules.yaml at the root: $(tar -tzf "$DIST/kive-rules-$version.tar.gz")"
+[ "$(tar -tzf "$DIST/kive-rules-$version.tar.gz")" = $'kive_rules.yaml\nkive_syscall_rules.yaml' ] \
+  || fail "not exactly kive_rules.yaml and kive_syscall_rules.yaml at the root: $(tar -tzf "$DIST/kive-rules-$version.tar.gz")"
 tar -C "$TMP" -xzf "$DIST/kive-rules-$version.tar.gz"
-cmp -s "$TMP/kive_rules.yaml" rules/kive_rules.yaml || fail "kive_rules.yaml differs from rules/kive_rules.yaml"
+for r in kive_rules.yaml kive_syscall_rules.yaml; do
+  cmp -s "$TMP/$r" "rules/$r" || fail "$r differs from rules/$r"
+done
 ok
 
 CHECK=rules_config

@@ -4,7 +4,9 @@
 # (default dist/):
 #
 #   kive-<version>-linux-<arch>.tar.gz        libkive.so (stripped) at its root
-#   kive-rules-<version>.tar.gz               kive_rules.yaml at its root
+#   kive-rules-<version>.tar.gz               kive_rules.yaml (and the async
+#                                             events' kive_syscall_rules.yaml)
+#                                             at its root
 #   kive-<version>-linux-<arch>.config.json   the plugin artifact's OCI config
 #                                             (falcoctl: name, version,
 #                                             requirement plugin_api_version)
@@ -100,6 +102,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir "$stage/plugin" "$stage/rules"
 strip --strip-debug -o "$stage/plugin/libkive.so" "$SO"
 cp "$RULES" "$stage/rules/kive_rules.yaml"
+cp rules/kive_syscall_rules.yaml "$stage/rules/kive_syscall_rules.yaml"
 # reproducible archives: fixed owner, order and time (the last commit's, or
 # SOURCE_DATE_EPOCH)
 mtime=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}

@@ -201,6 +201,47 @@ got=$(packaged -r "$TMP/rules.d/kive_rules.yaml" --disable-source=syscall \
 [ "$(grep -c . <<<"$got")" = 3 ] || fail "replay with the packaged .so and rules: $got $(cat "$TMP/package.err")"
 ok
 
+# deploy/helm: the `falco:` section of each values file, as the chart writes
+# it into falco.yaml, loads in Falco (--dry-run: config, plugin init with its
+# init_config, rules) with the packaged .so and rules at the paths falcoctl
+# gives them. What the chart's own defaults add is added here too: an
+# output (stdout), and, driver off, --disable-source syscall. The driver-on
+# overlay replaces top-level keys of the base section (Helm replaces lists),
+# and runs on nodriver, the only engine of this build.
+CHECK=helm_values
+falco_section() { # values file: its top-level `falco:` map, dedented
+  awk '/^[^ #]/ {f = ($0 ~ /^falco:/); next} f' "$1" | sed 's/^  //'
+}
+merge_top() { # base overlay: the overlay's top-level keys replace the base's
+  local keys
+  keys=$(grep -oE '^[a-z_]+:' "$2" | tr -d : | paste -sd'|')
+  awk -v k="^($keys):" '/^[^ #]/ {skip = ($0 ~ k)} !skip' "$1"
+  cat "$2"
+}
+falco_section deploy/helm/values-kive.yaml >"$TMP/helm-off.yaml"
+falco_section deploy/helm/values-kive-driver.yaml >"$TMP/helm-driver.yaml"
+merge_top "$TMP/helm-off.yaml" "$TMP/helm-driver.yaml" >"$TMP/helm-on.yaml"
+mkdir "$TMP/empty.d"
+helm_dry_run() { # name config extra-args...
+  local name=$1 cfg=$2; shift 2
+  "$FALCO" -c "$cfg" --dry-run -o log_stderr=true -o stdout_output.enabled=true \
+    -o "plugins[0].library_path=$TMP/plugins/libkive.so" "$@" >"$TMP/$name.log" 2>&1 \
+    || fail "$name: falco --dry-run: $(cat "$TMP/$name.log")"
+  grep -q "Loading plugin 'kive'" "$TMP/$name.log" || fail "$name: kive not loaded: $(cat "$TMP/$name.log")"
+  ! grep -qi 'error' "$TMP/$name.log" || fail "$name: $(cat "$TMP/$name.log")"
+}
+grep -q '^rules_files:' "$TMP/helm-off.yaml" && grep -q '^load_plugins: \[kive\]' "$TMP/helm-off.yaml" \
+  || fail "no rules_files/load_plugins in values-kive.yaml's falco section: $(cat "$TMP/helm-off.yaml")"
+grep -q 'asyncEvents: true' "$TMP/helm-on.yaml" || fail "the driver overlay did not apply: $(cat "$TMP/helm-on.yaml")"
+helm_dry_run helm-off "$TMP/helm-off.yaml" --disable-source=syscall \
+  -o "rules_files[0]=$TMP/rules.d/kive_rules.yaml" -o "rules_files[1]=$TMP/empty.d"
+grep -q 'kive_rules.yaml | schema validation: ok' "$TMP/helm-off.log" || fail "helm-off: rules: $(cat "$TMP/helm-off.log")"
+helm_dry_run helm-on "$TMP/helm-on.yaml" -o engine.kind=nodriver \
+  -o "rules_files[0]=$TMP/rules.d/kive_rules.yaml" -o "rules_files[1]=$TMP/rules.d/kive_syscall_rules.yaml" \
+  -o "rules_files[2]=$TMP/empty.d"
+grep -q 'kive_syscall_rules.yaml | schema validation: ok' "$TMP/helm-on.log" || fail "helm-on: rules: $(cat "$TMP/helm-on.log")"
+ok
+
 # async: asyncEvents on, both sources enabled (the syscall source with
 # engine.kind: nodriver) with both rules files, under rule_matching: all (so
 # that a rule matching twice would show). Two accesses to the decoy:
