@@ -118,6 +118,11 @@ expect_replay $matching test_files/kive_run_host.jsonl \
   "Kive trap read by a shell${T}kive.process.comm=bash" \
   "Kive trap written${T}kive.process.comm=bash;kive.access=write,append" \
   "Kive trap accessed (high)${T}kive.process.comm=python3"
+expect_replay $matching test_files/kive_policy_rules.jsonl \
+  "Kive policy rule hit (severity 7-10)${T}kive.policy.severity=8;kive.policy.tags=MITRE,T1552;kive.policy.name=ksp-secrets" \
+  "Kive policy rule hit${T}kive.policy.severity=3;kive.policy.message=config read" \
+  "Kive trap written${T}kive.process.comm=bash" \
+  "Kive trap read by a shell${T}kive.process.comm=sh"
 done
 ok
 

@@ -321,7 +321,8 @@ fn replay(path: &str) -> CapturingPluginRunner {
     r.start_capture().expect("open")
 }
 
-/// The first rule (Falco's rule_matching: first) for every event of a file.
+/// The rule that matches every event of a file; fails when several match
+/// (the rules must give the same alerts under rule_matching: first and all).
 fn matched_rules(file: &str) -> Vec<String> {
     let rules = load_rules();
     let path = test_file(file);
@@ -350,13 +351,21 @@ fn matched_rules(file: &str) -> Vec<String> {
             rules: &rules,
             get: &mut get,
         };
-        let first = rules
+        // every rule, as under rule_matching: all; the rules are mutually
+        // exclusive, so the one that matches is also the first
+        let all: Vec<String> = rules
             .rules
             .iter()
-            .find(|(_, cond, _)| ev.eval(cond))
+            .filter(|(_, cond, _)| ev.eval(cond))
             .map(|(name, _, prio)| format!("{name} [{prio}]"))
-            .unwrap_or_else(|| "(no rule)".into());
-        out.push(first);
+            .collect();
+        assert!(
+            all.len() <= 1,
+            "{file} event {}: several rules match (rule_matching: all would alert {} times): {all:?}",
+            out.len() + 1,
+            all.len()
+        );
+        out.push(all.into_iter().next().unwrap_or_else(|| "(no rule)".into()));
     }
     out
 }
@@ -417,6 +426,51 @@ fn rules_catch_loss_reports_and_fileless_binaries() {
             "Kive trap accessed [WARNING]",
         ]
     );
+}
+
+#[test]
+fn policy_rule_hits_match_one_rule_by_severity_after_the_specific_ones() {
+    assert_eq!(
+        matched_rules("kive_policy_rules.jsonl"),
+        [
+            // a KubeArmor rule of severity 8: cat reads a pod's secret
+            "Kive policy rule hit (severity 7-10) [CRITICAL]",
+            // severity 3
+            "Kive policy rule hit [WARNING]",
+            // severity 9, but a write: the specific rule
+            "Kive trap written [CRITICAL]",
+            // severity 5, read by a shell: the specific rule
+            "Kive trap read by a shell [ERROR]",
+        ]
+    );
+}
+
+/// Falco's append_output (suggested_output: true) appends the fields the
+/// plugin marks addOutput to every kive rule: a rule printing one of them
+/// itself would print it twice.
+#[test]
+fn rule_outputs_leave_the_suggested_fields_to_append_output() {
+    let json = <KivePlugin as ExtractPlugin>::get_fields();
+    let v: Vec<serde_json::Value> = serde_json::from_slice(json.to_bytes()).expect("json");
+    let suggested: Vec<&str> = v
+        .iter()
+        .filter(|f| f["addOutput"].as_bool().unwrap_or(false))
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(suggested.contains(&"kive.path"), "{suggested:?}");
+    let r = load_rules();
+    for d in &r.docs {
+        let Some(name) = d.get("rule").and_then(Yaml::as_str) else {
+            continue;
+        };
+        let output = d["output"].as_str().expect("output");
+        for (f, _) in field_refs(output) {
+            assert!(
+                !suggested.contains(&f.as_str()),
+                "{name}: prints {f}, which append_output adds: {output}"
+            );
+        }
+    }
 }
 
 #[test]
