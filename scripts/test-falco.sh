@@ -277,7 +277,8 @@ syscall_async_ready() {
 }
 wait_for 60 syscall_async_ready \
   || fail "the syscall inspector did not start kive's async events: $(cat "$TMP/async.err")"
-echo go >"$TMP/go"
+# (a reader that died would leave the fifo without one: bounded)
+timeout 10 sh -c 'echo go >"$1"' sh "$TMP/go" || fail "the reader shell is not reading its fifo"
 cat "$TMP/adecoy" >/dev/null &
 catpid=$!
 wait "$catpid"
