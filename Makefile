@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KIVE := target/release/kive
 
-.PHONY: setup build run test test-shared test-falco test-vm lint bench clean fuzz
+.PHONY: setup build run test test-shared test-falco test-vm lint bench clean fuzz package package-check
 
 setup:
 	@./scripts/setup.sh
@@ -56,6 +56,18 @@ fuzz: setup
 test-falco: setup
 	@test -n "$(FALCO)" || { echo "test-falco: set FALCO=/path/to/falco" >&2; exit 1; }
 	FALCO="$(FALCO)" ./scripts/test-falco.sh
+
+# dist/: the plugin and rules tarballs, their falcoctl OCI configs, a
+# registry.yaml entry and SHA256SUMS, as falcosecurity ships its plugins
+# (scripts/package.sh; README "Packaging"). SO=<libkive.so> packages that
+# build instead of building one.
+package: setup
+	./scripts/package.sh
+
+# make package into a temporary directory, then check its layout and
+# contents against the .so and the rules (scripts/check-package.sh; CI).
+package-check: setup
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && DIST="$$d" ./scripts/package.sh && ./scripts/check-package.sh "$$d"
 
 bench: setup
 	$(CARGO) bench --workspace

@@ -12,9 +12,11 @@ fi
 # build: clang for the BPF C, libelf/zlib/pkg-config for libbpf-sys, libbpf
 # headers (bpf_helpers.h), autotools/flex/bison/gawk for the vendored libelf
 # libbpf-sys links into libkive.so (so that it needs only glibc); tools: bpftool; tests: util-linux (unshare,
-# nsenter), iproute2-free. The VM tests (vmtest/run.sh) install their own.
+# nsenter), iproute2-free; make package / test-falco: jq, python3 (ctypes
+# reads the built .so's plugin info), binutils (strip, readelf). The VM tests
+# (vmtest/run.sh) install their own.
 PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config libbpf-dev bpftool make gcc util-linux
-  autoconf automake autopoint libtool flex bison gawk)
+  autoconf automake autopoint libtool flex bison gawk jq python3 binutils)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

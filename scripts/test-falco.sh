@@ -118,6 +118,11 @@ expect_replay $matching test_files/kive_run_host.jsonl \
   "Kive trap read by a shell${T}kive.process.comm=bash" \
   "Kive trap written${T}kive.process.comm=bash;kive.access=write,append" \
   "Kive trap accessed (high)${T}kive.process.comm=python3"
+expect_replay $matching test_files/kive_policy_rules.jsonl \
+  "Kive policy rule hit (severity 7-10)${T}kive.policy.severity=8;kive.policy.tags=MITRE,T1552;kive.policy.name=ksp-secrets" \
+  "Kive policy rule hit${T}kive.policy.severity=3;kive.policy.message=config read" \
+  "Kive trap written${T}kive.process.comm=bash" \
+  "Kive trap read by a shell${T}kive.process.comm=sh"
 done
 ok
 
@@ -150,7 +155,7 @@ start_falco() { # log-prefix extra-args...
     || fail "falco did not arm the traps within 60s: $(cat "$TMP/$name.err")"
 }
 alerts() { # log-prefix jq-filter
-  grep '^{' "$TMP/$1.out" | jq -c "select(.source != \"internal\") | select($2)" 2>/dev/null || true
+  grep -s '^{' "$TMP/$1.out" | jq -c "select(.source != \"internal\") | select($2)" 2>/dev/null || true
 }
 stop_falco() {
   local p=${PIDS[-1]}
@@ -180,20 +185,130 @@ jq -e --arg p "$TMP/decoy" '
   || fail "unexpected alert: $got"
 ok
 
-# async: asyncEvents on, the syscall source enabled (nodriver) with the
-# example syscall rules; the syscall inspector's async capture registers
-# and the kive source keeps alerting. (That a `source: syscall` rule fires
-# on the injected events is NOT checked: with this nodriver build it does
-# not, see README "Async events into the syscall source".)
+# the artifacts of make package, unpacked as falcoctl installs them (the
+# plugin tarball into a plugins directory, the rules tarball into a rules
+# directory): Falco loads that .so with those rules, and a replay through
+# them alerts
+CHECK=package
+SO="$SO" DIST="$TMP/dist" ./scripts/package.sh >"$TMP/package.log" 2>&1 \
+  || fail "make package: $(cat "$TMP/package.log")"
+./scripts/check-package.sh "$TMP/dist" >"$TMP/check-package.log" 2>&1 \
+  || fail "$(cat "$TMP/check-package.log")"
+mkdir "$TMP/plugins" "$TMP/rules.d"
+tar -C "$TMP/plugins" -xzf "$TMP"/dist/kive-*-linux-*.tar.gz
+tar -C "$TMP/rules.d" -xzf "$TMP"/dist/kive-rules-*.tar.gz
+packaged() { "$FALCO" -c falco.yaml -o "plugins[0].library_path=$TMP/plugins/libkive.so" -o log_stderr=true "$@"; }
+out=$(packaged -V "$TMP/rules.d/kive_rules.yaml" -o json_output=true 2>/dev/null) || fail "-V of the packaged rules: $out"
+jq -e '.falco_load_results | length > 0 and all(.successful and (.warnings | length == 0))' \
+  <<<"$(grep '^{' <<<"$out")" >/dev/null || fail "-V of the packaged rules: $out"
+got=$(packaged -r "$TMP/rules.d/kive_rules.yaml" --disable-source=syscall \
+  -o "plugins[0].open_params=test_files/kive_alerts.jsonl" 2>"$TMP/package.err" | rule_alerts)
+[ "$(grep -c . <<<"$got")" = 3 ] || fail "replay with the packaged .so and rules: $got $(cat "$TMP/package.err")"
+ok
+
+# deploy/helm: the `falco:` section of each values file, as the chart writes
+# it into falco.yaml, loads in Falco (--dry-run: config, plugin init with its
+# init_config, rules) with the packaged .so and rules at the paths falcoctl
+# gives them. What the chart's own defaults add is added here too: an
+# output (stdout), and, driver off, --disable-source syscall. The driver-on
+# overlay replaces top-level keys of the base section (Helm replaces lists),
+# and runs on nodriver, the only engine of this build.
+CHECK=helm_values
+falco_section() { # values file: its top-level `falco:` map, dedented
+  awk '/^[^ #]/ {f = ($0 ~ /^falco:/); next} f' "$1" | sed 's/^  //'
+}
+merge_top() { # base overlay: the overlay's top-level keys replace the base's
+  local keys
+  keys=$(grep -oE '^[a-z_]+:' "$2" | tr -d : | paste -sd'|')
+  awk -v k="^($keys):" '/^[^ #]/ {skip = ($0 ~ k)} !skip' "$1"
+  cat "$2"
+}
+falco_section deploy/helm/values-kive.yaml >"$TMP/helm-off.yaml"
+falco_section deploy/helm/values-kive-driver.yaml >"$TMP/helm-driver.yaml"
+merge_top "$TMP/helm-off.yaml" "$TMP/helm-driver.yaml" >"$TMP/helm-on.yaml"
+mkdir "$TMP/empty.d"
+helm_dry_run() { # name config extra-args...
+  local name=$1 cfg=$2; shift 2
+  "$FALCO" -c "$cfg" --dry-run -o log_stderr=true -o stdout_output.enabled=true \
+    -o "plugins[0].library_path=$TMP/plugins/libkive.so" "$@" >"$TMP/$name.log" 2>&1 \
+    || fail "$name: falco --dry-run: $(cat "$TMP/$name.log")"
+  grep -q "Loading plugin 'kive'" "$TMP/$name.log" || fail "$name: kive not loaded: $(cat "$TMP/$name.log")"
+  ! grep -qi 'error' "$TMP/$name.log" || fail "$name: $(cat "$TMP/$name.log")"
+}
+grep -q '^rules_files:' "$TMP/helm-off.yaml" && grep -q '^load_plugins: \[kive\]' "$TMP/helm-off.yaml" \
+  || fail "no rules_files/load_plugins in values-kive.yaml's falco section: $(cat "$TMP/helm-off.yaml")"
+grep -q 'asyncEvents: true' "$TMP/helm-on.yaml" || fail "the driver overlay did not apply: $(cat "$TMP/helm-on.yaml")"
+helm_dry_run helm-off "$TMP/helm-off.yaml" --disable-source=syscall \
+  -o "rules_files[0]=$TMP/rules.d/kive_rules.yaml" -o "rules_files[1]=$TMP/empty.d"
+grep -q 'kive_rules.yaml | schema validation: ok' "$TMP/helm-off.log" || fail "helm-off: rules: $(cat "$TMP/helm-off.log")"
+helm_dry_run helm-on "$TMP/helm-on.yaml" -o engine.kind=nodriver \
+  -o "rules_files[0]=$TMP/rules.d/kive_rules.yaml" -o "rules_files[1]=$TMP/rules.d/kive_syscall_rules.yaml" \
+  -o "rules_files[2]=$TMP/empty.d"
+grep -q 'kive_syscall_rules.yaml | schema validation: ok' "$TMP/helm-on.log" || fail "helm-on: rules: $(cat "$TMP/helm-on.log")"
+ok
+
+# async: asyncEvents on, both sources enabled (the syscall source with
+# engine.kind: nodriver) with both rules files, under rule_matching: all (so
+# that a rule matching twice would show). Two accesses to the decoy:
+# - a bash that Falco's thread table knows (started before Falco, so its
+#   /proc scan saw it), child of a sh, reading the decoy with a builtin
+#   redirection: "Kive trap accessed by a child of a shell" fires in the
+#   syscall source with the thread's proc.* fields;
+# - a cat started afterwards (unknown to a nodriver Falco): "Kive trap
+#   accessed by a process Falco tracks" fires with its thread id.
+# Each access also gives exactly one alert of the kive source.
 CHECK=async_live
 policy "$TMP/adecoy" async-decoy >"$TMP/async.yaml"
+mkfifo "$TMP/go"
+sh -c 'bash -c "echo \$\$ >$1/reader.pid; read _ <$1/go; read _ <$1/adecoy"; :' sh "$TMP" &
+PIDS+=($!)
+wait_for 10 test -s "$TMP/reader.pid" || fail "the reader shell did not start"
+reader=$(cat "$TMP/reader.pid")
+PIDS+=("$reader")
 start_falco async -r rules/kive_rules.yaml -r rules/kive_syscall_rules.yaml \
   -o "plugins[0].init_config.policyFiles[0]=$TMP/async.yaml" \
-  -o plugins[0].init_config.asyncEvents=true
-wait_for 60 grep -qs 'alerts also go into the syscall source' "$TMP/async.err" \
+  -o plugins[0].init_config.asyncEvents=true -o rule_matching=all
+# Falco opens the kive source first (whose plugin object also starts, then
+# drops, an async capture), then the syscall source: wait for the
+# registration that follows the syscall source's opening
+syscall_async_ready() {
+  awk '/Opening .syscall. source/ {s = 1} s && /alerts also go into the syscall source/ {f = 1}
+       END {exit !f}' "$TMP/async.err"
+}
+wait_for 60 syscall_async_ready \
   || fail "the syscall inspector did not start kive's async events: $(cat "$TMP/async.err")"
-cat "$TMP/adecoy" >/dev/null
-wait_for 30 grep -qs '"async-decoy"' "$TMP/async.out" || fail "no kive alert with asyncEvents on"
+# (a reader that died would leave the fifo without one: bounded)
+timeout 10 sh -c 'echo go >"$1"' sh "$TMP/go" || fail "the reader shell is not reading its fifo"
+cat "$TMP/adecoy" >/dev/null &
+catpid=$!
+wait "$catpid"
+syscall_alert() { # pid
+  alerts async ".source == \"syscall\" and .output_fields[\"thread.tid\"] == $1"
+}
+has_syscall_alerts() { [ -n "$(syscall_alert "$reader")" ] && [ -n "$(syscall_alert "$catpid")" ]; }
+wait_for 30 has_syscall_alerts \
+  || fail "no syscall-source alert for each access within 30s: $(cat "$TMP/async.out")"
 stop_falco
 grep -q 'Runtime error\|Error:' "$TMP/async.err" && fail "falco reported an error: $(cat "$TMP/async.err")"
+for p in "$reader" "$catpid"; do
+  got=$(syscall_alert "$p")
+  [ "$(grep -c . <<<"$got")" = 1 ] || fail "expected one syscall-source alert for thread $p, got: $got"
+  got=$(alerts async ".source == \"kive\" and .output_fields[\"kive.process.pid\"] == $p")
+  [ "$(grep -c . <<<"$got")" = 1 ] || fail "expected one kive-source alert for pid $p, got: $got"
+done
+[ "$(alerts async '.source == "syscall"' | grep -c .)" = 2 ] \
+  || fail "expected exactly two syscall-source alerts: $(alerts async '.source == "syscall"')"
+jq -e --arg p "$TMP/adecoy" --argjson pid "$reader" '
+  .rule == "Kive trap accessed by a child of a shell" and .priority == "Error"
+  and .output_fields["kive.path"] == $p and .output_fields["kive.policy.name"] == "async-decoy"
+  and .output_fields["kive.access"] == "read"
+  and .output_fields["proc.pid"] == $pid and .output_fields["proc.name"] == "bash"
+  and .output_fields["proc.pname"] == "sh" and .output_fields["user.name"] == "root"
+  and (.output_fields["proc.cmdline"] | startswith("bash -c "))' <<<"$(syscall_alert "$reader")" >/dev/null \
+  || fail "unexpected syscall-source alert for the shell's child: $(syscall_alert "$reader")"
+jq -e --arg p "$TMP/adecoy" '
+  .rule == "Kive trap accessed by a process Falco tracks" and .priority == "Warning"
+  and .output_fields["kive.path"] == $p and .output_fields["kive.policy.name"] == "async-decoy"
+  and .output_fields["kive.access"] == "read"' <<<"$(syscall_alert "$catpid")" >/dev/null \
+  || fail "unexpected syscall-source alert for cat: $(syscall_alert "$catpid")"
 ok

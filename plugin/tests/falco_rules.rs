@@ -321,7 +321,8 @@ fn replay(path: &str) -> CapturingPluginRunner {
     r.start_capture().expect("open")
 }
 
-/// The first rule (Falco's rule_matching: first) for every event of a file.
+/// The rule that matches every event of a file; fails when several match
+/// (the rules must give the same alerts under rule_matching: first and all).
 fn matched_rules(file: &str) -> Vec<String> {
     let rules = load_rules();
     let path = test_file(file);
@@ -350,13 +351,21 @@ fn matched_rules(file: &str) -> Vec<String> {
             rules: &rules,
             get: &mut get,
         };
-        let first = rules
+        // every rule, as under rule_matching: all; the rules are mutually
+        // exclusive, so the one that matches is also the first
+        let all: Vec<String> = rules
             .rules
             .iter()
-            .find(|(_, cond, _)| ev.eval(cond))
+            .filter(|(_, cond, _)| ev.eval(cond))
             .map(|(name, _, prio)| format!("{name} [{prio}]"))
-            .unwrap_or_else(|| "(no rule)".into());
-        out.push(first);
+            .collect();
+        assert!(
+            all.len() <= 1,
+            "{file} event {}: several rules match (rule_matching: all would alert {} times): {all:?}",
+            out.len() + 1,
+            all.len()
+        );
+        out.push(all.into_iter().next().unwrap_or_else(|| "(no rule)".into()));
     }
     out
 }
@@ -420,6 +429,51 @@ fn rules_catch_loss_reports_and_fileless_binaries() {
 }
 
 #[test]
+fn policy_rule_hits_match_one_rule_by_severity_after_the_specific_ones() {
+    assert_eq!(
+        matched_rules("kive_policy_rules.jsonl"),
+        [
+            // a KubeArmor rule of severity 8: cat reads a pod's secret
+            "Kive policy rule hit (severity 7-10) [CRITICAL]",
+            // severity 3
+            "Kive policy rule hit [WARNING]",
+            // severity 9, but a write: the specific rule
+            "Kive trap written [CRITICAL]",
+            // severity 5, read by a shell: the specific rule
+            "Kive trap read by a shell [ERROR]",
+        ]
+    );
+}
+
+/// Falco's append_output (suggested_output: true) appends the fields the
+/// plugin marks addOutput to every kive rule: a rule printing one of them
+/// itself would print it twice.
+#[test]
+fn rule_outputs_leave_the_suggested_fields_to_append_output() {
+    let json = <KivePlugin as ExtractPlugin>::get_fields();
+    let v: Vec<serde_json::Value> = serde_json::from_slice(json.to_bytes()).expect("json");
+    let suggested: Vec<&str> = v
+        .iter()
+        .filter(|f| f["addOutput"].as_bool().unwrap_or(false))
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(suggested.contains(&"kive.path"), "{suggested:?}");
+    let r = load_rules();
+    for d in &r.docs {
+        let Some(name) = d.get("rule").and_then(Yaml::as_str) else {
+            continue;
+        };
+        let output = d["output"].as_str().expect("output");
+        for (f, _) in field_refs(output) {
+            assert!(
+                !suggested.contains(&f.as_str()),
+                "{name}: prints {f}, which append_output adds: {output}"
+            );
+        }
+    }
+}
+
+#[test]
 fn falco_yaml_loads_kive_with_a_valid_init_config() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let text = std::fs::read_to_string(format!("{root}/falco.yaml")).expect("falco.yaml");
@@ -457,4 +511,64 @@ fn falco_yaml_loads_kive_with_a_valid_init_config() {
     let mut r = PluginRunner::new();
     r.register_plugin(&kive::PLUGIN_API, &CString::new(init).expect("cstr"))
         .expect("the plugin accepts falco.yaml's init_config");
+}
+
+/// rules/kive_syscall_rules.yaml: rules of the syscall source on the async
+/// event the plugin declares, restricted to async events the way Falco
+/// indexes rules (evt.type of an async event is its name, which is no
+/// event code: `asyncevent` must be in the list too), on kive fields that
+/// exist, with the same version requirements as kive_rules.yaml.
+#[test]
+fn syscall_rules_match_the_plugins_async_event() {
+    use falco_plugin::async_event::AsyncEventPlugin;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/kive_syscall_rules.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("rules/kive_syscall_rules.yaml");
+    let docs: Vec<Yaml> = serde_yaml::from_str(&text).expect("syscall rules file is YAML");
+    let [name] = KivePlugin::ASYNC_EVENTS else {
+        panic!("one async event: {:?}", KivePlugin::ASYNC_EVENTS)
+    };
+    let want = format!("(evt.type in (asyncevent, {name}) and evt.asynctype = {name})");
+    let fields = plugin_fields();
+    let main = load_rules();
+    let (mut rules, mut async_macro) = (0, false);
+    for d in &docs {
+        for key in ["required_engine_version", "required_plugin_versions"] {
+            if let Some(v) = d.get(key) {
+                let same = main.docs.iter().find_map(|m| m.get(key));
+                assert_eq!(Some(v), same, "{key} differs from kive_rules.yaml");
+            }
+        }
+        let text = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+        if d.get("macro").and_then(Yaml::as_str) == Some("kive_async_alert") {
+            assert_eq!(text("condition"), want, "kive_async_alert");
+            async_macro = true;
+        }
+        if let Some(rule) = d.get("rule").and_then(Yaml::as_str) {
+            rules += 1;
+            assert_eq!(d["source"].as_str(), Some("syscall"), "{rule}: source");
+            assert!(
+                text("condition").contains("kive_syscall_trap_hit"),
+                "{rule}: not restricted to kive's async events"
+            );
+            for (f, _) in field_refs(&text("condition"))
+                .into_iter()
+                .chain(field_refs(&text("output")))
+            {
+                assert!(fields.contains_key(&f), "{rule}: unknown field {f}");
+            }
+            assert!(text("output").contains("%thread.tid"), "{rule}: thread id");
+        }
+    }
+    assert!(async_macro, "no kive_async_alert macro");
+    assert!(rules >= 2, "{rules} rules");
+    let hit = docs
+        .iter()
+        .find(|d| d.get("macro").and_then(Yaml::as_str) == Some("kive_syscall_trap_hit"))
+        .expect("kive_syscall_trap_hit macro");
+    assert!(hit["condition"]
+        .as_str()
+        .is_some_and(|c| c.contains("kive_async_alert")));
 }

@@ -357,6 +357,17 @@ impl Plugin {
     /// Extracts one field of an event the way libsinsp does (one field per
     /// call); `Err(rc)` when the plugin fails.
     pub fn extract(&self, evt: *const ss_plugin_event, field: &str) -> Result<Value, ss_plugin_rc> {
+        self.extract_in(evt, field, c"kive")
+    }
+
+    /// [`Plugin::extract`] of an event of source `evtsrc` (`syscall` for
+    /// kive's async events).
+    pub fn extract_in(
+        &self,
+        evt: *const ss_plugin_event,
+        field: &str,
+        evtsrc: &CStr,
+    ) -> Result<Value, ss_plugin_rc> {
         let fields = Fields::get();
         let (name, arg) = match field.split_once('[') {
             Some((n, a)) => (n, Some(a.trim_end_matches(']'))),
@@ -395,11 +406,10 @@ impl Plugin {
             table_reader_ext: &mut reader_ext,
             value_offsets: ptr::null_mut(),
         };
-        let src = c"kive";
         let ev_in = ss_plugin_event_input {
             evt,
             evtnum: 1,
-            evtsrc: src.as_ptr(),
+            evtsrc: evtsrc.as_ptr(),
         };
         // SAFETY: valid plugin, event from next_batch, input as libsinsp
         // builds it.
