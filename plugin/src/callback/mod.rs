@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -38,6 +38,12 @@ pub struct CallbackConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Which destinations a callback may reach.
     pub destinations: DestinationConfig,
+    /// Most endpoints kept at once (each has a queue and a task): a policy
+    /// author naming ever new URLs cannot grow kive without bound.
+    pub max_endpoints: usize,
+    /// An endpoint with an empty queue unused this long is dropped when
+    /// room is needed (its counters stay in the totals).
+    pub endpoint_idle: Duration,
 }
 
 impl Default for CallbackConfig {
@@ -51,6 +57,8 @@ impl Default for CallbackConfig {
             max_backoff: Duration::from_secs(2),
             ca_bundle: None,
             destinations: DestinationConfig::default(),
+            max_endpoints: 256,
+            endpoint_idle: Duration::from_secs(600),
         }
     }
 }
@@ -103,14 +111,54 @@ pub struct EndpointCounts {
     pub retries: u64,
     /// Dropped on overflow.
     pub dropped: u64,
-    /// Not sent: refused destination.
+    /// Not sent: refused destination, or no room for one more endpoint.
     pub refused: u64,
+}
+
+impl EndpointCounts {
+    fn of(stats: &EndpointStats) -> Self {
+        Self {
+            delivered: stats.delivered.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
+            retries: stats.retries.load(Ordering::Relaxed),
+            dropped: stats.dropped.load(Ordering::Relaxed),
+            refused: stats.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&mut self, o: &Self) {
+        self.delivered += o.delivered;
+        self.failed += o.failed;
+        self.retries += o.retries;
+        self.dropped += o.dropped;
+        self.refused += o.refused;
+    }
 }
 
 struct Endpoint {
     /// `None`: the URL itself is refused.
     tx: Option<mpsc::Sender<Arc<str>>>,
     stats: Arc<EndpointStats>,
+    last_used: Instant,
+}
+
+impl Endpoint {
+    /// Nothing queued: dropping the sender loses no alert (the task ends
+    /// once it has sent what it holds).
+    fn drained(&self) -> bool {
+        self.tx
+            .as_ref()
+            .is_none_or(|tx| tx.capacity() == tx.max_capacity())
+    }
+}
+
+/// The endpoints with their counters, bounded.
+#[derive(Default)]
+struct EndpointTable {
+    live: HashMap<String, Endpoint>,
+    /// Counters of endpoints dropped for room, and of alerts refused for
+    /// lack of room, so totals never go backwards.
+    retired: EndpointCounts,
 }
 
 /// Resolves host names and keeps only the addresses the destination rules
@@ -150,7 +198,7 @@ pub struct Callbacks {
     destinations: Arc<Destinations>,
     client: reqwest::Client,
     runtime: Option<tokio::runtime::Runtime>,
-    endpoints: Mutex<HashMap<String, Endpoint>>,
+    endpoints: Mutex<EndpointTable>,
 }
 
 fn tls_config(ca_bundle: Option<&PathBuf>) -> Result<rustls::ClientConfig, CallbackError> {
@@ -234,7 +282,7 @@ impl Callbacks {
             destinations,
             client,
             runtime: Some(runtime),
-            endpoints: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(EndpointTable::default()),
         })
     }
 
@@ -251,12 +299,28 @@ impl Callbacks {
         let Some(rt) = &self.runtime else {
             return false;
         };
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let ep = eps.entry(url.to_string()).or_insert_with(|| {
+        let mut table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if !table.live.contains_key(url) && !self.make_room(&mut table, now) {
+            table.retired.refused += 1;
+            let n = table.retired.refused;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "{origin}: callback {url}: already {} endpoints in use, alert not sent ({n} so far)",
+                    table.live.len()
+                );
+            }
+            return false;
+        }
+        let ep = table.live.entry(url.to_string()).or_insert_with(|| {
             let stats = Arc::new(EndpointStats::default());
             if let Err(r) = self.destinations.check_url(url) {
                 tracing::error!("{origin}: field callback: {url}: {r}; alerts not sent there");
-                return Endpoint { tx: None, stats };
+                return Endpoint {
+                    tx: None,
+                    stats,
+                    last_used: now,
+                };
             }
             let (tx, rx) = mpsc::channel(self.cfg.queue_capacity.max(1));
             rt.spawn(deliver(
@@ -272,8 +336,10 @@ impl Callbacks {
             Endpoint {
                 tx: Some(tx),
                 stats,
+                last_used: now,
             }
         });
+        ep.last_used = now;
         let Some(tx) = &ep.tx else {
             ep.stats.refused.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -290,32 +356,50 @@ impl Callbacks {
         }
     }
 
-    /// Counters of an endpoint (zero if it never got an alert).
+    /// Whether one more endpoint fits, after dropping the idle drained ones
+    /// if the table is full.
+    fn make_room(&self, table: &mut EndpointTable, now: Instant) -> bool {
+        let cap = self.cfg.max_endpoints.max(1);
+        if table.live.len() < cap {
+            return true;
+        }
+        let idle = self.cfg.endpoint_idle;
+        let EndpointTable { live, retired } = table;
+        live.retain(|_, ep| {
+            let keep = now.duration_since(ep.last_used) < idle || !ep.drained();
+            if !keep {
+                retired.add(&EndpointCounts::of(&ep.stats));
+            }
+            keep
+        });
+        live.len() < cap
+    }
+
+    /// Counters of an endpoint (zero if it never got an alert or was
+    /// dropped for room).
     pub fn counts(&self, url: &str) -> EndpointCounts {
-        let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        eps.get(url)
-            .map(|e| EndpointCounts {
-                delivered: e.stats.delivered.load(Ordering::Relaxed),
-                failed: e.stats.failed.load(Ordering::Relaxed),
-                retries: e.stats.retries.load(Ordering::Relaxed),
-                dropped: e.stats.dropped.load(Ordering::Relaxed),
-                refused: e.stats.refused.load(Ordering::Relaxed),
-            })
+        let table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .live
+            .get(url)
+            .map(|e| EndpointCounts::of(&e.stats))
             .unwrap_or_default()
     }
 
-    /// Counters summed over every endpoint.
+    /// Counters summed over every endpoint, past ones included.
     pub fn totals(&self) -> EndpointCounts {
-        let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let mut t = EndpointCounts::default();
-        for e in eps.values() {
-            t.delivered += e.stats.delivered.load(Ordering::Relaxed);
-            t.failed += e.stats.failed.load(Ordering::Relaxed);
-            t.retries += e.stats.retries.load(Ordering::Relaxed);
-            t.dropped += e.stats.dropped.load(Ordering::Relaxed);
-            t.refused += e.stats.refused.load(Ordering::Relaxed);
+        let table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = table.retired;
+        for e in table.live.values() {
+            t.add(&EndpointCounts::of(&e.stats));
         }
         t
+    }
+
+    /// How many endpoints are kept now (at most `max_endpoints`).
+    pub fn endpoints(&self) -> usize {
+        let table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        table.live.len()
     }
 }
 
@@ -417,6 +501,59 @@ mod tests {
         let cfg = CallbackConfig::default();
         let got: Vec<u128> = (1..=7).map(|a| backoff(&cfg, a).as_millis()).collect();
         assert_eq!(got, [100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    /// Loopback is refused by default, so these endpoints never connect.
+    fn refused_urls(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("http://127.0.0.1:9/{i}")).collect()
+    }
+
+    #[test]
+    fn endpoints_are_bounded_and_a_full_table_refuses_new_urls() {
+        let cb = Callbacks::start(CallbackConfig {
+            max_endpoints: 2,
+            ..Default::default()
+        })
+        .expect("callbacks");
+        let urls = refused_urls(3);
+        for u in &urls {
+            assert!(!cb.send(u, "{}"), "a loopback callback is refused: {u}");
+        }
+        assert_eq!(
+            cb.endpoints(),
+            2,
+            "the table never grows past max_endpoints"
+        );
+        assert_eq!(
+            cb.totals().refused,
+            3,
+            "the URL without room is counted too"
+        );
+        assert_eq!(cb.counts(&urls[2]), EndpointCounts::default());
+    }
+
+    #[test]
+    fn idle_endpoints_make_room_and_keep_their_counts() {
+        let cb = Callbacks::start(CallbackConfig {
+            max_endpoints: 2,
+            endpoint_idle: Duration::ZERO,
+            ..Default::default()
+        })
+        .expect("callbacks");
+        for u in refused_urls(5) {
+            cb.send(&u, "{}");
+        }
+        assert!(cb.endpoints() <= 2, "idle endpoints were dropped for room");
+        assert_eq!(
+            cb.totals().refused,
+            5,
+            "totals keep dropped endpoints' counts"
+        );
+        assert_eq!(
+            cb.counts("http://127.0.0.1:9/4").refused,
+            1,
+            "the newest URL got room"
+        );
     }
 
     #[test]

@@ -185,6 +185,11 @@ impl Plugin for KivePlugin {
             (c"callbacks_retries", Monotonic, u(m.callbacks.retries)),
             (c"callbacks_dropped", Monotonic, u(m.callbacks.dropped)),
             (c"callbacks_refused", Monotonic, u(m.callbacks.refused)),
+            (
+                c"callback_endpoints",
+                NonMonotonic,
+                u(m.callback_endpoints as u64),
+            ),
             (c"armed_traps", NonMonotonic, u(m.armed as u64)),
             (c"pending_traps", NonMonotonic, u(m.pending as u64)),
             (c"active_tier", NonMonotonic, u(tier_code(tier))),

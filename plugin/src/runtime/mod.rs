@@ -109,6 +109,8 @@ pub struct Metrics {
     pub rearms: u64,
     /// Callback deliveries, summed over endpoints.
     pub callbacks: EndpointCounts,
+    /// Callback endpoints kept (bounded by `CallbackConfig::max_endpoints`).
+    pub callback_endpoints: usize,
     /// Alerts held back by rate limits.
     pub suppressed: u64,
     /// (trap entry, process) rate-limit windows held (bounded by
@@ -492,6 +494,11 @@ impl Runtime {
                 .callbacks
                 .as_ref()
                 .map(Callbacks::totals)
+                .unwrap_or_default(),
+            callback_endpoints: self
+                .callbacks
+                .as_ref()
+                .map(Callbacks::endpoints)
                 .unwrap_or_default(),
         }
     }
