@@ -198,6 +198,8 @@ pub struct EventCounts {
     pub posted: AtomicU64,
     /// Posts the API server refused or that did not reach it.
     pub failed: AtomicU64,
+    /// Reports dropped because the poster's queue was full.
+    pub dropped: AtomicU64,
 }
 
 enum Job {
@@ -209,6 +211,7 @@ enum Job {
 #[derive(Clone)]
 pub struct EventSink {
     tx: mpsc::Sender<Job>,
+    counts: Arc<EventCounts>,
 }
 
 impl EventSink {
@@ -220,14 +223,14 @@ impl EventSink {
         counts: Arc<EventCounts>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(256);
-        runtime.spawn(post_loop(client, instance, counts, rx));
-        Self { tx }
+        runtime.spawn(post_loop(client, instance, Arc::clone(&counts), rx));
+        Self { tx, counts }
     }
 
     /// Queues the notices about `object` (dropped when the queue is full).
     pub fn report(&self, object: ObjectReference, notices: Vec<Notice>) {
-        if !notices.is_empty() {
-            let _ = self.tx.try_send(Job::Report(object, notices));
+        if !notices.is_empty() && self.tx.try_send(Job::Report(object, notices)).is_err() {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
