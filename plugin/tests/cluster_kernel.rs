@@ -691,3 +691,64 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
     want.sort();
     assert_eq!(got, want, "only tenant-a's file and its layer file");
 }
+
+fn node_with(labels: serde_json::Value) -> serde_json::Value {
+    json!({"metadata": {"name": NODE, "labels": labels}})
+}
+
+/// A KubeArmorHostPolicy with a `nodeSelector` arms only while this node
+/// carries the labels, and follows the node's labels as they change.
+#[test]
+fn a_host_policy_arms_only_on_the_nodes_its_node_selector_names() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("admin.conf");
+    std::fs::write(&file, "secret").expect("write");
+    let api = ApiServer::start();
+    api.install(Kind::KaHostPolicy);
+    api.apply(Kind::Node, node_with(json!({"kubernetes.io/os": "linux"})));
+    api.apply(
+        Kind::KaHostPolicy,
+        json!({
+            "metadata": {"name": "control-plane-pki"},
+            "spec": {
+                "nodeSelector": {"matchLabels": {"node-role.kubernetes.io/control-plane": ""}},
+                "file": {"matchPaths": [{"path": file.display().to_string()}]},
+                "action": "Audit"
+            }
+        }),
+    );
+    let rt = tracepoint_runtime();
+    let scope = kive::policy::scope::ScopeConfig {
+        allow_host_traps: true,
+        ..Default::default()
+    };
+    let (cluster, _k) = start_cluster(&api, &rt, scope);
+    wait_until("reconciles after the node's labels are read", || {
+        cluster.status().reconciles.load(Ordering::Relaxed) > 1 && api.requests("Node list") >= 1
+    });
+    assert_eq!(rt.metrics().armed, 0, "a worker node is not selected");
+
+    api.apply(
+        Kind::Node,
+        node_with(
+            json!({"kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}),
+        ),
+    );
+    wait_until("the labelled node arms the host policy", || {
+        rt.metrics().armed == 1
+    });
+    assert_eq!(rt.kernel_keys(), vec![support::key_of(&file)]);
+    let status = std::process::Command::new("cat")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("cat runs");
+    assert!(status.success());
+    let got = alerts_until(&rt, 1);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].policy_name, "control-plane-pki");
+    assert_eq!(got[0].metadata.path, file.display().to_string());
+
+    api.apply(Kind::Node, node_with(json!({"kubernetes.io/os": "linux"})));
+    wait_until("the label removed disarms it", || rt.metrics().armed == 0);
+}

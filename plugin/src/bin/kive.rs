@@ -369,9 +369,20 @@ fn check(policies: &[PathBuf]) -> ExitCode {
     let compiled = load(policies);
     let mut lines = Vec::new();
     for t in &compiled.traps {
+        let host = if t.target.node_labels.is_empty() {
+            "host".to_string()
+        } else {
+            let labels: Vec<String> = t
+                .target
+                .node_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("host (nodes labelled {})", labels.join(","))
+        };
         let target = match (t.target.host, t.target.pods.len()) {
-            (true, 0) => "host".to_string(),
-            (true, n) => format!("host and {n} pod selector(s)"),
+            (true, 0) => host,
+            (true, n) => format!("{host} and {n} pod selector(s)"),
             (false, 0) => "nothing (empty matchAny)".to_string(),
             (false, n) => format!("{n} pod selector(s)"),
         };

@@ -303,12 +303,14 @@ pub fn plan<'a>(
     pods: impl IntoIterator<Item = &'a PodView> + Clone,
     namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
     node: &str,
+    node_labels: Option<&BTreeMap<String, String>>,
 ) -> Vec<DesiredEntry> {
     let mut out = Vec::new();
     for p in policies {
         for trap in &p.traps {
-            // host: true survives the scope only when the operator allows it
-            if trap.target.host {
+            // host: true survives the scope only when the operator allows
+            // it; a node selector, only on the nodes it selects
+            if trap.target.host_applies(node_labels) {
                 out.push(DesiredEntry {
                     trap: Arc::clone(trap),
                     owner: ContainerOwner::default(),
@@ -418,7 +420,7 @@ mod tests {
             "default".to_string(),
             BTreeMap::from([("team".to_string(), "web".to_string())]),
         )]);
-        let d = plan([&e], &pods, &ns, "node-a");
+        let d = plan([&e], &pods, &ns, "node-a", None);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].owner.container_id, "containerd://aaa");
         assert_eq!(d[0].owner.pod, "nginx-pod");
@@ -428,6 +430,39 @@ mod tests {
             d[0].owner.namespace_labels.get("team").map(String::as_str),
             Some("web")
         );
+    }
+
+    #[test]
+    fn a_host_policy_plans_only_onto_the_nodes_its_node_selector_names() {
+        let o: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorHostPolicy",
+            "metadata": {"name": "pki"},
+            "spec": {"nodeSelector": {"matchLabels": {"node-role.kubernetes.io/control-plane": ""}},
+                     "file": {"matchPaths": [{"path": "/etc/kubernetes/admin.conf"}]},
+                     "action": "Audit"}
+        }))
+        .expect("object");
+        let scope = ScopeConfig {
+            allow_host_traps: true,
+            ..ScopeConfig::default()
+        };
+        let e = kubearmor_entry(&o, KaKind::HostPolicy, &scope);
+        assert!(e.errors.is_empty(), "{:?}", e.errors);
+        let ns = BTreeMap::new();
+        let control = BTreeMap::from([
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+            (
+                "node-role.kubernetes.io/control-plane".to_string(),
+                String::new(),
+            ),
+        ]);
+        let worker = BTreeMap::from([("kubernetes.io/os".to_string(), "linux".to_string())]);
+        let on = |labels: Option<&BTreeMap<String, String>>| {
+            plan([&e], &[] as &[PodView], &ns, "node-a", labels).len()
+        };
+        assert_eq!(on(Some(&control)), 1, "armed on a control-plane node");
+        assert_eq!(on(Some(&worker)), 0, "not on a worker");
+        assert_eq!(on(None), 0, "not while the node's labels are unknown");
     }
 
     fn owned(kind: &str, name: &str, hash: Option<&str>) -> Pod {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher};
@@ -83,6 +83,8 @@ struct State {
     policies: Mutex<BTreeMap<&'static str, Store<PolicyEntry>>>,
     pods: Mutex<Store<PodView>>,
     namespaces: Mutex<Store<Labels>>,
+    /// This node's labels (a store of at most one object).
+    node: Mutex<Store<Labels>>,
     changed: Notify,
     status: Arc<ClusterStatus>,
 }
@@ -136,6 +138,7 @@ impl ClusterSource {
             policies: Mutex::new(BTreeMap::new()),
             pods: Mutex::new(Store::default()),
             namespaces: Mutex::new(Store::default()),
+            node: Mutex::new(Store::default()),
             changed: Notify::new(),
             status: Arc::clone(&status),
         });
@@ -169,31 +172,27 @@ impl ClusterSource {
 
         // namespace labels are context for alerts only: a watcher that is not
         // allowed to list namespaces leaves them empty and holds nothing up
-        let namespaces = Api::<Namespace>::all(client.clone());
-        let st = Arc::clone(&state);
-        runtime.spawn(async move {
-            let stream = watcher(namespaces, watcher::Config::default()).default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(ev) => {
-                        let ev = map_event(ev, |n: Namespace| {
-                            (
-                                n.metadata.name.unwrap_or_default(),
-                                n.metadata.labels.unwrap_or_default(),
-                            )
-                        });
-                        if lock(&st.namespaces).apply(ev) {
-                            st.changed.notify_one();
-                        }
-                    }
-                    Err(e) => {
-                        st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!("namespace watch: {e} (namespace labels unavailable)");
-                    }
-                }
-            }
-        });
+        spawn_labels_watch(
+            &runtime,
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            Arc::clone(&state),
+            |s| &s.namespaces,
+            ("namespace", "namespace labels missing from alerts"),
+        );
+        // this node's labels select KubeArmorHostPolicies (`nodeSelector`):
+        // until they are known, a host policy with a selector is not armed
+        spawn_labels_watch(
+            &runtime,
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name)),
+            Arc::clone(&state),
+            |s| &s.node,
+            (
+                "node",
+                "host policies with a nodeSelector wait for the node's labels",
+            ),
+        );
 
         let pods = Api::<Pod>::all(client);
         let selector = format!("spec.nodeName={}", cfg.node_name);
@@ -262,11 +261,14 @@ impl ClusterSource {
                         .items()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
+                    let node_labels: Option<Labels> =
+                        lock(&st.node).items().map(|(_, v)| v.clone()).next();
                     plan(
                         entries.iter().copied(),
                         pod_views.iter().copied(),
                         &ns_labels,
                         &node,
+                        node_labels.as_ref(),
                     )
                 };
                 let ctrl = controller.clone();
@@ -317,6 +319,49 @@ pub fn kubearmor_resource(kind: Kind) -> ApiResource {
 fn is_absent(e: &watcher::Error) -> bool {
     let text = format!("{e:?}");
     text.contains("404") || text.contains("NotFound")
+}
+
+/// Watches the labels of one kind of object into a store of `State`; the
+/// watch failing (e.g. not allowed) leaves the store empty and is counted.
+fn spawn_labels_watch<K>(
+    runtime: &tokio::runtime::Runtime,
+    api: Api<K>,
+    config: watcher::Config,
+    st: Arc<State>,
+    store: fn(&State) -> &Mutex<Store<Labels>>,
+    (what, meaning): (&'static str, &'static str),
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    runtime.spawn(async move {
+        let stream = watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        let mut warned = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    let ev = map_event(ev, |o: K| {
+                        let meta = o.meta();
+                        (
+                            meta.name.clone().unwrap_or_default(),
+                            meta.labels.clone().unwrap_or_default(),
+                        )
+                    });
+                    if lock(store(&st)).apply(ev) {
+                        st.changed.notify_one();
+                    }
+                }
+                Err(e) => {
+                    st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                    if std::mem::replace(&mut warned, true) {
+                        tracing::debug!("{what} watch: {e}");
+                    } else {
+                        tracing::warn!("{what} watch: {e} (retrying; {meaning})");
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Watches one policy kind into the policy store (keys `label/ns/name`).

@@ -41,6 +41,24 @@ pub struct Target {
     pub host_entry: usize,
     /// Pod selectors (OR-ed).
     pub pods: Vec<PodSelector>,
+    /// Labels the node must carry for the host part to apply
+    /// (KubeArmorHostPolicy `nodeSelector.matchLabels`; empty: every node).
+    pub node_labels: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// Whether the host part applies on a node with `labels` (`None`: the
+    /// node's labels are not known, so only a target without a node
+    /// selector applies).
+    pub fn host_applies(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.host
+            && (self.node_labels.is_empty()
+                || labels.is_some_and(|l| {
+                    self.node_labels
+                        .iter()
+                        .all(|(k, v)| l.get(k).is_some_and(|x| x == v))
+                }))
+    }
 }
 
 /// A valid trap, ready to be planned onto files.

@@ -239,6 +239,12 @@ impl Runtime {
             if !trap.target.host {
                 continue;
             }
+            if !trap.target.node_labels.is_empty() {
+                report.warnings.push(format!(
+                    "{}: field spec.nodeSelector: a policy file applies on the node that loads it (node labels are matched for policies read from the API server)",
+                    trap.origin
+                ));
+            }
             if trap.action == TrapAction::Block && !tier.can_block() {
                 report.warnings.push(format!(
                     "{}: action block is not enforced on the {tier} tier: accesses are reported only",

@@ -35,6 +35,10 @@ pub enum Kind {
     KaPolicy,
     /// security.kubearmor.com/v1 KubeArmorClusterPolicy (served once installed).
     KaClusterPolicy,
+    /// security.kubearmor.com/v1 KubeArmorHostPolicy (served once installed).
+    KaHostPolicy,
+    /// core/v1 Node.
+    Node,
 }
 
 impl Kind {
@@ -42,8 +46,10 @@ impl Kind {
         match self {
             Kind::Pod => "v1",
             Kind::Policy => "kivebpf.san7o.github.io/v1",
-            Kind::Namespace => "v1",
-            Kind::KaPolicy | Kind::KaClusterPolicy => "security.kubearmor.com/v1",
+            Kind::Namespace | Kind::Node => "v1",
+            Kind::KaPolicy | Kind::KaClusterPolicy | Kind::KaHostPolicy => {
+                "security.kubearmor.com/v1"
+            }
         }
     }
     fn kind(self) -> &'static str {
@@ -53,6 +59,8 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::KaPolicy => "KubeArmorPolicy",
             Kind::KaClusterPolicy => "KubeArmorClusterPolicy",
+            Kind::KaHostPolicy => "KubeArmorHostPolicy",
+            Kind::Node => "Node",
         }
     }
 }
@@ -121,7 +129,7 @@ impl ApiServer {
             log: Vec::new(),
             tx,
             requests: HashMap::new(),
-            installed: [Kind::Pod, Kind::Policy, Kind::Namespace].into(),
+            installed: [Kind::Pod, Kind::Policy, Kind::Namespace, Kind::Node].into(),
             events: BTreeMap::new(),
             events_forbidden: false,
         }));
@@ -151,6 +159,11 @@ impl ApiServer {
                 get(policies),
             )
             .route("/api/v1/namespaces", get(namespaces))
+            .route("/api/v1/nodes", get(nodes))
+            .route(
+                "/apis/security.kubearmor.com/v1/kubearmorhostpolicies",
+                get(ka_host_policies),
+            )
             .route(
                 "/apis/security.kubearmor.com/v1/kubearmorpolicies",
                 get(ka_policies),
@@ -304,6 +317,17 @@ async fn policies(State(s): State<Shared>, Query(q): Query<HashMap<String, Strin
 
 async fn namespaces(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     handle(s, Kind::Namespace, q)
+}
+
+async fn nodes(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    handle(s, Kind::Node, q)
+}
+
+async fn ka_host_policies(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    handle(s, Kind::KaHostPolicy, q)
 }
 
 async fn ka_policies(

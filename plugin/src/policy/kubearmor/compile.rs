@@ -62,7 +62,8 @@ fn section_rules(
                 }
             };
             let kind_ok = match list {
-                "matchPaths" => rule.path.is_some(),
+                // execname is refused by the rule itself, with its reason
+                "matchPaths" => rule.path.is_some() || rule.execname.is_some(),
                 "matchDirectories" => rule.dir.is_some(),
                 _ => rule.pattern.is_some(),
             };

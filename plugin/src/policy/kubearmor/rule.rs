@@ -60,6 +60,7 @@ impl Ctx<'_> {
             .as_deref()
             .or(rule.dir.as_deref())
             .or(rule.pattern.as_deref())
+            .or(rule.execname.as_deref())
             .unwrap_or_default();
         let origin = self.trap_ref(index, label, shown);
         let err = |field: String, message: String| PolicyError::Trap {
@@ -68,6 +69,12 @@ impl Ctx<'_> {
             message,
         };
         let mut warnings = Vec::new();
+        if let Some(name) = &rule.execname {
+            return Err(err(
+                "execname".into(),
+                format!("{name:?}: an executable matched by name, which any copy or rename defeats; kive traps files by inode: give its path (or a pattern such as /usr/bin/{name}); rule not armed"),
+            ));
+        }
         let (path, set) = match (&rule.path, &rule.dir, &rule.pattern) {
             (Some(p), None, None) if is_glob(p) => (p.clone(), Some(PathSet::Pattern(p.clone()))),
             (Some(p), None, None) => (p.clone(), None),

@@ -45,9 +45,8 @@ pub(super) fn selector_target(
                 ));
             }
             Ok(Target {
-                host: false,
-                host_entry: 0,
                 pods: vec![s],
+                ..Target::default()
             })
         }
         Kind::ClusterPolicy => {
@@ -101,25 +100,23 @@ pub(super) fn selector_target(
                 ));
             }
             Ok(Target {
-                host: false,
-                host_entry: 0,
                 pods,
+                ..Target::default()
             })
         }
         Kind::HostPolicy => {
-            if spec
-                .node_selector
-                .as_ref()
-                .is_some_and(|n| !n.match_labels.is_empty() || !n.match_expressions.is_empty())
-            {
-                warnings.push(format!(
-                    "policy {qualified}: field spec.nodeSelector: node labels are not evaluated: the policy applies to every node kive reads it on"
+            let node = spec.node_selector.clone().unwrap_or_default();
+            if !node.match_expressions.is_empty() {
+                return Err(doc_err(
+                    "spec.nodeSelector.matchExpressions",
+                    "not supported in a KubeArmorHostPolicy (use matchLabels)".into(),
                 ));
             }
             Ok(Target {
                 host: true,
                 host_entry: 0,
                 pods: Vec::new(),
+                node_labels: node.match_labels,
             })
         }
     }

@@ -1,5 +1,7 @@
 //! The mapping of each KubeArmor spec element onto kive's traps.
 
+use std::collections::BTreeMap;
+
 use crate::policy::compile::{Compiled, CompiledTrap, PathSet};
 use crate::policy::load_str;
 use crate::policy::model::TrapAction;
@@ -232,12 +234,28 @@ fn host_policies_target_the_node() {
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: {name: h}\nspec:\n  nodeSelector: {matchLabels: {kubernetes.io/hostname: n1}}\n  process:\n    matchPaths: [{path: /usr/bin/nc}]\n  action: Audit\n",
     );
     assert!(c.errors.is_empty(), "{:?}", c.errors);
-    assert!(c.traps[0].target.host && c.traps[0].target.pods.is_empty());
-    assert!(
-        c.warnings.iter().any(|w| w.contains("spec.nodeSelector")),
-        "{:?}",
-        c.warnings
+    let t = &c.traps[0].target;
+    assert!(t.host && t.pods.is_empty());
+    let labels = |v: &str| BTreeMap::from([("kubernetes.io/hostname".to_string(), v.to_string())]);
+    assert_eq!(t.node_labels, labels("n1"), "nodeSelector.matchLabels kept");
+    assert!(t.host_applies(Some(&labels("n1"))), "the selected node");
+    assert!(!t.host_applies(Some(&labels("n2"))), "another node");
+    assert!(!t.host_applies(None), "a node whose labels are unknown");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let c = load(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: {name: h}\nspec:\n  nodeSelector: {matchExpressions: [{key: a, operator: In, values: [b]}]}\n  file:\n    matchPaths: [{path: /etc/x}]\n",
     );
+    let msg = c
+        .errors
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        msg.contains("field spec.nodeSelector.matchExpressions: not supported"),
+        "{msg}"
+    );
+    assert!(c.traps.is_empty());
 }
 
 #[test]
@@ -381,13 +399,9 @@ fn the_shipped_examples_load_and_cover_every_element() {
         t.target.pods.iter().any(|p| !p.labels.is_empty())
     });
     has("host policies", &|t| t.target.host);
+    has("nodeSelector", &|t| !t.target.node_labels.is_empty());
     let warnings: Vec<&String> = all.iter().flat_map(|c| &c.warnings).collect();
-    for section in [
-        "spec.network",
-        "spec.capabilities",
-        "spec.syscalls",
-        "spec.nodeSelector",
-    ] {
+    for section in ["spec.network", "spec.capabilities", "spec.syscalls"] {
         assert!(
             warnings.iter().any(|w| w.contains(section)),
             "{section} warned: {warnings:?}"

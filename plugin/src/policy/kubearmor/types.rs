@@ -148,6 +148,10 @@ pub struct Rule {
     /// `matchPatterns`.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// `matchPaths` by executable name (KubeArmor matches the name; kive
+    /// traps inodes, so such a rule is refused with a clear message).
+    #[serde(default)]
+    pub execname: Option<String>,
     /// Subdirectories too.
     #[serde(default)]
     pub recursive: bool,
