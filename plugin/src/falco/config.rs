@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::FalcoError;
+use super::webhook::WebhookConfig;
 use crate::callback::{DestinationConfig, Destinations};
 use crate::k8s::ClusterConfig;
 use crate::policy::scope::ScopeConfig;
@@ -129,6 +130,9 @@ pub struct KiveConfig {
     /// thread), so that `source: syscall` rules can use `kive.*` fields
     /// (off by default; needs the syscall source enabled, nodriver too).
     pub async_events: bool,
+    /// The webhook source (an `http://` or `https://` open_params): body
+    /// limit, TLS certificate, bearer token, queue.
+    pub webhook: WebhookConfig,
 }
 
 /// `kubernetes` in the init config.
@@ -191,6 +195,7 @@ impl Default for KiveConfig {
             callback_allow_metadata: false,
             callback_allowed_hosts: Vec::new(),
             async_events: false,
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -252,6 +257,9 @@ impl KiveConfig {
                 &format!("callbackAllowedHosts[{}]", e.index),
                 format!("{:?} is not a host name, an address or a CIDR", e.entry),
             );
+        }
+        if let Err((key, message)) = self.webhook.validate() {
+            return bad(key, message);
         }
         for (i, f) in self.policy_files.iter().enumerate() {
             if f.is_empty() {
