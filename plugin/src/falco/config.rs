@@ -8,6 +8,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::deprecated;
 use super::error::FalcoError;
 use super::webhook::WebhookConfig;
 use crate::callback::{DestinationConfig, Destinations};
@@ -43,9 +44,16 @@ impl Mode {
 ///
 /// Policy sources are top-level keys (`policyFiles`, `policies`); the
 /// Kubernetes API server will be one more (`kubernetes`) without changing
-/// these.
+/// these. Deprecated keys ([`super::deprecated`]) are accepted with a
+/// warning; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[serde(
+    remote = "Self",
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    default
+)]
+#[schemars(rename = "KiveConfig", transform = deprecated::add_to_schema)]
 pub struct KiveConfig {
     /// `live` (default): arm the policies' traps on this node; `replay`:
     /// emit the alerts recorded in `replayFile`. A non-empty `open_params`
@@ -164,6 +172,18 @@ impl KubernetesConfig {
             scope.cluster_wide_namespaces = ns.clone();
         }
         scope
+    }
+}
+
+impl<'de> Deserialize<'de> for KiveConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        for w in deprecated::migrate(&mut map) {
+            log::warn!("kive: {w}");
+        }
+        // the derived (remote = "Self") deserializer, on the migrated keys
+        KiveConfig::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)
     }
 }
 
@@ -376,6 +396,7 @@ mod tests {
     fn schema_documents_every_key_and_forbids_others() {
         let s: serde_json::Value = serde_json::from_str(&KiveConfig::schema_json()).expect("json");
         assert_eq!(s["additionalProperties"], serde_json::json!(false), "{s:#}");
+        assert_eq!(s["title"], serde_json::json!("KiveConfig"), "{s:#}");
         let props = s["properties"].as_object().expect("properties");
         for key in [
             "mode",
@@ -403,6 +424,20 @@ mod tests {
             props["ringBytes"]["default"],
             serde_json::json!(4 * 1024 * 1024)
         );
+    }
+
+    #[test]
+    fn a_deprecated_key_is_accepted_for_its_replacement_and_unknown_keys_still_fail() {
+        let c = KiveConfig::from_json(r#"{"queueSize":128}"#).expect("deprecated key accepted");
+        assert_eq!(c.queue_capacity, 128, "its value goes to queueCapacity");
+        let c = KiveConfig::from_json(r#"{"queueSize":128,"queueCapacity":256}"#).expect("both");
+        assert_eq!(c.queue_capacity, 256, "the current key wins");
+        let e = KiveConfig::from_json(r#"{"queueSize":0}"#).expect_err("validated as the new key");
+        assert!(e.to_string().contains("queueCapacity"), "{e}");
+        let e = KiveConfig::from_json(r#"{"queueSize":1,"noSuchKey":1}"#).expect_err("unknown");
+        assert!(e.to_string().contains("unknown field `noSuchKey`"), "{e}");
+        let e = KiveConfig::from_json("[]").expect_err("not an object");
+        assert!(e.to_string().contains("init_config"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! - [`error`]: the error type (a leaf module);
 //! - [`config`]: `init_config` and its JSON schema;
+//! - [`deprecated`]: old `init_config` keys accepted with a warning;
 //! - [`payload`]: kive's versioned event payload and the Falco events
 //!   carrying it;
 //! - [`async_events`]: alerts injected into the `syscall` source;
@@ -17,6 +18,7 @@
 
 pub mod async_events;
 pub mod config;
+pub mod deprecated;
 pub mod error;
 pub mod fields;
 pub mod payload;
