@@ -377,3 +377,55 @@ fn open_fails_clearly_on_a_bad_address_or_tls_setup_and_close_frees_the_port() {
     assert_eq!(curl(&url, "POST", sample().as_bytes(), &[]).0, 200);
     assert_eq!(events(&inst, 1).len(), 1);
 }
+
+#[test]
+fn connections_over_max_connections_are_closed_and_counted() {
+    let p = Plugin::init(r#"{"webhook":{"maxConnections":1}}"#).expect("init");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/kive");
+    let inst = p.open(Some(&url)).expect("open");
+    // one client holds the only slot without sending a request
+    let holder = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let start = Instant::now();
+    while p.metric("webhook_connections_refused") == 0 {
+        assert!(start.elapsed() < DEADLINE, "a second connection was served");
+        let (code, body) = curl_status(&url);
+        assert_ne!(code, 200, "served past maxConnections: {body}");
+    }
+    // the slot frees when the holder leaves
+    drop(holder);
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "the slot never freed");
+        if curl_status(&url).0 == 200 {
+            break;
+        }
+    }
+    assert_eq!(events(&inst, 1).len(), 1);
+}
+
+/// `curl` POSTing the sample: (status, stderr); status 0 when the
+/// connection failed.
+fn curl_status(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+        ])
+        .arg(format!(
+            "@{}",
+            falco_common::test_file("seed_sample_alert.json").display()
+        ))
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
