@@ -312,3 +312,43 @@ jq -e --arg p "$TMP/adecoy" '
   and .output_fields["kive.access"] == "read"' <<<"$(syscall_alert "$catpid")" >/dev/null \
   || fail "unexpected syscall-source alert for cat: $(syscall_alert "$catpid")"
 ok
+
+# ---------------------------------------------------------------------------
+# webhook: open_params is an http:// listen address (port 0: the plugin
+# picks one and logs it); curl POSTs a KiveAlert as kivebpf's callback
+# does, and the shipped rule fires with the alert's output fields; a body
+# that is not an alert gets 400 and no alert.
+CHECK=webhook
+command -v curl >/dev/null || fail "curl is needed"
+falco -r rules/kive_rules.yaml --disable-source=syscall \
+  -o "plugins[0].open_params=http://127.0.0.1:0/kive" \
+  -o stdout_output.enabled=false -o file_output.enabled=true \
+  -o file_output.keep_alive=false -o "file_output.filename=$TMP/webhook.out" \
+  >"$TMP/webhook.stdout" 2>"$TMP/webhook.err" &
+PIDS+=($!)
+wait_for 60 grep -qs 'kive: webhook source listening on' "$TMP/webhook.err" \
+  || fail "the webhook did not listen within 60s: $(cat "$TMP/webhook.err")"
+url=$(grep -o 'listening on http://[^ ]*' "$TMP/webhook.err" | head -1 | sed 's/^listening on //')
+code=$(curl -sS -o "$TMP/webhook.bad" -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data-binary '{"hello":"world"}' "$url") || fail "curl $url: exit $?"
+[ "$code" = 400 ] || fail "a non-alert body got $code, not 400: $(cat "$TMP/webhook.bad")"
+grep -q 'kive-alert-version' "$TMP/webhook.bad" || fail "the 400 does not name the field: $(cat "$TMP/webhook.bad")"
+code=$(curl -sS -o "$TMP/webhook.resp" -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data-binary @test_files/seed_sample_alert.json "$url") || fail "curl $url: exit $?"
+[ "$code" = 200 ] || fail "POST of a KiveAlert got $code: $(cat "$TMP/webhook.resp")"
+wait_for 30 grep -qs '"kive-sample-policy"' "$TMP/webhook.out" \
+  || fail "no alert for the POSTed KiveAlert within 30s: $(cat "$TMP/webhook.err")"
+stop_falco
+got=$(alerts webhook 'true')
+[ "$(grep -c . <<<"$got")" = 1 ] || fail "expected exactly one alert, got: $got"
+jq -e '
+  .source == "kive" and .rule == "Kive trap accessed"
+  and .output_fields["kive.path"] == "/secret.txt"
+  and .output_fields["kive.policy.name"] == "kive-sample-policy"
+  and .output_fields["kive.pod.name"] == "nginx-pod"
+  and .output_fields["kive.pod.namespace"] == "default"
+  and .output_fields["kive.node.name"] == "kive-worker"
+  and .output_fields["kive.process.pid"] == 176928
+  and .output_fields["kive.access"] == "read"' <<<"$got" >/dev/null \
+  || fail "unexpected alert: $got"
+ok

@@ -150,6 +150,20 @@ fn bad_init_config_fails_with_the_reason_in_last_error() {
 }
 
 #[test]
+fn a_deprecated_init_config_key_loads_and_an_unknown_one_does_not() {
+    Plugin::init(r#"{"queueSize":128}"#).expect("a deprecated key is accepted");
+    let e = Plugin::init(r#"{"queueSize":128,"queueSise":1}"#)
+        .err()
+        .expect("an unknown key is rejected");
+    assert!(e.contains("unknown field `queueSise`"), "{e}");
+    let mut schema: u32 = 0;
+    // SAFETY: a static string and a valid out pointer.
+    let s = string(unsafe { (So::get().get_init_schema)(&mut schema) });
+    let s: serde_json::Value = serde_json::from_str(&s).expect("schema JSON");
+    assert_eq!(s["properties"]["queueSize"]["deprecated"], true, "{s:#}");
+}
+
+#[test]
 fn replay_batches_are_valid_plugin_events() {
     let path = test_file("kive_alerts.jsonl");
     let p = Plugin::init(&replay_config(&path)).expect("init");

@@ -6,7 +6,7 @@
 //! inverse, what decodes must round-trip.
 //!
 //! Adding a target is one line in [`TARGETS`] plus a corpus directory
-//! (e.g. the webhook source's request bodies, KubeArmor policy YAML).
+//! (e.g. KubeArmor policy YAML).
 //! kive parses no callback response body (only the status code), so
 //! callbacks have no target.
 
@@ -15,6 +15,7 @@ mod fuzz_harness;
 use fuzz_harness::{fuzz, Target};
 use kive::falco::payload::{decode_alert, encode, Decoded, Slot};
 use kive::falco::replay::{encode_line, parse_line};
+use kive::falco::webhook::decode_body;
 use kive::falco::KiveConfig;
 use kive::trap::wire::{offsets, EVENT_SIZE, EVENT_VERSION};
 use kive::trap::RawEvent;
@@ -141,6 +142,22 @@ fn replay_line(data: &[u8]) {
     }
 }
 
+/// Bodies POSTed to the webhook source: what is accepted is a v1 alert
+/// and its payload is that alert's (as replay encodes it).
+fn webhook_body(data: &[u8]) {
+    let mut out = Vec::new();
+    if decode_body(data, &mut out).is_ok() {
+        let alert = parse_line(data).expect("an accepted body is an alert");
+        assert_eq!(alert.alert_version, "v1", "only v1 is accepted");
+        let mut direct = Vec::new();
+        encode(&alert, &mut direct).expect("a parsed alert encodes");
+        assert_eq!(
+            decode_alert(&out).expect("an accepted body's payload decodes"),
+            decode_alert(&direct).expect("decodes"),
+        );
+    }
+}
+
 /// kive payloads as Falco hands them to the extractor (from a capture
 /// file, a peer plugin or another kive version): every field read.
 fn payload(data: &[u8]) {
@@ -258,6 +275,7 @@ const TARGETS: &[Target] = &[
     Target::new("policy_yaml", YAML, policy_yaml).seeds(&["examples"]),
     Target::new("policy_json", JSON, policy_json),
     Target::new("replay_line", JSON, replay_line).seeds(&["test_files"]),
+    Target::new("webhook_body", JSON, webhook_body).seeds(&["test_files"]),
     Target::new("payload", BINARY, payload).derived(payload_seeds),
     Target::new("ring_record", BINARY, ring_record).derived(ring_seeds),
     Target::new("init_config", JSON, init_config),

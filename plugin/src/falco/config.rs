@@ -8,7 +8,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::deprecated;
 use super::error::FalcoError;
+use super::webhook::WebhookConfig;
 use crate::callback::{DestinationConfig, Destinations};
 use crate::k8s::ClusterConfig;
 use crate::policy::scope::ScopeConfig;
@@ -42,9 +44,16 @@ impl Mode {
 ///
 /// Policy sources are top-level keys (`policyFiles`, `policies`); the
 /// Kubernetes API server will be one more (`kubernetes`) without changing
-/// these.
+/// these. Deprecated keys ([`super::deprecated`]) are accepted with a
+/// warning; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[serde(
+    remote = "Self",
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    default
+)]
+#[schemars(rename = "KiveConfig", transform = deprecated::add_to_schema)]
 pub struct KiveConfig {
     /// `live` (default): arm the policies' traps on this node; `replay`:
     /// emit the alerts recorded in `replayFile`. A non-empty `open_params`
@@ -129,6 +138,9 @@ pub struct KiveConfig {
     /// thread), so that `source: syscall` rules can use `kive.*` fields
     /// (off by default; needs the syscall source enabled, nodriver too).
     pub async_events: bool,
+    /// The webhook source (an `http://` or `https://` open_params): body
+    /// limit, TLS certificate, bearer token, queue.
+    pub webhook: WebhookConfig,
 }
 
 /// `kubernetes` in the init config.
@@ -163,6 +175,18 @@ impl KubernetesConfig {
     }
 }
 
+impl<'de> Deserialize<'de> for KiveConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        for w in deprecated::migrate(&mut map) {
+            log::warn!("kive: {w}");
+        }
+        // the derived (remote = "Self") deserializer, on the migrated keys
+        KiveConfig::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)
+    }
+}
+
 impl Default for KiveConfig {
     fn default() -> Self {
         let engine = EngineConfig::default();
@@ -191,6 +215,7 @@ impl Default for KiveConfig {
             callback_allow_metadata: false,
             callback_allowed_hosts: Vec::new(),
             async_events: false,
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -252,6 +277,9 @@ impl KiveConfig {
                 &format!("callbackAllowedHosts[{}]", e.index),
                 format!("{:?} is not a host name, an address or a CIDR", e.entry),
             );
+        }
+        if let Err((key, message)) = self.webhook.validate() {
+            return bad(key, message);
         }
         for (i, f) in self.policy_files.iter().enumerate() {
             if f.is_empty() {
@@ -368,6 +396,7 @@ mod tests {
     fn schema_documents_every_key_and_forbids_others() {
         let s: serde_json::Value = serde_json::from_str(&KiveConfig::schema_json()).expect("json");
         assert_eq!(s["additionalProperties"], serde_json::json!(false), "{s:#}");
+        assert_eq!(s["title"], serde_json::json!("KiveConfig"), "{s:#}");
         let props = s["properties"].as_object().expect("properties");
         for key in [
             "mode",
@@ -395,6 +424,20 @@ mod tests {
             props["ringBytes"]["default"],
             serde_json::json!(4 * 1024 * 1024)
         );
+    }
+
+    #[test]
+    fn a_deprecated_key_is_accepted_for_its_replacement_and_unknown_keys_still_fail() {
+        let c = KiveConfig::from_json(r#"{"queueSize":128}"#).expect("deprecated key accepted");
+        assert_eq!(c.queue_capacity, 128, "its value goes to queueCapacity");
+        let c = KiveConfig::from_json(r#"{"queueSize":128,"queueCapacity":256}"#).expect("both");
+        assert_eq!(c.queue_capacity, 256, "the current key wins");
+        let e = KiveConfig::from_json(r#"{"queueSize":0}"#).expect_err("validated as the new key");
+        assert!(e.to_string().contains("queueCapacity"), "{e}");
+        let e = KiveConfig::from_json(r#"{"queueSize":1,"noSuchKey":1}"#).expect_err("unknown");
+        assert!(e.to_string().contains("unknown field `noSuchKey`"), "{e}");
+        let e = KiveConfig::from_json("[]").expect_err("not an object");
+        assert!(e.to_string().contains("init_config"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum FalcoError {
     /// The Kubernetes source did not start.
     #[error("starting the kubernetes source: {0}")]
     Cluster(crate::k8s::K8sError),
+    /// The webhook source did not start.
+    #[error("{0}")]
+    Webhook(super::webhook::WebhookError),
     /// A payload shorter than the fixed header.
     #[error("event payload of {len} bytes is shorter than kive's header")]
     PayloadShort {

@@ -3,10 +3,12 @@
 //!
 //! - [`error`]: the error type (a leaf module);
 //! - [`config`]: `init_config` and its JSON schema;
+//! - [`deprecated`]: old `init_config` keys accepted with a warning;
 //! - [`payload`]: kive's versioned event payload and the Falco events
 //!   carrying it;
 //! - [`async_events`]: alerts injected into the `syscall` source;
 //! - [`replay`]: KiveAlert JSON lines as a source;
+//! - [`webhook`]: KiveAlerts POSTed over HTTP(S) as a source;
 //! - [`source`]: open / next_batch / close;
 //! - [`fields`]: the field table.
 //!
@@ -16,11 +18,13 @@
 
 pub mod async_events;
 pub mod config;
+pub mod deprecated;
 pub mod error;
 pub mod fields;
 pub mod payload;
 pub mod replay;
 pub mod source;
+pub mod webhook;
 
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +71,8 @@ pub struct SourceStats {
     pub async_injected: AtomicU64,
     /// Replayed lines that were not alerts.
     pub malformed: std::sync::Arc<AtomicU64>,
+    /// The webhook source's counters.
+    pub webhook: std::sync::Arc<webhook::WebhookStats>,
     /// The live runtime while a live capture is open.
     live: Mutex<Weak<Mutex<Runtime>>>,
 }
@@ -155,6 +161,7 @@ impl Plugin for KivePlugin {
         };
         let m: crate::runtime::Metrics = m;
         let u = |v: u64| MetricValue::U64(v);
+        let w = |c: &AtomicU64| u(c.load(Ordering::Relaxed));
         [
             (
                 c"events_delivered",
@@ -170,6 +177,31 @@ impl Plugin for KivePlugin {
                 c"replay_malformed_lines",
                 Monotonic,
                 u(self.stats.malformed.load(Ordering::Relaxed)),
+            ),
+            (
+                c"webhook_accepted",
+                Monotonic,
+                w(&self.stats.webhook.accepted),
+            ),
+            (
+                c"webhook_rejected",
+                Monotonic,
+                w(&self.stats.webhook.rejected),
+            ),
+            (
+                c"webhook_unauthorized",
+                Monotonic,
+                w(&self.stats.webhook.unauthorized),
+            ),
+            (
+                c"webhook_queue_full",
+                Monotonic,
+                w(&self.stats.webhook.queue_full),
+            ),
+            (
+                c"webhook_connections_refused",
+                Monotonic,
+                w(&self.stats.webhook.connections_refused),
             ),
             (c"kernel_hits", Monotonic, u(m.kernel.hits)),
             (c"kernel_ring_drops", Monotonic, u(m.kernel.drops)),
@@ -228,6 +260,10 @@ impl SourcePlugin for KivePlugin {
             OpenParam::Item {
                 value: "/path/to/alerts.jsonl",
                 desc: "replay a file of KiveAlert v1 JSON lines",
+            },
+            OpenParam::Item {
+                value: "http://0.0.0.0:9766/kive",
+                desc: "serve a webhook: each POSTed KiveAlert v1 JSON is an event (https:// with webhook.tlsCertFile/tlsKeyFile)",
             },
         ];
         serialize_open_params(&params, &mut self.open_params)

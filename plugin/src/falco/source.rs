@@ -16,6 +16,7 @@ use super::config::{KiveConfig, Mode};
 use super::error::FalcoError;
 use super::payload::{encode, KivePayload};
 use super::replay::{Chunk, Fetched, Prefetch};
+use super::webhook::{self, Listen, Webhook};
 use super::{KivePlugin, SourceStats, PLUGIN_ID};
 use crate::alert::text::escape;
 use crate::alert::KiveAlert;
@@ -30,13 +31,19 @@ pub enum OpenTarget {
     Live,
     /// A file of KiveAlert JSON lines.
     Replay(String),
+    /// A webhook listen address (`http[s]://host:port/path`).
+    Webhook(Listen),
 }
 
 /// Resolves `open_params` against the init config: empty = the config's
-/// mode, `live` = live, anything else = a file path to replay.
+/// mode, `live` = live, `http[s]://host:port/path` = a webhook, anything
+/// else = a file path to replay.
 pub fn open_target(cfg: &KiveConfig, params: Option<&str>) -> Result<OpenTarget, FalcoError> {
     match params.map(str::trim).filter(|p| !p.is_empty()) {
         Some("live") => Ok(OpenTarget::Live),
+        Some(url) if webhook::is_listen_url(url) => webhook::parse_listen(url)
+            .map(OpenTarget::Webhook)
+            .map_err(FalcoError::Webhook),
         Some(path) => Ok(OpenTarget::Replay(path.to_string())),
         None => match cfg.mode {
             Mode::Live => Ok(OpenTarget::Live),
@@ -97,6 +104,8 @@ enum Source {
         Arc<Mutex<Runtime>>,
         #[allow(dead_code)] Option<ClusterSource>,
     ),
+    /// Alerts POSTed to the webhook.
+    Webhook(Webhook),
 }
 
 // Falco opens the capture on its main thread and calls next_batch on the
@@ -136,6 +145,10 @@ impl KiveInstance {
                     chunk: None,
                 }
             }
+            OpenTarget::Webhook(listen) => Source::Webhook(
+                Webhook::start(&listen, &cfg.webhook, Arc::clone(&stats.webhook))
+                    .map_err(FalcoError::Webhook)?,
+            ),
             OpenTarget::Live => {
                 let compiled = load_policies(cfg)?;
                 for e in &compiled.errors {
@@ -266,6 +279,25 @@ impl KiveInstance {
         Ok(Some(n))
     }
 
+    /// Alerts POSTed to the webhook. Never injected as async events: the
+    /// thread ids of another node's alerts mean nothing in this node's
+    /// syscall stream.
+    fn next_webhook(&mut self, batch: &mut EventBatch) -> Result<usize, Error> {
+        let Source::Webhook(hook) = &self.source else {
+            unreachable!("webhook source");
+        };
+        let mut n = 0;
+        while n < self.batch_size {
+            let wait = if n == 0 { self.wait } else { Duration::ZERO };
+            let Some((data, ts)) = hook.next(wait) else {
+                break;
+            };
+            Self::add_encoded(&data, ts, batch)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn next_live(&mut self, batch: &mut EventBatch) -> Result<usize, Error> {
         let Source::Live(rt, _) = &self.source else {
             unreachable!("live source");
@@ -320,8 +352,11 @@ impl SourcePluginInstance for KiveInstance {
                 }
                 Some(n) => n,
             },
-            Source::Live(..) => {
-                let n = self.next_live(batch)?;
+            Source::Live(..) | Source::Webhook(_) => {
+                let n = match self.source {
+                    Source::Webhook(_) => self.next_webhook(batch)?,
+                    _ => self.next_live(batch)?,
+                };
                 if n == 0 {
                     // never Ok with an empty batch: Falco treats that as fatal
                     return Err(anyhow::anyhow!("no trap hit").context(FailureReason::Timeout));
@@ -339,7 +374,7 @@ impl SourcePluginInstance for KiveInstance {
                 value: prefetch.progress() * 100.0,
                 detail: None,
             },
-            Source::Live(..) => ProgressInfo {
+            Source::Live(..) | Source::Webhook(_) => ProgressInfo {
                 value: 0.0,
                 detail: None,
             },

@@ -1,100 +1,20 @@
-//! The fields Falco rules, outputs and Falcosidekick can use (`kive.*`).
-//!
-//! Every extraction call decodes its event once: the first field stores
-//! the [`Decoded`] header in the per-call context and every field slices
-//! its value out of the event buffer. Empty strings and unset optional
-//! numbers are "no value" (`<NA>` in outputs), never empty strings.
-//! Strings come out with control characters escaped
-//! ([`crate::alert::text::escape`]): Falco prints them in its outputs.
+//! The extractor of each field and the field table (order = the README's
+//! order).
+
+use anyhow::Error;
+use falco_plugin::extract::{field, ExtractFieldInfo, ExtractRequest};
 
 use std::ffi::{CStr, CString};
 
-use anyhow::Error;
-use falco_plugin::event::events::Event;
-use falco_plugin::extract::{field, ExtractFieldInfo, ExtractPlugin, ExtractRequest};
-
-use super::payload::{Decoded, KiveAnyEvent, Numbers, Slot};
-use super::KivePlugin;
+use super::{
+    cstring, escaped, foreign, joined, loss, num, pairs, process_flag, short_container_id, text,
+    with,
+};
+use crate::alert::access_names;
 use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
-use crate::alert::text::escape;
-use crate::alert::{access_names, ProcessFlags};
-use crate::node::cgroup::pod_uid_from_cgroup_path;
-
-/// Per-extraction-call context: the decoded header of the event.
-pub type Context = Option<Decoded>;
-
-/// Runs `f` on the event's payload and its decoded header; no value
-/// (`R::default()`) for another plugin's async event.
-fn with<R: Default>(
-    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
-    f: impl FnOnce(&[u8], &Decoded) -> R,
-) -> Result<R, Error> {
-    let event: Event<KiveAnyEvent<'_>> = req.event.event()?;
-    let Some(data) = event.params.kive_payload() else {
-        return Ok(R::default());
-    };
-    let decoded = match req.context {
-        Some(d) => d,
-        slot => slot.insert(Decoded::decode(data)?),
-    };
-    Ok(f(data, decoded))
-}
-
-/// A C string of bytes, cut at an embedded NUL.
-fn cstring(b: &[u8]) -> CString {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    let mut v = Vec::with_capacity(end + 1); // room for the NUL: no realloc
-    v.extend_from_slice(&b[..end]);
-    // SAFETY: `b[..end]` holds no NUL byte (end is the first NUL, if any).
-    unsafe { CString::from_vec_unchecked(v) }
-}
-
-fn text<const S: usize>(
-    _p: &mut KivePlugin,
-    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
-) -> Result<Option<CString>, Error> {
-    with(req, |data, d| d.text(data, Slot::ALL[S]).map(escaped))
-}
-
-/// A string slot with control characters escaped (an executable named
-/// `x\n...` cannot add a line to a Falco output); invalid UTF-8 is
-/// replaced, never passed on.
-fn escaped(b: &[u8]) -> CString {
-    cstring(escape(&String::from_utf8_lossy(b)).as_bytes())
-}
-
-/// One `process.flags` bit, on an access (no value on a loss report).
-fn process_flag(
-    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
-    bit: u32,
-) -> Result<Option<bool>, Error> {
-    with(req, |data, d| {
-        d.loss(data)
-            .is_none()
-            .then(|| ProcessFlags(d.numbers().process_flags.unwrap_or(0)).has(bit))
-    })
-}
-
-/// One count of a loss report (no value on an access).
-fn loss(
-    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
-    f: impl FnOnce([u64; 3]) -> u64,
-) -> Result<Option<u64>, Error> {
-    with(req, |data, d| d.loss(data).map(f))
-}
-
-macro_rules! s {
-    ($slot:ident) => {
-        &text::<{ Slot::$slot as usize }>
-    };
-}
-
-fn num(
-    req: ExtractRequest<'_, '_, '_, '_, KivePlugin>,
-    f: impl FnOnce(&Numbers) -> Option<u64>,
-) -> Result<Option<u64>, Error> {
-    with(req, |_, d| f(d.numbers()))
-}
+use crate::alert::ProcessFlags;
+use crate::falco::payload::Slot;
+use crate::falco::KivePlugin;
 
 impl KivePlugin {
     fn inode(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
@@ -291,79 +211,8 @@ impl KivePlugin {
     }
 }
 
-/// Whether the process that opened the file is outside the trap's owner:
-/// a container process for a host trap; a host process or another pod's
-/// process for a pod trap. No value when either side is unknown.
-pub fn foreign(data: &[u8], d: &Decoded) -> Option<bool> {
-    let host = d.accessor_host()?;
-    match d.raw(data, Slot::Owner) {
-        b"host" => Some(!host),
-        b"pod" if host => Some(true),
-        b"pod" => {
-            let pod = d.text(data, Slot::AccessorPodName);
-            let ns = d.text(data, Slot::AccessorPodNamespace);
-            if pod.is_some() {
-                Some(pod != d.text(data, Slot::PodName) || ns != d.text(data, Slot::PodNamespace))
-            } else {
-                unknown_pod_foreign(data, d)
-            }
-        }
-        _ => None,
-    }
-}
-
-/// For a pod trap, an accessor container kive knows no pod of (it arms
-/// nothing in it): the same container is not foreign; otherwise its pod
-/// uid, read from its cgroup path, against the trap owner's.
-fn unknown_pod_foreign(data: &[u8], d: &Decoded) -> Option<bool> {
-    let bare = |b: &'_ [u8]| -> Vec<u8> {
-        let s = String::from_utf8_lossy(b);
-        s.rsplit("://")
-            .next()
-            .unwrap_or_default()
-            .as_bytes()
-            .to_vec()
-    };
-    let theirs = d.text(data, Slot::AccessorContainerId).map(bare);
-    if theirs.is_some() && theirs == d.text(data, Slot::ContainerId).map(bare) {
-        return Some(false);
-    }
-    let cgroup = String::from_utf8_lossy(d.raw(data, Slot::AccessorCgroup));
-    let their_pod = pod_uid_from_cgroup_path(&cgroup)?;
-    let our_pod = d.text(data, Slot::PodUid)?;
-    Some(their_pod.as_bytes() != our_pod)
-}
-
-/// Falco's `container.id` of a `runtime://id` container id: the id
-/// without the runtime prefix, cut to 12 characters.
-pub fn short_container_id(id: &[u8]) -> Option<&[u8]> {
-    let bare = match id.windows(3).position(|w| w == b"://") {
-        Some(i) => id.get(i + 3..)?,
-        None => id,
-    };
-    let short = bare.get(..12).unwrap_or(bare);
-    (!short.is_empty()).then_some(short)
-}
-
-fn pair(k: &[u8], v: &[u8]) -> Vec<u8> {
-    let mut s = Vec::with_capacity(k.len() + v.len() + 1);
-    s.extend_from_slice(k);
-    s.push(b'=');
-    s.extend_from_slice(v);
-    s
-}
-
-fn pairs<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<CString> {
-    it.map(|(k, v)| escaped(&pair(k, v))).collect()
-}
-
-fn joined<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<CString> {
-    let parts: Vec<Vec<u8>> = it.map(|(k, v)| pair(k, v)).collect();
-    (!parts.is_empty()).then(|| escaped(&parts.join(&b","[..])))
-}
-
 /// The field table (order = the README's order).
-pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
+pub(in crate::falco) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
     field("kive.alert.version", s!(AlertVersion))
         .with_display("Alert Version")
         .with_description("KiveAlert version of the alert (kive-alert-version, e.g. v1)"),
@@ -598,114 +447,3 @@ pub(super) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
         .with_display("Alert JSON")
         .with_description("The whole alert as KiveAlert v1 JSON"),
 ];
-
-#[cfg(test)]
-mod short_id_tests {
-    use super::short_container_id;
-
-    #[test]
-    fn short_container_ids_match_falco_container_id() {
-        let id = b"containerd://77aa00bbccddeeff00112233445566778899aabbccddeeff0011223344556677";
-        assert_eq!(short_container_id(id), Some(&b"77aa00bbccdd"[..]));
-        assert_eq!(short_container_id(b"docker://abc"), Some(&b"abc"[..]));
-        assert_eq!(
-            short_container_id(b"0123456789abcdef"),
-            Some(&b"0123456789ab"[..])
-        );
-        assert_eq!(short_container_id(b"cri-o://"), None);
-    }
-}
-
-/// The supported fields as a Markdown table (NAME | TYPE | ARG |
-/// DESCRIPTION), generated from the field list the plugin gives Falco.
-pub fn fields_markdown() -> String {
-    let json = <KivePlugin as ExtractPlugin>::get_fields();
-    let fields: Vec<serde_json::Value> =
-        serde_json::from_slice(json.to_bytes()).expect("the plugin's field list is JSON");
-    let mut out =
-        String::from("| NAME | TYPE | ARG | DESCRIPTION |\n|------|------|-----|-------------|\n");
-    for f in fields {
-        let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-        let mut ty = format!("`{}`", s("type"));
-        if f["isList"].as_bool().unwrap_or(false) {
-            ty.push_str(" (list)");
-        }
-        let arg = &f["arg"];
-        let flag = |k: &str| arg[k].as_bool().unwrap_or(false);
-        let arg = if arg.is_null() {
-            "None".to_string()
-        } else {
-            let kind = if flag("isKey") { "Key" } else { "Index" };
-            let req = if flag("isRequired") {
-                "Required"
-            } else {
-                "Optional"
-            };
-            format!("{kind}, {req}")
-        };
-        let mut desc = s("desc").replace('|', "\\|");
-        if f["addOutput"].as_bool().unwrap_or(false) {
-            desc.push_str(" (suggested output)");
-        }
-        out.push_str(&format!("| `{}` | {ty} | {arg} | {desc} |\n", s("name")));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::alert::{AccessorMetadata, KiveAlert};
-    use crate::falco::payload::encode;
-
-    const UID_A: &str = "5a3f2b1c-1111-2222-3333-444455556666";
-    const UID_B: &str = "9b8c7d6e-aaaa-bbbb-cccc-ddddeeeeffff";
-    const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
-
-    fn pod_trap_hit(accessor: AccessorMetadata) -> Option<bool> {
-        let mut a: KiveAlert =
-            serde_json::from_str(include_str!("../../../test_files/seed_sample_alert.json"))
-                .expect("seed sample");
-        a.metadata.owner = "pod".into();
-        a.pod.uid = UID_A.into();
-        a.pod.container.id = "containerd://1111".into();
-        a.accessor = Some(accessor);
-        let mut buf = Vec::new();
-        encode(&a, &mut buf).expect("encodes");
-        let d = Decoded::decode(&buf).expect("decodes");
-        foreign(&buf, &d)
-    }
-
-    fn container_of_pod(uid: &str) -> AccessorMetadata {
-        AccessorMetadata {
-            host: false,
-            container_id: format!("containerd://{CID}"),
-            cgroup: format!(
-                "/sys/fs/cgroup/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CID}.scope",
-                uid.replace('-', "_")
-            ),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_reader_from_another_pod_kive_arms_nothing_in_is_foreign() {
-        assert_eq!(
-            pod_trap_hit(container_of_pod(UID_B)),
-            Some(true),
-            "another pod's container, no pod name known: foreign by its cgroup's pod uid"
-        );
-        assert_eq!(
-            pod_trap_hit(container_of_pod(UID_A)),
-            Some(false),
-            "a sidecar of the owner's own pod"
-        );
-        let mut same = container_of_pod(UID_B);
-        same.container_id = "containerd://1111".into();
-        same.cgroup = "/".into();
-        assert_eq!(pod_trap_hit(same), Some(false), "the owner's container");
-        let mut unknown = container_of_pod(UID_B);
-        unknown.cgroup = format!("/docker/{CID}");
-        assert_eq!(pod_trap_hit(unknown), None, "no pod to compare: no value");
-    }
-}
