@@ -128,6 +128,7 @@ fn field_list_parses_and_every_field_is_kive() {
     assert_eq!(names.len(), fields.len(), "unique names");
     for f in fields {
         assert!(f.name.starts_with("kive."), "{}", f.name);
+        assert!(!f.display.is_empty(), "{} has a display name", f.name);
         assert!(
             ["string", "uint64", "bool"].contains(&f.ty.as_str()),
             "{}: {}",

@@ -500,6 +500,8 @@ pub struct FieldInfo {
     pub list: bool,
     pub key: bool,
     pub required: bool,
+    /// `display` (empty when the field has none).
+    pub display: String,
 }
 
 /// The field list of the built library.
@@ -520,6 +522,7 @@ impl Fields {
                     list: f["isList"].as_bool().expect("isList"),
                     key: f["arg"]["isKey"].as_bool().unwrap_or(false),
                     required: f["arg"]["isRequired"].as_bool().unwrap_or(false),
+                    display: f["display"].as_str().unwrap_or_default().into(),
                 })
                 .collect()
         })

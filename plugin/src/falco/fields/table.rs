@@ -223,13 +223,19 @@ pub(in crate::falco) const FIELDS: &[ExtractFieldInfo<KivePlugin>] = &[
     field("kive.policy.namespace", &KivePlugin::policy_namespace)
         .with_display("Policy Namespace")
         .with_description("Namespace of the KivePolicy whose trap fired"),
-    field("kive.policy.severity", &KivePlugin::policy_severity).with_description(
+    field("kive.policy.severity", &KivePlugin::policy_severity)
+        .with_display("Policy Severity")
+        .with_description(
         "Severity (1-10) of the policy rule that fired (KubeArmor severity; kive-policy-severity)",
     ),
-    field("kive.policy.tags", &KivePlugin::policy_tags).with_description(
+    field("kive.policy.tags", &KivePlugin::policy_tags)
+        .with_display("Policy Tags")
+        .with_description(
         "Tags of the policy rule that fired, comma-separated (KubeArmor tags; kive-policy-tags)",
     ),
-    field("kive.policy.message", &KivePlugin::policy_message).with_description(
+    field("kive.policy.message", &KivePlugin::policy_message)
+        .with_display("Policy Message")
+        .with_description(
         "Message of the policy rule that fired (KubeArmor message; kive-policy-message)",
     ),
     field("kive.trap.path", s!(TrapPath))
