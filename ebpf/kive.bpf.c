@@ -209,8 +209,13 @@ static __always_inline bool is_backing_open(struct file *file)
 	return BPF_CORE_READ(file, f_path.dentry, d_inode) != BPF_CORE_READ(file, f_inode);
 }
 
-static __always_inline void emit(const struct kive_key *key, const struct kive_trap *trap,
-				 __u32 mask, __u32 f_flags, __u8 hook, __u8 action)
+/*
+ * to_dir/to: the file's new directory and name on a rename or link (tamper
+ * events); NULL on an access.
+ */
+static __always_inline void emit_named(const struct kive_key *key, const struct kive_trap *trap,
+				       __u32 mask, __u32 f_flags, __u8 hook, __u8 action,
+				       struct inode *to_dir, struct dentry *to)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -260,12 +265,28 @@ static __always_inline void emit(const struct kive_key *key, const struct kive_t
 	if (carried > KIVE_EV_LIMITED_MAX)
 		carried = KIVE_EV_LIMITED_MAX;
 	e->pflags = kive_fill_process(e, task) | (carried << KIVE_EV_LIMITED_SHIFT);
+	e->new_dir_ino = 0;
+	e->new_name_len = 0;
+	e->new_name[0] = 0;
+	if (to_dir && to) {
+		long n = bpf_probe_read_kernel_str(e->new_name, sizeof(e->new_name),
+						   BPF_CORE_READ(to, d_name.name));
+
+		e->new_dir_ino = BPF_CORE_READ(to_dir, i_ino);
+		e->new_name_len = n > 0 ? (__u16)n : 0;
+	}
 
 	if (wakeup_bytes && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
 		flags = BPF_RB_NO_WAKEUP;
 	else
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
+}
+
+static __always_inline void emit(const struct kive_key *key, const struct kive_trap *trap,
+				 __u32 mask, __u32 f_flags, __u8 hook, __u8 action)
+{
+	emit_named(key, trap, mask, f_flags, hook, action, 0, 0);
 }
 
 /*
@@ -369,7 +390,8 @@ int BPF_PROG(kive_fentry_file_open, struct file *file)
  * trapped inode. They run only on those calls, never on an open. Nothing is
  * blocked: the event names the process; user space arms the path again.
  */
-static __always_inline void on_tamper(struct dentry *dentry, __u8 hook)
+static __always_inline void on_tamper(struct dentry *dentry, __u8 hook, struct inode *to_dir,
+				      struct dentry *to)
 {
 	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
 	struct kive_key key;
@@ -383,15 +405,23 @@ static __always_inline void on_tamper(struct dentry *dentry, __u8 hook)
 	trap = bpf_map_lookup_elem(&traps, &key);
 	if (!trap || is_self())
 		return;
-	emit(&key, trap, 0, 0, hook, KIVE_ACTION_AUDIT);
+	emit_named(&key, trap, 0, 0, hook, KIVE_ACTION_AUDIT, to_dir, to);
 }
 
-/* The renamed file, and the file a rename moves something over. */
-static __always_inline void on_rename(struct dentry *old_dentry, struct dentry *new_dentry,
-				      __u8 rename, __u8 replace)
+/* The renamed file (with its new name), and the file a rename moves
+ * something over. */
+static __always_inline void on_rename(struct dentry *old_dentry, struct inode *new_dir,
+				      struct dentry *new_dentry, __u8 rename, __u8 replace)
 {
-	on_tamper(old_dentry, rename);
-	on_tamper(new_dentry, replace);
+	on_tamper(old_dentry, rename, new_dir, new_dentry);
+	on_tamper(new_dentry, replace, 0, 0);
+}
+
+/* The linked file, with the name the link gives it. */
+static __always_inline void on_link(struct dentry *old_dentry, struct inode *dir,
+				    struct dentry *new_dentry, __u8 hook)
+{
+	on_tamper(old_dentry, hook, dir, new_dentry);
 }
 
 SEC("lsm/inode_rename")
@@ -399,7 +429,7 @@ int BPF_PROG(kive_lsm_inode_rename, struct inode *old_dir, struct dentry *old_de
 	     struct inode *new_dir, struct dentry *new_dentry, int ret)
 {
 	if (!ret)
-		on_rename(old_dentry, new_dentry, KIVE_HOOK_LSM_INODE_RENAME,
+		on_rename(old_dentry, new_dir, new_dentry, KIVE_HOOK_LSM_INODE_RENAME,
 			  KIVE_HOOK_LSM_INODE_REPLACE);
 	return ret;
 }
@@ -409,7 +439,7 @@ int BPF_PROG(kive_lsm_inode_link, struct dentry *old_dentry, struct inode *dir,
 	     struct dentry *new_dentry, int ret)
 {
 	if (!ret)
-		on_tamper(old_dentry, KIVE_HOOK_LSM_INODE_LINK);
+		on_link(old_dentry, dir, new_dentry, KIVE_HOOK_LSM_INODE_LINK);
 	return ret;
 }
 
@@ -417,7 +447,7 @@ SEC("lsm/inode_unlink")
 int BPF_PROG(kive_lsm_inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (!ret)
-		on_tamper(dentry, KIVE_HOOK_LSM_INODE_UNLINK);
+		on_tamper(dentry, KIVE_HOOK_LSM_INODE_UNLINK, 0, 0);
 	return ret;
 }
 
@@ -425,7 +455,7 @@ SEC("fentry/security_inode_rename")
 int BPF_PROG(kive_fentry_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	     struct inode *new_dir, struct dentry *new_dentry)
 {
-	on_rename(old_dentry, new_dentry, KIVE_HOOK_FENTRY_INODE_RENAME,
+	on_rename(old_dentry, new_dir, new_dentry, KIVE_HOOK_FENTRY_INODE_RENAME,
 		  KIVE_HOOK_FENTRY_INODE_REPLACE);
 	return 0;
 }
@@ -434,14 +464,14 @@ SEC("fentry/security_inode_link")
 int BPF_PROG(kive_fentry_inode_link, struct dentry *old_dentry, struct inode *dir,
 	     struct dentry *new_dentry)
 {
-	on_tamper(old_dentry, KIVE_HOOK_FENTRY_INODE_LINK);
+	on_link(old_dentry, dir, new_dentry, KIVE_HOOK_FENTRY_INODE_LINK);
 	return 0;
 }
 
 SEC("fentry/security_inode_unlink")
 int BPF_PROG(kive_fentry_inode_unlink, struct inode *dir, struct dentry *dentry)
 {
-	on_tamper(dentry, KIVE_HOOK_FENTRY_INODE_UNLINK);
+	on_tamper(dentry, KIVE_HOOK_FENTRY_INODE_UNLINK, 0, 0);
 	return 0;
 }
 

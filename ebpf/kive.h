@@ -10,7 +10,8 @@
 #define KIVE_COMM_LEN 16
 #define KIVE_PATH_LEN 256
 #define KIVE_ARGS_LEN 256
-#define KIVE_EVENT_VERSION 3
+#define KIVE_NAME_LEN 256 /* NAME_MAX + NUL */
+#define KIVE_EVENT_VERSION 4
 
 /* Which program saw the access (kive_event.hook). */
 enum kive_hook {
@@ -141,6 +142,15 @@ struct kive_event {
 	char cwd[KIVE_PATH_LEN];   /* working directory, as seen from the task's root */
 	char args[KIVE_ARGS_LEN];  /* argv, NUL-separated, possibly truncated */
 	char pexe[KIVE_PATH_LEN];  /* the parent's executable, as seen from its root */
+	/*
+	 * tamper events (version 4): the name a rename or link gives the file
+	 * and the inode of the directory it is in (same device as the file);
+	 * new_name_len 0 (and new_dir_ino 0) on every other event
+	 */
+	__u64 new_dir_ino;
+	__u16 new_name_len; /* bytes of new_name, with its NUL */
+	__u16 pad2[3];
+	char new_name[KIVE_NAME_LEN];
 };
 
 #endif /* KIVE_H */

@@ -204,6 +204,9 @@ fn ring_record(data: &[u8]) {
     if let Ok(e) = RawEvent::decode(data) {
         assert!(e.comm.len() <= 3 * 16, "comm bounded by its field");
         assert!(e.args.iter().map(String::len).sum::<usize>() <= 3 * 256);
+        if let Some(t) = e.tamper {
+            assert!(t.new_name.len() <= 3 * 256, "new name bounded by its field");
+        }
     }
 }
 
@@ -216,7 +219,13 @@ fn ring_seeds() -> Vec<Vec<u8>> {
     r[offsets::EXE_LEN] = 12;
     r[offsets::ARGS..offsets::ARGS + 8].copy_from_slice(b"cat\0/x\0\0");
     r[offsets::ARGS_LEN] = 7;
-    vec![r]
+    // a rename seen by the kernel, with the new name and its directory
+    let mut t = r.clone();
+    t[offsets::HOOK] = 7;
+    t[offsets::NEW_DIR_INO] = 42;
+    t[offsets::NEW_NAME..offsets::NEW_NAME + 10].copy_from_slice(b"moved.txt\0");
+    t[offsets::NEW_NAME_LEN] = 10;
+    vec![r, t]
 }
 
 /// The plugin's init config (JSON from falco.yaml) and open params.

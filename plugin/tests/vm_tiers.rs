@@ -267,7 +267,16 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
         }
     }
     for tier in ["lsm", "trampoline"] {
-        for step in ["start", "rename", "read-moved", "alerts-seen", "exit"] {
+        for step in [
+            "start",
+            "rename",
+            "rescan-quiet-rename",
+            "link",
+            "rescan-quiet-link",
+            "read-moved",
+            "alerts-seen",
+            "exit",
+        ] {
             expected_results.push(format!("{tier}.tamper.{step}"));
         }
     }
@@ -464,10 +473,19 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
         }
     }
     for tier in ["lsm", "trampoline"] {
-        // A trapped file renamed: the kernel's tamper hook names the mv
-        // process at once; the moved inode is still trapped.
+        // A trapped file renamed, then linked: each is one alert, from the
+        // kernel's tamper hook, naming the process and the new name (the
+        // rescan saw both and stayed quiet); the moved inode is still
+        // trapped.
         let name = format!("{tier}.tamper");
         let secret = "/tmp/tamper/secret.txt";
+        let tamper = |by| Expect {
+            path: secret,
+            action: "audit",
+            by,
+            uid: 0,
+            mask_bits: 0,
+        };
         check_alerts(
             &mut f,
             console,
@@ -476,13 +494,8 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
             tier,
             "vm-tamper",
             &[
-                Expect {
-                    path: secret,
-                    action: "audit",
-                    by: "rename",
-                    uid: 0,
-                    mask_bits: 0,
-                },
+                tamper("rename"),
+                tamper("link"),
                 Expect {
                     path: secret,
                     action: "audit",
@@ -493,27 +506,45 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
             ],
         );
         let lines = section(console, &format!("{name}.stdout")).unwrap_or_default();
-        let first: Option<Value> = lines
+        let alerts: Vec<Value> = lines
             .iter()
-            .find(|l| !l.trim().is_empty())
-            .and_then(|l| serde_json::from_str(l).ok());
-        let at = |p: &str| {
-            first
-                .as_ref()
-                .and_then(|v| v.pointer(p))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        f.check(at("/metadata/tamper/kind") == "rename", || {
-            format!("{name}: the first alert is not a rename tamper: {first:?}")
-        });
-        f.check(at("/metadata/hook").ends_with("inode_rename"), || {
-            format!("{name}: the rename was not seen by the kernel hook: {first:?}")
-        });
-        f.check(at("/metadata/tamper/old-path") == secret, || {
-            format!("{name}: the tamper alert does not name the trap's path: {first:?}")
-        });
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        for (i, (kind, hook, new_path)) in [
+            ("rename", "inode_rename", "/tmp/tamper/moved.txt"),
+            ("link", "inode_link", "/tmp/tamper/linked.txt"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = |p: &str| {
+                alerts
+                    .get(i)
+                    .and_then(|v| v.pointer(p))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let shown = || format!("{:?}", alerts.get(i));
+            f.check(at("/metadata/tamper/kind") == kind, || {
+                format!("{name}: alert #{i} is not a {kind} tamper: {}", shown())
+            });
+            f.check(at("/metadata/hook").ends_with(hook), || {
+                format!(
+                    "{name}: the {kind} was not seen by the kernel hook: {}",
+                    shown()
+                )
+            });
+            f.check(at("/metadata/tamper/old-path") == secret, || {
+                format!(
+                    "{name}: the {kind} alert does not name the trap's path: {}",
+                    shown()
+                )
+            });
+            f.check(at("/metadata/tamper/new-path") == new_path, || {
+                format!("{name}: the {kind} alert's new path (from the kernel event) is not {new_path}: {}", shown())
+            });
+        }
     }
     check_alerts(
         &mut f,

@@ -5,6 +5,7 @@ pub mod containers;
 pub mod fds;
 pub mod host;
 pub mod limits;
+pub mod links;
 pub mod listing;
 pub mod mounts;
 pub mod procfs;

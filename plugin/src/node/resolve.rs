@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use thiserror::Error;
 
+use super::links::links_of;
+pub use super::links::{new_path_of, Links};
 use super::mounts;
 use crate::trap::dev::kernel_dev;
 use crate::trap::TrapKey;
@@ -129,41 +131,6 @@ pub struct PinnedFile {
     pub st_dev: u64,
     /// What the file looked like when last checked.
     pub seen: Links,
-}
-
-/// A pinned file's hard-link count and the name its pin leads to now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Links {
-    /// `st_nlink`: 0 once every name of the file is gone.
-    pub nlink: u64,
-    /// The file's current name as this process sees it (`/proc/self/fd`),
-    /// `None` once the name it was opened by is unlinked.
-    pub name: Option<String>,
-}
-
-impl PinnedFile {
-    /// The file's links now (fstat of the pin, readlink of its fd).
-    pub fn links_now(&self) -> io::Result<Links> {
-        links_of(&self.pin)
-    }
-
-    /// The file's link count now (one fstat of the pin).
-    pub fn nlink_now(&self) -> io::Result<u64> {
-        Ok(rustix::fs::fstat(&self.pin).map_err(io_err)?.st_nlink)
-    }
-}
-
-fn links_of(fd: &OwnedFd) -> io::Result<Links> {
-    use std::os::fd::AsRawFd;
-    let st = rustix::fs::fstat(fd).map_err(io_err)?;
-    let name = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(" (deleted)"));
-    Ok(Links {
-        nlink: st.st_nlink,
-        name,
-    })
 }
 
 /// Whether a symlink found as a trap path's last component may be followed:
@@ -533,27 +500,6 @@ mod tests {
             .resolve(path.to_str().expect("utf-8"))
             .expect("root's link");
         assert_eq!(p.key.ino, std::fs::metadata(&target).expect("stat").ino());
-    }
-
-    #[test]
-    fn links_follow_renames_and_unlinks() {
-        let d = tmp();
-        let f = d.path().join("f");
-        std::fs::write(&f, "x").expect("write");
-        let root = Root::open(d.path()).expect("open root");
-        let p = root.resolve("/f").expect("resolve");
-        assert_eq!(p.seen.nlink, 1);
-        assert_eq!(p.seen.name.as_deref(), f.to_str());
-        std::fs::rename(&f, d.path().join("g")).expect("rename");
-        let now = p.links_now().expect("links");
-        assert_eq!(now.nlink, 1);
-        assert_eq!(now.name, d.path().join("g").to_str().map(String::from));
-        std::fs::hard_link(d.path().join("g"), d.path().join("h")).expect("link");
-        assert_eq!(p.links_now().expect("links").nlink, 2);
-        std::fs::remove_file(d.path().join("g")).expect("rm");
-        std::fs::remove_file(d.path().join("h")).expect("rm");
-        let gone = p.links_now().expect("links");
-        assert_eq!((gone.nlink, gone.name), (0, None));
     }
 
     #[test]

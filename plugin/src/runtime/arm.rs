@@ -281,9 +281,32 @@ impl Shared {
         }
     }
 
+    /// A tamper the rescan saw: queued now, or (tiers with kernel tamper
+    /// hooks) dropped when the kernel reported the inode's change already,
+    /// else queued at the next pass if it still has not ([`super::tamper`]).
+    fn report_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
+        if let Some(kt) = &self.kernel_tampers {
+            let kind = tamper.kind;
+            let waits = kt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .defer(id, key, tamper);
+            if let (false, Some(e)) = (waits, table.get(id)) {
+                // info: says why the tamper alert has a process and no twin
+                tracing::info!(
+                    "{}: trapped file {} seen by the rescan was already reported by the kernel",
+                    escape(&e.trap.origin.to_string()),
+                    kind.as_str()
+                );
+            }
+            return;
+        }
+        self.send_tamper(table, id, key, tamper);
+    }
+
     /// Queues a tamper event for the entry (the consumer turns it into an
     /// alert like any access).
-    fn report_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
+    fn send_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
         if let Some(e) = table.get(id) {
             // info: the tamper alert itself is the signal
             tracing::info!(
@@ -346,6 +369,24 @@ impl Shared {
     }
 
     pub(crate) fn rescan(&self) {
+        if let Some(kt) = &self.kernel_tampers {
+            let due = kt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .start_pass(boot_ns());
+            let table = self.table();
+            for d in due {
+                // the kernel's event for it was lost (counted as a loss)
+                self.send_tamper(&table, d.id, d.key, d.tamper);
+            }
+        }
+        self.rescan_entries();
+        if let Some(kt) = &self.kernel_tampers {
+            kt.lock().unwrap_or_else(|p| p.into_inner()).end_pass();
+        }
+    }
+
+    fn rescan_entries(&self) {
         let ids = self.table().ids();
         for id in ids {
             self.check_followed(id);

@@ -133,7 +133,7 @@ pub fn build_alert(
             loss: None,
             tamper: raw.tamper.as_ref().map(|t| TamperMetadata {
                 kind: t.kind.as_str().to_string(),
-                // the kernel's tamper hooks do not capture names
+                // the kernel's tamper hooks capture the new name only
                 old_path: if t.old_path.is_empty() {
                     trap.path.clone()
                 } else {

@@ -40,6 +40,8 @@ pub fn judge_primary(armed_as: &str, before: &Links, now: &Links, at_path: AtPat
             kind,
             old_path: armed_as.to_string(),
             new_path: new_path.cloned().unwrap_or_default(),
+            new_name: String::new(),
+            new_dir_ino: 0,
         })
     };
     let keep = now.nlink > 0;
@@ -111,6 +113,8 @@ pub fn judge_followed(before: &Links, now: &Links, quiet: bool) -> Verdict {
             } else {
                 String::new()
             },
+            new_name: String::new(),
+            new_dir_ino: 0,
         }),
         keep,
         quiet,

@@ -14,6 +14,7 @@ pub mod pods;
 pub mod ratelimit;
 mod sets;
 pub mod table;
+pub mod tamper;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, Lo
 use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
 use crate::node::host::{boot_id, BootClock};
 use crate::node::procfs::process_details_of;
+use crate::node::resolve::new_path_of;
 use crate::node::Root;
 use crate::policy::{CompiledTrap, TrapAction, TrapRef};
 use crate::trap::{Engine, EngineConfig, Hook, KernelStats, RawEvent, Tier, TrapError, TrapKey};
@@ -144,6 +146,9 @@ pub(crate) struct Shared {
     tamper_tx: SyncSender<RawEvent>,
     /// The node's root: overlay layers are resolved in it.
     host_root: Option<Arc<Root>>,
+    /// Tiers with kernel tamper hooks: what the kernel reported, so the
+    /// rescan does not report it again ([`tamper`]).
+    kernel_tampers: Option<Arc<Mutex<tamper::KernelTampers>>>,
 }
 
 impl Shared {
@@ -164,6 +169,12 @@ impl Shared {
         }
         result
     }
+}
+
+/// Whether the tier's kernel side reports renames, links and unlinks of
+/// trapped inodes itself (`lsm/inode_*`, `fentry/security_inode_*`).
+fn kernel_sees_tamper(tier: Tier) -> bool {
+    matches!(tier, Tier::Lsm | Tier::Trampoline | Tier::Fentry)
 }
 
 /// The host root with kive's own mountinfo when it is kive's `/` (then
@@ -205,8 +216,16 @@ impl Runtime {
         let (tx, rx) = sync_channel::<RawEvent>(cfg.queue_capacity.max(1));
         let c = Arc::clone(&counters);
         let tamper_tx = tx.clone();
+        let kernel_tampers = kernel_sees_tamper(engine.tier())
+            .then(|| Arc::new(Mutex::new(tamper::KernelTampers::default())));
+        let seen = kernel_tampers.clone();
         engine.start_reader(cfg.poll, move |data| match RawEvent::decode(data) {
             Ok(ev) => {
+                if let (Some(seen), Some(_)) = (&seen, &ev.tamper) {
+                    // read at once, before the queue: the rescan asks
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.record(ev.key, ev.ts_boot_ns);
+                }
                 if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
                     c.queue_drops.fetch_add(1, Ordering::Relaxed);
                 }
@@ -230,6 +249,7 @@ impl Runtime {
             counters,
             tamper_tx,
             host_root: host_root.clone(),
+            kernel_tampers,
         });
         for trap in traps {
             report.warnings.extend(trap.warnings.iter().cloned());
@@ -332,11 +352,30 @@ impl Runtime {
         self.events.try_recv().ok()
     }
 
+    /// A kernel tamper event with the new path of a rename or link filled
+    /// in: the name the hook captured, in its directory when that is where
+    /// the file's pin is (else the bare name). `None` for other events.
+    fn kernel_new_path(&self, raw: &RawEvent) -> Option<RawEvent> {
+        let t = raw.tamper.as_ref().filter(|t| !t.new_name.is_empty())?;
+        // the table only hands out the pin: no file work under its lock
+        let pin = self.shared.table().shared_pin(raw.key);
+        let path = pin
+            .and_then(|p| new_path_of(&p, raw.key.dev, &t.new_name, t.new_dir_ino))
+            .unwrap_or_else(|| t.new_name.clone());
+        let mut placed = raw.clone();
+        if let Some(t) = placed.tamper.as_mut() {
+            t.new_path = path;
+        }
+        Some(placed)
+    }
+
     /// The alerts of one event: one per entry armed on its key (a tamper
     /// event: for the entry that saw it). An event for a key no longer
     /// armed gives none (and is counted).
     pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
         let rescan = raw.hook == Hook::Rescan;
+        let placed = (!rescan).then(|| self.kernel_new_path(raw)).flatten();
+        let raw = placed.as_ref().unwrap_or(raw);
         // (entry id, trap, owner, the key is an inode that left the path)
         let hits: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = {
             let table = self.shared.table();

@@ -362,6 +362,23 @@ impl TrapTable {
         })
     }
 
+    /// The pin of `key` (armed at a path, followed or backing), shared so
+    /// that the file can be looked at without the table.
+    pub fn shared_pin(&self, key: TrapKey) -> Option<Arc<std::os::fd::OwnedFd>> {
+        self.entries_for(key).find_map(|e| {
+            let armed = match &e.state {
+                EntryState::Armed(p) => Some(p),
+                EntryState::Pending { .. } => None,
+            };
+            armed
+                .into_iter()
+                .chain(e.followed.iter().map(|f| &f.pin))
+                .chain(e.backing.as_ref())
+                .find(|p| p.key == key)
+                .map(PinnedFile::shared_pin)
+        })
+    }
+
     /// (armed, pending) counts.
     pub fn counts(&self) -> (usize, usize) {
         let armed = self.entries.values().filter(|e| e.key().is_some()).count();

@@ -1,52 +1,12 @@
-//! The wire structs shared with `ebpf/kive.h`: trap keys and values written
-//! to the trap map, and events read from the ring buffer. Pure code: encoded
-//! and decoded with explicit little-endian offsets, never by casting.
+//! One ring-buffer record (`struct kive_event`), decoded.
 
 use thiserror::Error;
 
-/// Size of `struct kive_key`.
-pub const KEY_SIZE: usize = 16;
-/// Size of `struct kive_trap`.
-pub const TRAP_SIZE: usize = 8;
-/// Size of `struct kive_event`.
-pub const EVENT_SIZE: usize = 1144;
-/// `KIVE_COMM_LEN`.
-pub const COMM_LEN: usize = 16;
-/// `KIVE_PATH_LEN`.
-pub const PATH_LEN: usize = 256;
-/// `KIVE_ARGS_LEN`.
-pub const ARGS_LEN: usize = 256;
-/// `KIVE_EVENT_VERSION`: the event layout this build decodes.
-pub const EVENT_VERSION: u16 = 3;
-/// `KIVE_TRAP_F_BLOCK`.
-pub const TRAP_F_BLOCK: u32 = 1;
-/// `kive_event.pflags`: the `KIVE_EV_F_*` flag bits.
-pub const EV_FLAGS_MASK: u32 = 0xff;
-/// `KIVE_EV_LIMITED_SHIFT`: the held-back count above the flag bits.
-pub const EV_LIMITED_SHIFT: u32 = 8;
-/// `KIVE_TRAP_F_EXEC_ONLY`: only executions of the file count.
-pub const TRAP_F_EXEC_ONLY: u32 = 2;
-/// `KIVE_TRAP_F_READ_ONLY`: reads pass silently.
-pub const TRAP_F_READ_ONLY: u32 = 4;
-/// `KIVE_TRAP_F_OWNER_ONLY`: the file owner's accesses pass silently.
-pub const TRAP_F_OWNER_ONLY: u32 = 8;
-/// `KIVE_TRAP_F_SOURCES`: only accesses from listed executables count.
-pub const TRAP_F_SOURCES: u32 = 16;
-/// `KIVE_TRAP_F_SOURCES_ALLOW`: listed executables pass silently.
-pub const TRAP_F_SOURCES_ALLOW: u32 = 32;
-/// `KIVE_TRAP_F_CONDITIONS`: every condition bit.
-pub const TRAP_F_CONDITIONS: u32 = 62;
-/// Size of `struct kive_source_key`.
-pub const SOURCE_KEY_SIZE: usize = 16;
-
-/// `struct kive_source_key`: executable `key` listed for trap `trap_id`.
-pub fn source_key_bytes(trap_id: u32, key: TrapKey) -> [u8; SOURCE_KEY_SIZE] {
-    let mut b = [0u8; SOURCE_KEY_SIZE];
-    b[0..4].copy_from_slice(&trap_id.to_le_bytes());
-    b[4..8].copy_from_slice(&key.dev.to_le_bytes());
-    b[8..16].copy_from_slice(&key.ino.to_le_bytes());
-    b
-}
+use super::hook::{Action, Hook, Tamper};
+use super::{
+    TrapKey, ARGS_LEN, COMM_LEN, EVENT_SIZE, EVENT_VERSION, EV_FLAGS_MASK, EV_LIMITED_SHIFT,
+    NAME_LEN, PATH_LEN,
+};
 
 /// Byte offsets of the fields of `struct kive_event` (checked against the
 /// skeleton's generated type in tests).
@@ -81,214 +41,9 @@ pub mod offsets {
     pub const CWD: usize = 376;
     pub const ARGS: usize = 632;
     pub const PEXE: usize = 888;
-}
-
-/// A file's identity as the kernel sees it: `(sb->s_dev, i_ino)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TrapKey {
-    /// Device in the kernel's encoding (`MAJOR << 20 | MINOR`).
-    pub dev: u32,
-    /// Inode number.
-    pub ino: u64,
-}
-
-impl TrapKey {
-    /// The key as `struct kive_key` bytes, padding zeroed.
-    pub fn to_bytes(self) -> [u8; KEY_SIZE] {
-        let mut b = [0u8; KEY_SIZE];
-        b[0..4].copy_from_slice(&self.dev.to_le_bytes());
-        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
-        b
-    }
-}
-
-/// The value stored under a key: which trap, and what to do on access.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TrapValue {
-    /// Engine-wide trap id, echoed in every event.
-    pub trap_id: u32,
-    /// Deny the open (tiers that can block) instead of only reporting it.
-    pub block: bool,
-    /// Rule conditions decided in the kernel (`TRAP_F_CONDITIONS` bits).
-    pub conditions: u32,
-}
-
-impl TrapValue {
-    /// The value as `struct kive_trap` bytes.
-    pub fn to_bytes(self) -> [u8; TRAP_SIZE] {
-        let mut b = [0u8; TRAP_SIZE];
-        b[0..4].copy_from_slice(&self.trap_id.to_le_bytes());
-        let flags =
-            (self.conditions & TRAP_F_CONDITIONS) | if self.block { TRAP_F_BLOCK } else { 0 };
-        b[4..8].copy_from_slice(&flags.to_le_bytes());
-        b
-    }
-}
-
-/// The program that saw an access (`enum kive_hook`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// `lsm/file_open`.
-    LsmFileOpen,
-    /// `fentry/security_file_open`.
-    FentryFileOpen,
-    /// `fmod_ret/security_file_open`.
-    FmodRetFileOpen,
-    /// `tp_btf/sys_exit` after an open syscall.
-    TpSysExit,
-    /// A classic `syscalls/sys_exit_open*` tracepoint.
-    TpOpenat,
-    /// `sched_process_exec` (the trapped file was executed).
-    TpExec,
-    /// `lsm/inode_rename` (a trapped file renamed, or moved over).
-    LsmInodeRename,
-    /// `lsm/inode_link`.
-    LsmInodeLink,
-    /// `lsm/inode_unlink`.
-    LsmInodeUnlink,
-    /// `fentry/security_inode_rename`.
-    FentryInodeRename,
-    /// `fentry/security_inode_link`.
-    FentryInodeLink,
-    /// `fentry/security_inode_unlink`.
-    FentryInodeUnlink,
-    /// Not a kernel hook: kive's periodic re-resolution of the trap paths
-    /// saw a trapped file renamed, linked, unlinked or replaced.
-    Rescan,
-    /// A fanotify permission event (`FAN_OPEN_PERM` / `FAN_OPEN_EXEC_PERM`).
-    /// Userspace only: the eBPF programs never write it.
-    FanotifyPerm,
-}
-
-impl Hook {
-    /// The `enum kive_hook` number.
-    pub fn from_raw(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => Self::LsmFileOpen,
-            2 => Self::FentryFileOpen,
-            3 => Self::FmodRetFileOpen,
-            4 => Self::TpSysExit,
-            5 => Self::TpOpenat,
-            6 => Self::TpExec,
-            7 | 10 => Self::LsmInodeRename,
-            8 => Self::LsmInodeLink,
-            9 => Self::LsmInodeUnlink,
-            11 | 14 => Self::FentryInodeRename,
-            12 => Self::FentryInodeLink,
-            13 => Self::FentryInodeUnlink,
-            15 => Self::FanotifyPerm,
-            _ => return None,
-        })
-    }
-
-    /// What a tamper hook number says was done to the file (`None` for
-    /// an access).
-    fn tamper_of_raw(v: u8) -> Option<TamperKind> {
-        Some(match v {
-            7 | 11 => TamperKind::Rename,
-            8 | 12 => TamperKind::Link,
-            9 | 13 => TamperKind::Unlink,
-            10 | 14 => TamperKind::Replace,
-            _ => return None,
-        })
-    }
-
-    /// The name shown in alerts and in `kive.hook`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LsmFileOpen => "lsm/file_open",
-            Self::FentryFileOpen => "fentry/security_file_open",
-            Self::FmodRetFileOpen => "fmod_ret/security_file_open",
-            Self::TpSysExit => "tp_btf/sys_exit",
-            Self::TpOpenat => "tracepoint/sys_exit_open",
-            Self::TpExec => "sched_process_exec",
-            Self::LsmInodeRename => "lsm/inode_rename",
-            Self::LsmInodeLink => "lsm/inode_link",
-            Self::LsmInodeUnlink => "lsm/inode_unlink",
-            Self::FentryInodeRename => "fentry/security_inode_rename",
-            Self::FentryInodeLink => "fentry/security_inode_link",
-            Self::FentryInodeUnlink => "fentry/security_inode_unlink",
-            Self::Rescan => "rescan",
-            Self::FanotifyPerm => "fanotify/open_perm",
-        }
-    }
-
-    /// Parses [`Hook::as_str`] back.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::LsmFileOpen,
-            Self::FentryFileOpen,
-            Self::FmodRetFileOpen,
-            Self::TpSysExit,
-            Self::TpOpenat,
-            Self::TpExec,
-            Self::LsmInodeRename,
-            Self::LsmInodeLink,
-            Self::LsmInodeUnlink,
-            Self::FentryInodeRename,
-            Self::FentryInodeLink,
-            Self::FentryInodeUnlink,
-            Self::Rescan,
-            Self::FanotifyPerm,
-        ]
-        .into_iter()
-        .find(|h| h.as_str() == s)
-    }
-}
-
-/// What the kernel did with the access (`enum kive_action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Reported only.
-    Audit,
-    /// Denied with EPERM.
-    Block,
-}
-
-impl Action {
-    /// `audit` or `block`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Audit => "audit",
-            Self::Block => "block",
-        }
-    }
-}
-
-/// What was done to a trapped file's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TamperKind {
-    /// Moved to another name (or linked elsewhere, then unlinked here).
-    Rename,
-    /// Given another name (a hard link).
-    Link,
-    /// A name removed.
-    Unlink,
-    /// Another file put at the trap's path, the trapped file gone.
-    Replace,
-}
-
-impl TamperKind {
-    /// `rename`, `link`, `unlink` or `replace`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rename => "rename",
-            Self::Link => "link",
-            Self::Unlink => "unlink",
-            Self::Replace => "replace",
-        }
-    }
-}
-
-/// A change to a trapped file's names (not an access to its content).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tamper {
-    /// What was done.
-    pub kind: TamperKind,
-    /// The name the file had (empty if unknown).
-    pub old_path: String,
-    /// The name it has now (empty if unknown or none).
-    pub new_path: String,
+    pub const NEW_DIR_INO: usize = 1144;
+    pub const NEW_NAME_LEN: usize = 1152;
+    pub const NEW_NAME: usize = 1160;
 }
 
 /// One access to a trapped file, decoded from `struct kive_event`.
@@ -426,6 +181,7 @@ impl RawEvent {
         let cwd_len = len_at(CWD_LEN, PATH_LEN);
         let args_len = len_at(ARGS_LEN, self::ARGS_LEN);
         let pexe_len = len_at(PEXE_LEN, PATH_LEN);
+        let new_name_len = len_at(offsets::NEW_NAME_LEN, NAME_LEN);
         let loginuid = u32_at(b, LOGINUID);
         let pflags = u32_at(b, PFLAGS);
         Ok(Self {
@@ -456,11 +212,14 @@ impl RawEvent {
             args: split_args(field(b, offsets::ARGS, args_len)),
             process_flags: pflags & EV_FLAGS_MASK,
             limited: pflags >> EV_LIMITED_SHIFT,
-            // names are filled in from the trap (old) and the rescan (new)
-            tamper: Hook::tamper_of_raw(b[HOOK]).map(|kind| Tamper {
+            // paths are filled in from the trap (old) and the new name's
+            // directory (new, `node::resolve::PinnedFile::new_path`)
+            tamper: Hook::tamper_of_raw(bytes_at::<1>(b, HOOK)[0]).map(|kind| Tamper {
                 kind,
                 old_path: String::new(),
                 new_path: String::new(),
+                new_name: c_str(field(b, NEW_NAME, new_name_len)),
+                new_dir_ino: u64_at(b, NEW_DIR_INO),
             }),
         })
     }
@@ -469,6 +228,7 @@ impl RawEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trap::wire::{TamperKind, TrapKey, KEY_SIZE, TRAP_SIZE};
 
     /// A record as the kernel writes it, byte by byte.
     const RECORD_HEAD: [u8; offsets::EXE] = [
@@ -485,7 +245,7 @@ mod tests {
         0x00, 0x80, 0x00, 0x00, // flags = O_LARGEFILE
         0x00, 0x00, 0x00, 0xf0, // mnt_ns = 0xf0000000
         0x07, 0x00, 0x00, 0x00, // trap_id = 7
-        0x03, 0x00, // version
+        0x04, 0x00, // version
         0x04, // hook = tp_btf/sys_exit
         0x00, // action = audit
         0x2a, 0x00, 0x00, 0x00, // ns_pid = 42
@@ -511,6 +271,8 @@ mod tests {
         field(b"/root\0", PATH_LEN);
         field(b"cat\0/secret.txt\0", ARGS_LEN);
         field(b"/bin/bash\0", PATH_LEN);
+        // new_dir_ino, new_name_len and padding, new_name: an access has none
+        field(b"", 8 + 8 + NAME_LEN);
         assert_eq!(r.len(), EVENT_SIZE);
         r
     }
@@ -601,50 +363,34 @@ mod tests {
     }
 
     #[test]
+    fn a_rename_carries_the_new_name_and_its_directory() {
+        let mut r = record();
+        r[offsets::HOOK] = 7;
+        r[offsets::NEW_DIR_INO..offsets::NEW_DIR_INO + 8].copy_from_slice(&4242u64.to_le_bytes());
+        r[offsets::NEW_NAME_LEN..offsets::NEW_NAME_LEN + 2].copy_from_slice(&9u16.to_le_bytes());
+        r[offsets::NEW_NAME..offsets::NEW_NAME + 9].copy_from_slice(b"moved.txt");
+        let t = RawEvent::decode(&r)
+            .expect("decodes")
+            .tamper
+            .expect("a tamper");
+        assert_eq!((t.new_name.as_str(), t.new_dir_ino), ("moved.txt", 4242));
+        // a length past the field is cut at the field, never read past it
+        r[offsets::NEW_NAME_LEN..offsets::NEW_NAME_LEN + 2]
+            .copy_from_slice(&u16::MAX.to_le_bytes());
+        let t = RawEvent::decode(&r)
+            .expect("decodes")
+            .tamper
+            .expect("a tamper");
+        assert_eq!(t.new_name, "moved.txt");
+    }
+
+    #[test]
     fn comm_without_terminator_uses_all_sixteen_bytes() {
         let mut r = record();
         r[offsets::COMM..offsets::COMM + COMM_LEN].copy_from_slice(b"0123456789abcdef");
         assert_eq!(
             RawEvent::decode(&r).expect("decodes").comm,
             "0123456789abcdef"
-        );
-    }
-
-    #[test]
-    fn key_and_value_bytes_have_zero_padding() {
-        let k = TrapKey {
-            dev: 0x0fe0_0001,
-            ino: 0x0102_0304_0506_0708,
-        };
-        assert_eq!(
-            k.to_bytes(),
-            [0x01, 0x00, 0xe0, 0x0f, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]
-        );
-        let v = TrapValue {
-            trap_id: 3,
-            block: true,
-            conditions: 0,
-        };
-        assert_eq!(v.to_bytes(), [3, 0, 0, 0, 1, 0, 0, 0]);
-        let v = TrapValue {
-            trap_id: 3,
-            block: false,
-            conditions: TRAP_F_READ_ONLY | TRAP_F_OWNER_ONLY | 0x100,
-        };
-        assert_eq!(
-            v.to_bytes(),
-            [3, 0, 0, 0, 12, 0, 0, 0],
-            "unknown bits dropped"
-        );
-        assert_eq!(
-            source_key_bytes(
-                7,
-                TrapKey {
-                    dev: 0x0fe0_0001,
-                    ino: 9
-                }
-            ),
-            [7, 0, 0, 0, 0x01, 0x00, 0xe0, 0x0f, 9, 0, 0, 0, 0, 0, 0, 0]
         );
     }
 
@@ -687,19 +433,14 @@ mod tests {
             (offset_of!(E, cwd), offsets::CWD),
             (offset_of!(E, args), offsets::ARGS),
             (offset_of!(E, pexe), offsets::PEXE),
+            (offset_of!(E, new_dir_ino), offsets::NEW_DIR_INO),
+            (offset_of!(E, new_name_len), offsets::NEW_NAME_LEN),
+            (offset_of!(E, new_name), offsets::NEW_NAME),
         ];
         for (i, (c, rust)) in pairs.into_iter().enumerate() {
             assert_eq!(c, rust, "field #{i} of struct kive_event");
         }
         assert_eq!(offset_of!(K, ino), 8);
         assert_eq!(offset_of!(T, flags), 4);
-    }
-
-    #[test]
-    fn hook_names_round_trip() {
-        for raw in 1..=15u8 {
-            let h = Hook::from_raw(raw).expect("known hook");
-            assert_eq!(Hook::parse(h.as_str()), Some(h));
-        }
     }
 }
