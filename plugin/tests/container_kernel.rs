@@ -15,7 +15,11 @@ use support::{engine, events_for, events_until, quiet};
 fn paths_resolve_inside_the_container_never_on_the_host() {
     let c = Container::start(
         &[("/etc/passwd", "container-only passwd\n")],
-        &[("/link", "/etc/passwd"), ("/up", "../../../../etc/passwd")],
+        &[
+            ("/link", "/etc"),
+            ("/up", "../../../../etc"),
+            ("/passwd-link", "/etc/passwd"),
+        ],
     );
     let root = Root::open(c.root()).expect("container root");
     let own = root.resolve("/etc/passwd").expect("container passwd").key;
@@ -25,15 +29,21 @@ fn paths_resolve_inside_the_container_never_on_the_host() {
         .expect("host passwd")
         .key;
     assert_ne!(own, host);
-    for p in ["/link", "/up", "/../etc/passwd"] {
+    // directory links on the way stay in the container's root
+    for p in ["/link/passwd", "/up/passwd", "/../etc/passwd"] {
         assert_eq!(
             root.resolve(p).expect(p).key,
             own,
             "{p} stays in the container"
         );
     }
+    // a link as the last component is never followed, even inside the root
+    let e = root
+        .resolve("/passwd-link")
+        .expect_err("a last-component link is refused");
+    assert!(e.to_string().contains("symlink"), "{e}");
     // what a plain stat of the joined path does (the trap kive avoids)
-    let joined = std::fs::metadata(c.root().join("link")).expect("joined stat");
+    let joined = std::fs::metadata(c.root().join("link/passwd")).expect("joined stat");
     assert_eq!(
         joined.ino(),
         std::fs::metadata("/etc/passwd").expect("host").ino(),

@@ -3,10 +3,11 @@
 //! absolute symlinks and `..` stay inside the root, never by a plain stat of a
 //! joined path.
 //!
-//! The last component is opened with `O_NOFOLLOW` first: a symlink there is
-//! followed only when nobody but root could have planted it (see
-//! [`trusted_link`]); otherwise the trap is refused, so a link planted in a
-//! shared directory can never redirect a trap to another file.
+//! The last component is opened with `O_NOFOLLOW`: a symlink there is never
+//! followed, except the kubelet's atomic-writer layout, resolved inside its
+//! own directory ([`super::atomic_writer`]); any other link refuses the
+//! trap, so a link, whoever planted it, can never redirect a trap to
+//! another file.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,7 +20,7 @@ use thiserror::Error;
 
 use super::links::links_of;
 pub use super::links::{new_path_of, Links};
-use super::mounts;
+use super::{atomic_writer, mounts};
 use crate::trap::dev::kernel_dev;
 use crate::trap::TrapKey;
 
@@ -50,9 +51,9 @@ pub enum ResolveError {
         /// Root path.
         root: PathBuf,
     },
-    /// The last component is a symlink that someone other than root could
-    /// have planted: following it could redirect the trap.
-    #[error("{path} in {root} is a symlink not owned by root in a directory others can write (refused: a trap is never redirected)")]
+    /// The last component is a symlink other than the kubelet's
+    /// atomic-writer layout: following it could redirect the trap.
+    #[error("{path} in {root} is a symlink (refused: a trap's last component is never followed, except the kubelet's atomic-writer layout <name> -> ..data/<name>, ..data -> ..<version> in the same directory)")]
     Symlink {
         /// Path inside the root.
         path: String,
@@ -131,18 +132,6 @@ pub struct PinnedFile {
     pub st_dev: u64,
     /// What the file looked like when last checked.
     pub seen: Links,
-}
-
-/// Whether a symlink found as a trap path's last component may be followed:
-/// only a link owned by root, in a directory owned by root that nobody else
-/// can write (or that is sticky, so only the link's owner could have placed
-/// or replaced it). The kubelet's atomic writer (`token -> ..data/token`)
-/// passes; a link an unprivileged user planted in `/tmp` or in their own
-/// directory does not.
-pub fn trusted_link(link_uid: u32, dir_uid: u32, dir_mode: u32) -> bool {
-    const STICKY: u32 = 0o1000;
-    const OTHERS_WRITE: u32 = 0o022;
-    link_uid == 0 && dir_uid == 0 && (dir_mode & OTHERS_WRITE == 0 || dir_mode & STICKY != 0)
 }
 
 impl PinnedFile {
@@ -256,8 +245,8 @@ impl Root {
     }
 
     /// Resolves `path` inside the root to a pinned regular file. The last
-    /// component is not followed as a symlink unless [`trusted_link`] says
-    /// so.
+    /// component is never followed as a symlink, except the atomic-writer
+    /// layout ([`super::atomic_writer`]).
     pub fn resolve(&self, path: &str) -> Result<PinnedFile, ResolveError> {
         let open = |flags: OFlags| {
             rustix::fs::openat2(
@@ -272,14 +261,7 @@ impl Root {
         let mut fd = open(OFlags::NOFOLLOW)?;
         let mut st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
-            let dir = self.parent_stat(path)?;
-            if !trusted_link(st.st_uid, dir.st_uid, dir.st_mode) {
-                return Err(ResolveError::Symlink {
-                    path: path.to_string(),
-                    root: self.path.clone(),
-                });
-            }
-            fd = open(OFlags::empty())?;
+            fd = self.atomic_writer_file(path)?;
             st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
         }
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
@@ -305,13 +287,20 @@ impl Root {
         })
     }
 
-    /// The stat of the directory holding `path`'s last component.
-    fn parent_stat(&self, path: &str) -> Result<rustix::fs::Stat, ResolveError> {
-        let parent = match path.trim_end_matches('/').rsplit_once('/') {
-            Some(("", _)) | None => "/",
-            Some((p, _)) => p,
+    /// The file behind a symlink at `path`'s last component when it is the
+    /// atomic-writer layout, resolved inside the link's directory; refused
+    /// otherwise.
+    fn atomic_writer_file(&self, path: &str) -> Result<OwnedFd, ResolveError> {
+        let refused = || ResolveError::Symlink {
+            path: path.to_string(),
+            root: self.path.clone(),
         };
-        let fd = rustix::fs::openat2(
+        let (parent, name) = match path.trim_end_matches('/').rsplit_once('/') {
+            Some(("", name)) => ("/", name),
+            Some((p, name)) => (p, name),
+            None => ("/", path),
+        };
+        let dir = rustix::fs::openat2(
             &self.fd,
             parent,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -319,7 +308,16 @@ impl Root {
             RESOLVE,
         )
         .map_err(|e| self.err("resolving the directory of", path, e))?;
-        rustix::fs::fstat(&fd).map_err(|e| self.err("stat of the directory of", path, e))
+        match atomic_writer::open(&dir, name) {
+            Ok(Some(fd)) => Ok(fd),
+            // a link on the way (RESOLVE_NO_SYMLINKS; O_NOFOLLOW on the
+            // version: not a directory) or out of the mount
+            Ok(None)
+            | Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV | rustix::io::Errno::NOTDIR) => {
+                Err(refused())
+            }
+            Err(e) => Err(self.err("resolving the atomic-writer layout of", path, e)),
+        }
     }
 
     /// Creates `path` inside the root if it does not exist (O_CREAT|O_EXCL:
@@ -391,15 +389,21 @@ mod tests {
         let inner = d.path().join("root");
         std::fs::create_dir_all(inner.join("etc")).expect("mkdir");
         std::fs::write(inner.join("etc/passwd"), "container passwd").expect("write");
-        symlink("/etc/passwd", inner.join("link")).expect("symlink");
-        symlink("../../../../../../etc/passwd", inner.join("up")).expect("symlink");
+        // directory links on the way (the last component is never a link)
+        symlink("/etc", inner.join("link")).expect("symlink");
+        symlink("../../../../../../etc", inner.join("up")).expect("symlink");
         let root = Root::open(&inner).expect("open root");
         let want = std::fs::metadata(inner.join("etc/passwd"))
             .expect("stat")
             .ino();
         let host = std::fs::metadata("/etc/passwd").expect("host passwd").ino();
         assert_ne!(want, host);
-        for path in ["/link", "/up", "/../../etc/passwd", "/etc/../../etc/passwd"] {
+        for path in [
+            "/link/passwd",
+            "/up/passwd",
+            "/../../etc/passwd",
+            "/etc/../../etc/passwd",
+        ] {
             let p = root.resolve(path).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(
                 p.key.ino, want,
@@ -463,43 +467,22 @@ mod tests {
     }
 
     #[test]
-    fn only_root_links_in_root_directories_are_trusted() {
-        assert!(trusted_link(0, 0, 0o755), "root's own directory");
-        assert!(trusted_link(0, 0, 0o1777), "sticky: only root placed it");
-        assert!(!trusted_link(0, 0, 0o777), "anyone may replace it");
-        assert!(!trusted_link(0, 0, 0o775), "the group may replace it");
-        assert!(!trusted_link(1000, 0, 0o1777), "planted in /tmp");
-        assert!(!trusted_link(1000, 1000, 0o700), "a user's own directory");
-        assert!(
-            !trusted_link(0, 1000, 0o755),
-            "the directory's owner swaps it"
-        );
-    }
-
-    #[test]
-    fn a_link_planted_by_a_user_is_never_followed() {
+    fn a_link_is_never_followed_whoever_planted_it() {
         let d = tmp();
         let target = d.path().join("target");
         std::fs::write(&target, "node file").expect("write");
-        let public = d.path().join("pub");
-        std::fs::create_dir(&public).expect("mkdir");
-        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-        symlink(&target, public.join("decoy")).expect("symlink");
-        std::os::unix::fs::lchown(public.join("decoy"), Some(65534), Some(65534))
-            .expect("lchown the link to nobody");
-        let root = Root::open("/").expect("open /");
-        let path = public.join("decoy");
-        let e = root
-            .resolve(path.to_str().expect("utf-8"))
-            .expect_err("a user's link is refused");
-        assert!(matches!(e, ResolveError::Symlink { .. }), "{e}");
-        assert!(e.to_string().contains("decoy"), "{e}");
-        // the same link owned by root in root's sticky directory is followed
-        std::os::unix::fs::lchown(public.join("decoy"), Some(0), Some(0)).expect("lchown");
-        let p = root
-            .resolve(path.to_str().expect("utf-8"))
-            .expect("root's link");
-        assert_eq!(p.key.ino, std::fs::metadata(&target).expect("stat").ino());
+        symlink(&target, d.path().join("decoy")).expect("symlink");
+        let root = Root::open(d.path()).expect("open root");
+        for (owner, why) in [
+            (65534, "a user's link"),
+            (0, "root's link in root's directory"),
+        ] {
+            std::os::unix::fs::lchown(d.path().join("decoy"), Some(owner), Some(owner))
+                .expect("lchown");
+            let e = root.resolve("/decoy").expect_err(why);
+            assert!(matches!(e, ResolveError::Symlink { .. }), "{why}: {e}");
+            assert!(e.to_string().contains("/decoy"), "{e}");
+        }
     }
 
     #[test]
