@@ -267,3 +267,29 @@ fn hits_are_counted_per_cpu_and_summed() {
     let s = e.kernel_stats();
     assert_eq!((s.hits, s.drops, s.blocked), (5, 0, 0));
 }
+
+#[test]
+fn program_stats_count_each_attached_program_s_runs_while_enabled() {
+    let d = world_dir();
+    let f = d.path().join("free");
+    std::fs::write(&f, "x").expect("write");
+    let _on = kive::trap::stats::RunTimeStats::enable().expect("bpf run-time stats switch on");
+    let (e, _rx) = engine(TierChoice::Tracepoint);
+    let before = e.program_stats();
+    let names: Vec<&str> = before.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, e.programs(), "one entry per attached program");
+    for _ in 0..20 {
+        run(Command::new("cat").arg(&f));
+    }
+    let after = e.program_stats();
+    let sys_exit = |v: &[kive::trap::stats::ProgramStats]| {
+        v.iter()
+            .find(|p| p.name == "kive_tp_sys_exit")
+            .map(|p| (p.run_cnt, p.run_time_ns))
+            .expect("kive_tp_sys_exit listed")
+    };
+    let ((c0, t0), (c1, t1)) = (sys_exit(&before), sys_exit(&after));
+    // 20 cats: each makes dozens of syscalls, every one runs sys_exit
+    assert!(c1 >= c0 + 20 * 10, "runs counted: {c0} -> {c1}");
+    assert!(t1 > t0, "run time counted: {t0} -> {t1}");
+}

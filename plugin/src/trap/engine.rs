@@ -33,6 +33,8 @@ pub struct KernelStats {
 pub struct BpfEngine {
     tier: Tier,
     programs: Vec<&'static str>,
+    /// The kernel's id of each attached program (for its run statistics).
+    program_ids: Vec<(u32, &'static str)>,
     links: Vec<Link>,
     traps: MapHandle,
     stats: MapHandle,
@@ -187,16 +189,21 @@ impl BpfEngine {
             log: take_log(),
         })?;
         let mut links = Vec::new();
+        let mut program_ids = Vec::new();
         for prog in skel.object().progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
-            if !wanted.contains(&name.as_str()) {
+            let Some(wanted_name) = wanted.iter().find(|w| **w == name) else {
                 continue;
-            }
+            };
             let link = prog.attach().map_err(|source| TrapError::Attach {
                 tier,
                 program: name.clone(),
                 source,
             })?;
+            // the id only feeds statistics: a link without one is still attached
+            if let Ok(info) = link.info() {
+                program_ids.push((info.prog_id, *wanted_name));
+            }
             links.push(link);
         }
         let handle = |m: &libbpf_rs::Map<'_>, what: &'static str| {
@@ -212,6 +219,7 @@ impl BpfEngine {
         Ok(Self {
             tier,
             programs: wanted.to_vec(),
+            program_ids,
             links,
             traps,
             stats,
@@ -274,6 +282,12 @@ impl BpfEngine {
                 })
             })
             .collect()
+    }
+
+    /// The kernel's run count and run time of each attached program
+    /// (counted only while run-time statistics are on: [`super::stats`]).
+    pub fn program_stats(&self) -> Vec<super::stats::ProgramStats> {
+        super::stats::read(&self.program_ids)
     }
 
     /// Per-CPU counters, summed.

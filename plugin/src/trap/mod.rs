@@ -10,6 +10,7 @@ pub mod dev;
 pub mod engine;
 pub mod fanotify;
 pub mod seam;
+pub mod stats;
 pub mod wire;
 
 use std::fmt;
@@ -265,6 +266,9 @@ pub enum TrapError {
         /// The system error.
         source: std::io::Error,
     },
+    /// The kernel's BPF run-time statistics could not be switched on.
+    #[error("enabling bpf run-time statistics")]
+    Stats(#[source] std::io::Error),
     /// The fanotify tier marks inodes: it needs the pinned file, not a key.
     #[error("arming trap key {}:{} on the fanotify tier needs the pinned file", dev::kernel_dev_display(key.dev), key.ino)]
     NeedsFile {

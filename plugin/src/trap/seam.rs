@@ -145,6 +145,15 @@ impl Engine {
         }
     }
 
+    /// The kernel's run count and run time of each attached BPF program
+    /// (none on the fanotify tier, which runs none).
+    pub fn program_stats(&self) -> Vec<super::stats::ProgramStats> {
+        match self {
+            Self::Bpf(e) => e.program_stats(),
+            Self::Fanotify(_) => Vec::new(),
+        }
+    }
+
     /// Hit, drop and block counters.
     pub fn kernel_stats(&self) -> KernelStats {
         match self {
