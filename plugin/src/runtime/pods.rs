@@ -26,21 +26,44 @@ pub struct DesiredEntry {
 }
 
 impl DesiredEntry {
-    fn ident(&self) -> (String, String) {
+    /// (trap fingerprint, container id or "" for a host entry), borrowed.
+    fn ident(&self) -> (&str, &str) {
         let owner = if self.host {
-            String::new()
+            ""
         } else {
-            self.owner.container_id.clone()
+            self.owner.container_id.as_str()
         };
-        (self.trap.fingerprint.clone(), owner)
+        (self.trap.fingerprint.as_str(), owner)
     }
 
-    fn table_owner(&self) -> Owner {
-        if self.host {
-            Owner::Host
-        } else {
-            Owner::Container(Box::new(self.owner.clone()))
+    /// Whether `owner` (an entry's) is already what this entry wants.
+    fn owner_is(&self, owner: &Owner) -> bool {
+        match owner {
+            Owner::Host => self.host,
+            Owner::Container(c) => !self.host && **c == self.owner,
         }
+    }
+}
+
+/// The entries' owners, one shared copy per container: the 20 traps of a
+/// pod point at one `ContainerOwner` (labels, names, IP) instead of 20.
+#[derive(Default)]
+struct Owners<'a>(HashMap<&'a str, Arc<ContainerOwner>>);
+
+impl<'a> Owners<'a> {
+    fn of(&mut self, d: &'a DesiredEntry) -> Owner {
+        if d.host {
+            return Owner::Host;
+        }
+        let shared = self
+            .0
+            .entry(d.owner.container_id.as_str())
+            .or_insert_with(|| Arc::new(d.owner.clone()));
+        if **shared != d.owner {
+            // two different descriptions of one container in one plan: keep each
+            return Owner::Container(Arc::new(d.owner.clone()));
+        }
+        Owner::Container(Arc::clone(shared))
     }
 }
 
@@ -114,54 +137,72 @@ impl PodController {
         let mut to_arm: Vec<(u32, &DesiredEntry, bool)> = Vec::new();
         {
             let mut table = self.shared.table();
-            let mut existing: HashMap<(String, String), u32> = HashMap::new();
-            for e in table.entries() {
-                if e.trap.set_parent.is_some() {
-                    // a file of a path set: kept and dropped with its set
-                    continue;
-                }
-                match &e.owner {
-                    Owner::Container(c) => {
-                        existing.insert((e.trap.fingerprint.clone(), c.container_id.clone()), e.id);
+            // what exists and what is wanted, by borrowed ident (no string
+            // copies: at 100,000 entries those dominated a reconcile)
+            let (gone, ids): (Vec<u32>, Vec<Option<u32>>) = {
+                let mut existing: HashMap<(&str, &str), u32> = HashMap::new();
+                for e in table.entries() {
+                    if e.trap.set_parent.is_some() {
+                        // a file of a path set: kept and dropped with its set
+                        continue;
                     }
-                    // host traps of the cluster (never those of policy files)
-                    Owner::Host if e.trap.from_cluster => {
-                        existing.insert((e.trap.fingerprint.clone(), String::new()), e.id);
+                    match &e.owner {
+                        Owner::Container(c) => {
+                            existing.insert(
+                                (e.trap.fingerprint.as_str(), c.container_id.as_str()),
+                                e.id,
+                            );
+                        }
+                        // host traps of the cluster (never those of policy files)
+                        Owner::Host if e.trap.from_cluster => {
+                            existing.insert((e.trap.fingerprint.as_str(), ""), e.id);
+                        }
+                        Owner::Host => {}
                     }
-                    Owner::Host => {}
                 }
-            }
-            let wanted: HashSet<(String, String)> =
-                desired.iter().map(DesiredEntry::ident).collect();
+                let wanted: HashSet<(&str, &str)> =
+                    desired.iter().map(DesiredEntry::ident).collect();
+                let gone = existing
+                    .iter()
+                    .filter(|(ident, _)| !wanted.contains(*ident))
+                    .map(|(_, id)| *id)
+                    .collect();
+                let ids = desired
+                    .iter()
+                    .map(|d| existing.get(&d.ident()).copied())
+                    .collect();
+                (gone, ids)
+            };
             let mut gone_sets = Vec::new();
-            for (ident, id) in &existing {
-                if !wanted.contains(ident) {
-                    if let Some(e) = table.get(*id) {
-                        gone_sets.push((Arc::clone(&e.trap), e.owner.clone()));
-                    }
-                    for old in table.remove(*id) {
-                        let _ = self.shared.sync_key(&table, old);
-                    }
-                    report.removed += 1;
+            for id in gone {
+                if let Some(e) = table.get(id) {
+                    gone_sets.push((Arc::clone(&e.trap), e.owner.clone()));
                 }
+                for old in table.remove(id) {
+                    let _ = self.shared.sync_key(&table, old);
+                }
+                report.removed += 1;
             }
             drop(table);
             for (trap, owner) in &gone_sets {
                 self.shared.remove_children(trap, owner);
             }
             let mut table = self.shared.table();
-            for d in desired {
-                let id = match existing.get(&d.ident()) {
-                    Some(&id) => {
+            let mut owners = Owners::default();
+            for (d, existing) in desired.iter().zip(ids) {
+                let id = match existing {
+                    Some(id) => {
                         // pod metadata (labels, IP, namespace labels) may have changed
                         if let Some(e) = table.get_mut(id) {
-                            e.owner = d.table_owner();
+                            if !d.owner_is(&e.owner) {
+                                e.owner = owners.of(d);
+                            }
                         }
                         id
                     }
                     None => {
                         report.added += 1;
-                        table.insert(Arc::clone(&d.trap), d.table_owner(), None)
+                        table.insert(Arc::clone(&d.trap), owners.of(d), None)
                     }
                 };
                 if let Some(e) = table.get(id) {

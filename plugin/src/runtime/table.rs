@@ -42,7 +42,7 @@ pub enum Owner {
     /// The node's own filesystem.
     Host,
     /// A container of a pod on this node.
-    Container(Box<ContainerOwner>),
+    Container(Arc<ContainerOwner>),
 }
 
 impl Owner {
