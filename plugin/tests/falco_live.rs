@@ -273,6 +273,12 @@ fn rate_limit_and_a_dead_callback_show_in_the_metrics_and_never_hold_events() {
         p.metric("open_fds"),
         p.metric("fd_limit")
     );
+    // the whole process (Falco's test runner included): at least kive's maps
+    assert!(
+        p.metric("rss_bytes") > 1024 * 1024,
+        "rss_bytes {} is the process's resident memory",
+        p.metric("rss_bytes")
+    );
     // 5 attempts, 100 ms doubling: given up after about 1.5 s
     let deadline = Instant::now() + Duration::from_secs(30);
     while p.metric("callbacks_failed") == 0 && Instant::now() < deadline {

@@ -238,6 +238,7 @@ impl Plugin for KivePlugin {
             ),
             (c"fd_limit", NonMonotonic, u(m.fd_limit)),
             (c"open_fds", NonMonotonic, u(m.open_fds)),
+            (c"rss_bytes", NonMonotonic, u(m.rss_bytes)),
         ]
         .map(|(name, ty, v)| Metric::new(MetricLabel::new(name, ty), v))
     }

@@ -127,6 +127,8 @@ pub struct Metrics {
     pub fd_limit: u64,
     /// Descriptors open in the process (one per armed entry, plus the rest).
     pub open_fds: u64,
+    /// Resident memory of the process (VmRSS), in bytes.
+    pub rss_bytes: u64,
 }
 
 #[derive(Default)]
@@ -535,6 +537,7 @@ impl Runtime {
             cgroup_index: self.accessors.indexed(),
             fd_limit: crate::node::fds::fd_limit(),
             open_fds: crate::node::fds::open_fds(),
+            rss_bytes: crate::node::limits::rss_bytes(),
             callbacks: self
                 .callbacks
                 .as_ref()
