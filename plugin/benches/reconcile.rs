@@ -113,7 +113,8 @@ fn main() {
         .map(|t| {
             let p = files.path().join(format!("decoy-{t}"));
             std::fs::write(&p, "x").expect("file");
-            json!({"path": p.display().to_string(), "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]})
+            json!({"path": p.display().to_string(), "allowSharedFile": true,
+                   "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]})
         })
         .collect();
 
@@ -124,6 +125,12 @@ fn main() {
     let spawn_s = t0.elapsed().as_secs_f64();
 
     let api = ApiServer::start();
+    // the pods' namespace, listed (the cluster source waits briefly for
+    // namespace labels)
+    api.apply(
+        Kind::Namespace,
+        json!({"metadata": {"name": "default", "labels": {"team": "bench"}}}),
+    );
     for (i, c) in containers.iter().enumerate() {
         api.apply(Kind::Pod, pod(i, &c.id));
     }
@@ -135,6 +142,9 @@ fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
 
+    // what the bench holds before kive starts: the test API server with
+    // every pod, the child handles (kive's part is the growth from here)
+    let rss_before = kive::node::limits::rss_bytes();
     let cfg = RuntimeConfig {
         node_name: "bench-node".into(),
         rescan: Duration::from_secs(3600),
@@ -195,16 +205,17 @@ fn main() {
     );
     println!();
     println!(
-        "| pods | traps | entries | cold start → all armed | one container restart → re-armed | one full rescan | open fds | fd limit | RSS (whole bench process) |"
+        "| pods | traps | entries | cold start → all armed | one container restart → re-armed | one full rescan | open fds | fd limit | RSS (whole bench process) | RSS growth from kive's start |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {pods} | {traps} | {want} | {:.3} s | {:.1} ms | {:.0} ms | {fds} | {} | {:.0} MiB |",
+        "| {pods} | {traps} | {want} | {:.3} s | {:.1} ms | {:.0} ms | {fds} | {} | {:.0} MiB | {:.0} MiB |",
         cold.as_secs_f64(),
         rearm.as_secs_f64() * 1e3,
         rescan.as_secs_f64() * 1e3,
         limit.map_or("unlimited".to_string(), |l| l.to_string()),
-        rss as f64 / (1024.0 * 1024.0)
+        rss as f64 / (1024.0 * 1024.0),
+        rss.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0)
     );
     println!();
     println!(
@@ -212,6 +223,7 @@ fn main() {
          the clock starts before the engine loads and stops when the runtime reports {want} armed entries; \
          the restart is a MODIFIED pod with a new containerID, timed until the new container's entries are armed and the old ones removed; \
          fds and RSS are the bench process's (runtime + test API server + kube client + {pods} child handles) after the restart; \
+         RSS growth = RSS then minus RSS just before the runtime started (test API server already holding every pod): kive's runtime, its kube client and reflector, the trap table; \
          the full rescan re-resolves every entry once (Runtime::rescan_now)."
     );
 }
