@@ -752,3 +752,37 @@ fn a_host_policy_arms_only_on_the_nodes_its_node_selector_names() {
     api.apply(Kind::Node, node_with(json!({"kubernetes.io/os": "linux"})));
     wait_until("the label removed disarms it", || rt.metrics().armed == 0);
 }
+
+/// Namespace labels are waited for briefly only: when they cannot be read,
+/// the first reconcile comes within the grace period, not a resync later.
+#[test]
+fn traps_arm_soon_when_namespace_labels_cannot_be_read() {
+    let web = Container::start(&[("etc/hostname", "web-0\n")], &[]);
+    let api = ApiServer::start();
+    api.uninstall(Kind::Namespace);
+    api.apply(Kind::Pod, pod_in("default", "web-0", &web.id));
+    api.apply(
+        Kind::Policy,
+        kive_policy("kivebpf-system", "p", "/etc/hostname", json!([{}])),
+    );
+    let rt = tracepoint_runtime();
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let _cluster = ClusterSource::start(
+        ClusterConfig {
+            kubeconfig: Some(kubeconfig),
+            node_name: NODE.into(),
+            // nothing else would wake the first reconcile for an hour
+            resync: Duration::from_secs(3600),
+            scope: Default::default(),
+        },
+        rt.pod_controller(),
+    )
+    .expect("cluster source");
+    wait_until("armed without namespace labels", || rt.metrics().armed == 1);
+    assert!(
+        api.requests("Namespace absent") >= 1,
+        "the namespace list was refused"
+    );
+}

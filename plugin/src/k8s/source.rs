@@ -77,6 +77,8 @@ type Labels = BTreeMap<String, String>;
 
 /// How long the first reconcile waits for namespace labels.
 const NS_GRACE: Duration = Duration::from_secs(2);
+/// How often readiness is checked again before the first reconcile.
+const NOT_READY_RETRY: Duration = Duration::from_millis(200);
 
 struct State {
     /// One store per policy kind (each watcher re-lists its own).
@@ -225,10 +227,13 @@ impl ClusterSource {
         let resync = cfg.resync;
         let started = std::time::Instant::now();
         runtime.spawn(async move {
+            // until the first reconcile, look again soon: the namespace grace
+            // ends without a watch event to wake this loop
+            let mut wait = NOT_READY_RETRY.min(resync);
             loop {
                 tokio::select! {
                     _ = st.changed.notified() => {}
-                    _ = tokio::time::sleep(resync) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 // let a burst of watch events settle into one reconcile
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -245,6 +250,7 @@ impl ClusterSource {
                 if !ready {
                     continue;
                 }
+                wait = resync;
                 let desired = {
                     let policies = lock(&st.policies);
                     let pods = lock(&st.pods);

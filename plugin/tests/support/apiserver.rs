@@ -253,6 +253,11 @@ impl ApiServer {
         self.inner.lock().expect("lock").installed.insert(kind);
     }
 
+    /// Stops serving a resource (404), as for a client that may not see it.
+    pub fn uninstall(&self, kind: Kind) {
+        self.inner.lock().expect("lock").installed.remove(&kind);
+    }
+
     /// Forgets history: a watch from an older resourceVersion gets 410.
     pub fn compact(&self) {
         let mut g = self.inner.lock().expect("lock");
