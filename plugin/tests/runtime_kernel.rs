@@ -359,36 +359,11 @@ fn a_missing_file_stays_pending_and_arms_when_it_appears() {
     assert_eq!((rt.metrics().armed, rt.metrics().pending), (1, 0));
 }
 
-/// WARN lines logged on this thread while `f` runs.
+/// WARN lines logged while `f` runs.
 fn warnings_during(f: impl FnOnce()) -> Vec<String> {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let w = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || w.clone())
-        .finish();
-    tracing::subscriber::with_default(sub, f);
-    let text =
-        String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
-    text.lines()
-        .filter(|l| l.contains("WARN"))
-        .map(str::to_string)
-        .collect()
+    let logs = support::logs::Logs::capture(tracing::Level::WARN);
+    f();
+    logs.with(&["WARN"])
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod pods;
 pub mod ratelimit;
 mod sets;
+mod stalls;
 pub mod table;
 
 use std::path::PathBuf;
@@ -59,6 +60,10 @@ pub struct RuntimeConfig {
     pub callbacks: Option<CallbackConfig>,
     /// At most one loss report (alert + WARN) per this period.
     pub loss_report: Duration,
+    /// How long an entry's file work (resolving, re-arming) may take before
+    /// the entry is marked stalled and skipped until it returns (a hung
+    /// filesystem stalls only its own entries).
+    pub resolve_deadline: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +78,7 @@ impl Default for RuntimeConfig {
             node_name: crate::node::host::node_name(),
             callbacks: Some(CallbackConfig::default()),
             loss_report: Duration::from_secs(1),
+            resolve_deadline: Duration::from_secs(5),
         }
     }
 }
@@ -125,6 +131,12 @@ pub struct Metrics {
     pub fd_limit: u64,
     /// Descriptors open in the process (one per armed entry, plus the rest).
     pub open_fds: u64,
+    /// Entries whose file work has not returned within
+    /// [`RuntimeConfig::resolve_deadline`] (a hung filesystem): skipped
+    /// until it does.
+    pub stalled: usize,
+    /// Stalls seen since the start.
+    pub stalls: u64,
 }
 
 #[derive(Default)]
@@ -144,6 +156,8 @@ pub(crate) struct Shared {
     tamper_tx: SyncSender<RawEvent>,
     /// The node's root: overlay layers are resolved in it.
     host_root: Option<Arc<Root>>,
+    /// Entries whose file work hangs, and the workers that run it.
+    stalls: stalls::Stalls,
 }
 
 impl Shared {
@@ -163,6 +177,34 @@ impl Shared {
             tracing::error!("{}", escape(&format!("{e:#}")));
         }
         result
+    }
+
+    /// Runs `work` for each entry on a worker with a deadline
+    /// ([`stalls`]): the result of each, `None` for an entry stalled (now
+    /// or already) or not run because kive is closing.
+    pub(crate) fn isolated(
+        self: &Arc<Self>,
+        ids: &[u32],
+        work: fn(&Shared, u32) -> Result<bool, String>,
+    ) -> Vec<(u32, Option<Result<bool, String>>)> {
+        // a stuck worker holds the runtime only while it runs an entry
+        let me = Arc::downgrade(self);
+        let work: stalls::Work = Arc::new(move |id| match me.upgrade() {
+            Some(shared) => work(&shared, id),
+            None => Ok(false),
+        });
+        let name = |id: u32| {
+            self.table()
+                .get(id)
+                .map(|e| format!("{} ({})", e.trap.origin, e.trap.path))
+                .unwrap_or_else(|| format!("entry {id}"))
+        };
+        self.stalls.run_each(ids, &work, &name)
+    }
+
+    /// Whether the runtime is closing (no more file work is started).
+    pub(crate) fn closing(&self) -> bool {
+        self.stalls.closing()
     }
 }
 
@@ -230,7 +272,9 @@ impl Runtime {
             counters,
             tamper_tx,
             host_root: host_root.clone(),
+            stalls: stalls::Stalls::new(cfg.resolve_deadline),
         });
+        let mut ids = Vec::new();
         for trap in traps {
             report.warnings.extend(trap.warnings.iter().cloned());
             if !trap.target.pods.is_empty() {
@@ -246,15 +290,29 @@ impl Runtime {
                 ));
             }
             let Some(root) = &host_root else { continue };
-            let id = shared
-                .table()
-                .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
-            match shared.arm_entry(id) {
-                Ok(_) => report.armed += 1,
-                Err(msg) => {
+            ids.push(
+                shared
+                    .table()
+                    .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root))),
+            );
+        }
+        for (id, result) in shared.isolated(&ids, Shared::arm_entry) {
+            match result {
+                Some(Ok(_)) => report.armed += 1,
+                Some(Err(msg)) => {
                     shared.first_report(id);
                     report.failures.push(msg);
                 }
+                // stalled (logged): its worker arms it when it returns
+                None => report.failures.push(format!(
+                    "{}: resolving did not return in {:?}, retried when it does",
+                    shared
+                        .table()
+                        .get(id)
+                        .map(|e| e.trap.origin.to_string())
+                        .unwrap_or_default(),
+                    cfg.resolve_deadline
+                )),
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -490,6 +548,8 @@ impl Runtime {
             cgroup_index: self.accessors.indexed(),
             fd_limit: crate::node::fds::fd_limit(),
             open_fds: crate::node::fds::open_fds(),
+            stalled: self.shared.stalls.count(),
+            stalls: self.shared.stalls.total(),
             callbacks: self
                 .callbacks
                 .as_ref()
@@ -534,6 +594,8 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // a rescan waiting on a worker returns at once
+        self.shared.stalls.close();
         if let Some(h) = self.rescanner.take() {
             let _ = h.join();
         }

@@ -5,6 +5,8 @@
 pub mod apiserver;
 pub mod cli;
 pub mod container;
+pub mod fuse;
+pub mod logs;
 pub mod tiers;
 
 use std::path::Path;
