@@ -89,20 +89,12 @@ fn ring_overflow_every_access_is_an_event_or_a_counted_drop() {
 fn fd_limit_reached_armed_traps_alert_the_rest_wait_with_the_reason() {
     const TRAPS: usize = 60;
     let d = world_dir();
-    let mut policy = String::from(
-        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: fds, namespace: drill}\nspec:\n  traps:\n",
-    );
     let files: Vec<_> = (0..TRAPS)
         .map(|i| d.path().join(format!("f{i:02}")))
         .collect();
-    for f in &files {
-        policy.push_str(&format!(
-            "  - path: {}\n    create: true\n    matchAny: [{{host: true}}]\n",
-            f.display()
-        ));
-    }
+    let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), true)).collect();
     let p = d.path().join("policy.yaml");
-    std::fs::write(&p, policy).expect("write policy");
+    std::fs::write(&p, host_policy("fds", &decoys)).expect("write policy");
     let mut cmd = Command::new("prlimit");
     // prlimit execs kive: the child's pid is kive's
     cmd.args(["--nofile=40:40", "--"])
@@ -176,9 +168,8 @@ fn fd_limit_reached_armed_traps_alert_the_rest_wait_with_the_reason() {
     assert!(support::cli::stop(k).success(), "clean exit on Ctrl-C");
 }
 
-/// Host traps (kind KivePolicy, policy `name`) on `paths`; `create` makes
-/// decoys.
-fn host_traps(name: &str, paths: &[(&std::path::Path, bool)]) -> Vec<Arc<CompiledTrap>> {
+/// A KivePolicy `name` of host traps on `paths`; `create` makes decoys.
+fn host_policy(name: &str, paths: &[(&std::path::Path, bool)]) -> String {
     let mut text = format!(
         "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: {name}, namespace: drill}}\nspec:\n  traps:\n"
     );
@@ -188,7 +179,12 @@ fn host_traps(name: &str, paths: &[(&std::path::Path, bool)]) -> Vec<Arc<Compile
             p.display()
         ));
     }
-    let c = load_str("drill", &text);
+    text
+}
+
+/// The traps of [`host_policy`].
+fn host_traps(name: &str, paths: &[(&std::path::Path, bool)]) -> Vec<Arc<CompiledTrap>> {
+    let c = load_str("drill", &host_policy(name, paths));
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     c.traps
 }
@@ -328,4 +324,88 @@ fn a_hung_filesystem_stalls_only_its_own_traps() {
         .expect("kive closes while a lookup hangs");
     assert_eq!(fuse.held(), held, "closed with the lookup still unanswered");
     // the guard answers it and unmounts
+}
+
+/// `kive run` with thousands of traps gets SIGTERM while it arms them
+/// (held on a trap of a hung filesystem halfway through, so the signal
+/// lands mid-arming every time): it stops arming, says so with the count
+/// armed, and exits with status 0 (once the kernel lets the lookup it left
+/// behind go); only the decoys of the traps armed before exist, nothing
+/// else; a second run arms every trap and alerts.
+#[test]
+fn sigterm_while_arming_exits_cleanly_and_a_second_run_arms_everything() {
+    const HALF: usize = 1000;
+    let d = world_dir();
+    let fuse = support::fuse::HangingMount::mount(&d.path().join("fuse"));
+    let traps_dir = d.path().join("traps");
+    std::fs::create_dir(&traps_dir).expect("mkdir");
+    let files: Vec<_> = (0..2 * HALF)
+        .map(|i| traps_dir.join(format!("f{i:04}")))
+        .collect();
+    let hung = fuse.path().join("hang/secret");
+    let mut traps: Vec<_> = files.iter().map(|f| (f.as_path(), true)).collect();
+    traps.insert(HALF, (hung.as_path(), false));
+    let policy = d.path().join("policy.yaml");
+    std::fs::write(&policy, host_policy("term", &traps)).expect("write policy");
+    let args = |p: &std::path::Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kive"));
+        cmd.args([
+            "run",
+            "--tier",
+            "tracepoint",
+            "--format",
+            "json",
+            "--policy",
+        ])
+        .arg(p);
+        cmd
+    };
+    let mut k = support::cli::spawn_cmd(args(&policy));
+    fuse.wait_held(1);
+    support::cli::signal(&k, libc::SIGTERM);
+    let log = support::cli::wait_line(&k.stderr, "kive stopped while arming", support::DEADLINE);
+    let last = log.last().expect("the line");
+    assert!(
+        last.contains(&format!("armed={HALF} ")),
+        "the traps before the hung one were armed: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("kive running")),
+        "kive never reported running: {log:#?}"
+    );
+    // the thread stuck in the lookup keeps the exiting process until the
+    // filesystem answers (FUSE waits out a request already read)
+    fuse.release();
+    let st = support::cli::wait_exit(&mut k);
+    assert!(st.success(), "exit status 0 on SIGTERM: {st:?}");
+    let mut left: Vec<_> = std::fs::read_dir(&traps_dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        files[..HALF],
+        "only the decoys armed before the signal exist"
+    );
+
+    // a second run: every trap armed, and it alerts
+    let whole = d.path().join("whole.yaml");
+    let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), true)).collect();
+    std::fs::write(&whole, host_policy("term", &decoys)).expect("write policy");
+    let k = support::cli::spawn_cmd(args(&whole));
+    let log = support::cli::wait_line(&k.stderr, "kive running", support::DEADLINE);
+    let running = log.last().expect("the line");
+    assert!(
+        running.contains(&format!("armed={} pending=0", 2 * HALF)),
+        "{log:#?}"
+    );
+    let f = &files[2 * HALF - 1];
+    let want = format!("\"path\":\"{}\"", f.display());
+    wait_for("an alert in the second run", || {
+        run(Command::new("cat").arg(f));
+        std::iter::from_fn(|| k.stdout.recv_timeout(support::quiet()).ok())
+            .find(|l| l.contains(&want))
+    });
+    assert!(support::cli::stop(k).success(), "clean exit on Ctrl-C");
 }

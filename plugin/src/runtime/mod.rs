@@ -94,6 +94,9 @@ pub struct ArmReport {
     pub needs_cluster: Vec<TrapRef>,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
+    /// Entries not armed because the start was stopped
+    /// ([`Runtime::start_until`]).
+    pub not_armed: usize,
 }
 
 /// Counters of the runtime.
@@ -239,6 +242,18 @@ impl Runtime {
         cfg: &RuntimeConfig,
         traps: &[Arc<CompiledTrap>],
     ) -> Result<(Self, ArmReport), TrapError> {
+        Self::start_until(cfg, traps, Arc::default())
+    }
+
+    /// [`Self::start`] that stops arming as soon as `stop` is set (e.g. by
+    /// a SIGTERM handler): it returns what was armed by then, the rest
+    /// counted in [`ArmReport::not_armed`]. The runtime sets `stop` when
+    /// it is dropped.
+    pub fn start_until(
+        cfg: &RuntimeConfig,
+        traps: &[Arc<CompiledTrap>],
+        stop: Arc<AtomicBool>,
+    ) -> Result<(Self, ArmReport), TrapError> {
         if let Err(e) = crate::node::fds::raise_nofile() {
             tracing::warn!("raising the open-file limit: {e}");
         }
@@ -272,7 +287,7 @@ impl Runtime {
             counters,
             tamper_tx,
             host_root: host_root.clone(),
-            stalls: stalls::Stalls::new(cfg.resolve_deadline),
+            stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
         });
         let mut ids = Vec::new();
         for trap in traps {
@@ -303,6 +318,7 @@ impl Runtime {
                     shared.first_report(id);
                     report.failures.push(msg);
                 }
+                None if shared.closing() => report.not_armed += 1,
                 // stalled (logged): its worker arms it when it returns
                 None => report.failures.push(format!(
                     "{}: resolving did not return in {:?}, retried when it does",
@@ -315,7 +331,6 @@ impl Runtime {
                 )),
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
         let rescanner = {
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);

@@ -53,7 +53,8 @@ pub(crate) struct Stalls {
     idle: Mutex<Vec<Worker>>,
     stalled: Arc<Mutex<StalledMap>>,
     total: AtomicU64,
-    closing: AtomicBool,
+    /// Set on close (or by whoever started the runtime, e.g. on SIGTERM).
+    closing: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,13 +62,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Stalls {
-    pub(crate) fn new(deadline: Duration) -> Self {
+    /// Stalls after `deadline`; no work is started once `closing` is set.
+    pub(crate) fn new(deadline: Duration, closing: Arc<AtomicBool>) -> Self {
         Self {
             deadline: deadline.max(Duration::from_millis(1)),
             idle: Mutex::new(Vec::new()),
             stalled: Arc::new(Mutex::new(HashMap::new())),
             total: AtomicU64::new(0),
-            closing: AtomicBool::new(false),
+            closing,
         }
     }
 
@@ -182,6 +184,10 @@ impl Stalls {
                     out.push((id, Some(r)));
                     next += 1;
                     started = Instant::now();
+                    if next < ids.len() && self.closing() {
+                        abandoned.store(true, Ordering::Relaxed);
+                        return (out, ids[next..].to_vec());
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     abandoned.store(true, Ordering::Relaxed);
@@ -287,7 +293,7 @@ mod tests {
 
     #[test]
     fn results_come_in_order() {
-        let s = Stalls::new(Duration::from_secs(30));
+        let s = Stalls::new(Duration::from_secs(30), Arc::default());
         let work: Work = Arc::new(|id| Ok(id % 2 == 0));
         let out = s.run_each(&[1, 2, 3], &work, &name);
         assert_eq!(
@@ -304,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_hung_entry_stalls_alone_until_it_returns() {
-        let s = Stalls::new(Duration::from_millis(50));
+        let s = Stalls::new(Duration::from_millis(50), Arc::default());
         let (release, gate) = sync_channel::<()>(0);
         let gate = Mutex::new(gate);
         let work: Work = Arc::new(move |id| {
@@ -326,7 +332,7 @@ mod tests {
             vec![(4, Some(Ok(true)))],
             "the next call gets a worker that is not stuck"
         );
-        let alone = Stalls::new(Duration::from_millis(50));
+        let alone = Stalls::new(Duration::from_millis(50), Arc::default());
         assert_eq!(alone.run_each(&[2], &work, &name), vec![(2, None)]);
         assert_eq!(
             alone.run_each(&[5], &work, &name),
@@ -355,7 +361,7 @@ mod tests {
 
     #[test]
     fn closing_returns_at_once() {
-        let s = Arc::new(Stalls::new(Duration::from_secs(3600)));
+        let s = Arc::new(Stalls::new(Duration::from_secs(3600), Arc::default()));
         let (release, gate) = sync_channel::<()>(0);
         let (started_tx, started) = sync_channel::<()>(1);
         let gate = Mutex::new(gate);
