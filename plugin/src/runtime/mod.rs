@@ -8,6 +8,7 @@
 pub mod accessor;
 mod arm;
 pub mod enrich;
+mod exits;
 pub mod follow;
 pub mod loss;
 pub mod pods;
@@ -193,7 +194,11 @@ impl Shared {
         // a stuck worker holds the runtime only while it runs an entry
         let me = Arc::downgrade(self);
         let work: stalls::Work = Arc::new(move |id| match me.upgrade() {
-            Some(shared) => work(&shared, id),
+            Some(shared) => {
+                let result = work(&shared, id);
+                // a container that exited meanwhile: back to pending
+                shared.unless_exited(id, result)
+            }
             None => Ok(false),
         });
         let name = |id: u32| {

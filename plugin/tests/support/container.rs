@@ -161,6 +161,17 @@ impl Container {
         }
     }
 
+    /// Ends the container: its init is killed (and with it every process
+    /// of its pid namespace) and reaped. The layers stay until drop.
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.pid.to_string())
+            .status();
+        // `unshare --fork` reaps its child, then exits
+        let _ = self.unshare.wait();
+    }
+
     /// `/proc/<pid>/root`.
     pub fn root(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.pid))

@@ -1,6 +1,8 @@
 //! A FUSE filesystem that hangs: every lookup of a name starting with
 //! `hang` is held unanswered until the test releases it (a dead network
 //! filesystem, a wedged FUSE server), every other name does not exist.
+//! Released with [`HangingMount::release_as_files`], a `hang*` name is a
+//! directory in which every name is a file.
 //! Served by `fuser` in this process; the guard answers what it holds and
 //! unmounts on drop, also when the test fails.
 
@@ -20,8 +22,11 @@ struct Held {
     replies: Vec<ReplyEntry>,
     /// Lookups of a hanging name received so far.
     asked: usize,
-    /// Whether hanging names are held (else answered: not found).
+    /// Whether hanging names are held (else answered).
     holding: bool,
+    /// Whether hanging names are answered as directories of files (else:
+    /// not found).
+    files: bool,
 }
 
 #[derive(Default)]
@@ -38,18 +43,27 @@ impl State {
 
 struct HangingFs(Arc<State>);
 
-fn root_attr() -> FileAttr {
+/// The inodes: the root, a `hang*` directory, a file in it.
+const DIR: INodeNo = INodeNo(2);
+const FILE: INodeNo = INodeNo(3);
+
+fn attr(ino: INodeNo) -> FileAttr {
+    let dir = ino != FILE;
     FileAttr {
-        ino: INodeNo::ROOT,
+        ino,
         size: 0,
         blocks: 0,
         atime: SystemTime::UNIX_EPOCH,
         mtime: SystemTime::UNIX_EPOCH,
         ctime: SystemTime::UNIX_EPOCH,
         crtime: SystemTime::UNIX_EPOCH,
-        kind: FileType::Directory,
-        perm: 0o755,
-        nlink: 2,
+        kind: if dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
+        perm: if dir { 0o755 } else { 0o644 },
+        nlink: if dir { 2 } else { 1 },
         uid: 0,
         gid: 0,
         rdev: 0,
@@ -59,14 +73,19 @@ fn root_attr() -> FileAttr {
 }
 
 impl Filesystem for HangingFs {
-    fn lookup(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if !name.as_encoded_bytes().starts_with(b"hang") {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let mut held = self.0.lock();
+        if parent == DIR && held.files {
+            return answer(reply, FILE);
+        }
+        if parent != INodeNo::ROOT || !name.as_encoded_bytes().starts_with(b"hang") {
             return reply.error(Errno::ENOENT);
         }
-        let mut held = self.0.lock();
         held.asked += 1;
         if held.holding {
             held.replies.push(reply);
+        } else if held.files {
+            answer(reply, DIR);
         } else {
             reply.error(Errno::ENOENT);
         }
@@ -74,12 +93,16 @@ impl Filesystem for HangingFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if ino == INodeNo::ROOT {
-            reply.attr(&Duration::from_secs(1), &root_attr());
+        if [INodeNo::ROOT, DIR, FILE].contains(&ino) {
+            reply.attr(&Duration::from_secs(1), &attr(ino));
         } else {
             reply.error(Errno::ENOENT);
         }
     }
+}
+
+fn answer(reply: ReplyEntry, ino: INodeNo) {
+    reply.entry(&Duration::from_secs(1), &attr(ino), fuser::Generation(0));
 }
 
 /// A mounted hanging filesystem; unmounted on drop.
@@ -145,6 +168,17 @@ impl HangingMount {
         held.holding = false;
         for r in held.replies.drain(..) {
             r.error(Errno::ENOENT);
+        }
+    }
+
+    /// Answers every held lookup with a directory (in which every name is
+    /// a file) and stops holding.
+    pub fn release_as_files(&self) {
+        let mut held = self.state.lock();
+        held.holding = false;
+        held.files = true;
+        for r in held.replies.drain(..) {
+            answer(r, DIR);
         }
     }
 
