@@ -382,3 +382,56 @@ fn live_mode_through_the_runner() {
     assert_eq!(armed.value, falco_plugin_runner::MetricValue::U64(1));
     r.stop_capture().expect("close");
 }
+
+/// Close right after an open that armed 2,000 traps, while the rescan
+/// thread (every 10 ms) is going through them: close returns, every pin
+/// (fd), thread and armed trap is released, and the next open arms them
+/// all again and reports an access.
+#[test]
+fn close_right_after_arming_thousands_of_traps_releases_everything() {
+    const TRAPS: usize = 2000;
+    let _g = serial();
+    ensure_mounts();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut policy = String::from(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: many, namespace: test}\nspec:\n  traps:\n",
+    );
+    let files: Vec<_> = (0..TRAPS)
+        .map(|i| dir.path().join(format!("f{i:04}")))
+        .collect();
+    for f in &files {
+        policy.push_str(&format!(
+            "  - path: {}\n    create: true\n    matchAny: [{{host: true}}]\n",
+            f.display()
+        ));
+    }
+    let cfg = format!(
+        r#"{{"mode":"live","policies":{},"nodeName":"falco-test-node","rescanMs":10}}"#,
+        json_str(&policy)
+    );
+    let p = Plugin::init(&cfg).expect("init");
+    // warm up once (lazy statics, logger, libbpf's first-use state)
+    drop(p.open(None).expect("open"));
+    let (fds, tasks) = (open_fds(), threads());
+    let inst = p.open(None).expect("open");
+    assert_eq!(p.metric("armed_traps"), TRAPS as u64, "every trap armed");
+    drop(inst);
+    assert_eq!(p.metric("armed_traps"), 0, "closed: nothing armed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (open_fds() > fds || threads() > tasks) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open_fds(), fds, "every pin released");
+    assert_eq!(threads(), tasks, "every thread ended");
+    let inst = p.open(None).expect("open again");
+    assert_eq!(p.metric("armed_traps"), TRAPS as u64, "armed again");
+    let last = &files[TRAPS - 1];
+    let pid = cat(last);
+    assert!(
+        wait_for(&inst, Duration::from_secs(10), |e| {
+            p.extract(e.as_ptr(), "kive.process.pid") == Ok(Value::U64(pid as u64))
+        })
+        .is_some(),
+        "event for cat {pid}"
+    );
+}
