@@ -38,14 +38,9 @@ fn a_container_exiting_during_resolution_goes_back_to_pending_the_others_stay_ar
     let mut a = Container::start_with(&[], &[], &[(fuse.path(), "/data")]);
     let b = Container::start(&[("/secret.txt", "b's secret\n")], &[]);
     let cfg = RuntimeConfig {
-        rescan: Duration::from_secs(3600),
         // the reconcile waits through the held lookup (no stall)
         resolve_deadline: Duration::from_secs(3600),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
+        ..support::runtime::config(TierChoice::Tracepoint)
     };
     let (rt, _) = Runtime::start(&cfg, &[]).unwrap_or_else(|e| panic!("runtime: {e}"));
     let compiled = kive::policy::load_str(

@@ -9,11 +9,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{DesiredEntry, Runtime, RuntimeConfig};
 use kive::trap::{Engine, EngineConfig, RawEvent, TierChoice, TrapValue};
 use support::logs::Logs;
+use support::runtime::{host_policy, host_traps};
 use support::{alerts_until, events_until, key_of, run, wait_for, world_dir};
+
+/// A trap's YAML line that makes a decoy.
+const CREATE: &str = "    create: true\n";
 
 /// A burst of accesses into a one-page ring that nobody drains: the kernel
 /// counts every hit, every record it could not queue is a counted drop,
@@ -92,7 +95,7 @@ fn fd_limit_reached_armed_traps_alert_the_rest_wait_with_the_reason() {
     let files: Vec<_> = (0..TRAPS)
         .map(|i| d.path().join(format!("f{i:02}")))
         .collect();
-    let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), true)).collect();
+    let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), CREATE)).collect();
     let p = d.path().join("policy.yaml");
     std::fs::write(&p, host_policy("fds", &decoys)).expect("write policy");
     let mut cmd = Command::new("prlimit");
@@ -168,27 +171,6 @@ fn fd_limit_reached_armed_traps_alert_the_rest_wait_with_the_reason() {
     assert!(support::cli::stop(k).success(), "clean exit on Ctrl-C");
 }
 
-/// A KivePolicy `name` of host traps on `paths`; `create` makes decoys.
-fn host_policy(name: &str, paths: &[(&std::path::Path, bool)]) -> String {
-    let mut text = format!(
-        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: {name}, namespace: drill}}\nspec:\n  traps:\n"
-    );
-    for (p, create) in paths {
-        text.push_str(&format!(
-            "  - path: {}\n    create: {create}\n    matchAny: [{{host: true}}]\n",
-            p.display()
-        ));
-    }
-    text
-}
-
-/// The traps of [`host_policy`].
-fn host_traps(name: &str, paths: &[(&std::path::Path, bool)]) -> Vec<Arc<CompiledTrap>> {
-    let c = load_str("drill", &host_policy(name, paths));
-    assert!(c.errors.is_empty(), "{:?}", c.errors);
-    c.traps
-}
-
 /// A trap on a filesystem that hangs (a FUSE server that never answers its
 /// lookups): kive starts, arms and alerts on the trap of a healthy
 /// directory, re-arms it when its file is replaced, reconciles cluster
@@ -203,16 +185,10 @@ fn a_hung_filesystem_stalls_only_its_own_traps() {
     let fuse = support::fuse::HangingMount::mount(&d.path().join("fuse"));
     let hung = fuse.path().join("hang1/secret");
     let normal = d.path().join("normal");
-    let traps = host_traps("hung", &[(&hung, false), (&normal, true)]);
+    let traps = host_traps("hung", &[(&hung, ""), (&normal, CREATE)]);
     let cfg = RuntimeConfig {
-        // the test drives rescans itself
-        rescan: Duration::from_secs(3600),
         resolve_deadline: Duration::from_millis(300),
-        engine: EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..EngineConfig::default()
-        },
-        ..RuntimeConfig::default()
+        ..support::runtime::config(TierChoice::Tracepoint)
     };
     let logs = Logs::capture(tracing::Level::INFO);
     let (rt, report) = Runtime::start(&cfg, &traps).unwrap_or_else(|e| panic!("runtime: {e}"));
@@ -268,8 +244,8 @@ fn a_hung_filesystem_stalls_only_its_own_traps() {
     let cluster: Vec<DesiredEntry> = host_traps(
         "hung-cluster",
         &[
-            (&fuse.path().join("hang2/secret"), false),
-            (&d.path().join("cluster"), true),
+            (&fuse.path().join("hang2/secret"), ""),
+            (&d.path().join("cluster"), CREATE),
         ],
     )
     .into_iter()
@@ -343,8 +319,8 @@ fn sigterm_while_arming_exits_cleanly_and_a_second_run_arms_everything() {
         .map(|i| traps_dir.join(format!("f{i:04}")))
         .collect();
     let hung = fuse.path().join("hang/secret");
-    let mut traps: Vec<_> = files.iter().map(|f| (f.as_path(), true)).collect();
-    traps.insert(HALF, (hung.as_path(), false));
+    let mut traps: Vec<_> = files.iter().map(|f| (f.as_path(), CREATE)).collect();
+    traps.insert(HALF, (hung.as_path(), ""));
     let policy = d.path().join("policy.yaml");
     std::fs::write(&policy, host_policy("term", &traps)).expect("write policy");
     let args = |p: &std::path::Path| {
@@ -391,7 +367,7 @@ fn sigterm_while_arming_exits_cleanly_and_a_second_run_arms_everything() {
 
     // a second run: every trap armed, and it alerts
     let whole = d.path().join("whole.yaml");
-    let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), true)).collect();
+    let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), CREATE)).collect();
     std::fs::write(&whole, host_policy("term", &decoys)).expect("write policy");
     let k = support::cli::spawn_cmd(args(&whole));
     let log = support::cli::wait_line(&k.stderr, "kive running", support::DEADLINE);

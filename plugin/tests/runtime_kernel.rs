@@ -17,13 +17,7 @@ use kive::trap::TierChoice;
 use support::{alerts, alerts_until, key_of, quiet, run, world_dir};
 
 fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
-    let text = format!(
-        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: rt, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n{extra}",
-        path.display()
-    );
-    let c = load_str("runtime-test", &text);
-    assert!(c.errors.is_empty(), "{:?}", c.errors);
-    c.traps
+    support::runtime::host_traps("rt", &[(path, extra)])
 }
 
 /// CLOCK_BOOTTIME in ns, the clock of the kernel's event timestamps.
@@ -33,23 +27,11 @@ fn boottime_ns() -> u64 {
 }
 
 fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        // the test drives rescans itself
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    support::runtime::config(TierChoice::Tracepoint)
 }
 
 fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
-    support::ensure_mounts();
-    let (rt, report) = Runtime::start(&config(), traps).unwrap_or_else(|e| panic!("runtime: {e}"));
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    rt
+    support::runtime::start(&config(), traps)
 }
 
 #[test]

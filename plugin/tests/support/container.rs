@@ -221,6 +221,15 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Where `path` leads inside the container, symlinks followed
+    /// (`readlink -f` there: in the test VM every command is busybox).
+    pub fn real_path(&self, path: &str) -> String {
+        let out = self.exec(&format!("readlink -f {path}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 /// The inode number of a namespace link (`mnt:[4026531841]`).
 pub fn ns_inode(link: &str) -> u32 {
     let t = std::fs::read_link(link).expect("ns link");

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod container;
 pub mod fuse;
 pub mod logs;
+pub mod runtime;
 pub mod tiers;
 
 use std::path::Path;
