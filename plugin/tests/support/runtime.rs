@@ -52,3 +52,13 @@ pub fn start(cfg: &RuntimeConfig, traps: &[Arc<CompiledTrap>]) -> Runtime {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     rt
 }
+
+/// A runtime of node `node` with no host traps (pod traps come from a
+/// cluster source), on the tracepoint tier.
+pub fn node_runtime(node: &str) -> Runtime {
+    let cfg = RuntimeConfig {
+        node_name: node.into(),
+        ..config(TierChoice::Tracepoint)
+    };
+    start(&cfg, &[])
+}
