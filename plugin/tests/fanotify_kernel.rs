@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kive::policy::CompiledTrap;
+use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::Runtime;
 use kive::trap::{Action, Engine, Hook, Tier, TierChoice, TrapError, TrapKey, TrapValue};
 use support::{alerts, engine, events_for, key_of, run, world_dir};
