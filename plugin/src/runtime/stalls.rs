@@ -185,8 +185,8 @@ impl Stalls {
                     next += 1;
                     started = Instant::now();
                     if next < ids.len() && self.closing() {
-                        abandoned.store(true, Ordering::Relaxed);
-                        return (out, ids[next..].to_vec());
+                        let left = self.let_go(worker, abandoned, started, &ids[next..], &mut out);
+                        return (out, left);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -194,8 +194,11 @@ impl Stalls {
                     return (out, ids[next..].to_vec());
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let closing = self.closing();
-                    if !closing && started.elapsed() < self.deadline {
+                    if self.closing() {
+                        let left = self.let_go(worker, abandoned, started, &ids[next..], &mut out);
+                        return (out, left);
+                    }
+                    if started.elapsed() < self.deadline {
                         continue;
                     }
                     // the worker sends under this lock: a result is either
@@ -208,9 +211,6 @@ impl Stalls {
                         continue;
                     }
                     abandoned.store(true, Ordering::Relaxed);
-                    if closing {
-                        return (out, ids[next..].to_vec());
-                    }
                     let id = ids[next];
                     let who = name(id);
                     tracing::warn!(
@@ -227,6 +227,30 @@ impl Stalls {
             }
         }
         (out, Vec::new())
+    }
+
+    /// On close: `worker` runs no more of `ids` (not run yet), but the entry
+    /// it may be running finishes first (its work holds the runtime: close
+    /// releases everything when it returns), waited for at most what is
+    /// left of its deadline; a stalled entry is never waited for. Returns
+    /// the ids not run.
+    fn let_go(
+        &self,
+        worker: &Worker,
+        abandoned: &AtomicBool,
+        started: Instant,
+        ids: &[u32],
+        out: &mut Vec<(u32, Option<Result<bool, String>>)>,
+    ) -> Vec<u32> {
+        abandoned.store(true, Ordering::Relaxed);
+        let left = self.deadline.saturating_sub(started.elapsed());
+        match worker.done.recv_timeout(left) {
+            Ok((id, r)) => {
+                out.push((id, Some(r)));
+                ids.get(1..).unwrap_or_default().to_vec()
+            }
+            Err(_) => ids.to_vec(),
+        }
     }
 
     /// An idle worker, or a new one (`None` when no thread can be started).
@@ -360,23 +384,35 @@ mod tests {
     }
 
     #[test]
-    fn closing_returns_at_once() {
+    fn closing_lets_the_entry_in_progress_finish() {
         let s = Arc::new(Stalls::new(Duration::from_secs(3600), Arc::default()));
         let (release, gate) = sync_channel::<()>(0);
         let (started_tx, started) = sync_channel::<()>(1);
         let gate = Mutex::new(gate);
-        let work: Work = Arc::new(move |_| {
-            let _ = started_tx.try_send(());
-            let _ = lock(&gate).recv();
+        let work: Work = Arc::new(move |id| {
+            if id == 1 {
+                let _ = started_tx.try_send(());
+                let _ = lock(&gate).recv();
+            }
             Ok(true)
         });
         let s2 = Arc::clone(&s);
-        let caller = std::thread::spawn(move || s2.run_each(&[1, 2], &work, &name));
+        let caller = std::thread::spawn(move || s2.run_each(&[1, 2, 3, 4], &work, &name));
         started.recv().expect("the work starts");
         s.close();
+        release.send(()).expect("the entry in progress finishes");
         let out = caller.join().expect("the caller returns");
-        assert_eq!(out, vec![(1, None), (2, None)], "nothing run after close");
+        assert_eq!(out.len(), 4, "every entry answered: {out:?}");
+        assert_eq!(
+            out[0],
+            (1, Some(Ok(true))),
+            "the entry in progress finished"
+        );
+        // the worker may have started the next one before it saw the close
+        assert!(
+            out[2..].iter().all(|(_, r)| r.is_none()),
+            "no more run after the close: {out:?}"
+        );
         assert_eq!(s.count(), 0, "closing is not a stall");
-        drop(release);
     }
 }
