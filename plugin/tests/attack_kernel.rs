@@ -10,44 +10,23 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kive::alert::text::to_text;
 use kive::alert::KiveAlert;
-use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
 use support::{alerts_until, run, wait_until, world_dir, DEADLINE};
 
-fn host_policy(path: &Path) -> Vec<Arc<CompiledTrap>> {
-    let text = format!(
-        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: attack, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n",
-        path.display()
-    );
-    let c = load_str("attack-test", &text);
-    assert!(c.errors.is_empty(), "{:?}", c.errors);
-    c.traps
-}
-
 fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    support::runtime::config(TierChoice::Tracepoint)
 }
 
 fn start(cfg: &RuntimeConfig, trapped: &Path) -> Runtime {
-    support::ensure_mounts();
-    let (rt, report) =
-        Runtime::start(cfg, &host_policy(trapped)).unwrap_or_else(|e| panic!("runtime: {e}"));
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    rt
+    support::runtime::start(
+        cfg,
+        &support::runtime::host_traps("attack", &[(trapped, "")]),
+    )
 }
 
 /// A trapped file in a fresh world-readable directory.

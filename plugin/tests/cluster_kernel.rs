@@ -5,15 +5,13 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::node::Root;
-use kive::runtime::{Runtime, RuntimeConfig};
-use kive::trap::{TierChoice, TrapKey};
+use kive::trap::TrapKey;
 use serde_json::json;
-use support::apiserver::{pod, policy, ApiServer, Kind};
+use support::apiserver::{cluster_source, pod, policy, ApiServer, Kind};
 use support::container::{layer_key, Container};
+use support::runtime::node_runtime;
 use support::{alerts, alerts_until, quiet, wait_until};
 
 const NODE: &str = "node-a";
@@ -49,30 +47,8 @@ fn pod_traps_follow_policies_pods_and_containers() {
     api.apply(Kind::Pod, pod("web-1", "node-b", &b.id));
     api.apply(Kind::Policy, policy("decoys", "/secret.txt"));
 
-    let cfg = RuntimeConfig {
-        node_name: NODE.into(),
-        rescan: Duration::from_secs(3600),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
-
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let cluster = ClusterSource::start(
-        ClusterConfig {
-            kubeconfig: Some(kubeconfig),
-            node_name: NODE.into(),
-            resync: Duration::from_millis(200),
-            scope: Default::default(),
-        },
-        rt.pod_controller(),
-    )
-    .expect("cluster source");
+    let rt = node_runtime(NODE);
+    let (cluster, _dir) = cluster_source(&api, &rt, NODE, Default::default());
 
     // the policy arms on web-0 only (web-1 runs on node-b)
     wait_until("the decoy in web-0 is armed", || rt.metrics().armed == 1);
@@ -108,13 +84,12 @@ fn pod_traps_follow_policies_pods_and_containers() {
     assert_eq!(al.node.name, NODE);
     assert_eq!(al.process.comm, "cat");
     // captured in the kernel, as the container sees it
-    assert_eq!(al.process.binary, "/usr/bin/cat");
+    assert_eq!(al.process.binary, a.real_path("/usr/bin/cat"));
     assert_eq!(al.process.arguments, "cat /secret.txt");
     assert_eq!(al.process.cwd, "/");
-    let sh = std::fs::canonicalize("/usr/bin/sh").expect("sh");
     assert_eq!(
         al.process.parent_binary,
-        sh.display().to_string(),
+        a.real_path("/usr/bin/sh"),
         "the parent shell, as the container sees it"
     );
     assert_ne!(
@@ -284,41 +259,6 @@ fn kive_policy(
     })
 }
 
-fn start_cluster(
-    api: &ApiServer,
-    rt: &Runtime,
-    scope: kive::policy::scope::ScopeConfig,
-) -> (ClusterSource, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let cluster = ClusterSource::start(
-        ClusterConfig {
-            kubeconfig: Some(kubeconfig),
-            node_name: NODE.into(),
-            resync: Duration::from_millis(200),
-            scope,
-        },
-        rt.pod_controller(),
-    )
-    .expect("cluster source");
-    (cluster, dir)
-}
-
-fn tracepoint_runtime() -> Runtime {
-    support::ensure_mounts();
-    let cfg = RuntimeConfig {
-        node_name: NODE.into(),
-        rescan: Duration::from_secs(3600),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Runtime::start(&cfg, &[]).expect("runtime").0
-}
-
 /// The scenario: a policy in tenant-a can neither plant a decoy in
 /// default/web-0 (`matchAny: [{}]`) nor arm its files (`namespace:
 /// default`); it still acts in its own namespace, and a policy of the
@@ -348,8 +288,8 @@ fn a_tenant_policy_stays_in_its_namespace() {
             json!([{"namespace": "default"}]),
         ),
     );
-    let rt = tracepoint_runtime();
-    let (cluster, _dir) = start_cluster(&api, &rt, Default::default());
+    let rt = node_runtime(NODE);
+    let (cluster, _dir) = cluster_source(&api, &rt, NODE, Default::default());
 
     // every policy is in the first reconcile (it waits for the first list)
     wait_until("the in-scope traps are armed", || rt.metrics().armed == 2);
@@ -494,12 +434,12 @@ fn cluster_host_traps_need_the_operator() {
                                    "matchAny": [{}]}]}}),
     );
 
-    let rt = tracepoint_runtime();
+    let rt = node_runtime(NODE);
     let with_callback_rules = kive::policy::scope::ScopeConfig {
         callback_destinations: Some(Default::default()),
         ..Default::default()
     };
-    let (off, _k) = start_cluster(&api, &rt, with_callback_rules);
+    let (off, _k) = cluster_source(&api, &rt, NODE, with_callback_rules);
     wait_until("a reconcile", || {
         off.status()
             .reconciles
@@ -563,12 +503,12 @@ fn cluster_host_traps_need_the_operator() {
     // without the RBAC rule for Events, posting fails and arming does not care
     api.forbid_events(true);
 
-    let rt = tracepoint_runtime();
+    let rt = node_runtime(NODE);
     let scope = kive::policy::scope::ScopeConfig {
         allow_host_traps: true,
         ..Default::default()
     };
-    let (on, _k) = start_cluster(&api, &rt, scope);
+    let (on, _k) = cluster_source(&api, &rt, NODE, scope);
     wait_until("the cluster-wide host trap is armed", || {
         rt.metrics().armed == 1
     });
@@ -620,8 +560,8 @@ fn kubearmor_policies_from_the_api_server_once_their_crd_is_installed() {
     let api = ApiServer::start();
     api.apply(Kind::Pod, pod_in("default", "web-0", &web.id));
     api.apply(Kind::Pod, pod_in("tenant-a", "job-0", &tenant.id));
-    let rt = tracepoint_runtime();
-    let (cluster, _dir) = start_cluster(&api, &rt, Default::default());
+    let rt = node_runtime(NODE);
+    let (cluster, _dir) = cluster_source(&api, &rt, NODE, Default::default());
     wait_until("a first reconcile without the KubeArmor CRDs", || {
         cluster
             .status()
@@ -717,12 +657,12 @@ fn a_host_policy_arms_only_on_the_nodes_its_node_selector_names() {
             }
         }),
     );
-    let rt = tracepoint_runtime();
+    let rt = node_runtime(NODE);
     let scope = kive::policy::scope::ScopeConfig {
         allow_host_traps: true,
         ..Default::default()
     };
-    let (cluster, _k) = start_cluster(&api, &rt, scope);
+    let (cluster, _k) = cluster_source(&api, &rt, NODE, scope);
     wait_until("reconciles after the node's labels are read", || {
         cluster.status().reconciles.load(Ordering::Relaxed) > 1 && api.requests("Node list") >= 1
     });
@@ -765,16 +705,16 @@ fn traps_arm_soon_when_namespace_labels_cannot_be_read() {
         Kind::Policy,
         kive_policy("kivebpf-system", "p", "/etc/hostname", json!([{}])),
     );
-    let rt = tracepoint_runtime();
+    let rt = node_runtime(NODE);
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
-    let _cluster = ClusterSource::start(
-        ClusterConfig {
+    let _cluster = kive::k8s::ClusterSource::start(
+        kive::k8s::ClusterConfig {
             kubeconfig: Some(kubeconfig),
             node_name: NODE.into(),
             // nothing else would wake the first reconcile for an hour
-            resync: Duration::from_secs(3600),
+            resync: std::time::Duration::from_secs(3600),
             scope: Default::default(),
         },
         rt.pod_controller(),

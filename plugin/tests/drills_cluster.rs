@@ -8,15 +8,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use kive::k8s::{ClusterConfig, ClusterSource};
 use kive::node::Root;
-use kive::runtime::{Runtime, RuntimeConfig};
-use kive::trap::{TierChoice, TrapKey};
+use kive::trap::TrapKey;
 use serde_json::json;
-use support::apiserver::{pod, policy, ApiServer, Kind};
+use support::apiserver::{cluster_source, pod, policy, ApiServer, Kind};
 use support::container::{layer_key, Container};
+use support::runtime::node_runtime;
 use support::{alerts_until, wait_until};
 
 const NODE: &str = "node-a";
@@ -42,29 +40,8 @@ fn api_server_outage_keeps_traps_armed_and_catches_up_after_410() {
     api.apply(Kind::Pod, pod("web-0", NODE, &a.id));
     api.apply(Kind::Pod, pod("web-1", NODE, &b.id));
     api.apply(Kind::Policy, policy("decoys", "/secret.txt"));
-    let cfg = RuntimeConfig {
-        node_name: NODE.into(),
-        rescan: Duration::from_secs(3600),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let cluster = ClusterSource::start(
-        ClusterConfig {
-            kubeconfig: Some(kubeconfig),
-            node_name: NODE.into(),
-            resync: Duration::from_millis(200),
-            scope: Default::default(),
-        },
-        rt.pod_controller(),
-    )
-    .expect("cluster source");
+    let rt = node_runtime(NODE);
+    let (cluster, _dir) = cluster_source(&api, &rt, NODE, Default::default());
     wait_until("both pods' decoys armed", || rt.metrics().armed == 2);
     let before: BTreeSet<TrapKey> = rt.kernel_keys().into_iter().collect();
     assert_eq!(

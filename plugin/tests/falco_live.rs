@@ -64,6 +64,36 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").expect("tasks").count()
 }
 
+/// Open fds and threads once they stop changing (what a close released on
+/// other threads is gone): the baseline a leak is measured against.
+fn settled() -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (open_fds(), threads());
+    let mut same = 0;
+    while same < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = (open_fds(), threads());
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+/// Waits until fds and threads are back to at most `base`, then asserts it.
+fn assert_released(base: (usize, usize), what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (open_fds() > base.0 || threads() > base.1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (fds, tasks) = (open_fds(), threads());
+    assert!(fds <= base.0, "{what}: {fds} fds open, {} before", base.0);
+    assert!(
+        tasks <= base.1,
+        "{what}: {tasks} threads, {} before",
+        base.1
+    );
+}
+
 /// Events from next_batch until `pred` matches one, within `wait`.
 fn wait_for(
     inst: &falco_common::Instance<'_>,
@@ -323,7 +353,7 @@ fn live_open_close_cycles_leak_nothing() {
     let p = Plugin::init(&live_config(&trap, "")).expect("init");
     // warm up once (lazy statics, logger, libbpf's first-use state)
     drop(p.open(None).expect("open"));
-    let (fds, tasks) = (open_fds(), threads());
+    let base = settled();
     for i in 0..5 {
         let inst = p.open(None).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         let pid = cat(&trap);
@@ -336,13 +366,7 @@ fn live_open_close_cycles_leak_nothing() {
         );
         drop(inst);
     }
-    // threads exit asynchronously after join returns from the kernel's view
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (open_fds() > fds || threads() > tasks) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(open_fds(), fds, "fds after 5 live open/close cycles");
-    assert_eq!(threads(), tasks, "threads after 5 live open/close cycles");
+    assert_released(base, "after 5 live open/close cycles");
 }
 
 #[test]
@@ -387,4 +411,55 @@ fn live_mode_through_the_runner() {
         .expect("armed_traps metric");
     assert_eq!(armed.value, falco_plugin_runner::MetricValue::U64(1));
     r.stop_capture().expect("close");
+}
+
+/// Close right after an open that armed 2,000 traps, while the rescan
+/// thread (every 10 ms) is going through them: close returns, every pin
+/// (fd), thread and armed trap is released, and the next open arms them
+/// all again and reports an access.
+#[test]
+fn close_right_after_arming_thousands_of_traps_releases_everything() {
+    const TRAPS: usize = 2000;
+    let _g = serial();
+    ensure_mounts();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut policy = String::from(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: many, namespace: test}\nspec:\n  traps:\n",
+    );
+    let files: Vec<_> = (0..TRAPS)
+        .map(|i| dir.path().join(format!("f{i:04}")))
+        .collect();
+    for f in &files {
+        policy.push_str(&format!(
+            "  - path: {}\n    create: true\n    matchAny: [{{host: true}}]\n",
+            f.display()
+        ));
+    }
+    let cfg = format!(
+        r#"{{"mode":"live","policies":{},"nodeName":"falco-test-node","rescanMs":10}}"#,
+        json_str(&policy)
+    );
+    let p = Plugin::init(&cfg).expect("init");
+    // warm up once (lazy statics, logger, libbpf's first-use state)
+    drop(p.open(None).expect("open"));
+    let base = settled();
+    let inst = p.open(None).expect("open");
+    assert_eq!(p.metric("armed_traps"), TRAPS as u64, "every trap armed");
+    drop(inst);
+    assert_eq!(p.metric("armed_traps"), 0, "closed: nothing armed");
+    assert_released(
+        base,
+        "closed right after arming: every pin released, every thread ended",
+    );
+    let inst = p.open(None).expect("open again");
+    assert_eq!(p.metric("armed_traps"), TRAPS as u64, "armed again");
+    let last = &files[TRAPS - 1];
+    let pid = cat(last);
+    assert!(
+        wait_for(&inst, Duration::from_secs(10), |e| {
+            p.extract(e.as_ptr(), "kive.process.pid") == Ok(Value::U64(pid as u64))
+        })
+        .is_some(),
+        "event for cat {pid}"
+    );
 }

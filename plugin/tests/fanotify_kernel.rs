@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kive::policy::{load_str, CompiledTrap};
-use kive::runtime::{Runtime, RuntimeConfig};
+use kive::runtime::Runtime;
 use kive::trap::{Action, Engine, Hook, Tier, TierChoice, TrapError, TrapKey, TrapValue};
 use support::{alerts, engine, events_for, key_of, run, world_dir};
 
@@ -273,26 +273,12 @@ fn a_flood_is_slowed_and_nothing_is_lost() {
 }
 
 fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
-    let text = format!(
-        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: fan, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n{extra}",
-        path.display()
-    );
-    let c = load_str("fanotify-test", &text);
-    assert!(c.errors.is_empty(), "{:?}", c.errors);
-    c.traps
+    support::runtime::host_traps("fan", &[(path, extra)])
 }
 
 fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
     support::ensure_mounts();
-    let cfg = RuntimeConfig {
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Fanotify,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let cfg = support::runtime::config(TierChoice::Fanotify);
     let (rt, report) = Runtime::start(&cfg, traps).unwrap_or_else(|e| panic!("runtime: {e}"));
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(

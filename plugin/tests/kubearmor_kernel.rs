@@ -8,11 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kive::alert::KiveAlert;
 use kive::policy::{load_str, CompiledTrap};
-use kive::runtime::{Runtime, RuntimeConfig};
+use kive::runtime::Runtime;
 use kive::trap::TierChoice;
 use support::{alerts, alerts_until, quiet, run, world_dir};
 
@@ -27,19 +26,7 @@ fn host_policy(spec: &str) -> Vec<Arc<CompiledTrap>> {
 }
 
 fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
-    support::ensure_mounts();
-    let cfg = RuntimeConfig {
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (rt, report) = Runtime::start(&cfg, traps).unwrap_or_else(|e| panic!("runtime: {e}"));
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    rt
+    support::runtime::start(&support::runtime::config(TierChoice::Tracepoint), traps)
 }
 
 fn file(dir: &Path, name: &str, mode: u32) -> std::path::PathBuf {

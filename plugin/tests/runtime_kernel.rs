@@ -17,13 +17,7 @@ use kive::trap::TierChoice;
 use support::{alerts, alerts_until, key_of, quiet, run, world_dir};
 
 fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
-    let text = format!(
-        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: rt, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n{extra}",
-        path.display()
-    );
-    let c = load_str("runtime-test", &text);
-    assert!(c.errors.is_empty(), "{:?}", c.errors);
-    c.traps
+    support::runtime::host_traps("rt", &[(path, extra)])
 }
 
 /// CLOCK_BOOTTIME in ns, the clock of the kernel's event timestamps.
@@ -33,23 +27,11 @@ fn boottime_ns() -> u64 {
 }
 
 fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        // the test drives rescans itself
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    support::runtime::config(TierChoice::Tracepoint)
 }
 
 fn start(traps: &[Arc<CompiledTrap>]) -> Runtime {
-    support::ensure_mounts();
-    let (rt, report) = Runtime::start(&config(), traps).unwrap_or_else(|e| panic!("runtime: {e}"));
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    rt
+    support::runtime::start(&config(), traps)
 }
 
 #[test]
@@ -359,36 +341,11 @@ fn a_missing_file_stays_pending_and_arms_when_it_appears() {
     assert_eq!((rt.metrics().armed, rt.metrics().pending), (1, 0));
 }
 
-/// WARN lines logged on this thread while `f` runs.
+/// WARN lines logged while `f` runs.
 fn warnings_during(f: impl FnOnce()) -> Vec<String> {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let w = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || w.clone())
-        .finish();
-    tracing::subscriber::with_default(sub, f);
-    let text =
-        String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
-    text.lines()
-        .filter(|l| l.contains("WARN"))
-        .map(str::to_string)
-        .collect()
+    let logs = support::logs::Logs::capture(tracing::Level::WARN);
+    f();
+    logs.with(&["WARN"])
 }
 
 #[test]

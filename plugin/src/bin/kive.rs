@@ -204,13 +204,29 @@ fn run(args: RunArgs) -> ExitCode {
             allowed: callback_allowed_hosts,
         };
     }
-    let (rt, report) = match Runtime::start(&cfg, &compiled.traps) {
+    // before arming: SIGINT/SIGTERM while thousands of traps arm stops the
+    // arming, and kive exits cleanly
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
+        tracing::error!("installing the signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    let (rt, report) = match Runtime::start_until(&cfg, &compiled.traps, Arc::clone(&stop)) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    if stop.load(Ordering::Relaxed) {
+        tracing::info!(
+            "kive stopped while arming: armed={} not armed={}",
+            report.armed,
+            report.not_armed
+        );
+        return ExitCode::SUCCESS;
+    }
     for w in &report.warnings {
         tracing::warn!("{w}");
     }
@@ -245,13 +261,6 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
     };
-    // before "kive running": a Ctrl-C right after it stops kive cleanly
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = Arc::clone(&stop);
-    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
-        tracing::error!("installing the signal handler: {e}");
-        return ExitCode::FAILURE;
-    }
     tracing::info!(
         "kive running: tier={} armed={} pending={} rejected={}",
         rt.tier(),

@@ -239,6 +239,8 @@ impl Plugin for KivePlugin {
             (c"fd_limit", NonMonotonic, u(m.fd_limit)),
             (c"open_fds", NonMonotonic, u(m.open_fds)),
             (c"rss_bytes", NonMonotonic, u(m.rss_bytes)),
+            (c"stalled_traps", NonMonotonic, u(m.stalled as u64)),
+            (c"resolve_stalls", Monotonic, u(m.stalls)),
         ]
         .map(|(name, ty, v)| Metric::new(MetricLabel::new(name, ty), v))
     }

@@ -1,5 +1,6 @@
 //! The node edge: paths inside roots, the boot id, cgroups and /proc.
 
+pub mod alive;
 pub mod atomic_writer;
 pub mod cgroup;
 pub mod containers;

@@ -368,7 +368,10 @@ impl Shared {
         }
     }
 
-    pub(crate) fn rescan(&self) {
+    /// The kernel-tamper pass, then every entry re-resolved, each on a
+    /// worker with a deadline ([`super::stalls`]): a hung filesystem stalls
+    /// only its entries.
+    pub(crate) fn rescan(self: &Arc<Self>) {
         if let Some(kt) = &self.kernel_tampers {
             let due = kt
                 .lock()
@@ -386,34 +389,38 @@ impl Shared {
         }
     }
 
-    fn rescan_entries(&self) {
+    fn rescan_entries(self: &Arc<Self>) {
         let ids = self.table().ids();
-        for id in ids {
-            self.check_followed(id);
-            let was_armed = self.table().get(id).and_then(Entry::key);
-            match self.arm_entry(id) {
-                Ok(true) => {
-                    self.counters.rearms.fetch_add(1, Ordering::Relaxed);
-                    if let Some(e) = self.table().get(id) {
-                        tracing::info!(
-                            "{}: re-armed (file {})",
-                            escape(&e.trap.origin.to_string()),
-                            if was_armed.is_some() {
-                                "replaced"
-                            } else {
-                                "appeared"
-                            }
-                        );
-                    }
+        self.isolated(&ids, Self::rescan_one);
+    }
+
+    fn rescan_one(&self, id: u32) -> Result<bool, String> {
+        self.check_followed(id);
+        let was_armed = self.table().get(id).and_then(Entry::key);
+        let result = self.arm_entry(id);
+        match &result {
+            Ok(true) => {
+                self.counters.rearms.fetch_add(1, Ordering::Relaxed);
+                if let Some(e) = self.table().get(id) {
+                    tracing::info!(
+                        "{}: re-armed (file {})",
+                        escape(&e.trap.origin.to_string()),
+                        if was_armed.is_some() {
+                            "replaced"
+                        } else {
+                            "appeared"
+                        }
+                    );
                 }
-                Ok(false) => {}
-                Err(msg) => {
-                    if self.first_report(id) {
-                        tracing::warn!("{} (kept pending, retried)", escape(&msg));
-                    }
+            }
+            Ok(false) => {}
+            Err(msg) => {
+                if self.first_report(id) {
+                    tracing::warn!("{} (kept pending, retried)", escape(msg));
                 }
             }
         }
+        result
     }
 }
 

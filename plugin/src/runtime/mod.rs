@@ -8,11 +8,13 @@
 pub mod accessor;
 mod arm;
 pub mod enrich;
+mod exits;
 pub mod follow;
 pub mod loss;
 pub mod pods;
 pub mod ratelimit;
 mod sets;
+mod stalls;
 pub mod table;
 pub mod tamper;
 
@@ -61,6 +63,10 @@ pub struct RuntimeConfig {
     pub callbacks: Option<CallbackConfig>,
     /// At most one loss report (alert + WARN) per this period.
     pub loss_report: Duration,
+    /// How long an entry's file work (resolving, re-arming) may take before
+    /// the entry is marked stalled and skipped until it returns (a hung
+    /// filesystem stalls only its own entries).
+    pub resolve_deadline: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +81,7 @@ impl Default for RuntimeConfig {
             node_name: crate::node::host::node_name(),
             callbacks: Some(CallbackConfig::default()),
             loss_report: Duration::from_secs(1),
+            resolve_deadline: Duration::from_secs(5),
         }
     }
 }
@@ -90,6 +97,9 @@ pub struct ArmReport {
     pub needs_cluster: Vec<TrapRef>,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
+    /// Entries not armed because the start was stopped
+    /// ([`Runtime::start_until`]).
+    pub not_armed: usize,
 }
 
 /// Counters of the runtime.
@@ -129,6 +139,12 @@ pub struct Metrics {
     pub open_fds: u64,
     /// Resident memory of the process (VmRSS), in bytes.
     pub rss_bytes: u64,
+    /// Entries whose file work has not returned within
+    /// [`RuntimeConfig::resolve_deadline`] (a hung filesystem): skipped
+    /// until it does.
+    pub stalled: usize,
+    /// Stalls seen since the start.
+    pub stalls: u64,
 }
 
 #[derive(Default)]
@@ -151,6 +167,8 @@ pub(crate) struct Shared {
     /// Tiers with kernel tamper hooks: what the kernel reported, so the
     /// rescan does not report it again ([`tamper`]).
     kernel_tampers: Option<Arc<Mutex<tamper::KernelTampers>>>,
+    /// Entries whose file work hangs, and the workers that run it.
+    stalls: stalls::Stalls,
 }
 
 impl Shared {
@@ -170,6 +188,38 @@ impl Shared {
             tracing::error!("{}", escape(&format!("{e:#}")));
         }
         result
+    }
+
+    /// Runs `work` for each entry on a worker with a deadline
+    /// ([`stalls`]): the result of each, `None` for an entry stalled (now
+    /// or already) or not run because kive is closing.
+    pub(crate) fn isolated(
+        self: &Arc<Self>,
+        ids: &[u32],
+        work: fn(&Shared, u32) -> Result<bool, String>,
+    ) -> Vec<(u32, Option<Result<bool, String>>)> {
+        // a stuck worker holds the runtime only while it runs an entry
+        let me = Arc::downgrade(self);
+        let work: stalls::Work = Arc::new(move |id| match me.upgrade() {
+            Some(shared) => {
+                let result = work(&shared, id);
+                // a container that exited meanwhile: back to pending
+                shared.unless_exited(id, result)
+            }
+            None => Ok(false),
+        });
+        let name = |id: u32| {
+            self.table()
+                .get(id)
+                .map(|e| format!("{} ({})", e.trap.origin, e.trap.path))
+                .unwrap_or_else(|| format!("entry {id}"))
+        };
+        self.stalls.run_each(ids, &work, &name)
+    }
+
+    /// Whether the runtime is closing (no more file work is started).
+    pub(crate) fn closing(&self) -> bool {
+        self.stalls.closing()
     }
 }
 
@@ -209,6 +259,18 @@ impl Runtime {
     pub fn start(
         cfg: &RuntimeConfig,
         traps: &[Arc<CompiledTrap>],
+    ) -> Result<(Self, ArmReport), TrapError> {
+        Self::start_until(cfg, traps, Arc::default())
+    }
+
+    /// [`Self::start`] that stops arming as soon as `stop` is set (e.g. by
+    /// a SIGTERM handler): it returns what was armed by then, the rest
+    /// counted in [`ArmReport::not_armed`]. The runtime sets `stop` when
+    /// it is dropped.
+    pub fn start_until(
+        cfg: &RuntimeConfig,
+        traps: &[Arc<CompiledTrap>],
+        stop: Arc<AtomicBool>,
     ) -> Result<(Self, ArmReport), TrapError> {
         if let Err(e) = crate::node::fds::raise_nofile() {
             tracing::warn!("raising the open-file limit: {e}");
@@ -252,7 +314,9 @@ impl Runtime {
             tamper_tx,
             host_root: host_root.clone(),
             kernel_tampers,
+            stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
         });
+        let mut ids = Vec::new();
         for trap in traps {
             report.warnings.extend(trap.warnings.iter().cloned());
             if !trap.target.pods.is_empty() {
@@ -274,18 +338,32 @@ impl Runtime {
                 ));
             }
             let Some(root) = &host_root else { continue };
-            let id = shared
-                .table()
-                .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root)));
-            match shared.arm_entry(id) {
-                Ok(_) => report.armed += 1,
-                Err(msg) => {
+            ids.push(
+                shared
+                    .table()
+                    .insert(Arc::clone(trap), Owner::Host, Some(Arc::clone(root))),
+            );
+        }
+        for (id, result) in shared.isolated(&ids, Shared::arm_entry) {
+            match result {
+                Some(Ok(_)) => report.armed += 1,
+                Some(Err(msg)) => {
                     shared.first_report(id);
                     report.failures.push(msg);
                 }
+                None if shared.closing() => report.not_armed += 1,
+                // stalled (logged): its worker arms it when it returns
+                None => report.failures.push(format!(
+                    "{}: resolving did not return in {:?}, retried when it does",
+                    shared
+                        .table()
+                        .get(id)
+                        .map(|e| e.trap.origin.to_string())
+                        .unwrap_or_default(),
+                    cfg.resolve_deadline
+                )),
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
         let rescanner = {
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);
@@ -538,6 +616,8 @@ impl Runtime {
             fd_limit: crate::node::fds::fd_limit(),
             open_fds: crate::node::fds::open_fds(),
             rss_bytes: crate::node::limits::rss_bytes(),
+            stalled: self.shared.stalls.count(),
+            stalls: self.shared.stalls.total(),
             callbacks: self
                 .callbacks
                 .as_ref()
@@ -582,6 +662,8 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // a rescan waiting on a worker returns at once
+        self.shared.stalls.close();
         if let Some(h) = self.rescanner.take() {
             let _ = h.join();
         }

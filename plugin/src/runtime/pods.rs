@@ -239,16 +239,24 @@ impl PodController {
                     }
                 }
             }
-            if let Err(msg) = self.shared.arm_entry(id) {
-                report.pending.push(if d.host {
-                    format!("{msg} (host)")
-                } else {
-                    format!(
-                        "{msg} (pod {}/{}, container {})",
-                        d.owner.namespace, d.owner.pod, d.owner.container
-                    )
-                });
-            }
+            // on a worker with a deadline: a container on a hung filesystem
+            // stalls only its entries (logged and counted there)
+            let msg = match self.shared.isolated(&[id], Shared::arm_entry).pop() {
+                Some((_, Some(Err(msg)))) => msg,
+                Some((_, None)) if !self.shared.closing() => format!(
+                    "{}: its file work did not return in time (stalled, retried when it does)",
+                    d.trap.origin
+                ),
+                _ => continue,
+            };
+            report.pending.push(if d.host {
+                format!("{msg} (host)")
+            } else {
+                format!(
+                    "{msg} (pod {}/{}, container {})",
+                    d.owner.namespace, d.owner.pod, d.owner.container
+                )
+            });
         }
         let table = self.shared.table();
         report.armed = table

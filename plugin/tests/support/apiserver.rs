@@ -656,3 +656,27 @@ pub fn policy(name: &str, path: &str) -> serde_json::Value {
         }]}
     })
 }
+
+/// The cluster source of node `node` watching `api` (resync every 200 ms)
+/// and applying to `rt`; the temp dir holds its kubeconfig.
+pub fn cluster_source(
+    api: &ApiServer,
+    rt: &kive::runtime::Runtime,
+    node: &str,
+    scope: kive::policy::scope::ScopeConfig,
+) -> (kive::k8s::ClusterSource, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let cluster = kive::k8s::ClusterSource::start(
+        kive::k8s::ClusterConfig {
+            kubeconfig: Some(kubeconfig),
+            node_name: node.into(),
+            resync: Duration::from_millis(200),
+            scope,
+        },
+        rt.pod_controller(),
+    )
+    .expect("cluster source");
+    (cluster, dir)
+}

@@ -87,16 +87,27 @@ pub fn wait_line(rx: &Receiver<String>, needle: &str, wait: Duration) -> Vec<Str
     panic!("no line with {needle:?} in {seen:#?}");
 }
 
-pub fn stop(mut k: Kive) -> std::process::ExitStatus {
+/// Sends `sig` to kive.
+pub fn signal(k: &Kive, sig: i32) {
     // SAFETY: kill(2) on our own child's pid, which has not been reaped
-    let rc = unsafe { libc::kill(k.child.id() as i32, libc::SIGINT) };
-    assert_eq!(rc, 0);
+    let rc = unsafe { libc::kill(k.child.id() as i32, sig) };
+    assert_eq!(rc, 0, "signal {sig} to kive");
+}
+
+/// Waits (at most [`super::DEADLINE`]) for kive to exit.
+pub fn wait_exit(k: &mut Kive) -> std::process::ExitStatus {
     let deadline = Instant::now() + super::DEADLINE;
     loop {
         if let Some(st) = k.child.try_wait().expect("wait") {
             return st;
         }
-        assert!(Instant::now() < deadline, "kive did not exit on SIGINT");
+        assert!(Instant::now() < deadline, "kive did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Ctrl-C, and its exit status.
+pub fn stop(mut k: Kive) -> std::process::ExitStatus {
+    signal(&k, libc::SIGINT);
+    wait_exit(&mut k)
 }

@@ -161,6 +161,17 @@ impl Container {
         }
     }
 
+    /// Ends the container: its init is killed (and with it every process
+    /// of its pid namespace) and reaped. The layers stay until drop.
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.pid.to_string())
+            .status();
+        // `unshare --fork` reaps its child, then exits
+        let _ = self.unshare.wait();
+    }
+
     /// `/proc/<pid>/root`.
     pub fn root(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.pid))
@@ -207,6 +218,15 @@ impl Container {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+}
+
+impl Container {
+    /// Where `path` leads inside the container, symlinks followed
+    /// (`readlink -f` there: in the test VM every command is busybox).
+    pub fn real_path(&self, path: &str) -> String {
+        let out = self.exec(&format!("readlink -f {path}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 

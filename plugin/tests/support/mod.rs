@@ -5,6 +5,9 @@
 pub mod apiserver;
 pub mod cli;
 pub mod container;
+pub mod fuse;
+pub mod logs;
+pub mod runtime;
 pub mod tiers;
 
 use std::path::Path;

@@ -1,0 +1,418 @@
+//! Per-entry isolation of the file work: entries are resolved (and their
+//! followed inodes looked at) on worker threads, and the caller waits for
+//! each entry at most a deadline. A filesystem that hangs (a FUSE server
+//! that never answers, an unreachable NFS server) then stalls only the
+//! entries on it: an entry whose work has not returned is marked stalled
+//! (logged at WARN, counted in the metrics), keeps the state it had (an
+//! armed inode stays armed, its pin held) and is skipped by rescans and
+//! reconciles until its stuck worker returns (logged at INFO); the other
+//! entries go on with a fresh worker. Closing never waits for a stuck
+//! worker: it is left to return on its own.
+//!
+//! A batch of entries is handed to one worker at a time (one thread
+//! hand-off per batch, not per entry); threads are only started when no
+//! idle one is left, so a healthy node runs on one worker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::alert::text::escape;
+
+/// The work of one entry (by table id).
+pub(crate) type Work = Arc<dyn Fn(u32) -> Result<bool, String> + Send + Sync>;
+
+/// How often a waiting caller looks at the closing flag.
+const SLICE: Duration = Duration::from_millis(20);
+/// Idle workers kept for the next batch.
+const IDLE: usize = 4;
+
+/// Entries whose work has not returned: when it stalled, and its name.
+type StalledMap = HashMap<u32, (Instant, String)>;
+
+struct Batch {
+    ids: Vec<u32>,
+    work: Work,
+    /// Set by the caller once it stops waiting: the worker runs no more of
+    /// the batch.
+    abandoned: Arc<AtomicBool>,
+    /// The caller's log subscriber: the work logs where the caller does.
+    logs: tracing::Dispatch,
+}
+
+struct Worker {
+    jobs: Sender<Batch>,
+    done: Receiver<(u32, Result<bool, String>)>,
+}
+
+/// The stalled entries and the workers.
+pub(crate) struct Stalls {
+    deadline: Duration,
+    idle: Mutex<Vec<Worker>>,
+    stalled: Arc<Mutex<StalledMap>>,
+    total: AtomicU64,
+    /// Set on close (or by whoever started the runtime, e.g. on SIGTERM).
+    closing: Arc<AtomicBool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Stalls {
+    /// Stalls after `deadline`; no work is started once `closing` is set.
+    pub(crate) fn new(deadline: Duration, closing: Arc<AtomicBool>) -> Self {
+        Self {
+            deadline: deadline.max(Duration::from_millis(1)),
+            idle: Mutex::new(Vec::new()),
+            stalled: Arc::new(Mutex::new(HashMap::new())),
+            total: AtomicU64::new(0),
+            closing,
+        }
+    }
+
+    /// Stops handing out work: callers waiting return at once, idle
+    /// workers end.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        lock(&self.idle).clear();
+    }
+
+    /// Whether [`Self::close`] was called.
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Entries stalled now.
+    pub(crate) fn count(&self) -> usize {
+        lock(&self.stalled).len()
+    }
+
+    /// Stalls seen since the start.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` for each of `ids` on a worker, in order. The result of
+    /// each entry, or `None` for one that is stalled (now or already) or
+    /// not run because kive is closing. `name` names an entry in the logs.
+    pub(crate) fn run_each(
+        &self,
+        ids: &[u32],
+        work: &Work,
+        name: &dyn Fn(u32) -> String,
+    ) -> Vec<(u32, Option<Result<bool, String>>)> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut todo: Vec<u32> = {
+            let stalled = lock(&self.stalled);
+            ids.iter()
+                .copied()
+                .filter(|id| {
+                    let skip = stalled.contains_key(id);
+                    if skip {
+                        out.push((*id, None));
+                    }
+                    !skip
+                })
+                .collect()
+        };
+        while !todo.is_empty() {
+            if self.closing() {
+                out.extend(todo.drain(..).map(|id| (id, None)));
+                break;
+            }
+            let Some(worker) = self.worker() else {
+                // no thread to be had: the work runs here, as without isolation
+                out.extend(todo.drain(..).map(|id| (id, Some(work(id)))));
+                break;
+            };
+            let abandoned = Arc::new(AtomicBool::new(false));
+            let batch = Batch {
+                ids: todo.clone(),
+                work: Arc::clone(work),
+                abandoned: Arc::clone(&abandoned),
+                logs: tracing::dispatcher::get_default(Clone::clone),
+            };
+            if worker.jobs.send(batch).is_err() {
+                continue;
+            }
+            let (finished, left) = self.wait(&worker, &todo, &abandoned, name);
+            let healthy = !abandoned.load(Ordering::Relaxed);
+            out.extend(finished);
+            if self.closing() {
+                out.extend(left.into_iter().map(|id| (id, None)));
+                break;
+            }
+            if left.len() == todo.len() {
+                // the worker ended without a result (its work panicked):
+                // the entry is not run again in this pass
+                out.push((todo[0], Some(Err("its file work ended early".into()))));
+                todo.remove(0);
+                continue;
+            }
+            if healthy && left.is_empty() {
+                let mut idle = lock(&self.idle);
+                if idle.len() < IDLE && !self.closing() {
+                    idle.push(worker);
+                }
+            }
+            todo = left;
+        }
+        out
+    }
+
+    /// Waits for the results of `ids` from `worker`; returns them and the
+    /// ids not run (after a stalled one, or when closing; the stalled one
+    /// is among the results, as `None`). A worker given up on is marked
+    /// `abandoned`.
+    #[allow(clippy::type_complexity)]
+    fn wait(
+        &self,
+        worker: &Worker,
+        ids: &[u32],
+        abandoned: &AtomicBool,
+        name: &dyn Fn(u32) -> String,
+    ) -> (Vec<(u32, Option<Result<bool, String>>)>, Vec<u32>) {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut next = 0;
+        let mut started = Instant::now();
+        while next < ids.len() {
+            match worker.done.recv_timeout(SLICE) {
+                Ok((id, r)) => {
+                    out.push((id, Some(r)));
+                    next += 1;
+                    started = Instant::now();
+                    if next < ids.len() && self.closing() {
+                        let left = self.let_go(worker, abandoned, started, &ids[next..], &mut out);
+                        return (out, left);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    abandoned.store(true, Ordering::Relaxed);
+                    return (out, ids[next..].to_vec());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.closing() {
+                        let left = self.let_go(worker, abandoned, started, &ids[next..], &mut out);
+                        return (out, left);
+                    }
+                    if started.elapsed() < self.deadline {
+                        continue;
+                    }
+                    // the worker sends under this lock: a result is either
+                    // here now or comes after the entry is marked
+                    let mut stalled = lock(&self.stalled);
+                    if let Ok((id, r)) = worker.done.try_recv() {
+                        out.push((id, Some(r)));
+                        next += 1;
+                        started = Instant::now();
+                        continue;
+                    }
+                    abandoned.store(true, Ordering::Relaxed);
+                    let id = ids[next];
+                    let who = name(id);
+                    tracing::warn!(
+                        "{}: its file work has not returned after {:?} (a hung filesystem?): \
+                         the entry keeps its state and is skipped until it returns",
+                        escape(&who),
+                        self.deadline
+                    );
+                    stalled.insert(id, (Instant::now(), who));
+                    self.total.fetch_add(1, Ordering::Relaxed);
+                    out.push((id, None));
+                    return (out, ids[next + 1..].to_vec());
+                }
+            }
+        }
+        (out, Vec::new())
+    }
+
+    /// On close: `worker` runs no more of `ids` (not run yet), but the entry
+    /// it may be running finishes first (its work holds the runtime: close
+    /// releases everything when it returns), waited for at most what is
+    /// left of its deadline; a stalled entry is never waited for. Returns
+    /// the ids not run.
+    fn let_go(
+        &self,
+        worker: &Worker,
+        abandoned: &AtomicBool,
+        started: Instant,
+        ids: &[u32],
+        out: &mut Vec<(u32, Option<Result<bool, String>>)>,
+    ) -> Vec<u32> {
+        abandoned.store(true, Ordering::Relaxed);
+        let left = self.deadline.saturating_sub(started.elapsed());
+        match worker.done.recv_timeout(left) {
+            Ok((id, r)) => {
+                out.push((id, Some(r)));
+                ids.get(1..).unwrap_or_default().to_vec()
+            }
+            Err(_) => ids.to_vec(),
+        }
+    }
+
+    /// An idle worker, or a new one (`None` when no thread can be started).
+    fn worker(&self) -> Option<Worker> {
+        if let Some(w) = lock(&self.idle).pop() {
+            return Some(w);
+        }
+        let (jobs, rx) = channel::<Batch>();
+        let (tx, done) = channel();
+        let stalled = Arc::clone(&self.stalled);
+        let spawned = std::thread::Builder::new()
+            .name("kive-resolve".into())
+            .spawn(move || work_loop(&rx, &tx, &stalled));
+        match spawned {
+            Ok(_) => Some(Worker { jobs, done }),
+            Err(e) => {
+                tracing::warn!("starting a resolver thread: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// A worker: runs batches until its caller lets go of it.
+fn work_loop(
+    jobs: &Receiver<Batch>,
+    done: &Sender<(u32, Result<bool, String>)>,
+    stalled: &Mutex<StalledMap>,
+) {
+    while let Ok(batch) = jobs.recv() {
+        let _logs = tracing::dispatcher::set_default(&batch.logs);
+        for &id in &batch.ids {
+            if batch.abandoned.load(Ordering::Relaxed) {
+                break;
+            }
+            let r = (batch.work)(id);
+            let mut st = lock(stalled);
+            if let Some((since, who)) = st.remove(&id) {
+                tracing::info!(
+                    "{}: its file work returned after {:?}: rescanned again",
+                    escape(&who),
+                    since.elapsed()
+                );
+            }
+            if done.send((id, r)).is_err() {
+                return;
+            }
+        }
+        if batch.abandoned.load(Ordering::Relaxed) {
+            // the caller went on with another worker
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    fn name(id: u32) -> String {
+        format!("entry {id}")
+    }
+
+    #[test]
+    fn results_come_in_order() {
+        let s = Stalls::new(Duration::from_secs(30), Arc::default());
+        let work: Work = Arc::new(|id| Ok(id % 2 == 0));
+        let out = s.run_each(&[1, 2, 3], &work, &name);
+        assert_eq!(
+            out,
+            vec![
+                (1, Some(Ok(false))),
+                (2, Some(Ok(true))),
+                (3, Some(Ok(false)))
+            ],
+            "each entry's result, in order"
+        );
+        assert_eq!(s.count(), 0, "nothing stalled");
+    }
+
+    #[test]
+    fn a_hung_entry_stalls_alone_until_it_returns() {
+        let s = Stalls::new(Duration::from_millis(50), Arc::default());
+        let (release, gate) = sync_channel::<()>(0);
+        let gate = Mutex::new(gate);
+        let work: Work = Arc::new(move |id| {
+            if id == 2 {
+                // hangs until the test lets it go
+                let _ = lock(&gate).recv();
+            }
+            Ok(true)
+        });
+        let out = s.run_each(&[1, 2, 3], &work, &name);
+        assert_eq!(
+            out,
+            vec![(1, Some(Ok(true))), (2, None), (3, Some(Ok(true)))],
+            "the hung entry is stalled, the one after it still runs"
+        );
+        assert_eq!((s.count(), s.total()), (1, 1), "the stall is counted");
+        assert_eq!(
+            s.run_each(&[4], &work, &name),
+            vec![(4, Some(Ok(true)))],
+            "the next call gets a worker that is not stuck"
+        );
+        let alone = Stalls::new(Duration::from_millis(50), Arc::default());
+        assert_eq!(alone.run_each(&[2], &work, &name), vec![(2, None)]);
+        assert_eq!(
+            alone.run_each(&[5], &work, &name),
+            vec![(5, Some(Ok(true)))],
+            "a worker stuck on the last entry of its batch is not reused"
+        );
+        let again = s.run_each(&[2, 3], &work, &name);
+        assert_eq!(
+            again,
+            vec![(2, None), (3, Some(Ok(true)))],
+            "a stalled entry is skipped, not run twice"
+        );
+        release
+            .send(())
+            .expect("the stuck work waits for its release");
+        release
+            .send(())
+            .expect("the second stuck work waits for its release");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.count() > 0 {
+            assert!(Instant::now() < deadline, "the stalled entry never cleared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(s.total(), 1, "the total stays");
+    }
+
+    #[test]
+    fn closing_lets_the_entry_in_progress_finish() {
+        let s = Arc::new(Stalls::new(Duration::from_secs(3600), Arc::default()));
+        let (release, gate) = sync_channel::<()>(0);
+        let (started_tx, started) = sync_channel::<()>(1);
+        let gate = Mutex::new(gate);
+        let work: Work = Arc::new(move |id| {
+            if id == 1 {
+                let _ = started_tx.try_send(());
+                let _ = lock(&gate).recv();
+            }
+            Ok(true)
+        });
+        let s2 = Arc::clone(&s);
+        let caller = std::thread::spawn(move || s2.run_each(&[1, 2, 3, 4], &work, &name));
+        started.recv().expect("the work starts");
+        s.close();
+        release.send(()).expect("the entry in progress finishes");
+        let out = caller.join().expect("the caller returns");
+        assert_eq!(out.len(), 4, "every entry answered: {out:?}");
+        assert_eq!(
+            out[0],
+            (1, Some(Ok(true))),
+            "the entry in progress finished"
+        );
+        // the worker may have started the next one before it saw the close
+        assert!(
+            out[2..].iter().all(|(_, r)| r.is_none()),
+            "no more run after the close: {out:?}"
+        );
+        assert_eq!(s.count(), 0, "closing is not a stall");
+    }
+}
