@@ -40,7 +40,10 @@ trap cleanup EXIT
 
 fail() { echo "FAIL $CHECK: $*" >&2; exit 1; }
 ok() { echo "ok $CHECK"; }
-falco() { "$FALCO" -c falco.yaml -o "plugins[0].library_path=$SO" -o log_stderr=true "$@"; }
+# always called in a subshell ($(...) or &): exec makes the subshell Falco
+# itself, so that $! is Falco's pid and stop_falco/cleanup stop Falco, not a
+# wrapper that would leave it running
+falco() { exec "$FALCO" -c falco.yaml -o "plugins[0].library_path=$SO" -o log_stderr=true "$@"; }
 # deadline loop: until "cmd" succeeds or $1 seconds pass
 wait_for() {
   local secs=$1; shift
