@@ -9,7 +9,17 @@ umask 022
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# what the initramfs put under /tmp (kive at the path cargo built it at, when
+# the checkout lives under /tmp) must survive the tmpfs mounted over it
+if [ -n "$(ls -A /tmp 2>/dev/null)" ]; then
+    mkdir -p /.initramfs-tmp
+    cp -a /tmp/. /.initramfs-tmp/
+fi
 mount -t tmpfs tmpfs /tmp
+if [ -d /.initramfs-tmp ]; then
+    cp -a /.initramfs-tmp/. /tmp/
+    rm -rf /.initramfs-tmp
+fi
 mount -t tmpfs tmpfs /run
 mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing
