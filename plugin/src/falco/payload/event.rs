@@ -8,65 +8,56 @@ use falco_plugin::event::fields::{FromBytes, FromBytesError, ToBytes};
 use falco_plugin::event::EventSource;
 use falco_plugin::source::PluginEvent;
 
-/// The data of a kive plugin event, borrowed from the event buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KivePayload<'a>(pub &'a [u8]);
+/// A payload type: the whole event parameter, borrowed from the event
+/// buffer, as event data of one source.
+macro_rules! raw_payload {
+    ($(#[$doc:meta])* $name:ident, $source:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name<'a>(pub &'a [u8]);
 
-impl EventSource for KivePayload<'_> {
-    const SOURCE: Option<&'static str> = Some(crate::falco::EVENT_SOURCE);
+        impl EventSource for $name<'_> {
+            const SOURCE: Option<&'static str> = Some($source);
+        }
+
+        impl<'a> FromBytes<'a> for $name<'a> {
+            fn from_bytes(buf: &mut &'a [u8]) -> Result<Self, FromBytesError> {
+                // the payload is the whole parameter: take all of it (a
+                // parser that leaves bytes behind fails with "trailing
+                // field data")
+                Ok(Self(std::mem::take(buf)))
+            }
+        }
+
+        impl ToBytes for $name<'_> {
+            fn binary_size(&self) -> usize {
+                self.0.len()
+            }
+
+            fn write<W: Write>(&self, mut writer: W) -> std::io::Result<()> {
+                writer.write_all(self.0)
+            }
+
+            fn default_repr() -> impl ToBytes {
+                &[] as &[u8]
+            }
+        }
+    };
 }
 
-impl<'a> FromBytes<'a> for KivePayload<'a> {
-    fn from_bytes(buf: &mut &'a [u8]) -> Result<Self, FromBytesError> {
-        // the payload is the whole parameter: take all of it (a parser that
-        // leaves bytes behind fails with "trailing field data")
-        Ok(Self(std::mem::take(buf)))
-    }
-}
+raw_payload!(
+    /// The data of a kive plugin event, borrowed from the event buffer.
+    KivePayload,
+    crate::falco::EVENT_SOURCE
+);
 
-impl ToBytes for KivePayload<'_> {
-    fn binary_size(&self) -> usize {
-        self.0.len()
-    }
-
-    fn write<W: Write>(&self, mut writer: W) -> std::io::Result<()> {
-        writer.write_all(self.0)
-    }
-
-    fn default_repr() -> impl ToBytes {
-        &[] as &[u8]
-    }
-}
-
-/// The same payload carried by an async event of the `syscall` source
-/// (see [`crate::falco::async_events`]). Async events of other plugins
-/// parse as this too: the extraction checks the event's name first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyscallPayload<'a>(pub &'a [u8]);
-
-impl EventSource for SyscallPayload<'_> {
-    const SOURCE: Option<&'static str> = Some("syscall");
-}
-
-impl<'a> FromBytes<'a> for SyscallPayload<'a> {
-    fn from_bytes(buf: &mut &'a [u8]) -> Result<Self, FromBytesError> {
-        Ok(Self(std::mem::take(buf)))
-    }
-}
-
-impl ToBytes for SyscallPayload<'_> {
-    fn binary_size(&self) -> usize {
-        self.0.len()
-    }
-
-    fn write<W: Write>(&self, mut writer: W) -> std::io::Result<()> {
-        writer.write_all(self.0)
-    }
-
-    fn default_repr() -> impl ToBytes {
-        &[] as &[u8]
-    }
-}
+raw_payload!(
+    /// The same payload carried by an async event of the `syscall` source
+    /// (see [`crate::falco::async_events`]). Async events of other plugins
+    /// parse as this too: the extraction checks the event's name first.
+    SyscallPayload,
+    "syscall"
+);
 
 /// Every event the `kive.*` fields are extracted from: kive's plugin
 /// events (source `kive`, type 322) and async events (source `syscall`,
