@@ -706,20 +706,14 @@ fn traps_arm_soon_when_namespace_labels_cannot_be_read() {
         kive_policy("kivebpf-system", "p", "/etc/hostname", json!([{}])),
     );
     let rt = node_runtime(NODE);
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let _cluster = kive::k8s::ClusterSource::start(
-        kive::k8s::ClusterConfig {
-            kubeconfig: Some(kubeconfig),
-            node_name: NODE.into(),
-            // nothing else would wake the first reconcile for an hour
-            resync: std::time::Duration::from_secs(3600),
-            scope: Default::default(),
-        },
-        rt.pod_controller(),
-    )
-    .expect("cluster source");
+    // nothing else would wake the first reconcile for an hour
+    let (_cluster, _k) = support::apiserver::cluster_source_every(
+        &api,
+        &rt,
+        NODE,
+        Default::default(),
+        std::time::Duration::from_secs(3600),
+    );
     wait_until("armed without namespace labels", || rt.metrics().armed == 1);
     assert!(
         api.requests("Namespace absent") >= 1,

@@ -665,6 +665,17 @@ pub fn cluster_source(
     node: &str,
     scope: kive::policy::scope::ScopeConfig,
 ) -> (kive::k8s::ClusterSource, tempfile::TempDir) {
+    cluster_source_every(api, rt, node, scope, Duration::from_millis(200))
+}
+
+/// [`cluster_source`] with its own resync period.
+pub fn cluster_source_every(
+    api: &ApiServer,
+    rt: &kive::runtime::Runtime,
+    node: &str,
+    scope: kive::policy::scope::ScopeConfig,
+    resync: Duration,
+) -> (kive::k8s::ClusterSource, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
@@ -672,7 +683,7 @@ pub fn cluster_source(
         kive::k8s::ClusterConfig {
             kubeconfig: Some(kubeconfig),
             node_name: node.into(),
-            resync: Duration::from_millis(200),
+            resync,
             scope,
         },
         rt.pod_controller(),
