@@ -276,8 +276,19 @@ static __always_inline void emit_named(const struct kive_key *key, const struct 
 		e->new_name_len = n > 0 ? (__u16)n : 0;
 	}
 
+	e->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+
+	/*
+	 * Wake-up: flags 0 is the ring buffer's own rule, the reader is woken
+	 * for a record only when it has consumed everything before it (it
+	 * caught up and may sleep): the first event after a quiet spell is
+	 * read at once, and while the reader is behind (a flood) it is never
+	 * woken again, it is reading anyway. Past wakeup_bytes it is woken
+	 * whatever it did, so a reader that missed a wake-up never lets the
+	 * ring fill.
+	 */
 	if (wakeup_bytes && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
-		flags = BPF_RB_NO_WAKEUP;
+		flags = 0;
 	else
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);

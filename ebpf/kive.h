@@ -151,6 +151,11 @@ struct kive_event {
 	__u16 new_name_len; /* bytes of new_name, with its NUL */
 	__u16 pad2[3];
 	char new_name[KIVE_NAME_LEN];
+	/*
+	 * the start time of the task's thread group (start_boottime, ns): with
+	 * tgid, who the process is (a reused pid has another start time)
+	 */
+	__u64 start_ns;
 };
 
 #endif /* KIVE_H */

@@ -293,3 +293,56 @@ fn program_stats_count_each_attached_program_s_runs_while_enabled() {
     assert!(c1 >= c0 + 20 * 10, "runs counted: {c0} -> {c1}");
     assert!(t1 > t0, "run time counted: {t0} -> {t1}");
 }
+
+/// The wake-up policy: the reader is woken for the first record after it
+/// caught up. With a poll period far longer than the test, each lone
+/// access is still delivered (under the old policy, woken only past 64 KiB,
+/// these events would wait for the hour-long poll), and each carries its
+/// process's start time (the identity per-process caches key on).
+#[test]
+fn lone_accesses_wake_a_reader_that_never_polls() {
+    support::ensure_mounts();
+    let d = world_dir();
+    let f = d.path().join("slow.txt");
+    std::fs::write(&f, "s").expect("write");
+    let cfg = kive::trap::EngineConfig {
+        tier: TierChoice::Tracepoint,
+        ..kive::trap::EngineConfig::default()
+    };
+    assert!(cfg.wakeup_bytes > 0, "the default batches wake-ups");
+    let mut e = kive::trap::Engine::load(&cfg).expect("the tracepoint tier loads");
+    let (tx, rx) = std::sync::mpsc::channel();
+    e.start_reader(std::time::Duration::from_secs(3600), move |data| {
+        let ev = kive::trap::RawEvent::decode(data).expect("kernel records decode");
+        let _ = tx.send(ev);
+    })
+    .expect("ring reader starts");
+    let key = key_of(&f);
+    e.arm(key, audit(3)).expect("arm");
+    let mut starts = Vec::new();
+    // one access at a time, each waited for: the ring never holds more
+    // than one record, far below the wake-up threshold
+    for _ in 0..3 {
+        let (pid, out) = run(Command::new("cat").arg(&f));
+        assert!(out.status.success());
+        let evs = events_until(&rx, key, 1);
+        assert_eq!(evs.len(), 1, "one open, one event: {evs:#?}");
+        assert_eq!(evs[0].tgid, pid);
+        assert_ne!(evs[0].start_ns, 0, "the process's start time is captured");
+        starts.push(evs[0].start_ns);
+    }
+    starts.dedup();
+    assert_eq!(starts.len(), 3, "three processes, three start times");
+    // stopping waits for the reader's poll to return: wake it with accesses
+    let stopper = std::thread::spawn(move || drop(e));
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while !stopper.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader did not stop after {:?} of accesses",
+            support::DEADLINE
+        );
+        run(Command::new("cat").arg(&f));
+    }
+    stopper.join().expect("the engine stops");
+}

@@ -347,6 +347,8 @@ impl Shared {
             process_flags: 0,
             limited: 0,
             tamper: Some(tamper),
+            // found by a rescan: no process
+            start_ns: 0,
         };
         if self.tamper_tx.try_send(ev).is_err() {
             self.counters.queue_drops.fetch_add(1, Ordering::Relaxed);

@@ -363,6 +363,7 @@ mod tests {
             process_flags: 0,
             limited: 0,
             tamper: None,
+            start_ns: 0,
         };
         let node = NodeContext {
             kernel_id: "boot".into(),

@@ -198,6 +198,7 @@ pub fn encode(ev: &RawEvent, args: &[u8]) -> Vec<u8> {
     put(&mut b, CWD_LEN, &cwd_len.to_le_bytes());
     put(&mut b, PEXE_LEN, &pexe_len.to_le_bytes());
     put(&mut b, offsets::ARGS_LEN, &(args_n as u16).to_le_bytes());
+    put(&mut b, START_NS, &ev.start_ns.to_le_bytes());
     b
 }
 
@@ -301,6 +302,7 @@ mod tests {
             process_flags: 0x20,
             limited: 0,
             tamper: None,
+            start_ns: 123_456,
         };
         let back = RawEvent::decode(&encode(&ev, b"cat\0/secret\0")).expect("decodes");
         assert_eq!(back.comm, "a-very-long-com", "cut to 15 bytes + NUL");

@@ -44,6 +44,7 @@ pub mod offsets {
     pub const NEW_DIR_INO: usize = 1144;
     pub const NEW_NAME_LEN: usize = 1152;
     pub const NEW_NAME: usize = 1160;
+    pub const START_NS: usize = 1416;
 }
 
 /// One access to a trapped file, decoded from `struct kive_event`.
@@ -102,6 +103,10 @@ pub struct RawEvent {
     pub limited: u32,
     /// Set when the event is a change to the file's names, not an access.
     pub tamper: Option<Tamper>,
+    /// When the process (thread group) started, ns since boot (0 =
+    /// unknown): with `tgid`, which process this is (a reused pid has
+    /// another start time).
+    pub start_ns: u64,
 }
 
 /// A NUL-terminated string in a fixed field.
@@ -221,6 +226,7 @@ impl RawEvent {
                 new_name: c_str(field(b, NEW_NAME, new_name_len)),
                 new_dir_ino: u64_at(b, NEW_DIR_INO),
             }),
+            start_ns: u64_at(b, START_NS),
         })
     }
 }
@@ -273,6 +279,8 @@ mod tests {
         field(b"/bin/bash\0", PATH_LEN);
         // new_dir_ino, new_name_len and padding, new_name: an access has none
         field(b"", 8 + 8 + NAME_LEN);
+        // start_ns: unset
+        field(b"", 8);
         assert_eq!(r.len(), EVENT_SIZE);
         r
     }
@@ -306,6 +314,10 @@ mod tests {
         assert_eq!(e.args, ["cat", "/secret.txt"]);
         assert_eq!(e.process_flags, 0x21);
         assert_eq!(e.limited, 5);
+        assert_eq!(e.start_ns, 0, "not set in this record");
+        let mut r = record();
+        r[offsets::START_NS..offsets::START_NS + 8].copy_from_slice(&77u64.to_le_bytes());
+        assert_eq!(RawEvent::decode(&r).expect("decodes").start_ns, 77);
     }
 
     #[test]
@@ -436,6 +448,7 @@ mod tests {
             (offset_of!(E, new_dir_ino), offsets::NEW_DIR_INO),
             (offset_of!(E, new_name_len), offsets::NEW_NAME_LEN),
             (offset_of!(E, new_name), offsets::NEW_NAME),
+            (offset_of!(E, start_ns), offsets::START_NS),
         ];
         for (i, (c, rust)) in pairs.into_iter().enumerate() {
             assert_eq!(c, rust, "field #{i} of struct kive_event");

@@ -15,7 +15,7 @@ pub const KEY_SIZE: usize = 16;
 /// Size of `struct kive_trap`.
 pub const TRAP_SIZE: usize = 8;
 /// Size of `struct kive_event`.
-pub const EVENT_SIZE: usize = 1416;
+pub const EVENT_SIZE: usize = 1424;
 /// `KIVE_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 /// `KIVE_PATH_LEN`.
