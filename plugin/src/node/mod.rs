@@ -10,6 +10,7 @@ pub mod limits;
 pub mod links;
 pub mod listing;
 pub mod mounts;
+pub mod pidcache;
 pub mod procfs;
 pub mod resolve;
 pub mod task;

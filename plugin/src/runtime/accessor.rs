@@ -4,7 +4,8 @@
 //! [`accessor_metadata`].
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::enrich::{accessor_metadata, CgroupFacts};
 use super::table::ContainerOwner;
@@ -12,6 +13,7 @@ use crate::alert::AccessorMetadata;
 use crate::node::cgroup::{
     container_from_cgroup_path, process_v1_cgroups, CgroupIndex, CgroupMode,
 };
+use crate::node::pidcache::PidCache;
 use crate::trap::RawEvent;
 
 /// The node facts accessor attribution needs.
@@ -21,7 +23,16 @@ pub struct Accessors {
     /// The host's mount namespace.
     host_mnt_ns: Option<u32>,
     proc_root: PathBuf,
+    /// v1 cgroups by process (tgid, start time): read once a second per
+    /// process, not at each of its events.
+    v1: Mutex<PidCache<Arc<[PathBuf]>>>,
 }
+
+/// How long a process's v1 cgroups are reused (a process moved to another
+/// cgroup is seen within this).
+const V1_TTL: Duration = Duration::from_secs(1);
+/// Processes whose v1 cgroups are kept.
+const V1_PROCESSES: usize = 4096;
 
 impl Accessors {
     /// This node's cgroups and host mount namespace, read under `proc_root`.
@@ -30,6 +41,7 @@ impl Accessors {
             cgroups: Mutex::new(CgroupIndex::for_this_node()),
             host_mnt_ns: crate::node::host::host_mnt_ns(&proc_root),
             proc_root,
+            v1: Mutex::new(PidCache::new(V1_TTL, V1_PROCESSES)),
         }
     }
 
@@ -49,15 +61,20 @@ impl Accessors {
             .and_then(container_from_cgroup_path)
             .is_some();
         // /proc only where the v2 cgroup can hide a container
-        let v1 = if mode == CgroupMode::Unified || named {
-            Vec::new()
+        let cached: Arc<[PathBuf]>;
+        let v1: &[PathBuf] = if mode == CgroupMode::Unified || named {
+            &[]
         } else {
-            process_v1_cgroups(&self.proc_root, raw.tgid)
+            let mut cache = self.v1.lock().unwrap_or_else(|p| p.into_inner());
+            cached = cache.get_or_read(raw.tgid, raw.start_ns, raw.ts_boot_ns, || {
+                process_v1_cgroups(&self.proc_root, raw.tgid).into()
+            });
+            &cached
         };
         let facts = CgroupFacts {
             v2: path.as_deref(),
             mode,
-            v1: &v1,
+            v1,
             host_mnt_ns: self.host_mnt_ns.map(|h| h == raw.mnt_ns),
         };
         accessor_metadata(facts, owner_of)
