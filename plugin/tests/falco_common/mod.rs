@@ -46,9 +46,15 @@ pub static PROFILE: OnceLock<&'static str> = OnceLock::new();
 /// fresh or copied to target/<profile>/, so the test runs `cargo build
 /// --lib` itself (once per test binary; a no-op when up to date). The
 /// outer `cargo test` holds no build lock while tests run.
+///
+/// `KIVE_SO=<path>` loads that library instead, unbuilt (a bench comparing
+/// two builds of kive in one session).
 pub fn built_so() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
+        if let Some(so) = std::env::var_os("KIVE_SO") {
+            return PathBuf::from(so);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe
             .parent()
