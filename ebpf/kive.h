@@ -11,7 +11,7 @@
 #define KIVE_PATH_LEN 256
 #define KIVE_ARGS_LEN 256
 #define KIVE_NAME_LEN 256 /* NAME_MAX + NUL */
-#define KIVE_EVENT_VERSION 4
+#define KIVE_EVENT_VERSION 5
 
 /* Which program saw the access (kive_event.hook). */
 enum kive_hook {

@@ -25,7 +25,7 @@ pub const ARGS_LEN: usize = 256;
 /// `KIVE_NAME_LEN`: a file name and its NUL.
 pub const NAME_LEN: usize = 256;
 /// `KIVE_EVENT_VERSION`: the event layout this build decodes.
-pub const EVENT_VERSION: u16 = 4;
+pub const EVENT_VERSION: u16 = 5;
 /// `KIVE_TRAP_F_BLOCK`.
 pub const TRAP_F_BLOCK: u32 = 1;
 /// `kive_event.pflags`: the `KIVE_EV_F_*` flag bits.
