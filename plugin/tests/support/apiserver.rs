@@ -3,21 +3,32 @@
 //! are what the tests exercise: list with `resourceVersion`, chunked watch
 //! streams of ADDED/MODIFIED/DELETED, `fieldSelector=spec.nodeName=…`, and
 //! `410 Gone` (an ERROR event with an Expired status) for a compacted
-//! resourceVersion. It can be stopped (connections dropped) and restarted on
-//! the same port.
+//! resourceVersion (`watch`); events.k8s.io/v1 Event writes (`events`). It
+//! can be stopped (connections dropped) and restarted on the same port.
 
-use std::collections::{BTreeMap, HashMap};
+// The parts are named by `#[path]` because `benches/reconcile.rs` includes
+// this file by `#[path]` too: a plain `mod watch;` would be looked for next
+// to this file there, beside it here.
+#[path = "apiserver/events.rs"]
+mod events;
+#[path = "apiserver/fixtures.rs"]
+mod fixtures;
+#[path = "apiserver/watch.rs"]
+mod watch;
+
+// not every test binary (nor the bench) uses every fixture
+#[allow(unused_imports)]
+pub use fixtures::{cluster_source, cluster_source_every, pod, policy};
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{patch, post};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -42,6 +53,29 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, each served at its [`Kind::path`].
+    const ALL: [Kind; 7] = [
+        Kind::Pod,
+        Kind::Policy,
+        Kind::Namespace,
+        Kind::KaPolicy,
+        Kind::KaClusterPolicy,
+        Kind::KaHostPolicy,
+        Kind::Node,
+    ];
+
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Pod => "/api/v1/pods",
+            Kind::Policy => "/apis/kivebpf.san7o.github.io/v1/kivepolicies",
+            Kind::Namespace => "/api/v1/namespaces",
+            Kind::Node => "/api/v1/nodes",
+            Kind::KaPolicy => "/apis/security.kubearmor.com/v1/kubearmorpolicies",
+            Kind::KaClusterPolicy => "/apis/security.kubearmor.com/v1/kubearmorclusterpolicies",
+            Kind::KaHostPolicy => "/apis/security.kubearmor.com/v1/kubearmorhostpolicies",
+        }
+    }
+
     fn api_version(self) -> &'static str {
         match self {
             Kind::Pod => "v1",
@@ -81,11 +115,25 @@ struct Inner {
     tx: broadcast::Sender<Change>,
     requests: HashMap<String, usize>,
     /// Custom resources whose CRD is installed (the others answer 404).
-    installed: std::collections::HashSet<Kind>,
+    installed: HashSet<Kind>,
     /// events.k8s.io/v1 Events by (namespace, name).
     events: BTreeMap<(String, String), Value>,
     /// Whether Event writes are refused (403, as without the RBAC rule).
     events_forbidden: bool,
+}
+
+impl Inner {
+    /// Counts one request of `what` (read back by [`ApiServer::requests`]).
+    fn count(&mut self, what: String) {
+        *self.requests.entry(what).or_default() += 1;
+    }
+
+    /// Logs a change (for watches from an older resourceVersion) and sends
+    /// it to the running watches.
+    fn record(&mut self, change: Change) {
+        self.log.push(change.clone());
+        let _ = self.tx.send(change);
+    }
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -103,19 +151,6 @@ fn key(obj: &Value) -> String {
         obj["metadata"]["namespace"].as_str().unwrap_or_default(),
         obj["metadata"]["name"].as_str().unwrap_or_default()
     )
-}
-
-fn selector_matches(sel: Option<&String>, obj: &Value) -> bool {
-    let Some(sel) = sel else { return true };
-    sel.split(',').filter(|s| !s.is_empty()).all(|term| {
-        let (path, want) = term.split_once('=').unwrap_or((term, ""));
-        let want = want.trim_start_matches('=');
-        let mut v = obj;
-        for part in path.split('.') {
-            v = &v[part];
-        }
-        v.as_str().unwrap_or_default() == want
-    })
 }
 
 impl ApiServer {
@@ -152,33 +187,18 @@ impl ApiServer {
             .block_on(tokio::net::TcpListener::bind(self.addr))
             .unwrap_or_else(|e| panic!("binding the test API server on {}: {e}", self.addr));
         self.addr = listener.local_addr().expect("local addr");
-        let app = Router::new()
-            .route("/api/v1/pods", get(pods))
-            .route(
-                "/apis/kivebpf.san7o.github.io/v1/kivepolicies",
-                get(policies),
-            )
-            .route("/api/v1/namespaces", get(namespaces))
-            .route("/api/v1/nodes", get(nodes))
-            .route(
-                "/apis/security.kubearmor.com/v1/kubearmorhostpolicies",
-                get(ka_host_policies),
-            )
-            .route(
-                "/apis/security.kubearmor.com/v1/kubearmorpolicies",
-                get(ka_policies),
-            )
-            .route(
-                "/apis/security.kubearmor.com/v1/kubearmorclusterpolicies",
-                get(ka_cluster_policies),
-            )
+        let app = Kind::ALL
+            .into_iter()
+            .fold(Router::new(), |app, kind| {
+                app.route(kind.path(), watch::route(kind))
+            })
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
-                post(create_event),
+                post(events::create),
             )
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
-                patch(patch_event),
+                patch(events::patch),
             )
             .with_state(Arc::clone(&self.inner));
         rt.spawn(async move {
@@ -219,14 +239,12 @@ impl ApiServer {
             "ADDED"
         };
         g.objects.insert(k, object.clone());
-        let change = Change {
+        g.record(Change {
             rv,
             kind,
             ty,
             object,
-        };
-        g.log.push(change.clone());
-        let _ = g.tx.send(change);
+        });
     }
 
     /// Deletes an object (DELETED).
@@ -238,14 +256,12 @@ impl ApiServer {
         g.rv += 1;
         let rv = g.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let change = Change {
+        g.record(Change {
             rv,
             kind,
             ty: "DELETED",
             object,
-        };
-        g.log.push(change.clone());
-        let _ = g.tx.send(change);
+        });
     }
 
     /// Installs the CRD of a custom resource: it is served from now on.
@@ -312,382 +328,20 @@ impl Drop for ApiServer {
     }
 }
 
-async fn pods(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    handle(s, Kind::Pod, q)
-}
-
-async fn policies(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    handle(s, Kind::Policy, q)
-}
-
-async fn namespaces(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    handle(s, Kind::Namespace, q)
-}
-
-async fn nodes(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    handle(s, Kind::Node, q)
-}
-
-async fn ka_host_policies(
-    State(s): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    handle(s, Kind::KaHostPolicy, q)
-}
-
-async fn ka_policies(
-    State(s): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    handle(s, Kind::KaPolicy, q)
-}
-
-async fn ka_cluster_policies(
-    State(s): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    handle(s, Kind::KaClusterPolicy, q)
-}
-
+/// A `Status` failure, as the real server answers one.
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "details": {},
         "code": code.as_u16()});
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    reply(code, &body)
 }
 
-fn object(code: StatusCode, v: &Value) -> Response {
+/// `v` as a JSON answer.
+fn reply(code: StatusCode, v: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],
         v.to_string(),
     )
         .into_response()
-}
-
-/// What the real server checks of an events.k8s.io/v1 Event.
-fn invalid_event(ns: &str, e: &Value) -> Option<String> {
-    let meta = &e["metadata"];
-    if meta["namespace"].as_str().is_some_and(|n| n != ns) {
-        return Some(
-            "the namespace of the object does not match the namespace on the request".into(),
-        );
-    }
-    for (field, v) in [
-        ("metadata.name", &meta["name"]),
-        ("eventTime", &e["eventTime"]),
-        ("reportingController", &e["reportingController"]),
-        ("reportingInstance", &e["reportingInstance"]),
-        ("reason", &e["reason"]),
-        ("action", &e["action"]),
-        ("type", &e["type"]),
-    ] {
-        if v.as_str().is_none_or(str::is_empty) {
-            return Some(format!("{field}: Required value"));
-        }
-    }
-    if !matches!(e["type"].as_str(), Some("Normal" | "Warning")) {
-        return Some("type: Unsupported value".into());
-    }
-    if e["note"].as_str().is_some_and(|n| n.len() > 1024) {
-        return Some("note: Too long: may not be more than 1024 bytes".into());
-    }
-    if !e["series"].is_null() && e["series"]["count"].as_i64().is_none_or(|c| c < 2) {
-        return Some("series.count: Invalid value: should be at least 2".into());
-    }
-    None
-}
-
-async fn create_event(
-    State(s): State<Shared>,
-    UrlPath(ns): UrlPath<String>,
-    body: String,
-) -> Response {
-    let mut g = s.lock().expect("lock");
-    *g.requests.entry("Event create".into()).or_default() += 1;
-    if g.events_forbidden {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "events.events.k8s.io is forbidden",
-        );
-    }
-    let Ok(mut e) = serde_json::from_str::<Value>(&body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
-    };
-    if let Some(why) = invalid_event(&ns, &e) {
-        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &why);
-    }
-    let name = e["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if g.events.contains_key(&(ns.clone(), name.clone())) {
-        return status(
-            StatusCode::CONFLICT,
-            "AlreadyExists",
-            &format!("events {name:?} already exists"),
-        );
-    }
-    g.rv += 1;
-    e["metadata"]["namespace"] = json!(ns);
-    e["metadata"]["resourceVersion"] = json!(g.rv.to_string());
-    e["metadata"]["uid"] = json!(format!("event-{}", g.rv));
-    g.events.insert((ns, name), e.clone());
-    object(StatusCode::CREATED, &e)
-}
-
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    let Some(p) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    if let Some(t) = target.as_object_mut() {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
-async fn patch_event(
-    State(s): State<Shared>,
-    UrlPath((ns, name)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let mut g = s.lock().expect("lock");
-    *g.requests.entry("Event patch".into()).or_default() += 1;
-    if g.events_forbidden {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "events.events.k8s.io is forbidden",
-        );
-    }
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if ct != "application/merge-patch+json" {
-        return status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            ct,
-        );
-    }
-    let Ok(p) = serde_json::from_str::<Value>(&body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
-    };
-    g.rv += 1;
-    let rv = g.rv;
-    let Some(e) = g.events.get_mut(&(ns.clone(), name.clone())) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("events {name:?} not found"),
-        );
-    };
-    let mut patched = e.clone();
-    merge(&mut patched, &p);
-    if let Some(why) = invalid_event(&ns, &patched) {
-        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &why);
-    }
-    patched["metadata"]["resourceVersion"] = json!(rv.to_string());
-    *e = patched.clone();
-    object(StatusCode::OK, &patched)
-}
-
-fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
-    if !s.lock().expect("lock").installed.contains(&kind) {
-        *s.lock()
-            .expect("lock")
-            .requests
-            .entry(format!("{kind:?} absent"))
-            .or_default() += 1;
-        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": "the server could not find the requested resource",
-            "reason": "NotFound", "details": {}, "code": 404});
-        return (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
-            status.to_string(),
-        )
-            .into_response();
-    }
-    let selector = q.get("fieldSelector").cloned();
-    if q.get("watch").map(String::as_str) == Some("true")
-        || q.get("watch").map(String::as_str) == Some("1")
-    {
-        watch(s, kind, q, selector)
-    } else {
-        list(s, kind, selector)
-    }
-}
-
-fn list(s: Shared, kind: Kind, selector: Option<String>) -> Response {
-    let mut g = s.lock().expect("lock");
-    *g.requests.entry(format!("{kind:?} list")).or_default() += 1;
-    let items: Vec<Value> = g
-        .objects
-        .iter()
-        .filter(|((k, _), o)| *k == kind && selector_matches(selector.as_ref(), o))
-        .map(|(_, o)| {
-            // like the real server: list items carry no apiVersion/kind
-            let mut o = o.clone();
-            if let Some(m) = o.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-            }
-            o
-        })
-        .collect();
-    let body = json!({
-        "apiVersion": kind.api_version(),
-        "kind": format!("{}List", kind.kind()),
-        "metadata": {"resourceVersion": g.rv.to_string()},
-        "items": items,
-    });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn watch(s: Shared, kind: Kind, q: HashMap<String, String>, selector: Option<String>) -> Response {
-    let from: u64 = q
-        .get("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(290u64);
-    let (backlog, mut rx, gone) = {
-        let mut g = s.lock().expect("lock");
-        *g.requests.entry(format!("{kind:?} watch")).or_default() += 1;
-        let gone = from != 0 && from < g.compacted_below;
-        let backlog: Vec<Change> = g
-            .log
-            .iter()
-            .filter(|c| c.rv > from && c.kind == kind)
-            .cloned()
-            .collect();
-        (backlog, g.tx.subscribe(), gone)
-    };
-    let stream = async_stream::stream! {
-        if gone {
-            let status = json!({"type": "ERROR", "object": {
-                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410}});
-            yield Ok::<_, std::convert::Infallible>(format!("{status}\n"));
-            return;
-        }
-        let mut last = from;
-        for c in backlog {
-            last = c.rv;
-            if selector_matches(selector.as_ref(), &c.object) {
-                yield Ok(format!("{}\n", json!({"type": c.ty, "object": c.object})));
-            }
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-        loop {
-            let c = tokio::select! {
-                c = rx.recv() => c,
-                _ = tokio::time::sleep_until(deadline) => break,
-            };
-            let Ok(c) = c else { break };
-            if c.kind != kind || c.rv <= last {
-                continue;
-            }
-            last = c.rv;
-            if selector_matches(selector.as_ref(), &c.object) {
-                yield Ok(format!("{}\n", json!({"type": c.ty, "object": c.object})));
-            }
-        }
-    };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response()
-}
-
-/// A running pod of `node` whose one container has `container_id`.
-pub fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
-                     "labels": {"app": "web", "pod-template-hash": "5f7c9d"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                       "name": "web-5f7c9d", "uid": "rs-uid", "controller": true}]},
-        "spec": {"nodeName": node, "serviceAccountName": "web-sa",
-                 "containers": [{"name": "app", "image": "web:1"}]},
-        "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
-                   "containerStatuses": [{"name": "app", "image": "web:1", "imageID": "",
-                     "containerID": format!("containerd://{container_id}"), "ready": true,
-                     "restartCount": 0, "state": {"running": {"startedAt": "2026-11-22T00:00:00Z"}}}]}
-    })
-}
-
-/// A KivePolicy with one decoy at `path` in pods labelled app=web of
-/// namespace default.
-pub fn policy(name: &str, path: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"name": name, "namespace": "kivebpf-system"},
-        "spec": {"alertVersion": "v1", "traps": [{
-            "path": path, "create": true, "mode": 0o400,
-            "metadata": {"severity": "high"},
-            "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]
-        }]}
-    })
-}
-
-/// The cluster source of node `node` watching `api` (resync every 200 ms)
-/// and applying to `rt`; the temp dir holds its kubeconfig.
-pub fn cluster_source(
-    api: &ApiServer,
-    rt: &kive::runtime::Runtime,
-    node: &str,
-    scope: kive::policy::scope::ScopeConfig,
-) -> (kive::k8s::ClusterSource, tempfile::TempDir) {
-    cluster_source_every(api, rt, node, scope, Duration::from_millis(200))
-}
-
-/// [`cluster_source`] with its own resync period.
-pub fn cluster_source_every(
-    api: &ApiServer,
-    rt: &kive::runtime::Runtime,
-    node: &str,
-    scope: kive::policy::scope::ScopeConfig,
-    resync: Duration,
-) -> (kive::k8s::ClusterSource, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let cluster = kive::k8s::ClusterSource::start(
-        kive::k8s::ClusterConfig {
-            kubeconfig: Some(kubeconfig),
-            node_name: node.into(),
-            resync,
-            scope,
-        },
-        rt.pod_controller(),
-    )
-    .expect("cluster source");
-    (cluster, dir)
 }
