@@ -9,103 +9,25 @@
 //! trap, so a link, whoever planted it, can never redirect a trap to
 //! another file.
 
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use error::io_err;
+pub use error::ResolveError;
+
 use std::collections::HashMap;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use thiserror::Error;
 
 use super::links::links_of;
 pub use super::links::{new_path_of, Links};
 use super::{atomic_writer, mounts};
 use crate::trap::dev::kernel_dev;
 use crate::trap::TrapKey;
-
-/// Resolution and creation errors.
-#[derive(Debug, Error)]
-pub enum ResolveError {
-    /// The root directory could not be opened.
-    #[error("opening root {root}")]
-    Root {
-        /// Root path.
-        root: PathBuf,
-        /// OS error.
-        source: io::Error,
-    },
-    /// The path does not exist inside the root.
-    #[error("{path} does not exist in {root}")]
-    NotFound {
-        /// Path inside the root.
-        path: String,
-        /// Root path.
-        root: PathBuf,
-    },
-    /// The path resolves to something that is not a regular file.
-    #[error("{path} in {root} is not a regular file")]
-    NotAFile {
-        /// Path inside the root.
-        path: String,
-        /// Root path.
-        root: PathBuf,
-    },
-    /// The last component is a symlink other than the kubelet's
-    /// atomic-writer layout: following it could redirect the trap.
-    #[error("{path} in {root} is a symlink (refused: a trap's last component is never followed, except the kubelet's atomic-writer layout <name> -> ..data/<name>, ..data -> ..<version> in the same directory)")]
-    Symlink {
-        /// Path inside the root.
-        path: String,
-        /// Root path.
-        root: PathBuf,
-    },
-    /// A pod's trap found its file (or the directory a decoy would be
-    /// created in) on a node-shared mount.
-    #[error("{path} in {root} is on a node-shared mount (hostPath, node disk or another pod's volume): {what}")]
-    Shared {
-        /// Path inside the root.
-        path: String,
-        /// Root path.
-        root: PathBuf,
-        /// What was refused.
-        what: &'static str,
-    },
-    /// Any other failure, with the operation that failed.
-    #[error("{op} {path} in {root}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Path inside the root.
-        path: String,
-        /// Root path.
-        root: PathBuf,
-        /// OS error.
-        source: io::Error,
-    },
-}
-
-impl ResolveError {
-    /// Whether the failure says nothing about the file itself (out of file
-    /// descriptors or memory, a rename race to retry): an armed trap keeps
-    /// its key rather than being disarmed.
-    pub fn is_transient(&self) -> bool {
-        let ResolveError::Io { source, .. } = self else {
-            return false;
-        };
-        use rustix::io::Errno;
-        Errno::from_io_error(source).is_some_and(|e| {
-            [
-                Errno::MFILE,
-                Errno::NFILE,
-                Errno::AGAIN,
-                Errno::NOMEM,
-                Errno::INTR,
-            ]
-            .contains(&e)
-        })
-    }
-}
 
 /// A directory that paths are resolved inside.
 #[derive(Debug)]
@@ -150,10 +72,6 @@ impl std::os::fd::AsFd for PinnedFile {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.pin.as_fd()
     }
-}
-
-pub(crate) fn io_err(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
@@ -341,162 +259,5 @@ impl Root {
             Err(rustix::io::Errno::EXIST) => Ok(false),
             Err(e) => Err(self.err("creating", path, e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-
-    fn tmp() -> tempfile::TempDir {
-        tempfile::tempdir().expect("temp dir")
-    }
-
-    #[test]
-    fn only_resource_errors_are_transient() {
-        let io = |errno: i32| ResolveError::Io {
-            op: "opening",
-            path: "/f".into(),
-            root: "/r".into(),
-            source: io::Error::from_raw_os_error(errno),
-        };
-        assert!(io(24).is_transient(), "EMFILE");
-        assert!(io(11).is_transient(), "EAGAIN");
-        assert!(!io(2).is_transient(), "ENOENT is about the file");
-        assert!(!io(20).is_transient(), "ENOTDIR is about the file");
-        let gone = ResolveError::NotFound {
-            path: "/f".into(),
-            root: "/r".into(),
-        };
-        assert!(!gone.is_transient());
-    }
-
-    #[test]
-    fn resolves_a_file_to_its_kernel_key() {
-        let d = tmp();
-        std::fs::write(d.path().join("f"), "x").expect("write");
-        let root = Root::open(d.path()).expect("open root");
-        let p = root.resolve("/f").expect("resolve");
-        let md = std::fs::metadata(d.path().join("f")).expect("stat");
-        assert_eq!(p.key.ino, md.ino());
-        assert_eq!(p.key.dev, kernel_dev(md.dev()));
-    }
-
-    #[test]
-    fn absolute_symlinks_and_dotdot_stay_inside_the_root() {
-        let d = tmp();
-        let inner = d.path().join("root");
-        std::fs::create_dir_all(inner.join("etc")).expect("mkdir");
-        std::fs::write(inner.join("etc/passwd"), "container passwd").expect("write");
-        // directory links on the way (the last component is never a link)
-        symlink("/etc", inner.join("link")).expect("symlink");
-        symlink("../../../../../../etc", inner.join("up")).expect("symlink");
-        let root = Root::open(&inner).expect("open root");
-        let want = std::fs::metadata(inner.join("etc/passwd"))
-            .expect("stat")
-            .ino();
-        let host = std::fs::metadata("/etc/passwd").expect("host passwd").ino();
-        assert_ne!(want, host);
-        for path in [
-            "/link/passwd",
-            "/up/passwd",
-            "/../../etc/passwd",
-            "/etc/../../etc/passwd",
-        ] {
-            let p = root.resolve(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert_eq!(
-                p.key.ino, want,
-                "{path} must resolve to the root's own file"
-            );
-        }
-    }
-
-    #[test]
-    fn magic_links_are_refused() {
-        let d = tmp();
-        symlink("/proc/self/root/etc/passwd", d.path().join("m")).expect("symlink");
-        let root = Root::open(d.path()).expect("open root");
-        // inside the root /proc/self does not exist: not found, never the host file
-        assert!(root.resolve("/m").is_err());
-        let host_root = Root::open("/").expect("open /");
-        let e = host_root
-            .resolve("/proc/self/root/etc/passwd")
-            .expect_err("magic link through /proc/self/root is refused");
-        assert!(matches!(e, ResolveError::Io { .. }), "{e}");
-    }
-
-    #[test]
-    fn create_sets_the_mode_despite_umask_and_never_truncates() {
-        let d = tmp();
-        let root = Root::open(d.path()).expect("open root");
-        assert!(root.create_if_missing("/decoy", 0o604).expect("create"));
-        let md = std::fs::metadata(d.path().join("decoy")).expect("stat");
-        assert_eq!(md.permissions().mode() & 0o7777, 0o604);
-        std::fs::write(d.path().join("decoy"), "keep me").expect("write");
-        assert!(!root.create_if_missing("/decoy", 0o600).expect("exists"));
-        assert_eq!(
-            std::fs::read_to_string(d.path().join("decoy")).expect("read"),
-            "keep me"
-        );
-        assert_eq!(
-            std::fs::metadata(d.path().join("decoy"))
-                .expect("stat")
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o604,
-            "an existing file keeps its mode"
-        );
-    }
-
-    #[test]
-    fn create_never_follows_a_symlink_to_the_host() {
-        let d = tmp();
-        let host_target = d.path().join("host-file");
-        let inner = d.path().join("root");
-        std::fs::create_dir(&inner).expect("mkdir");
-        symlink(&host_target, inner.join("decoy")).expect("symlink");
-        let root = Root::open(&inner).expect("open root");
-        // the name exists (as a symlink): nothing is created, nothing followed
-        assert!(!root.create_if_missing("/decoy", 0o644).expect("create"));
-        assert!(
-            !host_target.exists(),
-            "the symlink target outside the root was not created"
-        );
-    }
-
-    #[test]
-    fn a_link_is_never_followed_whoever_planted_it() {
-        let d = tmp();
-        let target = d.path().join("target");
-        std::fs::write(&target, "node file").expect("write");
-        symlink(&target, d.path().join("decoy")).expect("symlink");
-        let root = Root::open(d.path()).expect("open root");
-        for (owner, why) in [
-            (65534, "a user's link"),
-            (0, "root's link in root's directory"),
-        ] {
-            std::os::unix::fs::lchown(d.path().join("decoy"), Some(owner), Some(owner))
-                .expect("lchown");
-            let e = root.resolve("/decoy").expect_err(why);
-            assert!(matches!(e, ResolveError::Symlink { .. }), "{why}: {e}");
-            assert!(e.to_string().contains("/decoy"), "{e}");
-        }
-    }
-
-    #[test]
-    fn directories_are_not_trappable() {
-        let d = tmp();
-        std::fs::create_dir(d.path().join("dir")).expect("mkdir");
-        let root = Root::open(d.path()).expect("open root");
-        assert!(matches!(
-            root.resolve("/dir"),
-            Err(ResolveError::NotAFile { .. })
-        ));
-        assert!(matches!(
-            root.resolve("/nope"),
-            Err(ResolveError::NotFound { .. })
-        ));
     }
 }
