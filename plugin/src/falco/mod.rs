@@ -160,89 +160,50 @@ impl Plugin for KivePlugin {
             None => (Default::default(), None),
         };
         let m: crate::runtime::Metrics = m;
-        let u = |v: u64| MetricValue::U64(v);
-        let w = |c: &AtomicU64| u(c.load(Ordering::Relaxed));
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counter = |name, v| Metric::new(MetricLabel::new(name, Monotonic), MetricValue::U64(v));
+        let gauge =
+            |name, v| Metric::new(MetricLabel::new(name, NonMonotonic), MetricValue::U64(v));
         [
-            (
-                c"events_delivered",
-                Monotonic,
-                u(self.stats.delivered.load(Ordering::Relaxed)),
-            ),
-            (
-                c"async_events_injected",
-                Monotonic,
-                u(self.stats.async_injected.load(Ordering::Relaxed)),
-            ),
-            (
-                c"replay_malformed_lines",
-                Monotonic,
-                u(self.stats.malformed.load(Ordering::Relaxed)),
-            ),
-            (
-                c"webhook_accepted",
-                Monotonic,
-                w(&self.stats.webhook.accepted),
-            ),
-            (
-                c"webhook_rejected",
-                Monotonic,
-                w(&self.stats.webhook.rejected),
-            ),
-            (
-                c"webhook_unauthorized",
-                Monotonic,
-                w(&self.stats.webhook.unauthorized),
-            ),
-            (
-                c"webhook_queue_full",
-                Monotonic,
-                w(&self.stats.webhook.queue_full),
-            ),
-            (
+            counter(c"events_delivered", load(&s.delivered)),
+            counter(c"async_events_injected", load(&s.async_injected)),
+            counter(c"replay_malformed_lines", load(&s.malformed)),
+            counter(c"webhook_accepted", load(&s.webhook.accepted)),
+            counter(c"webhook_rejected", load(&s.webhook.rejected)),
+            counter(c"webhook_unauthorized", load(&s.webhook.unauthorized)),
+            counter(c"webhook_queue_full", load(&s.webhook.queue_full)),
+            counter(
                 c"webhook_connections_refused",
-                Monotonic,
-                w(&self.stats.webhook.connections_refused),
+                load(&s.webhook.connections_refused),
             ),
-            (c"kernel_hits", Monotonic, u(m.kernel.hits)),
-            (c"kernel_ring_drops", Monotonic, u(m.kernel.drops)),
-            (c"kernel_blocked", Monotonic, u(m.kernel.blocked)),
-            (c"kernel_flood_limited", Monotonic, u(m.kernel.limited)),
-            (c"queue_drops", Monotonic, u(m.queue_drops)),
-            (c"decode_errors", Monotonic, u(m.decode_errors)),
-            (c"stale_events", Monotonic, u(m.stale_events)),
-            (c"rearms", Monotonic, u(m.rearms)),
-            (c"rate_limit_suppressed", Monotonic, u(m.suppressed)),
-            (c"callbacks_delivered", Monotonic, u(m.callbacks.delivered)),
-            (c"callbacks_failed", Monotonic, u(m.callbacks.failed)),
-            (c"callbacks_retries", Monotonic, u(m.callbacks.retries)),
-            (c"callbacks_dropped", Monotonic, u(m.callbacks.dropped)),
-            (c"callbacks_refused", Monotonic, u(m.callbacks.refused)),
-            (
-                c"callback_endpoints",
-                NonMonotonic,
-                u(m.callback_endpoints as u64),
-            ),
-            (c"armed_traps", NonMonotonic, u(m.armed as u64)),
-            (c"pending_traps", NonMonotonic, u(m.pending as u64)),
-            (c"active_tier", NonMonotonic, u(tier_code(tier))),
-            (
-                c"rate_limit_windows",
-                NonMonotonic,
-                u(m.rate_limit_windows as u64),
-            ),
-            (c"rate_limit_evicted", Monotonic, u(m.rate_limit_evicted)),
-            (
-                c"cgroup_index_entries",
-                NonMonotonic,
-                u(m.cgroup_index as u64),
-            ),
-            (c"fd_limit", NonMonotonic, u(m.fd_limit)),
-            (c"open_fds", NonMonotonic, u(m.open_fds)),
-            (c"rss_bytes", NonMonotonic, u(m.rss_bytes)),
-            (c"stalled_traps", NonMonotonic, u(m.stalled as u64)),
-            (c"resolve_stalls", Monotonic, u(m.stalls)),
+            counter(c"kernel_hits", m.kernel.hits),
+            counter(c"kernel_ring_drops", m.kernel.drops),
+            counter(c"kernel_blocked", m.kernel.blocked),
+            counter(c"kernel_flood_limited", m.kernel.limited),
+            counter(c"queue_drops", m.queue_drops),
+            counter(c"decode_errors", m.decode_errors),
+            counter(c"stale_events", m.stale_events),
+            counter(c"rearms", m.rearms),
+            counter(c"rate_limit_suppressed", m.suppressed),
+            counter(c"callbacks_delivered", m.callbacks.delivered),
+            counter(c"callbacks_failed", m.callbacks.failed),
+            counter(c"callbacks_retries", m.callbacks.retries),
+            counter(c"callbacks_dropped", m.callbacks.dropped),
+            counter(c"callbacks_refused", m.callbacks.refused),
+            gauge(c"callback_endpoints", m.callback_endpoints as u64),
+            gauge(c"armed_traps", m.armed as u64),
+            gauge(c"pending_traps", m.pending as u64),
+            gauge(c"active_tier", tier_code(tier)),
+            gauge(c"rate_limit_windows", m.rate_limit_windows as u64),
+            counter(c"rate_limit_evicted", m.rate_limit_evicted),
+            gauge(c"cgroup_index_entries", m.cgroup_index as u64),
+            gauge(c"fd_limit", m.fd_limit),
+            gauge(c"open_fds", m.open_fds),
+            gauge(c"rss_bytes", m.rss_bytes),
+            gauge(c"stalled_traps", m.stalled as u64),
+            counter(c"resolve_stalls", m.stalls),
         ]
-        .map(|(name, ty, v)| Metric::new(MetricLabel::new(name, ty), v))
     }
 }
 
