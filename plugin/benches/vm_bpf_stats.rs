@@ -26,19 +26,22 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use kive::trap::stats::{ProgramStats, RunTimeStats};
-use kive::trap::{Engine, EngineConfig, TierChoice, TrapKey, TrapValue};
+use kive::trap::{Engine, EngineConfig, TierChoice};
 
+#[path = "support/armed.rs"]
+mod armed;
 #[path = "support/open_loop.rs"]
 mod open_loop;
 #[path = "../tests/support/vm.rs"]
 mod vm;
 
-use open_loop::{child_open_loop, median, min_max, pct, pin_file, spawn_open_loop, Rng};
+use armed::{arm_no_file_keys, audit, BenchFiles};
+use open_loop::{median, min_max, pct, spawn_open_loop, ChildArgs, Rng};
 
 /// Timed open+close iterations per measurement in the guest.
 const ITERATIONS: u64 = 50_000;
@@ -73,22 +76,14 @@ struct Args {
     /// Passed by the VM's suite runner: the guest role.
     #[arg(long, hide = true)]
     test_threads: Option<String>,
-    /// Internal: be the child that opens and closes PATH in a loop.
-    #[arg(long, hide = true, value_name = "PATH")]
-    child_open_loop: Option<PathBuf>,
-    #[arg(long, hide = true, default_value_t = 0)]
-    child_count: u64,
-    #[arg(long, hide = true, default_value_t = 0)]
-    child_warmup: u64,
-    #[arg(long, hide = true)]
-    child_tune: bool,
+    #[command(flatten)]
+    child: ChildArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if let Some(path) = &args.child_open_loop {
-        child_open_loop(path, args.child_count, args.child_warmup, args.child_tune)
-            .map_err(|e| format!("open loop child: {}: {e}", path.display()))
+    let result = if let Some(child) = args.child.run() {
+        child
     } else if args.test_threads.is_some() && Path::new("/vmtest/tests").is_dir() {
         measure_tiers(&VM_TIERS).map(|tables| println!("{BEGIN}\n{tables}{END}"))
     } else if args.bench {
@@ -177,16 +172,8 @@ fn measure_tiers(tiers: &[TierChoice]) -> Result<String, String> {
         let why = std::error::Error::source(&e).map(ToString::to_string);
         format!("{e}: {}", why.unwrap_or_default())
     })?;
-    let dir = tempfile::Builder::new()
-        .prefix("kive-bpf-stats.")
-        .tempdir_in("/tmp")
-        .map_err(|e| format!("temp dir: {e}"))?;
-    let free = dir.path().join("untrapped.txt");
-    let trapped = dir.path().join("trapped.txt");
-    for p in [&free, &trapped] {
-        std::fs::write(p, b"kive\n").map_err(|e| format!("writing {}: {e}", p.display()))?;
-    }
-    let (trapped_pin, trapped_key) = pin_file(&trapped)?;
+    let files = BenchFiles::make(None, "kive-bpf-stats.")?;
+    let free = &files.free;
     let mut rng = Rng::new();
     let mut baseline = Row {
         label: "baseline (no program)".into(),
@@ -210,7 +197,7 @@ fn measure_tiers(tiers: &[TierChoice]) -> Result<String, String> {
             let slot = (k + round) % slots;
             if slot == 0 {
                 eprintln!("round {}: baseline", round + 1);
-                baseline.samples.push(measure(&free, None)?);
+                baseline.samples.push(measure(free, None)?);
                 continue;
             }
             let tier = tiers[slot - 1];
@@ -224,19 +211,14 @@ fn measure_tiers(tiers: &[TierChoice]) -> Result<String, String> {
                 Engine::load(&cfg).map_err(|e| format!("loading {}: {e}", tier.as_str()))?;
             use std::os::fd::AsFd;
             engine
-                .arm_file(trapped_pin.as_fd(), trapped_key, value(1))
+                .arm_file(files.trapped_pin.as_fd(), files.trapped_key, audit(1))
                 .map_err(|e| e.to_string())?;
             let mut armed = 1u32;
             for (i, traps) in TRAPS.into_iter().enumerate() {
-                while armed < traps {
-                    let key = TrapKey {
-                        dev: trapped_key.dev,
-                        ino: rng.next() | (1 << 63),
-                    };
-                    armed += 1;
-                    engine.arm(key, value(armed)).map_err(|e| e.to_string())?;
-                }
-                let s = measure(&free, Some(&engine))?;
+                let dev = files.trapped_key.dev;
+                arm_no_file_keys(&engine, dev, armed + 1..traps + 1, &mut rng)?;
+                armed = armed.max(traps);
+                let s = measure(free, Some(&engine))?;
                 rows[(slot - 1) * TRAPS.len() + i].samples.push(s);
             }
             let hits = engine.kernel_stats().hits;
@@ -249,14 +231,6 @@ fn measure_tiers(tiers: &[TierChoice]) -> Result<String, String> {
         }
     }
     Ok(tables(&baseline, &rows))
-}
-
-fn value(trap_id: u32) -> TrapValue {
-    TrapValue {
-        trap_id,
-        block: false,
-        conditions: 0,
-    }
 }
 
 /// One open+close loop in a child; with an engine, its programs' counters

@@ -10,10 +10,40 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use kive::trap::TrapKey;
+
+/// The child's role on the bench's command line (`#[command(flatten)]`
+/// into the bench's own arguments), as [`spawn_open_loop`] passes it.
+#[derive(clap::Args, Debug)]
+pub struct ChildArgs {
+    /// Internal: be the child that opens and closes PATH in a loop.
+    #[arg(long, hide = true, value_name = "PATH")]
+    child_open_loop: Option<PathBuf>,
+    /// Internal: the child's timed iterations.
+    #[arg(long, hide = true, default_value_t = 0)]
+    child_count: u64,
+    /// Internal: the child's untimed warm-up iterations.
+    #[arg(long, hide = true, default_value_t = 0)]
+    child_warmup: u64,
+    /// Internal: the child raises its priority and pins itself.
+    #[arg(long, hide = true)]
+    child_tune: bool,
+}
+
+impl ChildArgs {
+    /// Runs the child's loop ([`child_open_loop`]) when this process is
+    /// the child: its outcome; `None` in the bench itself.
+    pub fn run(&self) -> Option<Result<(), String>> {
+        let path = self.child_open_loop.as_deref()?;
+        Some(
+            child_open_loop(path, self.child_count, self.child_warmup, self.child_tune)
+                .map_err(|e| format!("open loop child: {}: {e}", path.display())),
+        )
+    }
+}
 
 /// An `O_PATH` fd of a file and its trap key.
 pub fn pin_file(path: &Path) -> Result<(OwnedFd, TrapKey), String> {
