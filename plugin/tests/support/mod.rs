@@ -139,34 +139,42 @@ pub fn quiet() -> Duration {
 /// Alerts of the events a runtime receives until `n` came (then no more
 /// within [`quiet`]); panics after [`DEADLINE`] with what came.
 pub fn alerts_until(rt: &kive::runtime::Runtime, n: usize) -> Vec<kive::alert::KiveAlert> {
+    let mut out = until(n, "alerts", |left| {
+        rt.next_event(left)
+            .map(|ev| rt.alerts_for(&ev))
+            .unwrap_or_default()
+    });
+    out.extend(alerts(rt, quiet()));
+    out
+}
+
+/// What `next` (given the time left) returns until `n` came; panics after
+/// [`DEADLINE`] with what came (`what`: what they are).
+fn until<T: std::fmt::Debug>(
+    n: usize,
+    what: &str,
+    mut next: impl FnMut(Duration) -> Vec<T>,
+) -> Vec<T> {
     let deadline = Instant::now() + DEADLINE;
     let mut out = Vec::new();
     while out.len() < n {
         let left = deadline
             .checked_duration_since(Instant::now())
-            .unwrap_or_else(|| panic!("{} of {n} alerts after {DEADLINE:?}: {out:#?}", out.len()));
-        if let Some(ev) = rt.next_event(left) {
-            out.extend(rt.alerts_for(&ev));
-        }
+            .unwrap_or_else(|| panic!("{} of {n} {what} after {DEADLINE:?}: {out:#?}", out.len()));
+        out.extend(next(left));
     }
-    out.extend(alerts(rt, quiet()));
     out
 }
 
 /// Events for `key` until `n` came (then none more within [`quiet`]);
 /// panics after [`DEADLINE`] with what came.
 pub fn events_until(rx: &Receiver<RawEvent>, key: TrapKey, n: usize) -> Vec<RawEvent> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut out = Vec::new();
-    while out.len() < n {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .unwrap_or_else(|| panic!("{} of {n} events after {DEADLINE:?}: {out:#?}", out.len()));
-        match rx.recv_timeout(left) {
-            Ok(ev) if ev.key == key => out.push(ev),
-            Ok(_) | Err(_) => {}
-        }
-    }
+    let mut out = until(n, "events", |left| {
+        rx.recv_timeout(left)
+            .into_iter()
+            .filter(|ev| ev.key == key)
+            .collect()
+    });
     out.extend(events_for(rx, key, quiet()));
     out
 }
