@@ -71,6 +71,7 @@ pub(super) fn method(r: &RunInfo<'_>) -> String {
          whose own opens are filtered) opens+closes the trapped file {} times as fast as it can. \
          events/s received = events received / (time of the last event received − start of the \
          child's loop). Drops = the kernel's per-CPU drop counter (ring buffer full, {} MiB). \
+         The per-(trap, process) flood limit is off (it would pass 16 events, then 64/s). \
          {} rounds, interleaved.\n",
         r.args.events,
         EngineConfig::default().ring_bytes / (1024 * 1024),
