@@ -6,18 +6,23 @@
 //! and loopback, link-local and cloud metadata addresses refused unless
 //! the operator allows them, checked on the resolved address.
 
+mod client;
 pub mod destination;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use client::refusal_in;
+
 pub use destination::{DestinationConfig, Destinations, Refusal};
+pub use stats::{EndpointCounts, EndpointStats};
 
 /// How callbacks are sent.
 #[derive(Debug, Clone)]
@@ -85,56 +90,6 @@ pub enum CallbackError {
     Destinations(#[source] destination::BadAllowEntry),
 }
 
-/// Counters of one endpoint.
-#[derive(Debug, Default)]
-pub struct EndpointStats {
-    /// Alerts delivered (2xx).
-    pub delivered: AtomicU64,
-    /// Alerts given up on (4xx, or retries exhausted).
-    pub failed: AtomicU64,
-    /// Retries made.
-    pub retries: AtomicU64,
-    /// Alerts dropped because the queue was full.
-    pub dropped: AtomicU64,
-    /// Alerts not sent because the destination is refused.
-    pub refused: AtomicU64,
-}
-
-/// A snapshot of one endpoint's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EndpointCounts {
-    /// Delivered.
-    pub delivered: u64,
-    /// Given up on.
-    pub failed: u64,
-    /// Retries.
-    pub retries: u64,
-    /// Dropped on overflow.
-    pub dropped: u64,
-    /// Not sent: refused destination, or no room for one more endpoint.
-    pub refused: u64,
-}
-
-impl EndpointCounts {
-    fn of(stats: &EndpointStats) -> Self {
-        Self {
-            delivered: stats.delivered.load(Ordering::Relaxed),
-            failed: stats.failed.load(Ordering::Relaxed),
-            retries: stats.retries.load(Ordering::Relaxed),
-            dropped: stats.dropped.load(Ordering::Relaxed),
-            refused: stats.refused.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(&mut self, o: &Self) {
-        self.delivered += o.delivered;
-        self.failed += o.failed;
-        self.retries += o.retries;
-        self.dropped += o.dropped;
-        self.refused += o.refused;
-    }
-}
-
 struct Endpoint {
     /// `None`: the URL itself is refused.
     tx: Option<mpsc::Sender<Arc<str>>>,
@@ -161,37 +116,6 @@ struct EndpointTable {
     retired: EndpointCounts,
 }
 
-/// Resolves host names and keeps only the addresses the destination rules
-/// allow: the check is on what is connected to, not on the name.
-struct GuardedResolver {
-    destinations: Arc<Destinations>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let destinations = Arc::clone(&self.destinations);
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            destinations.check_name(&host)?;
-            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let kept = destinations.filter_resolved(&host, addrs)?;
-            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// The destination refusal somewhere in an error's chain.
-fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<Refusal>() {
-            return Some(r);
-        }
-        cur = err.source();
-    }
-    None
-}
-
 /// Sends alerts to callback URLs in the background.
 pub struct Callbacks {
     cfg: CallbackConfig,
@@ -199,41 +123,6 @@ pub struct Callbacks {
     client: reqwest::Client,
     runtime: Option<tokio::runtime::Runtime>,
     endpoints: Mutex<EndpointTable>,
-}
-
-fn tls_config(ca_bundle: Option<&PathBuf>) -> Result<rustls::ClientConfig, CallbackError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_bundle {
-        let pem = std::fs::read(path).map_err(|source| CallbackError::CaBundle {
-            path: path.clone(),
-            source,
-        })?;
-        use rustls::pki_types::pem::PemObject;
-        let mut added = 0;
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert =
-                cert.map_err(|e| CallbackError::Client(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| CallbackError::Client(format!("{}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(CallbackError::Client(format!(
-                "{}: no PEM certificate in the CA bundle",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CallbackError::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// Whether a status is worth retrying.
@@ -253,24 +142,10 @@ impl Callbacks {
     /// Builds the client and a small runtime; no endpoint task runs until the
     /// first alert for it.
     pub fn start(cfg: CallbackConfig) -> Result<Self, CallbackError> {
-        let tls = tls_config(cfg.ca_bundle.as_ref())?;
         let destinations = Arc::new(
             Destinations::new(cfg.destinations.clone()).map_err(CallbackError::Destinations)?,
         );
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            // a redirect would lead the node anywhere; a proxy would hide
-            // the address really connected to
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(GuardedResolver {
-                destinations: Arc::clone(&destinations),
-            })
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("kive/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CallbackError::Client(e.to_string()))?;
+        let client = client::build(&cfg, &destinations)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kive-callback")
