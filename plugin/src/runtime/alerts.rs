@@ -102,7 +102,7 @@ impl Runtime {
 
     /// A loss report when trap hits were lost since the previous one (ring
     /// buffer full, consumer queue full, held back by the kernel's flood
-    /// limit), at most once per [`RuntimeConfig::loss_report`]; each one
+    /// limit), at most once per [`super::RuntimeConfig::loss_report`]; each one
     /// is also logged at WARN. Consumers call this between events: it
     /// reads the counters only once per period.
     pub fn loss_report(&self) -> Option<KiveAlert> {
