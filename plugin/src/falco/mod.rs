@@ -241,6 +241,12 @@ impl Plugin for KivePlugin {
             (c"rss_bytes", NonMonotonic, u(m.rss_bytes)),
             (c"stalled_traps", NonMonotonic, u(m.stalled as u64)),
             (c"resolve_stalls", Monotonic, u(m.stalls)),
+            (c"trap_map_capacity", NonMonotonic, u(m.trap_map_capacity)),
+            (c"trap_map_keys", NonMonotonic, u(m.trap_map_keys as u64)),
+            (c"trap_map_full", Monotonic, u(m.trap_map_full)),
+            (c"rescan_unchanged", Monotonic, u(m.rescan_unchanged)),
+            (c"rescan_resolved", Monotonic, u(m.rescan_resolved)),
+            (c"rescan_roots_found", Monotonic, u(m.rescan_roots_found)),
         ]
         .map(|(name, ty, v)| Metric::new(MetricLabel::new(name, ty), v))
     }

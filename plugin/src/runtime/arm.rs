@@ -100,6 +100,9 @@ impl Shared {
                         .map(|c| format!(": {c}"))
                         .unwrap_or_default();
                     let msg = format!("{}: {e}{cause}", trap.origin);
+                    if e.is_map_full() {
+                        self.map_full(&table, id, &msg);
+                    }
                     table.set_pending(id, msg.clone());
                     let _ = self.sync_key(&table, new);
                     self.update_backing(&mut table, id, None);
@@ -352,6 +355,23 @@ impl Shared {
         };
         if self.tamper_tx.try_send(ev).is_err() {
             self.counters.queue_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The trap map refused entry `id`'s key because it is full: counted,
+    /// and logged at WARN naming the trap (once while the reason stays the
+    /// same: the entry is retried every rescan).
+    fn map_full(&self, table: &TrapTable, id: u32, msg: &str) {
+        self.counters.map_full.fetch_add(1, Ordering::Relaxed);
+        let again = matches!(
+            table.get(id).map(|e| &e.state),
+            Some(EntryState::Pending { reason, .. }) if reason == msg
+        );
+        if !again {
+            tracing::warn!(
+                "{} (the trap is not armed: refused by the kernel's trap map, retried every rescan)",
+                escape(msg)
+            );
         }
     }
 

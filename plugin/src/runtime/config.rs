@@ -110,4 +110,22 @@ pub struct Metrics {
     pub stalled: usize,
     /// Stalls seen since the start.
     pub stalls: u64,
+    /// Capacity of the kernel trap map (`maxTraps`; 0 on the fanotify
+    /// tier, which has no map).
+    pub trap_map_capacity: u64,
+    /// Distinct keys (files) armed in the kernel: the map's fill.
+    pub trap_map_keys: usize,
+    /// Arm attempts the trap map refused because it was full (each logged
+    /// naming the trap; the entry stays pending and is retried).
+    pub trap_map_full: u64,
+    /// Entries the rescans looked at and found unchanged (one `statx` of
+    /// the name in its directory, no re-resolution).
+    pub rescan_unchanged: u64,
+    /// Entries the rescans resolved again in full (something changed, or
+    /// the entry is pending or of a kind always re-resolved).
+    pub rescan_resolved: u64,
+    /// Container roots found by rescans through `cgroup.procs` (a process
+    /// started after the container's traps were planned, or a restart of
+    /// the process the root was opened through).
+    pub rescan_roots_found: u64,
 }

@@ -49,6 +49,10 @@ struct Counters {
     decode_errors: AtomicU64,
     stale: AtomicU64,
     rearms: AtomicU64,
+    map_full: AtomicU64,
+    rescan_unchanged: AtomicU64,
+    rescan_resolved: AtomicU64,
+    rescan_roots: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -339,7 +343,10 @@ impl Runtime {
 
     /// Counters.
     pub fn metrics(&self) -> Metrics {
-        let (armed, pending) = self.shared.table().counts();
+        let ((armed, pending), keys) = {
+            let table = self.shared.table();
+            (table.counts(), table.key_count())
+        };
         let c = &self.shared.counters;
         let (rate_limit_windows, rate_limit_evicted) = {
             let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
@@ -364,6 +371,12 @@ impl Runtime {
             rss_bytes: crate::node::limits::rss_bytes(),
             stalled: self.shared.stalls.count(),
             stalls: self.shared.stalls.total(),
+            trap_map_capacity: self.shared.engine.trap_capacity().map_or(0, u64::from),
+            trap_map_keys: keys,
+            trap_map_full: c.map_full.load(Ordering::Relaxed),
+            rescan_unchanged: c.rescan_unchanged.load(Ordering::Relaxed),
+            rescan_resolved: c.rescan_resolved.load(Ordering::Relaxed),
+            rescan_roots_found: c.rescan_roots.load(Ordering::Relaxed),
             callbacks: self
                 .callbacks
                 .as_ref()
