@@ -13,6 +13,7 @@ pub mod mounts;
 pub mod pidcache;
 pub mod procfs;
 pub mod resolve;
+pub mod stamp;
 pub mod task;
 
 pub use resolve::{PinnedFile, ResolveError, Root};

@@ -15,6 +15,7 @@ pub mod follow;
 pub mod loss;
 pub mod pods;
 pub mod ratelimit;
+mod rescan;
 mod sets;
 mod stalls;
 pub mod table;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     kernel_tampers: Option<Arc<Mutex<tamper::KernelTampers>>>,
     /// Entries whose file work hangs, and the workers that run it.
     stalls: stalls::Stalls,
+    /// What the rescans remember between passes ([`rescan`]).
+    rescan: rescan::RescanState,
 }
 
 impl Shared {
@@ -214,6 +217,7 @@ impl Runtime {
             host_root: host_root.clone(),
             kernel_tampers,
             stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
+            rescan: rescan::RescanState::new(&cfg.proc_root),
         });
         let mut ids = Vec::new();
         for trap in traps {
@@ -331,7 +335,8 @@ impl Runtime {
         self.events.try_recv().ok()
     }
 
-    /// Re-resolves every entry now (the rescan thread does it periodically).
+    /// One rescan pass now (the rescan thread does it periodically): every
+    /// entry looked at, those whose file changed re-resolved ([`rescan`]).
     pub fn rescan_now(&self) {
         self.shared.rescan();
     }
