@@ -12,6 +12,7 @@ pub mod listing;
 pub mod mounts;
 pub mod pidcache;
 pub mod procfs;
+pub mod procref;
 pub mod resolve;
 pub mod stamp;
 pub mod task;

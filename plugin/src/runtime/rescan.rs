@@ -195,7 +195,7 @@ impl Shared {
 
     /// The cheap look at an armed entry ([`unchanged`]).
     fn look(&self, id: u32) -> Look {
-        let (root, path, st_dev, ino, seen_nlink) = {
+        let (root, trap, st_dev, ino, seen_nlink) = {
             let table = self.table();
             let Some(e) = table.get(id) else {
                 return Look::Changed(None);
@@ -206,13 +206,13 @@ impl Shared {
             };
             (
                 Arc::clone(root),
-                e.trap.path.clone(),
+                Arc::clone(&e.trap),
                 pin.st_dev,
                 pin.key.ino,
                 pin.seen.nlink,
             )
         };
-        let Some((dir, name)) = split_parent(&path) else {
+        let Some((dir, name)) = split_parent(&trap.path) else {
             return Look::Changed(None);
         };
         let Some(fd) = self.dir_fd(&root, dir) else {
