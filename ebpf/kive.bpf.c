@@ -68,9 +68,14 @@ const volatile __u64 limit_tolerance_ns = 0;
 /* Never read: keeps struct kive_event in the BTF so user space can check its layout. */
 const volatile struct kive_event kive_event_layout = {};
 
+/* Trapped inodes. Not preallocated: kernel memory follows the keys armed,
+ * max_entries (set at load from maxTraps) is only the cap; a key past it
+ * is refused (E2BIG) and the runtime counts and logs the refusal. Only user
+ * space updates it, the programs only look up. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct kive_key);
 	__type(value, struct kive_trap);
 } traps SEC(".maps");

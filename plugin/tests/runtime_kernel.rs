@@ -535,6 +535,10 @@ fn a_full_trap_map_leaves_the_entry_pending_with_the_reason() {
     assert_eq!(report.failures.len(), 1, "{report:?}");
     let f = &report.failures[0];
     assert!(f.contains("rt") && f.contains("updating trap key"), "{f}");
+    assert!(
+        f.contains("the trap map is full"),
+        "the refusal says why: {f}"
+    );
     let m = rt.metrics();
     assert_eq!(
         (m.armed, m.pending),
@@ -542,4 +546,14 @@ fn a_full_trap_map_leaves_the_entry_pending_with_the_reason() {
         "the entry the kernel refused is not counted as armed"
     );
     assert_eq!(rt.kernel_keys().len(), 1);
+    assert_eq!(
+        (m.trap_map_capacity, m.trap_map_keys),
+        (1, 1),
+        "the map's capacity and fill are reported: {m:?}"
+    );
+    assert_eq!(m.trap_map_full, 1, "the refusal is counted: {m:?}");
+    // every retry is refused again, and counted again
+    rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!((m.armed, m.pending, m.trap_map_full), (1, 1, 2), "{m:?}");
 }

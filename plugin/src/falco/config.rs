@@ -76,7 +76,8 @@ pub struct KiveConfig {
     /// 4096 (default 4 MiB).
     #[schemars(range(min = 4096))]
     pub ring_bytes: u32,
-    /// Capacity of the kernel trap map (default 65536).
+    /// Capacity of the kernel trap map: distinct files armed (default
+    /// 262144; not preallocated, its memory follows the files armed).
     #[schemars(range(min = 1))]
     pub max_traps: u32,
     /// Capacity of the queue between the ring reader and `next_batch`

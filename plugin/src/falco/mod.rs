@@ -203,6 +203,12 @@ impl Plugin for KivePlugin {
             gauge(c"rss_bytes", m.rss_bytes),
             gauge(c"stalled_traps", m.stalled as u64),
             counter(c"resolve_stalls", m.stalls),
+            gauge(c"trap_map_capacity", m.trap_map_capacity),
+            gauge(c"trap_map_keys", m.trap_map_keys as u64),
+            counter(c"trap_map_full", m.trap_map_full),
+            counter(c"rescan_unchanged", m.rescan_unchanged),
+            counter(c"rescan_resolved", m.rescan_resolved),
+            counter(c"rescan_roots_found", m.rescan_roots_found),
         ]
     }
 }

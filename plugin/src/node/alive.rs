@@ -3,8 +3,6 @@
 //! the open descriptor (its mounts detached), so a file resolved there
 //! belongs to a container that is gone.
 
-use rustix::fs::{Mode, OFlags};
-
 use super::Root;
 
 impl Root {
@@ -12,22 +10,16 @@ impl Root {
     /// process has exited (its `/proc` directory is empty then); `false`
     /// for a root without one (the host's) or when it still runs.
     pub fn process_exited(&self) -> bool {
-        let Some(dir) = &self.proc_dir else {
-            return false;
-        };
-        // the descriptor names this very process: a reused pid is another
-        // directory, so no reuse can make a dead one look alive
-        match rustix::fs::openat(dir, "stat", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-            Ok(_) => false,
-            // ENOENT/ESRCH: the task is gone; anything else says nothing
-            Err(e) => e == rustix::io::Errno::NOENT || e == rustix::io::Errno::SRCH,
-        }
+        self.proc_dir
+            .as_ref()
+            .is_some_and(super::procref::ProcDir::exited)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{Mode, OFlags};
     use std::process::Command;
 
     #[test]

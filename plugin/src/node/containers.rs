@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{Mode, OFlags};
 
 use super::cgroup::{container_from_cgroup_name, container_from_cgroup_path};
+use super::procref::ProcDir;
 use super::resolve::{io_err, ResolveError, Root};
 
 /// The root directory of process `pid`, checked to belong to container
@@ -19,6 +20,8 @@ use super::resolve::{io_err, ResolveError, Root};
 /// directory fd, which stays tied to the process it was opened for. A pid
 /// that exited and was reused by another process (the host's, say) since
 /// the scan fails the check, so a trap is never resolved in the wrong root.
+/// The root keeps one fd (its directory); the process is then named by pid
+/// and start time ([`super::procref`]) for its mountinfo and its exit.
 pub fn open_container_root(
     proc_root: &Path,
     pid: u32,
@@ -56,7 +59,11 @@ pub fn open_container_root(
         .read_to_string(&mut text)
         .map_err(fail)?;
     match container_of_cgroup_file(&text) {
-        Some(id) if id == container_id => Ok(Root::from_fd(root, root_path).with_proc_dir(dir)),
+        // the process is named (pid, start time), not held: one fd per root
+        Some(id) if id == container_id => {
+            let named = ProcDir::named(&dir, dir_path.clone()).map_err(fail)?;
+            Ok(Root::from_fd(root, root_path).with_proc_dir(named))
+        }
         other => Err(fail(io::Error::other(format!(
             "pid {pid} is not in container {container_id} (now in {})",
             other.as_deref().unwrap_or("no container")
@@ -268,6 +275,9 @@ mod tests {
         std::fs::create_dir_all(d.join("root/etc")).expect("mkdir");
         let cgroup = format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope\n");
         std::fs::write(d.join("cgroup"), cgroup).expect("cgroup");
+        // its start time names the process once the root is open
+        let stat = format!("{pid} (sleep) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0\n");
+        std::fs::write(d.join("stat"), stat).expect("stat");
     }
 
     #[test]

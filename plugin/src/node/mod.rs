@@ -12,7 +12,9 @@ pub mod listing;
 pub mod mounts;
 pub mod pidcache;
 pub mod procfs;
+pub mod procref;
 pub mod resolve;
+pub mod stamp;
 pub mod task;
 
 pub use resolve::{PinnedFile, ResolveError, Root};

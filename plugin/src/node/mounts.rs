@@ -209,7 +209,7 @@ impl Root {
             match cache.get(&id) {
                 Some(o) => o.clone(),
                 None => {
-                    let text = read_mountinfo(proc_dir).ok()?;
+                    let text = read_mountinfo(proc_dir.open().ok()?).ok()?;
                     let o = find(&text, id)
                         .filter(|m| m.fs_type == "overlay")
                         .and_then(|mount| {
@@ -295,10 +295,10 @@ impl Root {
     fn fd_on_pod_mount(&self, fd: &OwnedFd, host: &Root, pod_uid: &str) -> std::io::Result<bool> {
         let no_mounts = || std::io::Error::other("no /proc directory to read mountinfo from");
         let id = mount_id(fd)?;
-        let own = read_mountinfo(self.proc_dir.as_ref().ok_or_else(no_mounts)?)?;
+        let own = read_mountinfo(self.proc_dir.as_ref().ok_or_else(no_mounts)?.open()?)?;
         let m = find(&own, id)
             .ok_or_else(|| std::io::Error::other(format!("mount {id} not in mountinfo")))?;
-        let node = read_mountinfo(host.proc_dir.as_ref().ok_or_else(no_mounts)?)?;
+        let node = read_mountinfo(host.proc_dir.as_ref().ok_or_else(no_mounts)?.open()?)?;
         let node: Vec<MountInfo> = node.lines().filter_map(parse_line).collect();
         Ok(is_pod_own(&m, &node, KUBELET_PODS_DIR, pod_uid))
     }

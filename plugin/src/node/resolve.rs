@@ -35,7 +35,7 @@ pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
     /// `/proc/<pid>` of a process whose root this is (its mountinfo).
-    pub(super) proc_dir: Option<OwnedFd>,
+    pub(super) proc_dir: Option<super::procref::ProcDir>,
     /// Overlay layers by mount id (a mount's layers never change).
     pub(super) overlays: Mutex<HashMap<u64, Option<Arc<mounts::Overlay>>>>,
 }
@@ -106,8 +106,8 @@ impl Root {
     /// Names the `/proc/<pid>` directory of a process whose root this is:
     /// its mountinfo tells which files are on an overlay, whose backing
     /// files are then trapped too ([`Root::backing`]).
-    pub fn with_proc_dir(mut self, proc_dir: OwnedFd) -> Self {
-        self.proc_dir = Some(proc_dir);
+    pub fn with_proc_dir(mut self, proc_dir: impl Into<super::procref::ProcDir>) -> Self {
+        self.proc_dir = Some(proc_dir.into());
         self
     }
 

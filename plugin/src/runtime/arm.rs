@@ -100,6 +100,9 @@ impl Shared {
                         .map(|c| format!(": {c}"))
                         .unwrap_or_default();
                     let msg = format!("{}: {e}{cause}", trap.origin);
+                    if e.is_map_full() {
+                        self.map_full(&table, id, &msg);
+                    }
                     table.set_pending(id, msg.clone());
                     let _ = self.sync_key(&table, new);
                     self.update_backing(&mut table, id, None);
@@ -254,7 +257,7 @@ impl Shared {
 
     /// Looks at every inode an entry follows: report changes, let go of
     /// those without a link left.
-    fn check_followed(&self, id: u32) {
+    pub(super) fn check_followed(&self, id: u32) {
         let mut table = self.table();
         let mut gone = Vec::new();
         let mut reports = Vec::new();
@@ -306,7 +309,7 @@ impl Shared {
 
     /// Queues a tamper event for the entry (the consumer turns it into an
     /// alert like any access).
-    fn send_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
+    pub(super) fn send_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
         if let Some(e) = table.get(id) {
             // info: the tamper alert itself is the signal
             tracing::info!(
@@ -355,6 +358,23 @@ impl Shared {
         }
     }
 
+    /// The trap map refused entry `id`'s key because it is full: counted,
+    /// and logged at WARN naming the trap (once while the reason stays the
+    /// same: the entry is retried every rescan).
+    fn map_full(&self, table: &TrapTable, id: u32, msg: &str) {
+        self.counters.map_full.fetch_add(1, Ordering::Relaxed);
+        let again = matches!(
+            table.get(id).map(|e| &e.state),
+            Some(EntryState::Pending { reason, .. }) if reason == msg
+        );
+        if !again {
+            tracing::warn!(
+                "{} (the trap is not armed: refused by the kernel's trap map, retried every rescan)",
+                escape(msg)
+            );
+        }
+    }
+
     /// Marks a pending entry's failure as logged; returns whether it was
     /// not yet.
     pub(crate) fn first_report(&self, id: u32) -> bool {
@@ -369,64 +389,9 @@ impl Shared {
             _ => false,
         }
     }
-
-    /// The kernel-tamper pass, then every entry re-resolved, each on a
-    /// worker with a deadline ([`super::stalls`]): a hung filesystem stalls
-    /// only its entries.
-    pub(crate) fn rescan(self: &Arc<Self>) {
-        if let Some(kt) = &self.kernel_tampers {
-            let due = kt
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .start_pass(boot_ns());
-            let table = self.table();
-            for d in due {
-                // the kernel's event for it was lost (counted as a loss)
-                self.send_tamper(&table, d.id, d.key, d.tamper);
-            }
-        }
-        self.rescan_entries();
-        if let Some(kt) = &self.kernel_tampers {
-            kt.lock().unwrap_or_else(|p| p.into_inner()).end_pass();
-        }
-    }
-
-    fn rescan_entries(self: &Arc<Self>) {
-        let ids = self.table().ids();
-        self.isolated(&ids, Self::rescan_one);
-    }
-
-    fn rescan_one(&self, id: u32) -> Result<bool, String> {
-        self.check_followed(id);
-        let was_armed = self.table().get(id).and_then(Entry::key);
-        let result = self.arm_entry(id);
-        match &result {
-            Ok(true) => {
-                self.counters.rearms.fetch_add(1, Ordering::Relaxed);
-                if let Some(e) = self.table().get(id) {
-                    tracing::info!(
-                        "{}: re-armed (file {})",
-                        escape(&e.trap.origin.to_string()),
-                        if was_armed.is_some() {
-                            "replaced"
-                        } else {
-                            "appeared"
-                        }
-                    );
-                }
-            }
-            Ok(false) => {}
-            Err(msg) => {
-                if self.first_report(id) {
-                    tracing::warn!("{} (kept pending, retried)", escape(msg));
-                }
-            }
-        }
-        result
-    }
 }
 
-fn boot_ns() -> u64 {
+pub(super) fn boot_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)

@@ -6,13 +6,16 @@
 //! Falco's `next_batch`) pulls events and enriches them.
 
 pub mod accessor;
+mod alerts;
 mod arm;
+mod config;
 pub mod enrich;
 mod exits;
 pub mod follow;
 pub mod loss;
 pub mod pods;
 pub mod ratelimit;
+mod rescan;
 mod sets;
 mod stalls;
 pub mod table;
@@ -26,126 +29,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::alert::text::escape;
-use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, LossMetadata};
-use crate::callback::{CallbackConfig, Callbacks, EndpointCounts};
+use crate::callback::Callbacks;
 use crate::node::host::{boot_id, BootClock};
-use crate::node::procfs::process_details_of;
-use crate::node::resolve::new_path_of;
 use crate::node::Root;
-use crate::policy::{CompiledTrap, TrapAction, TrapRef};
-use crate::trap::{Engine, EngineConfig, Hook, KernelStats, RawEvent, Tier, TrapError, TrapKey};
+use crate::policy::{CompiledTrap, TrapAction};
+use crate::trap::{Engine, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
+pub use config::{ArmReport, Metrics, RuntimeConfig};
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
 pub use table::{ContainerOwner, Entry, EntryState, Followed, Owner, TrapTable};
-
-/// How the runtime runs.
-#[derive(Debug, Clone)]
-pub struct RuntimeConfig {
-    /// Engine settings.
-    pub engine: EngineConfig,
-    /// Capacity of the queue between the ring reader and the consumer.
-    pub queue_capacity: usize,
-    /// Ring poll timeout (the reader is woken only past a fill threshold).
-    pub poll: Duration,
-    /// How often armed paths are re-resolved (replacement, deletion).
-    pub rescan: Duration,
-    /// The host's root (`/`).
-    pub host_root: PathBuf,
-    /// The proc root for process details.
-    pub proc_root: PathBuf,
-    /// Node name for alerts.
-    pub node_name: String,
-    /// How trap callbacks are sent (`None`: never sent).
-    pub callbacks: Option<CallbackConfig>,
-    /// At most one loss report (alert + WARN) per this period.
-    pub loss_report: Duration,
-    /// How long an entry's file work (resolving, re-arming) may take before
-    /// the entry is marked stalled and skipped until it returns (a hung
-    /// filesystem stalls only its own entries).
-    pub resolve_deadline: Duration,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            engine: EngineConfig::default(),
-            queue_capacity: 65536,
-            poll: Duration::from_millis(10),
-            rescan: Duration::from_secs(1),
-            host_root: PathBuf::from("/"),
-            proc_root: PathBuf::from("/proc"),
-            node_name: crate::node::host::node_name(),
-            callbacks: Some(CallbackConfig::default()),
-            loss_report: Duration::from_secs(1),
-            resolve_deadline: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What happened when the traps were armed.
-#[derive(Debug, Default)]
-pub struct ArmReport {
-    /// Entries armed now.
-    pub armed: usize,
-    /// Entries pending (each with a logged reason naming policy and trap).
-    pub failures: Vec<String>,
-    /// Traps that target pods: they need the cluster source.
-    pub needs_cluster: Vec<TrapRef>,
-    /// Non-fatal remarks.
-    pub warnings: Vec<String>,
-    /// Entries not armed because the start was stopped
-    /// ([`Runtime::start_until`]).
-    pub not_armed: usize,
-}
-
-/// Counters of the runtime.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Metrics {
-    /// Entries armed.
-    pub armed: usize,
-    /// Entries pending.
-    pub pending: usize,
-    /// Kernel counters.
-    pub kernel: KernelStats,
-    /// Events lost because the consumer queue was full.
-    pub queue_drops: u64,
-    /// Ring records that did not decode.
-    pub decode_errors: u64,
-    /// Events for keys no longer armed (dropped).
-    pub stale_events: u64,
-    /// Re-arms after a file was replaced or recreated.
-    pub rearms: u64,
-    /// Callback deliveries, summed over endpoints.
-    pub callbacks: EndpointCounts,
-    /// Callback endpoints kept (bounded by `CallbackConfig::max_endpoints`).
-    pub callback_endpoints: usize,
-    /// Alerts held back by rate limits.
-    pub suppressed: u64,
-    /// (trap entry, process) rate-limit windows held (bounded by
-    /// [`ratelimit::MAX_WINDOWS`]).
-    pub rate_limit_windows: usize,
-    /// Rate-limit windows evicted because the table was full.
-    pub rate_limit_evicted: u64,
-    /// cgroup directories in the accessor index (bounded by
-    /// [`crate::node::cgroup::MAX_INDEXED`]).
-    pub cgroup_index: usize,
-    /// The soft open-file limit of the process.
-    pub fd_limit: u64,
-    /// Descriptors open in the process (one per armed entry, plus the rest).
-    pub open_fds: u64,
-    /// Resident memory of the process (VmRSS), in bytes.
-    pub rss_bytes: u64,
-    /// Entries whose file work has not returned within
-    /// [`RuntimeConfig::resolve_deadline`] (a hung filesystem): skipped
-    /// until it does.
-    pub stalled: usize,
-    /// Stalls seen since the start.
-    pub stalls: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -154,6 +50,10 @@ struct Counters {
     decode_errors: AtomicU64,
     stale: AtomicU64,
     rearms: AtomicU64,
+    map_full: AtomicU64,
+    rescan_unchanged: AtomicU64,
+    rescan_resolved: AtomicU64,
+    rescan_roots: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -169,6 +69,8 @@ pub(crate) struct Shared {
     kernel_tampers: Option<Arc<Mutex<tamper::KernelTampers>>>,
     /// Entries whose file work hangs, and the workers that run it.
     stalls: stalls::Stalls,
+    /// What the rescans remember between passes ([`rescan`]).
+    rescan: rescan::RescanState,
 }
 
 impl Shared {
@@ -315,6 +217,7 @@ impl Runtime {
             host_root: host_root.clone(),
             kernel_tampers,
             stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
+            rescan: rescan::RescanState::new(&cfg.proc_root),
         });
         let mut ids = Vec::new();
         for trap in traps {
@@ -432,156 +335,8 @@ impl Runtime {
         self.events.try_recv().ok()
     }
 
-    /// A kernel tamper event with the new path of a rename or link filled
-    /// in: the name the hook captured, in its directory when that is where
-    /// the file's pin is (else the bare name). `None` for other events.
-    fn kernel_new_path(&self, raw: &RawEvent) -> Option<RawEvent> {
-        let t = raw.tamper.as_ref().filter(|t| !t.new_name.is_empty())?;
-        // the table only hands out the pin: no file work under its lock
-        let pin = self.shared.table().shared_pin(raw.key);
-        let path = pin
-            .and_then(|p| new_path_of(&p, raw.key.dev, &t.new_name, t.new_dir_ino))
-            .unwrap_or_else(|| t.new_name.clone());
-        let mut placed = raw.clone();
-        if let Some(t) = placed.tamper.as_mut() {
-            t.new_path = path;
-        }
-        Some(placed)
-    }
-
-    /// The alerts of one event: one per entry armed on its key (a tamper
-    /// event: for the entry that saw it). An event for a key no longer
-    /// armed gives none (and is counted).
-    pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
-        let rescan = raw.hook == Hook::Rescan;
-        let placed = (!rescan).then(|| self.kernel_new_path(raw)).flatten();
-        let raw = placed.as_ref().unwrap_or(raw);
-        // (entry id, trap, owner, the key is an inode that left the path)
-        let hits: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = {
-            let table = self.shared.table();
-            let hit = |e: &Entry| {
-                let away = e.follows(raw.key);
-                (e.id, Arc::clone(&e.trap), e.owner.clone(), away)
-            };
-            if rescan {
-                table.get(raw.trap_id).map(hit).into_iter().collect()
-            } else {
-                table.entries_for(raw.key).map(hit).collect()
-            }
-        };
-        if hits.is_empty() {
-            self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
-            return Vec::new();
-        }
-        // the kernel captured the process at the access; /proc only fills gaps
-        let gaps = raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty();
-        let details = if gaps && !rescan {
-            process_details_of(&self.proc_root, raw.tgid, &raw.comm, raw.ts_boot_ns)
-        } else {
-            Default::default()
-        };
-        let accessor = if rescan { None } else { self.accessor(raw) };
-        let mut alerts = Vec::with_capacity(hits.len());
-        let mut origins = Vec::with_capacity(hits.len());
-        for (id, trap, owner, away) in &hits {
-            let mut suppressed = None;
-            if let (Some(limit), false) = (trap.rate_limit, rescan) {
-                let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-                match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
-                    Verdict::Suppress => {
-                        self.shared
-                            .counters
-                            .suppressed
-                            .fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    Verdict::Send { suppressed: n } => suppressed = (n > 0).then_some(n),
-                }
-            }
-            let mut a = build_alert(raw, trap, owner, &self.node, &details, accessor.as_ref());
-            // the kernel's flood limit and the trap's rate limit add up
-            if let Some(n) = suppressed {
-                a.metadata.suppressed = Some(a.metadata.suppressed.unwrap_or(0).saturating_add(n));
-            }
-            if *away {
-                // the trapped inode, renamed or linked away from its path
-                a.metadata.armed_as = trap.path.clone();
-            }
-            alerts.push(a);
-            origins.push(&trap.origin);
-        }
-        if let Some(cb) = &self.callbacks {
-            for (a, origin) in alerts.iter().zip(&origins) {
-                if !a.metadata.callback.is_empty() {
-                    cb.send_from(&origin.to_string(), &a.metadata.callback, &a.to_json());
-                }
-            }
-        }
-        alerts
-    }
-
-    /// A loss report when trap hits were lost since the previous one (ring
-    /// buffer full, consumer queue full, held back by the kernel's flood
-    /// limit), at most once per [`RuntimeConfig::loss_report`]; each one
-    /// is also logged at WARN. Consumers call this between events: it
-    /// reads the counters only once per period.
-    pub fn loss_report(&self) -> Option<KiveAlert> {
-        let now = std::time::Instant::now();
-        let mut tracker = self.loss.lock().unwrap_or_else(|p| p.into_inner());
-        if !tracker.due(now) {
-            return None;
-        }
-        let m = self.metrics();
-        let loss = tracker.check(
-            now,
-            LossMetadata {
-                ring: m.kernel.drops,
-                queue: m.queue_drops,
-                limited: m.kernel.limited,
-            },
-        )?;
-        drop(tracker);
-        tracing::warn!(
-            "{} trap hit(s) lost since the last report: ring={} (ring buffer full) queue={} (consumer queue full) limited={} (flood limit per trap and process)",
-            loss.total(),
-            loss.ring,
-            loss.queue,
-            loss.limited
-        );
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Some(KiveAlert {
-            alert_version: crate::alert::ALERT_VERSION.to_string(),
-            timestamp: rfc3339_nanos(wall),
-            metadata: AlertMetadata {
-                kernel_id: self.node.kernel_id.clone(),
-                loss: Some(loss),
-                ..Default::default()
-            },
-            node: crate::alert::NodeMetadata {
-                name: self.node.node_name.clone(),
-            },
-            ..Default::default()
-        })
-    }
-
-    /// Who opened the file (see [`Accessors`]).
-    fn accessor(&self, raw: &RawEvent) -> Option<AccessorMetadata> {
-        self.accessors.resolve(raw, |id| {
-            let table = self.shared.table();
-            let owner = table.entries().find_map(|e| match &e.owner {
-                Owner::Container(o) if o.container_id.rsplit("://").next() == Some(id) => {
-                    Some((**o).clone())
-                }
-                _ => None,
-            });
-            owner
-        })
-    }
-
-    /// Re-resolves every entry now (the rescan thread does it periodically).
+    /// One rescan pass now (the rescan thread does it periodically): every
+    /// entry looked at, those whose file changed re-resolved ([`rescan`]).
     pub fn rescan_now(&self) {
         self.shared.rescan();
     }
@@ -593,7 +348,10 @@ impl Runtime {
 
     /// Counters.
     pub fn metrics(&self) -> Metrics {
-        let (armed, pending) = self.shared.table().counts();
+        let ((armed, pending), keys) = {
+            let table = self.shared.table();
+            (table.counts(), table.key_count())
+        };
         let c = &self.shared.counters;
         let (rate_limit_windows, rate_limit_evicted) = {
             let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
@@ -618,6 +376,12 @@ impl Runtime {
             rss_bytes: crate::node::limits::rss_bytes(),
             stalled: self.shared.stalls.count(),
             stalls: self.shared.stalls.total(),
+            trap_map_capacity: self.shared.engine.trap_capacity().map_or(0, u64::from),
+            trap_map_keys: keys,
+            trap_map_full: c.map_full.load(Ordering::Relaxed),
+            rescan_unchanged: c.rescan_unchanged.load(Ordering::Relaxed),
+            rescan_resolved: c.rescan_resolved.load(Ordering::Relaxed),
+            rescan_roots_found: c.rescan_roots.load(Ordering::Relaxed),
             callbacks: self
                 .callbacks
                 .as_ref()

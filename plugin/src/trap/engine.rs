@@ -246,6 +246,12 @@ impl BpfEngine {
             .map_err(|source| TrapError::Map { key, source })
     }
 
+    /// The trap map's capacity (`maxTraps`: its memory follows the keys
+    /// armed, not preallocated).
+    pub fn trap_capacity(&self) -> u32 {
+        self.traps.max_entries()
+    }
+
     /// Removes a key; a key that is not armed is not an error.
     pub fn disarm(&self, key: TrapKey) -> Result<(), TrapError> {
         match self.traps.delete(&key.to_bytes()) {

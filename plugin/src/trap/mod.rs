@@ -132,7 +132,8 @@ pub struct EngineConfig {
     pub tier: TierChoice,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
-    /// Capacity of the trap map.
+    /// Capacity of the trap map (distinct files armed). The BPF map is
+    /// not preallocated: its memory follows the keys armed, this is a cap.
     pub max_traps: u32,
     /// Wake the reader only once this many bytes wait (0 = every event).
     pub wakeup_bytes: u64,
@@ -145,7 +146,7 @@ impl Default for EngineConfig {
         Self {
             tier: TierChoice::Auto,
             ring_bytes: 4 * 1024 * 1024,
-            max_traps: 65536,
+            max_traps: 262_144,
             wakeup_bytes: 64 * 1024,
             flood_limit: FloodLimit::default(),
         }
@@ -245,7 +246,8 @@ pub enum TrapError {
     #[error("no hook tier could be loaded:\n{}", join(.0))]
     NoTier(Vec<TrapError>),
     /// A trap map update failed.
-    #[error("updating trap key {}:{}", dev::kernel_dev_display(key.dev), key.ino)]
+    #[error("updating trap key {}:{}{}", dev::kernel_dev_display(key.dev), key.ino,
+        if source.kind() == libbpf_rs::ErrorKind::TooBig { " (the trap map is full: raise maxTraps)" } else { "" })]
     Map {
         /// Key updated.
         key: TrapKey,
@@ -275,6 +277,14 @@ pub enum TrapError {
         /// Key to arm.
         key: TrapKey,
     },
+}
+
+impl TrapError {
+    /// Whether the trap map refused a new key because it is full
+    /// (`maxTraps` keys armed).
+    pub fn is_map_full(&self) -> bool {
+        matches!(self, Self::Map { source, .. } if source.kind() == libbpf_rs::ErrorKind::TooBig)
+    }
 }
 
 /// Whether a kernel LSM list (`/sys/kernel/security/lsm`, comma-separated)

@@ -85,6 +85,15 @@ impl Engine {
         }
     }
 
+    /// The capacity of the BPF trap map (`None` on the fanotify tier, which
+    /// keeps its marks in a table of its own).
+    pub fn trap_capacity(&self) -> Option<u32> {
+        match self {
+            Self::Bpf(e) => Some(e.trap_capacity()),
+            Self::Fanotify(_) => None,
+        }
+    }
+
     /// The attached programs (none on the fanotify tier).
     pub fn programs(&self) -> &[&'static str] {
         match self {

@@ -1,0 +1,163 @@
+//! Turning one kernel event into alerts (one per entry armed on its key),
+//! and the periodic loss report.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{build_alert, Entry, Owner, Runtime, Verdict};
+use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, LossMetadata};
+use crate::node::procfs::process_details_of;
+use crate::node::resolve::new_path_of;
+use crate::policy::CompiledTrap;
+use crate::trap::{Hook, RawEvent};
+
+impl Runtime {
+    /// A kernel tamper event with the new path of a rename or link filled
+    /// in: the name the hook captured, in its directory when that is where
+    /// the file's pin is (else the bare name). `None` for other events.
+    fn kernel_new_path(&self, raw: &RawEvent) -> Option<RawEvent> {
+        let t = raw.tamper.as_ref().filter(|t| !t.new_name.is_empty())?;
+        // the table only hands out the pin: no file work under its lock
+        let pin = self.shared.table().shared_pin(raw.key);
+        let path = pin
+            .and_then(|p| new_path_of(&p, raw.key.dev, &t.new_name, t.new_dir_ino))
+            .unwrap_or_else(|| t.new_name.clone());
+        let mut placed = raw.clone();
+        if let Some(t) = placed.tamper.as_mut() {
+            t.new_path = path;
+        }
+        Some(placed)
+    }
+
+    /// The alerts of one event: one per entry armed on its key (a tamper
+    /// event: for the entry that saw it). An event for a key no longer
+    /// armed gives none (and is counted).
+    pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
+        let rescan = raw.hook == Hook::Rescan;
+        let placed = (!rescan).then(|| self.kernel_new_path(raw)).flatten();
+        let raw = placed.as_ref().unwrap_or(raw);
+        // (entry id, trap, owner, the key is an inode that left the path)
+        let hits: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = {
+            let table = self.shared.table();
+            let hit = |e: &Entry| {
+                let away = e.follows(raw.key);
+                (e.id, Arc::clone(&e.trap), e.owner.clone(), away)
+            };
+            if rescan {
+                table.get(raw.trap_id).map(hit).into_iter().collect()
+            } else {
+                table.entries_for(raw.key).map(hit).collect()
+            }
+        };
+        if hits.is_empty() {
+            self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+            return Vec::new();
+        }
+        // the kernel captured the process at the access; /proc only fills gaps
+        let gaps = raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty();
+        let details = if gaps && !rescan {
+            process_details_of(&self.proc_root, raw.tgid, &raw.comm, raw.ts_boot_ns)
+        } else {
+            Default::default()
+        };
+        let accessor = if rescan { None } else { self.accessor(raw) };
+        let mut alerts = Vec::with_capacity(hits.len());
+        let mut origins = Vec::with_capacity(hits.len());
+        for (id, trap, owner, away) in &hits {
+            let mut suppressed = None;
+            if let (Some(limit), false) = (trap.rate_limit, rescan) {
+                let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+                match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
+                    Verdict::Suppress => {
+                        self.shared
+                            .counters
+                            .suppressed
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Verdict::Send { suppressed: n } => suppressed = (n > 0).then_some(n),
+                }
+            }
+            let mut a = build_alert(raw, trap, owner, &self.node, &details, accessor.as_ref());
+            // the kernel's flood limit and the trap's rate limit add up
+            if let Some(n) = suppressed {
+                a.metadata.suppressed = Some(a.metadata.suppressed.unwrap_or(0).saturating_add(n));
+            }
+            if *away {
+                // the trapped inode, renamed or linked away from its path
+                a.metadata.armed_as = trap.path.clone();
+            }
+            alerts.push(a);
+            origins.push(&trap.origin);
+        }
+        if let Some(cb) = &self.callbacks {
+            for (a, origin) in alerts.iter().zip(&origins) {
+                if !a.metadata.callback.is_empty() {
+                    cb.send_from(&origin.to_string(), &a.metadata.callback, &a.to_json());
+                }
+            }
+        }
+        alerts
+    }
+
+    /// A loss report when trap hits were lost since the previous one (ring
+    /// buffer full, consumer queue full, held back by the kernel's flood
+    /// limit), at most once per [`super::RuntimeConfig::loss_report`]; each one
+    /// is also logged at WARN. Consumers call this between events: it
+    /// reads the counters only once per period.
+    pub fn loss_report(&self) -> Option<KiveAlert> {
+        let now = std::time::Instant::now();
+        let mut tracker = self.loss.lock().unwrap_or_else(|p| p.into_inner());
+        if !tracker.due(now) {
+            return None;
+        }
+        let m = self.metrics();
+        let loss = tracker.check(
+            now,
+            LossMetadata {
+                ring: m.kernel.drops,
+                queue: m.queue_drops,
+                limited: m.kernel.limited,
+            },
+        )?;
+        drop(tracker);
+        tracing::warn!(
+            "{} trap hit(s) lost since the last report: ring={} (ring buffer full) queue={} (consumer queue full) limited={} (flood limit per trap and process)",
+            loss.total(),
+            loss.ring,
+            loss.queue,
+            loss.limited
+        );
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Some(KiveAlert {
+            alert_version: crate::alert::ALERT_VERSION.to_string(),
+            timestamp: rfc3339_nanos(wall),
+            metadata: AlertMetadata {
+                kernel_id: self.node.kernel_id.clone(),
+                loss: Some(loss),
+                ..Default::default()
+            },
+            node: crate::alert::NodeMetadata {
+                name: self.node.node_name.clone(),
+            },
+            ..Default::default()
+        })
+    }
+
+    /// Who opened the file (see [`Accessors`]).
+    fn accessor(&self, raw: &RawEvent) -> Option<AccessorMetadata> {
+        self.accessors.resolve(raw, |id| {
+            let table = self.shared.table();
+            let owner = table.entries().find_map(|e| match &e.owner {
+                Owner::Container(o) if o.container_id.rsplit("://").next() == Some(id) => {
+                    Some((**o).clone())
+                }
+                _ => None,
+            });
+            owner
+        })
+    }
+}

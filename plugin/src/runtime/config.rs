@@ -1,0 +1,131 @@
+//! The runtime's settings, what arming reported, and its counters.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::callback::{CallbackConfig, EndpointCounts};
+use crate::policy::TrapRef;
+use crate::trap::{EngineConfig, KernelStats};
+
+/// How the runtime runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Capacity of the queue between the ring reader and the consumer.
+    pub queue_capacity: usize,
+    /// Ring poll timeout (the reader is woken only past a fill threshold).
+    pub poll: Duration,
+    /// How often armed paths are re-resolved (replacement, deletion).
+    pub rescan: Duration,
+    /// The host's root (`/`).
+    pub host_root: PathBuf,
+    /// The proc root for process details.
+    pub proc_root: PathBuf,
+    /// Node name for alerts.
+    pub node_name: String,
+    /// How trap callbacks are sent (`None`: never sent).
+    pub callbacks: Option<CallbackConfig>,
+    /// At most one loss report (alert + WARN) per this period.
+    pub loss_report: Duration,
+    /// How long an entry's file work (resolving, re-arming) may take before
+    /// the entry is marked stalled and skipped until it returns (a hung
+    /// filesystem stalls only its own entries).
+    pub resolve_deadline: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            queue_capacity: 65536,
+            poll: Duration::from_millis(10),
+            rescan: Duration::from_secs(1),
+            host_root: PathBuf::from("/"),
+            proc_root: PathBuf::from("/proc"),
+            node_name: crate::node::host::node_name(),
+            callbacks: Some(CallbackConfig::default()),
+            loss_report: Duration::from_secs(1),
+            resolve_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What happened when the traps were armed.
+#[derive(Debug, Default)]
+pub struct ArmReport {
+    /// Entries armed now.
+    pub armed: usize,
+    /// Entries pending (each with a logged reason naming policy and trap).
+    pub failures: Vec<String>,
+    /// Traps that target pods: they need the cluster source.
+    pub needs_cluster: Vec<TrapRef>,
+    /// Non-fatal remarks.
+    pub warnings: Vec<String>,
+    /// Entries not armed because the start was stopped
+    /// ([`super::Runtime::start_until`]).
+    pub not_armed: usize,
+}
+
+/// Counters of the runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Entries armed.
+    pub armed: usize,
+    /// Entries pending.
+    pub pending: usize,
+    /// Kernel counters.
+    pub kernel: KernelStats,
+    /// Events lost because the consumer queue was full.
+    pub queue_drops: u64,
+    /// Ring records that did not decode.
+    pub decode_errors: u64,
+    /// Events for keys no longer armed (dropped).
+    pub stale_events: u64,
+    /// Re-arms after a file was replaced or recreated.
+    pub rearms: u64,
+    /// Callback deliveries, summed over endpoints.
+    pub callbacks: EndpointCounts,
+    /// Callback endpoints kept (bounded by `CallbackConfig::max_endpoints`).
+    pub callback_endpoints: usize,
+    /// Alerts held back by rate limits.
+    pub suppressed: u64,
+    /// (trap entry, process) rate-limit windows held (bounded by
+    /// [`super::ratelimit::MAX_WINDOWS`]).
+    pub rate_limit_windows: usize,
+    /// Rate-limit windows evicted because the table was full.
+    pub rate_limit_evicted: u64,
+    /// cgroup directories in the accessor index (bounded by
+    /// [`crate::node::cgroup::MAX_INDEXED`]).
+    pub cgroup_index: usize,
+    /// The soft open-file limit of the process.
+    pub fd_limit: u64,
+    /// Descriptors open in the process (one per armed entry, plus the rest).
+    pub open_fds: u64,
+    /// Resident memory of the process (VmRSS), in bytes.
+    pub rss_bytes: u64,
+    /// Entries whose file work has not returned within
+    /// [`RuntimeConfig::resolve_deadline`] (a hung filesystem): skipped
+    /// until it does.
+    pub stalled: usize,
+    /// Stalls seen since the start.
+    pub stalls: u64,
+    /// Capacity of the kernel trap map (`maxTraps`; 0 on the fanotify
+    /// tier, which has no map).
+    pub trap_map_capacity: u64,
+    /// Distinct keys (files) armed in the kernel: the map's fill.
+    pub trap_map_keys: usize,
+    /// Arm attempts the trap map refused because it was full (each logged
+    /// naming the trap; the entry stays pending and is retried).
+    pub trap_map_full: u64,
+    /// Entries the rescans looked at and found unchanged (one `statx` of
+    /// the name in its directory, no re-resolution).
+    pub rescan_unchanged: u64,
+    /// Entries the rescans resolved again in full (something changed, or
+    /// the entry is pending or of a kind always re-resolved).
+    pub rescan_resolved: u64,
+    /// Container roots found by rescans through `cgroup.procs` (a process
+    /// started after the container's traps were planned, or a restart of
+    /// the process the root was opened through).
+    pub rescan_roots_found: u64,
+}

@@ -1,0 +1,365 @@
+//! The periodic rescan, in proportion to what changed.
+//!
+//! An armed entry is first looked at cheaply ([`crate::node::stamp`]): its
+//! path's directory resolved inside the entry's root once per pass (entries
+//! are visited grouped by root and directory, so the 20 traps of a
+//! container in one directory share it), then one `fstatat` of the name.
+//! When the name still leads to the armed inode, with the link count the
+//! entry last saw and the status-change time of the previous look, nothing
+//! changed that a full re-resolution could see: the entry is skipped
+//! (counted in `rescan_unchanged`). Anything else (another inode or none at
+//! the name, a symlink, a directory above swapped or mounted over, a link
+//! added or removed, an overlay copy-up, which changes the status time)
+//! takes the full path ([`Shared::arm_entry`], counted in
+//! `rescan_resolved`), as does every pending entry and every path set.
+//! Inodes an entry follows away from its path are looked at every pass.
+//!
+//! Pending container entries without a root (the container had no process
+//! when its traps were planned, or the process the root was opened through
+//! exited) get one through the container's `cgroup.procs`
+//! ([`ContainerLocator`]), never a `/proc` scan on cgroup v2.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::arm::boot_ns;
+use super::table::{Entry, EntryState, Owner};
+use super::Shared;
+use crate::alert::text::escape;
+use crate::node::cgroup::CgroupIndex;
+use crate::node::containers::{open_container_root, ContainerLocator};
+use crate::node::stamp::{name_stat, split_parent, NameStat};
+use crate::node::Root;
+
+/// The rescan's own state.
+pub(crate) struct RescanState {
+    /// What each armed entry's name led to at its previous look.
+    stamps: Mutex<HashMap<u32, NameStat>>,
+    /// The directory looked in last (entries of one directory in one root
+    /// are visited together); dropped at the end of each pass.
+    dir: Mutex<Option<DirSlot>>,
+    /// Finds a container's process through its cgroup.
+    locator: Mutex<ContainerLocator>,
+    proc_root: PathBuf,
+}
+
+struct DirSlot {
+    root: Arc<Root>,
+    dir: String,
+    fd: Arc<OwnedFd>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RescanState {
+    /// Containers are found through this node's cgroup tree, unless the
+    /// processes are looked for under another proc root.
+    pub(crate) fn new(proc_root: &Path) -> Self {
+        let cgroup_root = (proc_root == Path::new("/proc"))
+            .then(|| CgroupIndex::for_this_node().root().map(Path::to_path_buf))
+            .flatten();
+        Self {
+            stamps: Mutex::default(),
+            dir: Mutex::default(),
+            locator: Mutex::new(ContainerLocator::new(cgroup_root, proc_root.to_path_buf())),
+            proc_root: proc_root.to_path_buf(),
+        }
+    }
+}
+
+/// Whether a look at an armed entry's name (`now`) shows nothing a full
+/// re-resolution could see: the armed inode (`st_dev`, `ino`) with the
+/// link count the entry last saw (`seen_nlink`), and the same status time
+/// as the previous look (`before`; none yet: changed).
+pub(crate) fn unchanged(
+    before: Option<&NameStat>,
+    now: &NameStat,
+    st_dev: u64,
+    ino: u64,
+    seen_nlink: u64,
+) -> bool {
+    now.regular
+        && before == Some(now)
+        && (now.st_dev, now.ino) == (st_dev, ino)
+        && now.nlink == seen_nlink
+}
+
+/// The order of a pass: grouped by root, then by directory (so that one
+/// directory is resolved once per root), then by id.
+fn pass_order(mut keyed: Vec<(usize, u64, u32)>) -> Vec<u32> {
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, _, id)| id).collect()
+}
+
+/// What a cheap look at an entry found.
+enum Look {
+    /// Skip it.
+    Unchanged,
+    /// Resolve it in full; the look's result, to remember once it is armed.
+    Changed(Option<NameStat>),
+}
+
+impl Shared {
+    /// The kernel-tamper pass, container roots found for pending entries,
+    /// then every entry looked at (and re-resolved where something
+    /// changed), each on a worker with a deadline ([`super::stalls`]): a
+    /// hung filesystem stalls only its entries.
+    pub(crate) fn rescan(self: &Arc<Self>) {
+        if let Some(kt) = &self.kernel_tampers {
+            let due = kt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .start_pass(boot_ns());
+            let table = self.table();
+            for d in due {
+                // the kernel's event for it was lost (counted as a loss)
+                self.send_tamper(&table, d.id, d.key, d.tamper);
+            }
+        }
+        self.find_roots();
+        self.rescan_entries();
+        *lock(&self.rescan.dir) = None;
+        if let Some(kt) = &self.kernel_tampers {
+            kt.lock().unwrap_or_else(|p| p.into_inner()).end_pass();
+        }
+    }
+
+    fn rescan_entries(self: &Arc<Self>) {
+        let keyed = {
+            let table = self.table();
+            let keyed: Vec<(usize, u64, u32)> = table
+                .entries()
+                .map(|e| {
+                    let root = e.root.as_ref().map_or(0, |r| Arc::as_ptr(r) as usize);
+                    let mut h = DefaultHasher::new();
+                    split_parent(&e.trap.path).map(|(d, _)| d).hash(&mut h);
+                    (root, h.finish(), e.id)
+                })
+                .collect();
+            // entries removed since: their stamps go
+            let live: HashSet<u32> = keyed.iter().map(|k| k.2).collect();
+            lock(&self.rescan.stamps).retain(|id, _| live.contains(id));
+            keyed
+        };
+        self.isolated(&pass_order(keyed), Self::rescan_one);
+    }
+
+    fn rescan_one(&self, id: u32) -> Result<bool, String> {
+        self.check_followed(id);
+        let seen = match self.look(id) {
+            Look::Unchanged => {
+                self.counters
+                    .rescan_unchanged
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Look::Changed(seen) => seen,
+        };
+        self.counters
+            .rescan_resolved
+            .fetch_add(1, Ordering::Relaxed);
+        let was_armed = self.table().get(id).and_then(Entry::key);
+        let result = self.arm_entry(id);
+        self.remember(id, seen);
+        match &result {
+            Ok(true) => {
+                self.counters.rearms.fetch_add(1, Ordering::Relaxed);
+                if let Some(e) = self.table().get(id) {
+                    tracing::info!(
+                        "{}: re-armed (file {})",
+                        escape(&e.trap.origin.to_string()),
+                        if was_armed.is_some() {
+                            "replaced"
+                        } else {
+                            "appeared"
+                        }
+                    );
+                }
+            }
+            Ok(false) => {}
+            Err(msg) => {
+                if self.first_report(id) {
+                    tracing::warn!("{} (kept pending, retried)", escape(msg));
+                }
+            }
+        }
+        result
+    }
+
+    /// The cheap look at an armed entry ([`unchanged`]).
+    fn look(&self, id: u32) -> Look {
+        let (root, trap, st_dev, ino, seen_nlink) = {
+            let table = self.table();
+            let Some(e) = table.get(id) else {
+                return Look::Changed(None);
+            };
+            let (EntryState::Armed(pin), Some(root), None) = (&e.state, &e.root, &e.trap.path_set)
+            else {
+                return Look::Changed(None);
+            };
+            (
+                Arc::clone(root),
+                Arc::clone(&e.trap),
+                pin.st_dev,
+                pin.key.ino,
+                pin.seen.nlink,
+            )
+        };
+        let Some((dir, name)) = split_parent(&trap.path) else {
+            return Look::Changed(None);
+        };
+        let Some(fd) = self.dir_fd(&root, dir) else {
+            return Look::Changed(None);
+        };
+        let Ok(now) = name_stat(&fd, name) else {
+            return Look::Changed(None);
+        };
+        let before = lock(&self.rescan.stamps).get(&id).copied();
+        if unchanged(before.as_ref(), &now, st_dev, ino, seen_nlink) {
+            Look::Unchanged
+        } else {
+            Look::Changed(Some(now))
+        }
+    }
+
+    /// After a full resolution: remember what the look saw when the entry
+    /// is now armed on that very inode (a change after the look shows at
+    /// the next one), else forget it.
+    fn remember(&self, id: u32, seen: Option<NameStat>) {
+        let armed = match self.table().get(id).map(|e| &e.state) {
+            Some(EntryState::Armed(pin)) => Some((pin.st_dev, pin.key.ino)),
+            _ => None,
+        };
+        let mut stamps = lock(&self.rescan.stamps);
+        match seen {
+            Some(s) if armed == Some((s.st_dev, s.ino)) => {
+                stamps.insert(id, s);
+            }
+            _ => {
+                stamps.remove(&id);
+            }
+        }
+    }
+
+    /// Directory `dir` inside `root`, opened once for the entries of a
+    /// pass that share it (the open runs without any lock held).
+    fn dir_fd(&self, root: &Arc<Root>, dir: &str) -> Option<Arc<OwnedFd>> {
+        if let Some(slot) = lock(&self.rescan.dir).as_ref() {
+            if Arc::ptr_eq(&slot.root, root) && slot.dir == dir {
+                return Some(Arc::clone(&slot.fd));
+            }
+        }
+        let fd = Arc::new(root.open_parent(dir).ok()?);
+        *lock(&self.rescan.dir) = Some(DirSlot {
+            root: Arc::clone(root),
+            dir: dir.to_string(),
+            fd: Arc::clone(&fd),
+        });
+        Some(fd)
+    }
+
+    /// Pending container entries without a root: their container's
+    /// process, through its cgroup's `cgroup.procs`.
+    fn find_roots(&self) {
+        let wanted: HashMap<String, String> = self
+            .table()
+            .entries()
+            .filter(|e| e.root.is_none() && matches!(e.state, EntryState::Pending { .. }))
+            .filter_map(|e| match &e.owner {
+                Owner::Container(c) => Some((c.container_id.clone(), c.pod_uid.clone())),
+                Owner::Host => None,
+            })
+            .collect();
+        for (container_id, pod_uid) in wanted {
+            if self.closing() {
+                return;
+            }
+            let bare = container_id.rsplit("://").next().unwrap_or_default();
+            let Some(pid) = lock(&self.rescan.locator).pid_of(bare, &pod_uid) else {
+                continue;
+            };
+            let root = match open_container_root(&self.rescan.proc_root, pid, bare) {
+                Ok(root) => Arc::new(root),
+                Err(e) => {
+                    tracing::debug!("container {bare}: {e}");
+                    continue;
+                }
+            };
+            let mut table = self.table();
+            let ids: Vec<u32> = table
+                .entries()
+                .filter(|e| e.root.is_none() && e.owner.container_id() == container_id)
+                .map(|e| e.id)
+                .collect();
+            for id in &ids {
+                if let Some(e) = table.get_mut(*id) {
+                    e.root = Some(Arc::clone(&root));
+                }
+            }
+            if !ids.is_empty() {
+                self.counters.rescan_roots.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("container {bare}: found through cgroup.procs (pid {pid})");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(ino: u64, nlink: u64, ctime: i64) -> NameStat {
+        NameStat {
+            st_dev: 8,
+            ino,
+            nlink,
+            ctime: (ctime, 0),
+            regular: true,
+        }
+    }
+
+    #[test]
+    fn only_the_armed_inode_with_the_same_links_and_status_time_is_unchanged() {
+        let s = stat(42, 1, 100);
+        assert!(unchanged(Some(&s), &s, 8, 42, 1), "the same look");
+        assert!(!unchanged(None, &s, 8, 42, 1), "no previous look");
+        assert!(
+            !unchanged(Some(&s), &stat(43, 1, 100), 8, 42, 1),
+            "another file at the name (replaced, renamed over, mounted over)"
+        );
+        assert!(
+            !unchanged(Some(&s), &NameStat { st_dev: 9, ..s }, 8, 42, 1),
+            "another filesystem at the name"
+        );
+        assert!(
+            !unchanged(Some(&s), &stat(42, 2, 100), 8, 42, 1),
+            "a link added"
+        );
+        assert!(
+            !unchanged(Some(&s), &s, 8, 42, 2),
+            "a link the entry has not seen yet"
+        );
+        assert!(
+            !unchanged(Some(&s), &stat(42, 1, 101), 8, 42, 1),
+            "a status change (write, chmod, overlay copy-up)"
+        );
+        let link = NameStat {
+            regular: false,
+            ..s
+        };
+        assert!(!unchanged(Some(&link), &link, 8, 42, 1), "a symlink");
+    }
+
+    #[test]
+    fn a_pass_visits_entries_grouped_by_root_and_directory() {
+        let order = pass_order(vec![(2, 7, 1), (1, 9, 2), (2, 5, 3), (1, 9, 4), (2, 7, 5)]);
+        assert_eq!(order, [2, 4, 3, 1, 5]);
+    }
+}

@@ -1,0 +1,328 @@
+//! The rescan in proportion to what changed (real eBPF, tracepoint tier):
+//! an entry whose file did not change is looked at and not resolved again
+//! (counted), while every change a full re-resolution saw is still seen
+//! once the rescan remembers the entry: a file replaced, a link added, a
+//! directory above swapped, a file mounted over, an overlay copy-up; and a
+//! container whose process starts after its traps were planned is found
+//! through its cgroup's `cgroup.procs`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use kive::runtime::{ContainerOwner, DesiredEntry, Metrics, Runtime};
+use kive::trap::TierChoice;
+use support::container::{layer_key, Container};
+use support::runtime::{config, host_traps, start};
+use support::{alerts_until, key_of, run, wait_until, world_dir};
+
+fn host_runtime(paths: &[&Path]) -> Runtime {
+    let traps: Vec<(&Path, &str)> = paths.iter().map(|p| (*p, "")).collect();
+    start(
+        &config(TierChoice::Tracepoint),
+        &host_traps("rescan", &traps),
+    )
+}
+
+/// A rescan after which every entry is remembered (the first pass after
+/// arming resolves each in full).
+fn remembered(rt: &Runtime) -> Metrics {
+    rt.rescan_now();
+    rt.metrics()
+}
+
+fn sorted(mut v: Vec<kive::trap::TrapKey>) -> Vec<kive::trap::TrapKey> {
+    v.sort_by_key(|k| (k.dev, k.ino));
+    v
+}
+
+#[test]
+fn nothing_changed_nothing_is_resolved_again() {
+    let d = world_dir();
+    let files: Vec<_> = (0..3).map(|i| d.path().join(format!("f{i}"))).collect();
+    for f in &files {
+        std::fs::write(f, "x").expect("write");
+    }
+    let paths: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let rt = host_runtime(&paths);
+    let first = remembered(&rt);
+    assert_eq!(
+        (first.rescan_resolved, first.rescan_unchanged),
+        (3, 0),
+        "the first pass resolves every entry in full: {first:?}"
+    );
+    let keys = sorted(rt.kernel_keys());
+    rt.rescan_now();
+    rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!(
+        (m.rescan_resolved, m.rescan_unchanged),
+        (3, 6),
+        "two passes over unchanged files resolve nothing: {m:?}"
+    );
+    assert_eq!(m.rearms, 0);
+    assert_eq!(sorted(rt.kernel_keys()), keys, "the same keys stay armed");
+    // a change to one file: only its entry is resolved again
+    std::fs::write(&files[1], "changed").expect("write");
+    rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!(
+        (m.rescan_resolved, m.rescan_unchanged),
+        (4, 8),
+        "one entry changed, one resolved: {m:?}"
+    );
+}
+
+#[test]
+fn a_file_replaced_after_it_was_remembered_is_re_armed_and_reported() {
+    let d = world_dir();
+    let f = d.path().join("config");
+    std::fs::write(&f, "v1").expect("write");
+    let rt = host_runtime(&[&f]);
+    remembered(&rt);
+    let old = key_of(&f);
+    let new = d.path().join(".config.tmp");
+    std::fs::write(&new, "v2").expect("write");
+    run(Command::new("mv").arg(&new).arg(&f));
+    rt.rescan_now();
+    let now = key_of(&f);
+    assert_ne!(old, now);
+    assert_eq!(
+        rt.kernel_keys(),
+        [now],
+        "the new file is armed, the old let go"
+    );
+    assert_eq!(rt.metrics().rearms, 1);
+    let got = alerts_until(&rt, 1);
+    let t = got[0].metadata.tamper.as_ref().expect("a tamper alert");
+    assert_eq!(t.kind, "replace", "{got:#?}");
+}
+
+#[test]
+fn a_link_added_after_it_was_remembered_is_reported() {
+    let d = world_dir();
+    let f = d.path().join("secret");
+    std::fs::write(&f, "s").expect("write");
+    let rt = host_runtime(&[&f]);
+    remembered(&rt);
+    run(Command::new("ln").arg(&f).arg(d.path().join("x")));
+    rt.rescan_now();
+    let got = alerts_until(&rt, 1);
+    assert_eq!(
+        got.iter()
+            .map(|a| a.metadata.tamper.as_ref().map(|t| t.kind.clone()))
+            .collect::<Vec<_>>(),
+        [Some("link".to_string())],
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn a_directory_swapped_above_a_remembered_file_is_followed() {
+    let d = world_dir();
+    let sub = d.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let f = sub.join("f");
+    std::fs::write(&f, "one").expect("write");
+    let rt = host_runtime(&[&f]);
+    remembered(&rt);
+    let old = key_of(&f);
+    // the directory moves away; a new one with a new file takes its name
+    std::fs::rename(&sub, d.path().join("sub.old")).expect("rename");
+    std::fs::create_dir(&sub).expect("mkdir");
+    std::fs::write(&f, "two").expect("write");
+    rt.rescan_now();
+    let now = key_of(&f);
+    assert_ne!(old, now);
+    assert!(
+        rt.kernel_keys().contains(&now),
+        "the file now at the path is armed: {:?}",
+        rt.kernel_keys()
+    );
+    assert_eq!(rt.metrics().rearms, 1);
+}
+
+/// Unmounts on drop (the test may fail half-way).
+struct Bind<'a>(&'a Path);
+
+impl Drop for Bind<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_file_mounted_over_a_remembered_file_is_armed() {
+    let d = world_dir();
+    let f = d.path().join("f");
+    let other = d.path().join("other");
+    std::fs::write(&f, "mine").expect("write");
+    std::fs::write(&other, "theirs").expect("write");
+    let rt = host_runtime(&[&f]);
+    remembered(&rt);
+    let st = Command::new("mount")
+        .arg("--bind")
+        .arg(&other)
+        .arg(&f)
+        .status()
+        .expect("mount runs");
+    assert!(st.success(), "mount --bind");
+    let _bind = Bind(&f);
+    rt.rescan_now();
+    let seen = key_of(&f);
+    assert_eq!(seen, key_of(&other), "the mount hides the file");
+    assert!(
+        rt.kernel_keys().contains(&seen),
+        "what the path leads to now is armed: {:?}",
+        rt.kernel_keys()
+    );
+}
+
+#[test]
+fn an_overlay_copy_up_after_the_rescan_remembered_the_file_moves_the_backing() {
+    let c = Container::start(&[("/secret.txt", "image secret\n")], &[]);
+    let rt = support::runtime::node_runtime("node-a");
+    let compiled = kive::policy::load_str(
+        "pod-test",
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: decoys, namespace: kive-system}\nspec:\n  traps:\n  - path: /secret.txt\n    matchAny: [{namespace: default}]\n",
+    );
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+    let desired: Vec<DesiredEntry> = compiled
+        .traps
+        .iter()
+        .map(|t| DesiredEntry {
+            trap: t.clone(),
+            owner: owner(&c.id, "uid-web-0"),
+            host: false,
+        })
+        .collect();
+    let report = rt.pod_controller().reconcile(&desired);
+    assert_eq!(report.armed, 1, "{report:?}");
+    let lower = layer_key(&c, "/secret.txt");
+    assert!(rt.kernel_keys().contains(&lower), "the lower copy backs it");
+    remembered(&rt);
+    rt.rescan_now();
+    assert_eq!(rt.metrics().rescan_unchanged, 1, "remembered, unchanged");
+    c.exec("echo more >> /secret.txt");
+    rt.rescan_now();
+    assert!(c.upper().join("secret.txt").exists(), "copied up");
+    let upper = layer_key(&c, "/secret.txt");
+    assert_ne!(upper, lower);
+    assert!(
+        rt.kernel_keys().contains(&upper),
+        "the upper copy backs it now: {:?}",
+        rt.kernel_keys()
+    );
+}
+
+fn owner(id: &str, uid: &str) -> ContainerOwner {
+    ContainerOwner {
+        pod: "web-0".into(),
+        namespace: "default".into(),
+        pod_uid: uid.into(),
+        container: "app".into(),
+        container_id: format!("containerd://{id}"),
+        ..Default::default()
+    }
+}
+
+/// An empty container cgroup (named as containerd names it) whose process
+/// the test starts later; removed on drop.
+struct LateContainer {
+    cgroup: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl LateContainer {
+    fn new(id: &str) -> Self {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let root =
+            kive::node::cgroup::cgroup2_mount_point(&mi).expect("a cgroup v2 hierarchy is mounted");
+        let cgroup = root
+            .join("kive-test.slice")
+            .join(format!("cri-containerd-{id}.scope"));
+        std::fs::create_dir_all(&cgroup).expect("create the container's cgroup");
+        Self {
+            cgroup,
+            child: None,
+        }
+    }
+
+    fn start_process(&mut self) {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo 0 > {}/cgroup.procs && exec sleep 100000",
+                self.cgroup.display()
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        self.child = Some(child);
+        let procs = self.cgroup.join("cgroup.procs");
+        wait_until("the process joins the container's cgroup", || {
+            std::fs::read_to_string(&procs)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == pid.to_string())
+        });
+    }
+}
+
+impl Drop for LateContainer {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for _ in 0..500 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn a_process_started_in_a_container_after_arming_is_found_through_cgroup_procs() {
+    let d = world_dir();
+    let f = d.path().join("decoy");
+    std::fs::write(&f, "x").expect("write");
+    let id = format!("{:032x}{:032x}", 0x1a7e_u64, std::process::id());
+    let mut late = LateContainer::new(&id);
+    let rt = support::runtime::node_runtime("node-a");
+    // the container shares the node's root: the trap says the file may be shared
+    let compiled = kive::policy::load_str(
+        "pod-test",
+        &format!(
+            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: late, namespace: kive-system}}\nspec:\n  traps:\n  - path: {}\n    allowSharedFile: true\n    matchAny: [{{namespace: default}}]\n",
+            f.display()
+        ),
+    );
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+    let desired = vec![DesiredEntry {
+        trap: compiled.traps[0].clone(),
+        owner: owner(&id, &format!("late-{}", std::process::id())),
+        host: false,
+    }];
+    let report = rt.pod_controller().reconcile(&desired);
+    assert_eq!(report.armed, 0, "no process yet: {report:?}");
+    assert_eq!(report.pending.len(), 1, "{report:?}");
+    rt.rescan_now();
+    assert_eq!(rt.armed_for_container(&id), 0, "still no process");
+    assert_eq!(rt.metrics().rescan_roots_found, 0);
+
+    late.start_process();
+    rt.rescan_now();
+    assert_eq!(
+        rt.armed_for_container(&id),
+        1,
+        "armed at the next rescan, without a reconcile: {:?}",
+        rt.metrics()
+    );
+    assert_eq!(rt.metrics().rescan_roots_found, 1);
+    assert_eq!(rt.kernel_keys(), [key_of(&f)]);
+}
