@@ -10,7 +10,7 @@ use std::io::Write;
 
 use falco_plugin::extract::ExtractPlugin;
 use falco_plugin_runner::{
-    CapturingPluginRunner, ExtractedField, MetricValue, PluginRunner, ScapStatus,
+    CapturingPluginRunner, Event, ExtractedField, MetricValue, PluginRunner, ScapStatus,
 };
 use kive::falco::KivePlugin;
 
@@ -66,6 +66,20 @@ fn metrics(r: &mut CapturingPluginRunner) -> BTreeMap<String, u64> {
 
 fn is_status(e: &anyhow::Error, want: ScapStatus) -> bool {
     e.downcast_ref::<ScapStatus>() == Some(&want)
+}
+
+/// The next event as Falco gets it: a batch that timed out (the replay
+/// read-ahead thread had nothing ready yet, e.g. on a loaded machine) is asked
+/// again, as Falco does; any other status is returned.
+fn next(r: &mut CapturingPluginRunner) -> anyhow::Result<Event> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match r.next_event() {
+            Err(e)
+                if is_status(&e, ScapStatus::Timeout) && std::time::Instant::now() < deadline => {}
+            got => return got,
+        }
+    }
 }
 
 /// The expected value of every field for the second line of
@@ -176,8 +190,8 @@ fn expected_full() -> Vec<(&'static str, ExtractedField)> {
 fn replay_extracts_the_tamper_fields() {
     let path = test_file("kive_tamper.jsonl");
     let mut r = replay(path.to_str().expect("utf8"));
-    let tamper = r.next_event().expect("the rename");
-    let access = r.next_event().expect("the access of the moved decoy");
+    let tamper = next(&mut r).expect("the rename");
+    let access = next(&mut r).expect("the access of the moved decoy");
     let mut get = |ev, f: &str| {
         r.extract_field(ev, f)
             .unwrap_or_else(|| panic!("{f} known"))
@@ -205,8 +219,8 @@ fn request(name: &str) -> String {
 fn replay_extracts_every_field_by_name() {
     let path = test_file("kive_alerts.jsonl");
     let mut r = replay(path.to_str().expect("utf8"));
-    let _seed = r.next_event().expect("first line");
-    let ev = r.next_event().expect("second line");
+    let _seed = next(&mut r).expect("first line");
+    let ev = next(&mut r).expect("second line");
 
     let expected = expected_full();
     let names: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
@@ -258,7 +272,7 @@ fn replay_extracts_every_field_by_name() {
 fn the_seed_sample_replays_with_absent_values_as_no_value() {
     let path = test_file("kive_alerts.jsonl");
     let mut r = replay(path.to_str().expect("utf8"));
-    let ev = r.next_event().expect("seed line");
+    let ev = next(&mut r).expect("seed line");
     // SAFETY: the runner's event points at a complete event from next_batch.
     let ts = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*ev.buf).ts)) };
     assert_eq!(
@@ -327,7 +341,7 @@ fn replayed_process_ids_absent_from_the_line_have_no_value_not_zero() {
     writeln!(f, "{{{head}}}").expect("write");
     writeln!(f, r#"{{{head},"process":{{"uid":0,"tgid":7}}}}"#).expect("write");
     let mut r = replay(f.path().to_str().expect("utf8"));
-    let ev = r.next_event().expect("the line without process");
+    let ev = next(&mut r).expect("the line without process");
     let mut get = |ev: &_, f: &str| {
         r.extract_field(ev, f)
             .unwrap_or_else(|| panic!("{f} known"))
@@ -345,7 +359,7 @@ fn replayed_process_ids_absent_from_the_line_have_no_value_not_zero() {
             "{f}: no process, no value"
         );
     }
-    let ev = r.next_event().expect("the line with uid 0");
+    let ev = next(&mut r).expect("the line with uid 0");
     let mut get = |f: &str| {
         r.extract_field(&ev, f)
             .unwrap_or_else(|| panic!("{f} known"))
@@ -366,7 +380,7 @@ fn recorded_engine_alerts_replay_with_their_values() {
     let mut r = replay(path.to_str().expect("utf8"));
     let mut rows = Vec::new();
     loop {
-        match r.next_event() {
+        match next(&mut r) {
             Ok(ev) => {
                 let mut get = |f: &str| {
                     r.extract_field(&ev, f)
@@ -435,7 +449,7 @@ fn malformed_lines_are_skipped_counted_and_the_rest_replays() {
     let mut r = replay(f.path().to_str().expect("utf8"));
     let mut n = 0;
     loop {
-        match r.next_event() {
+        match next(&mut r) {
             Ok(_) => n += 1,
             Err(e) if is_status(&e, ScapStatus::Eof) => break,
             Err(e) => panic!("replay continues past malformed lines: {e:#}"),
@@ -461,7 +475,7 @@ fn malformed_lines_are_skipped_counted_and_the_rest_replays() {
 fn unknown_fields_and_missing_keys_are_refused() {
     let path = test_file("kive_alerts.jsonl");
     let mut r = replay(path.to_str().expect("utf8"));
-    let ev = r.next_event().expect("event");
+    let ev = next(&mut r).expect("event");
     assert!(r.extract_field(&ev, "kive.nope").is_none(), "unknown field");
     assert!(
         r.extract_field(&ev, "kive.process.name").is_none(),
@@ -645,7 +659,7 @@ fn kubearmor_severity_tags_and_message_are_fields() {
     });
     std::fs::write(&path, format!("{line}\n")).expect("write");
     let mut r = replay(path.to_str().expect("utf8"));
-    let ev = r.next_event().expect("the alert");
+    let ev = next(&mut r).expect("the alert");
     let get = |r: &mut CapturingPluginRunner, name: &str| {
         r.extract_field(&ev, name)
             .unwrap_or_else(|| panic!("{name} is a known field"))
