@@ -11,6 +11,7 @@ pub mod enrich;
 mod exits;
 pub mod follow;
 pub mod loss;
+mod pod_diff;
 pub mod pods;
 pub mod ratelimit;
 mod sets;
@@ -38,7 +39,7 @@ use crate::trap::{Engine, EngineConfig, Hook, KernelStats, RawEvent, Tier, TrapE
 pub use accessor::Accessors;
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
-pub use pods::{DesiredEntry, PodController, PodReconcileReport};
+pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
 pub use table::{ContainerOwner, Entry, EntryState, Followed, Owner, TrapTable};
 
