@@ -175,14 +175,14 @@ fn pod_runtime_report(
     );
     let compiled = kive::policy::load_str("pod-test", &text);
     assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
-    let owner = ContainerOwner {
+    let owner = std::sync::Arc::new(ContainerOwner {
         pod: "web-0".into(),
         namespace: "default".into(),
         pod_uid: "uid-web-0".into(),
         container: "app".into(),
         container_id: format!("containerd://{}", c.id),
         ..Default::default()
-    };
+    });
     let desired: Vec<DesiredEntry> = compiled
         .traps
         .iter()

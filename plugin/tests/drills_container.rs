@@ -51,12 +51,12 @@ fn a_container_exiting_during_resolution_goes_back_to_pending_the_others_stay_ar
     let desired = vec![
         DesiredEntry {
             trap: Arc::clone(&compiled.traps[0]),
-            owner: owner(&a, "a-0"),
+            owner: owner(&a, "a-0").into(),
             host: false,
         },
         DesiredEntry {
             trap: Arc::clone(&compiled.traps[1]),
-            owner: owner(&b, "b-0"),
+            owner: owner(&b, "b-0").into(),
             host: false,
         },
     ];

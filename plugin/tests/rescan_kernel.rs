@@ -193,7 +193,7 @@ fn an_overlay_copy_up_after_the_rescan_remembered_the_file_moves_the_backing() {
         .iter()
         .map(|t| DesiredEntry {
             trap: t.clone(),
-            owner: owner(&c.id, "uid-web-0"),
+            owner: owner(&c.id, "uid-web-0").into(),
             host: false,
         })
         .collect();
@@ -305,7 +305,7 @@ fn a_process_started_in_a_container_after_arming_is_found_through_cgroup_procs()
     assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
     let desired = vec![DesiredEntry {
         trap: compiled.traps[0].clone(),
-        owner: owner(&id, &format!("late-{}", std::process::id())),
+        owner: owner(&id, &format!("late-{}", std::process::id())).into(),
         host: false,
     }];
     let report = rt.pod_controller().reconcile(&desired);

@@ -297,56 +297,81 @@ pub fn workload(pod: &Pod) -> Option<(String, String)> {
 }
 
 /// Every (trap, container) this node must arm: pods on `node`, containers
-/// that run and have an id, traps whose `matchAny` selects them.
+/// that run and have an id, traps whose `matchAny` selects them; one shared
+/// owner per container.
 pub fn plan<'a>(
     policies: impl IntoIterator<Item = &'a PolicyEntry>,
-    pods: impl IntoIterator<Item = &'a PodView> + Clone,
+    pods: impl IntoIterator<Item = &'a PodView>,
     namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
     node: &str,
     node_labels: Option<&BTreeMap<String, String>>,
 ) -> Vec<DesiredEntry> {
+    let traps: Vec<&Arc<CompiledTrap>> = policies.into_iter().flat_map(|p| &p.traps).collect();
     let mut out = Vec::new();
-    for p in policies {
-        for trap in &p.traps {
-            // host: true survives the scope only when the operator allows
-            // it; a node selector, only on the nodes it selects
-            if trap.target.host_applies(node_labels) {
-                out.push(DesiredEntry {
-                    trap: Arc::clone(trap),
-                    owner: ContainerOwner::default(),
-                    host: true,
-                });
+    for trap in &traps {
+        // host: true survives the scope only when the operator allows it;
+        // a node selector, only on the nodes it selects
+        if trap.target.host_applies(node_labels) {
+            out.push(DesiredEntry {
+                trap: Arc::clone(trap),
+                owner: Arc::default(),
+                host: true,
+            });
+        }
+    }
+    for pod in pods {
+        out.extend(plan_pod(&traps, pod, namespace_labels, node));
+    }
+    out
+}
+
+/// The entries one pod wants (none when it is not on `node`): the work of
+/// a pod's change, in proportion to that pod.
+pub fn plan_pod(
+    traps: &[&Arc<CompiledTrap>],
+    pod: &PodView,
+    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+    node: &str,
+) -> Vec<DesiredEntry> {
+    let mut out = Vec::new();
+    if pod.node != node {
+        return out;
+    }
+    // one owner per container, shared by its entries
+    let mut owners: Vec<(&str, Arc<ContainerOwner>)> = Vec::new();
+    for trap in traps {
+        for c in matching_containers(trap, pod) {
+            if !c.running || c.id.is_empty() {
+                continue;
             }
-            for pod in pods.clone() {
-                if pod.node != node {
-                    continue;
-                }
-                for c in matching_containers(trap, pod) {
-                    if !c.running || c.id.is_empty() {
-                        continue;
-                    }
-                    out.push(DesiredEntry {
-                        trap: Arc::clone(trap),
-                        owner: ContainerOwner {
-                            pod: pod.name.clone(),
-                            namespace: pod.namespace.clone(),
-                            pod_uid: pod.uid.clone(),
-                            ip: pod.ip().to_string(),
-                            labels: pod.labels.clone(),
-                            container: c.name.clone(),
-                            container_id: c.id.clone(),
-                            image: c.image.clone(),
-                            service_account: pod.service_account.clone(),
-                            workload: pod.workload.clone(),
-                            namespace_labels: namespace_labels
-                                .get(&pod.namespace)
-                                .cloned()
-                                .unwrap_or_default(),
-                        },
-                        host: false,
+            let owner = match owners.iter().find(|(id, _)| *id == c.id) {
+                Some((_, o)) => Arc::clone(o),
+                None => {
+                    let o = Arc::new(ContainerOwner {
+                        pod: pod.name.clone(),
+                        namespace: pod.namespace.clone(),
+                        pod_uid: pod.uid.clone(),
+                        ip: pod.ip().to_string(),
+                        labels: pod.labels.clone(),
+                        container: c.name.clone(),
+                        container_id: c.id.clone(),
+                        image: c.image.clone(),
+                        service_account: pod.service_account.clone(),
+                        workload: pod.workload.clone(),
+                        namespace_labels: namespace_labels
+                            .get(&pod.namespace)
+                            .cloned()
+                            .unwrap_or_default(),
                     });
+                    owners.push((c.id.as_str(), Arc::clone(&o)));
+                    o
                 }
-            }
+            };
+            out.push(DesiredEntry {
+                trap: Arc::clone(trap),
+                owner,
+                host: false,
+            });
         }
     }
     out

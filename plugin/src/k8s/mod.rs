@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod crd;
 pub mod events;
+mod reconcile;
 pub mod source;
 pub mod store;
 

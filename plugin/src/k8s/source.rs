@@ -2,7 +2,7 @@
 //! this node, and keeps the runtime's pod traps equal to what they ask for.
 //! Runs on its own small tokio runtime; stopping it never disarms anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use kube::{Api, Client, Config};
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use super::convert::{object_key, plan, pod_view, PolicyEntry};
+use super::convert::{object_key, pod_view, PolicyEntry};
 use super::events::{EventCounts, EventSink};
 use super::store::{map_event, Store};
 use crate::policy::kubearmor::{Kind, GROUP as KA_GROUP, VERSION as KA_VERSION};
@@ -63,6 +63,8 @@ pub struct ClusterStatus {
     pub armed: AtomicUsize,
     /// Pod entries pending after the last reconcile.
     pub pending: AtomicUsize,
+    /// Entries the last reconcile looked at (a pod's change: that pod's).
+    pub touched: AtomicUsize,
     /// Policy traps rejected (all policies).
     pub rejected: AtomicUsize,
     /// Wall-clock time of the last reconcile.
@@ -73,22 +75,43 @@ pub struct ClusterStatus {
     pub events: Arc<EventCounts>,
 }
 
-type Labels = BTreeMap<String, String>;
+pub(super) type Labels = BTreeMap<String, String>;
 
 /// How long the first reconcile waits for namespace labels.
-const NS_GRACE: Duration = Duration::from_secs(2);
+pub(super) const NS_GRACE: Duration = Duration::from_secs(2);
+/// How soon entries whose container was not found yet are retried (the
+/// container locator walks the cgroup tree at most once a second).
+pub(super) const UNLOCATED_RETRY: Duration = Duration::from_secs(1);
 /// How often readiness is checked again before the first reconcile.
-const NOT_READY_RETRY: Duration = Duration::from_millis(200);
+pub(super) const NOT_READY_RETRY: Duration = Duration::from_millis(200);
 
-struct State {
+pub(super) struct State {
     /// One store per policy kind (each watcher re-lists its own).
-    policies: Mutex<BTreeMap<&'static str, Store<PolicyEntry>>>,
-    pods: Mutex<Store<PodView>>,
-    namespaces: Mutex<Store<Labels>>,
+    pub(super) policies: Mutex<BTreeMap<&'static str, Store<PolicyEntry>>>,
+    pub(super) pods: Mutex<Store<PodView>>,
+    pub(super) namespaces: Mutex<Store<Labels>>,
     /// This node's labels (a store of at most one object).
-    node: Mutex<Store<Labels>>,
-    changed: Notify,
-    status: Arc<ClusterStatus>,
+    pub(super) node: Mutex<Store<Labels>>,
+    pub(super) changed: Notify,
+    /// What changed since the last reconcile.
+    pub(super) dirty: Mutex<Dirty>,
+    pub(super) status: Arc<ClusterStatus>,
+}
+
+/// What the next reconcile must look at: everything (a policy, namespace or
+/// node changed, a re-list, a resync), or only some pods.
+#[derive(Debug)]
+pub(super) struct Dirty {
+    pub(super) full: bool,
+    pub(super) pods: BTreeSet<String>,
+}
+
+impl State {
+    /// Something other than one pod changed: the next reconcile is full.
+    pub(super) fn changed_all(&self) {
+        lock(&self.dirty).full = true;
+        self.changed.notify_one();
+    }
 }
 
 /// The running cluster source.
@@ -142,6 +165,11 @@ impl ClusterSource {
             namespaces: Mutex::new(Store::default()),
             node: Mutex::new(Store::default()),
             changed: Notify::new(),
+            // the first reconcile is a full one
+            dirty: Mutex::new(Dirty {
+                full: true,
+                pods: BTreeSet::new(),
+            }),
             status: Arc::clone(&status),
         });
 
@@ -210,8 +238,22 @@ impl ClusterSource {
                             let v = pod_view(&p);
                             (object_key(Some(&v.namespace), Some(&v.name)), v)
                         });
+                        // one pod added, changed or deleted: that pod's
+                        // entries only; a re-list: everything
+                        let one = match &ev {
+                            watcher::Event::Apply((k, _)) | watcher::Event::Delete((k, _)) => {
+                                Some(k.clone())
+                            }
+                            _ => None,
+                        };
                         if lock(&st.pods).apply(ev) {
-                            st.changed.notify_one();
+                            match one {
+                                Some(k) => {
+                                    lock(&st.dirty).pods.insert(k);
+                                    st.changed.notify_one();
+                                }
+                                None => st.changed_all(),
+                            }
                         }
                     }
                     Err(e) => {
@@ -226,80 +268,7 @@ impl ClusterSource {
         let node = cfg.node_name.clone();
         let resync = cfg.resync;
         let started = std::time::Instant::now();
-        runtime.spawn(async move {
-            // until the first reconcile, look again soon: the namespace grace
-            // ends without a watch event to wake this loop
-            let mut wait = NOT_READY_RETRY.min(resync);
-            loop {
-                tokio::select! {
-                    _ = st.changed.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                // let a burst of watch events settle into one reconcile
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                // namespace labels are waited for briefly only: a source that
-                // may not list namespaces must not hold the traps back
-                let ns_ready = lock(&st.namespaces).synced || started.elapsed() > NS_GRACE;
-                // KubeArmor kinds whose CRD is absent never list: only
-                // KivePolicies are waited for
-                let ready = lock(&st.policies)
-                    .get("kivepolicy")
-                    .is_some_and(|s| s.synced)
-                    && lock(&st.pods).synced
-                    && ns_ready;
-                if !ready {
-                    continue;
-                }
-                wait = resync;
-                let desired = {
-                    let policies = lock(&st.policies);
-                    let pods = lock(&st.pods);
-                    let pod_views: Vec<&PodView> = pods.items().map(|(_, v)| v).collect();
-                    let entries: Vec<&PolicyEntry> = policies
-                        .values()
-                        .flat_map(|s| s.items().map(|(_, p)| p))
-                        .collect();
-                    st.status.rejected.store(
-                        entries.iter().map(|p| p.errors.len()).sum(),
-                        Ordering::Relaxed,
-                    );
-                    let ns_labels: BTreeMap<String, Labels> = lock(&st.namespaces)
-                        .items()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    let node_labels: Option<Labels> =
-                        lock(&st.node).items().map(|(_, v)| v.clone()).next();
-                    plan(
-                        entries.iter().copied(),
-                        pod_views.iter().copied(),
-                        &ns_labels,
-                        &node,
-                        node_labels.as_ref(),
-                    )
-                };
-                let ctrl = controller.clone();
-                let report = tokio::task::spawn_blocking(move || ctrl.reconcile(&desired)).await;
-                let Ok(report) = report else { continue };
-                if report.added > 0 || report.removed > 0 {
-                    tracing::info!(
-                        "reconciled: +{} -{} pod trap(s), {} armed, {} pending",
-                        report.added,
-                        report.removed,
-                        report.armed,
-                        report.pending.len()
-                    );
-                }
-                for p in &report.pending {
-                    tracing::debug!("pending: {p}");
-                }
-                st.status.armed.store(report.armed, Ordering::Relaxed);
-                st.status
-                    .pending
-                    .store(report.pending.len(), Ordering::Relaxed);
-                st.status.reconciles.fetch_add(1, Ordering::Relaxed);
-                *lock(&st.status.last_reconcile) = Some(SystemTime::now());
-            }
-        });
+        runtime.spawn(super::reconcile::run(st, controller, node, resync, started));
         Ok(Self {
             runtime: Some(runtime),
             status,
@@ -354,7 +323,7 @@ fn spawn_labels_watch<K>(
                         )
                     });
                     if lock(store(&st)).apply(ev) {
-                        st.changed.notify_one();
+                        st.changed_all();
                     }
                 }
                 Err(e) => {
@@ -418,7 +387,7 @@ fn spawn_policy_watch(
                             tracing::info!("{label} {} deleted", gone.name);
                             events.forget(gone.object);
                         }
-                        st.changed.notify_one();
+                        st.changed_all();
                     }
                 }
                 Err(e) if is_absent(&e) => {
@@ -439,7 +408,7 @@ fn spawn_policy_watch(
     });
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

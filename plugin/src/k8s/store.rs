@@ -60,6 +60,16 @@ impl<T: PartialEq> Store<T> {
         self.items.iter()
     }
 
+    /// The current item of a key.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.items.get(key)
+    }
+
+    /// The current items, as a map.
+    pub fn map(&self) -> &BTreeMap<String, T> {
+        &self.items
+    }
+
     /// Number of items.
     pub fn len(&self) -> usize {
         self.items.len()

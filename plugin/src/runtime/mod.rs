@@ -13,6 +13,7 @@ pub mod enrich;
 mod exits;
 pub mod follow;
 pub mod loss;
+mod pod_diff;
 pub mod pods;
 pub mod ratelimit;
 mod rescan;
@@ -39,7 +40,7 @@ pub use accessor::Accessors;
 pub use config::{ArmReport, Metrics, RuntimeConfig};
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
-pub use pods::{DesiredEntry, PodController, PodReconcileReport};
+pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
 pub use table::{ContainerOwner, Entry, EntryState, Followed, Owner, TrapTable};
 

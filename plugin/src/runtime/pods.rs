@@ -2,70 +2,19 @@
 //! between what is wanted and what is in the table, never touching host
 //! traps. The wanted set comes from the Kubernetes source.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::node::cgroup::CgroupIndex;
 use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::Root;
-use crate::policy::CompiledTrap;
 
+use super::pod_diff::{diff, Scope};
+pub use super::pod_diff::{DesiredEntry, PodDesired};
 use super::table::{ContainerOwner, EntryState, Owner};
 use super::Shared;
-
-/// One trap wanted on one container.
-#[derive(Debug, Clone)]
-pub struct DesiredEntry {
-    /// The trap.
-    pub trap: Arc<CompiledTrap>,
-    /// The container whose copy of the file is trapped (empty for `host`).
-    pub owner: ContainerOwner,
-    /// The node's own file instead (a cluster host trap the operator allows).
-    pub host: bool,
-}
-
-impl DesiredEntry {
-    /// (trap fingerprint, container id or "" for a host entry), borrowed.
-    fn ident(&self) -> (&str, &str) {
-        let owner = if self.host {
-            ""
-        } else {
-            self.owner.container_id.as_str()
-        };
-        (self.trap.fingerprint.as_str(), owner)
-    }
-
-    /// Whether `owner` (an entry's) is already what this entry wants.
-    fn owner_is(&self, owner: &Owner) -> bool {
-        match owner {
-            Owner::Host => self.host,
-            Owner::Container(c) => !self.host && **c == self.owner,
-        }
-    }
-}
-
-/// The entries' owners, one shared copy per container: the 20 traps of a
-/// pod point at one `ContainerOwner` (labels, names, IP) instead of 20.
-#[derive(Default)]
-struct Owners<'a>(HashMap<&'a str, Arc<ContainerOwner>>);
-
-impl<'a> Owners<'a> {
-    fn of(&mut self, d: &'a DesiredEntry) -> Owner {
-        if d.host {
-            return Owner::Host;
-        }
-        let shared = self
-            .0
-            .entry(d.owner.container_id.as_str())
-            .or_insert_with(|| Arc::new(d.owner.clone()));
-        if **shared != d.owner {
-            // two different descriptions of one container in one plan: keep each
-            return Owner::Container(Arc::new(d.owner.clone()));
-        }
-        Owner::Container(Arc::clone(shared))
-    }
-}
+use crate::policy::CompiledTrap;
 
 /// What one reconcile did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -78,6 +27,12 @@ pub struct PodReconcileReport {
     pub armed: usize,
     /// Pod entries pending, each with its reason (policy, trap, container).
     pub pending: Vec<String>,
+    /// Entries this reconcile looked at (its scope's and the wanted ones):
+    /// a pod's change touches that pod's entries only.
+    pub touched: usize,
+    /// Pending entries whose container was not found yet (no process in
+    /// its cgroup): the cluster source retries them soon.
+    pub unlocated: usize,
 }
 
 /// Applies wanted pod traps to a running runtime.
@@ -87,6 +42,9 @@ pub struct PodController {
     proc_root: PathBuf,
     host_root: PathBuf,
     locator: Arc<Mutex<ContainerLocator>>,
+    /// The last arming failure of each pending entry (a pod's change
+    /// retries that pod's; a full reconcile every one).
+    pending: Arc<Mutex<HashMap<u32, String>>>,
 }
 
 impl PodController {
@@ -102,7 +60,17 @@ impl PodController {
             proc_root,
             host_root,
             locator: Arc::new(Mutex::new(locator)),
+            pending: Arc::default(),
         }
+    }
+
+    /// Makes the table's entries of `pods` exactly what each wants (a pod
+    /// added, changed or deleted: its entries only, the others untouched).
+    pub fn reconcile_pods(&self, pods: &[PodDesired]) -> PodReconcileReport {
+        self.apply(
+            &Scope::Pods(pods),
+            pods.iter().flat_map(|p| p.entries.iter()),
+        )
     }
 
     /// Makes the table's pod entries exactly `desired`: adds the new ones
@@ -110,6 +78,14 @@ impl PodController {
     /// [`ContainerLocator`]: no `/proc` scan),
     /// retries pending ones, removes the rest.
     pub fn reconcile(&self, desired: &[DesiredEntry]) -> PodReconcileReport {
+        self.apply(&Scope::All, desired.iter())
+    }
+
+    fn apply<'a>(
+        &self,
+        scope: &Scope<'_>,
+        desired: impl Iterator<Item = &'a DesiredEntry> + Clone,
+    ) -> PodReconcileReport {
         let mut roots: HashMap<String, Option<Arc<Root>>> = HashMap::new();
         let mut root_of = |owner: &ContainerOwner| -> Option<Arc<Root>> {
             roots
@@ -134,46 +110,18 @@ impl PodController {
         let mut report = PodReconcileReport::default();
         // 1. under the table lock, table work only: drop what is no longer
         //    wanted, add what is new (pending), refresh pod metadata
-        let mut to_arm: Vec<(u32, &DesiredEntry, bool)> = Vec::new();
+        let mut to_arm: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = Vec::new();
         {
             let mut table = self.shared.table();
-            // what exists and what is wanted, by borrowed ident (no string
-            // copies: at 100,000 entries those dominated a reconcile)
-            let (gone, ids): (Vec<u32>, Vec<Option<u32>>) = {
-                let mut existing: HashMap<(&str, &str), u32> = HashMap::new();
-                for e in table.entries() {
-                    if e.trap.set_parent.is_some() {
-                        // a file of a path set: kept and dropped with its set
-                        continue;
-                    }
-                    match &e.owner {
-                        Owner::Container(c) => {
-                            existing.insert(
-                                (e.trap.fingerprint.as_str(), c.container_id.as_str()),
-                                e.id,
-                            );
-                        }
-                        // host traps of the cluster (never those of policy files)
-                        Owner::Host if e.trap.from_cluster => {
-                            existing.insert((e.trap.fingerprint.as_str(), ""), e.id);
-                        }
-                        Owner::Host => {}
-                    }
-                }
-                let wanted: HashSet<(&str, &str)> =
-                    desired.iter().map(DesiredEntry::ident).collect();
-                let gone = existing
-                    .iter()
-                    .filter(|(ident, _)| !wanted.contains(*ident))
-                    .map(|(_, id)| *id)
-                    .collect();
-                let ids = desired
-                    .iter()
-                    .map(|d| existing.get(&d.ident()).copied())
-                    .collect();
-                (gone, ids)
-            };
+            let d = diff(&table, scope, desired.clone());
+            report.touched = d.touched;
+            let (gone, ids) = (d.gone, d.existing);
             let mut gone_sets = Vec::new();
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for &id in &gone {
+                pending.remove(&id);
+            }
+            drop(pending);
             for id in gone {
                 if let Some(e) = table.get(id) {
                     gone_sets.push((Arc::clone(&e.trap), e.owner.clone()));
@@ -188,26 +136,41 @@ impl PodController {
                 self.shared.remove_children(trap, owner);
             }
             let mut table = self.shared.table();
-            let mut owners = Owners::default();
-            for (d, existing) in desired.iter().zip(ids) {
+            for (d, existing) in desired.zip(ids) {
                 let id = match existing {
                     Some(id) => {
                         // pod metadata (labels, IP, namespace labels) may have changed
-                        if let Some(e) = table.get_mut(id) {
-                            if !d.owner_is(&e.owner) {
-                                e.owner = owners.of(d);
-                            }
+                        if table.get(id).is_some_and(|e| !d.owner_is(&e.owner)) {
+                            table.set_owner(id, d.owner());
                         }
                         id
                     }
                     None => {
                         report.added += 1;
-                        table.insert(Arc::clone(&d.trap), owners.of(d), None)
+                        table.insert(Arc::clone(&d.trap), d.owner(), None)
                     }
                 };
                 if let Some(e) = table.get(id) {
                     if matches!(e.state, EntryState::Pending { .. }) {
-                        to_arm.push((id, d, e.root.is_none()));
+                        to_arm.push((id, Arc::clone(&e.trap), e.owner.clone(), e.root.is_none()));
+                    }
+                }
+            }
+            if let Scope::Pods(_) = scope {
+                // other pods' entries whose container was not found yet:
+                // retried too (a file missing is retried by the rescan)
+                let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let queued: std::collections::HashSet<u32> =
+                    to_arm.iter().map(|(id, ..)| *id).collect();
+                for id in pending.keys() {
+                    if let Some(e) = table.get(*id).filter(|e| {
+                        e.root.is_none()
+                            && e.key().is_none()
+                            && e.trap.path_set.is_none()
+                            && !queued.contains(id)
+                    }) {
+                        to_arm.push((e.id, Arc::clone(&e.trap), e.owner.clone(), true));
+                        report.touched += 1;
                     }
                 }
             }
@@ -220,51 +183,74 @@ impl PodController {
             crate::node::limits::ensure_nofile(want);
         }
         // 2. without it: find container roots (cgroup.procs), resolve and arm
-        for (id, d, needs_root) in to_arm {
-            if needs_root {
-                let root = if d.host {
-                    match Root::open(&self.host_root) {
+        let mut host_root: Option<Option<Arc<Root>>> = None;
+        for (id, _, owner, needs_root) in &to_arm {
+            if !needs_root {
+                continue;
+            }
+            let root = match owner {
+                Owner::Host => host_root
+                    .get_or_insert_with(|| match Root::open(&self.host_root) {
                         Ok(r) => Some(Arc::new(r)),
                         Err(e) => {
                             tracing::debug!("host root: {e}");
                             None
                         }
-                    }
-                } else {
-                    root_of(&d.owner)
-                };
-                if let Some(root) = root {
-                    if let Some(e) = self.shared.table().get_mut(id) {
-                        e.root.get_or_insert(root);
-                    }
+                    })
+                    .clone(),
+                Owner::Container(c) => root_of(c),
+            };
+            if let Some(root) = root {
+                if let Some(e) = self.shared.table().get_mut(*id) {
+                    e.root.get_or_insert(root);
                 }
             }
-            // on a worker with a deadline: a container on a hung filesystem
-            // stalls only its entries (logged and counted there)
-            let msg = match self.shared.isolated(&[id], Shared::arm_entry).pop() {
-                Some((_, Some(Err(msg)))) => msg,
-                Some((_, None)) if !self.shared.closing() => format!(
-                    "{}: its file work did not return in time (stalled, retried when it does)",
-                    d.trap.origin
-                ),
-                _ => continue,
-            };
-            report.pending.push(if d.host {
-                format!("{msg} (host)")
-            } else {
-                format!(
-                    "{msg} (pod {}/{}, container {})",
-                    d.owner.namespace, d.owner.pod, d.owner.container
-                )
-            });
         }
+        // one batch for the workers (one hand-off, not one per entry); on a
+        // worker with a deadline: a container on a hung filesystem stalls
+        // only its entries (logged and counted there)
+        let ids: Vec<u32> = to_arm.iter().map(|(id, ..)| *id).collect();
+        let wanted: HashMap<u32, (&Arc<CompiledTrap>, &Owner)> =
+            to_arm.iter().map(|(id, t, o, _)| (*id, (t, o))).collect();
+        let results = self.shared.isolated(&ids, Shared::arm_entry);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, result) in results {
+            let Some((trap, owner)) = wanted.get(&id) else {
+                continue;
+            };
+            let msg = match result {
+                Some(Err(msg)) => msg,
+                None if !self.shared.closing() => format!(
+                    "{}: its file work did not return in time (stalled, retried when it does)",
+                    trap.origin
+                ),
+                _ => {
+                    pending.remove(&id);
+                    continue;
+                }
+            };
+            pending.insert(
+                id,
+                match owner {
+                    Owner::Host => format!("{msg} (host)"),
+                    Owner::Container(c) => format!(
+                        "{msg} (pod {}/{}, container {})",
+                        c.namespace, c.pod, c.container
+                    ),
+                },
+            );
+        }
+        // entries armed since (a rescan) or removed are no longer pending
         let table = self.shared.table();
-        report.armed = table
-            .entries()
-            .filter(|e| {
-                (matches!(e.owner, Owner::Container(_)) || e.trap.from_cluster) && e.key().is_some()
-            })
+        pending.retain(|id, _| table.get(*id).is_some_and(|e| e.key().is_none()));
+        report.unlocated = pending
+            .keys()
+            .filter(|id| table.get(**id).is_some_and(|e| e.root.is_none()))
             .count();
+        let mut list: Vec<(u32, String)> = pending.iter().map(|(id, m)| (*id, m.clone())).collect();
+        list.sort_unstable_by_key(|(id, _)| *id);
+        report.pending = list.into_iter().map(|(_, m)| m).collect();
+        report.armed = table.cluster_armed();
         report
     }
 }

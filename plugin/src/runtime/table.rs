@@ -133,11 +133,47 @@ impl Entry {
     }
 }
 
-/// All entries, by id and by key.
+/// The entries on one kernel key, and how many of them block without
+/// conditions (the key's kernel value without looking at each entry).
+#[derive(Debug, Default)]
+struct KeyEntries {
+    ids: Vec<u32>,
+    blocking: usize,
+}
+
+/// Whether a trap blocks whatever the access (no conditions to decide).
+fn blocks_always(t: &CompiledTrap) -> bool {
+    t.action == TrapAction::Block && t.conditions.bits() == 0
+}
+
+/// Whether an entry is the cluster's (a pod's, or a host trap of a cluster
+/// policy): what the pod controller reconciles and counts.
+fn is_cluster(e: &Entry) -> bool {
+    matches!(e.owner, Owner::Container(_)) || e.trap.from_cluster
+}
+
+/// `namespace/pod` of a pod entry the controller owns (not a path set's
+/// file: those come and go with their set).
+fn pod_key(e: &Entry) -> Option<String> {
+    match &e.owner {
+        Owner::Container(c) if e.trap.set_parent.is_none() => {
+            Some(format!("{}/{}", c.namespace, c.pod))
+        }
+        _ => None,
+    }
+}
+
+/// All entries, by id, by key and by pod.
 #[derive(Debug, Default)]
 pub struct TrapTable {
     entries: HashMap<u32, Entry>,
-    by_key: HashMap<TrapKey, Vec<u32>>,
+    by_key: HashMap<TrapKey, KeyEntries>,
+    /// Pod entries (not path-set files) by `namespace/pod`: a pod's change
+    /// touches its entries only.
+    by_pod: HashMap<String, Vec<u32>>,
+    /// Entries armed (a key at their path), all and the cluster's.
+    armed: usize,
+    cluster_armed: usize,
     next_id: u32,
 }
 
@@ -151,22 +187,71 @@ impl TrapTable {
     ) -> u32 {
         self.next_id += 1;
         let id = self.next_id;
-        self.entries.insert(
+        let entry = Entry {
             id,
-            Entry {
-                id,
-                trap,
-                owner,
-                root,
-                state: EntryState::Pending {
-                    reason: "not resolved yet".into(),
-                    reported: true,
-                },
-                followed: Vec::new(),
-                backing: None,
+            trap,
+            owner,
+            root,
+            state: EntryState::Pending {
+                reason: "not resolved yet".into(),
+                reported: true,
             },
-        );
+            followed: Vec::new(),
+            backing: None,
+        };
+        if let Some(pod) = pod_key(&entry) {
+            self.by_pod.entry(pod).or_default().push(id);
+        }
+        self.entries.insert(id, entry);
         id
+    }
+
+    /// Replaces an entry's owner (pod metadata changed), keeping the pod
+    /// index right.
+    pub fn set_owner(&mut self, id: u32, owner: Owner) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        let before = pod_key(e);
+        let was_cluster = is_cluster(e);
+        let armed = e.key().is_some();
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.owner = owner;
+        }
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        let after = pod_key(e);
+        let now_cluster = is_cluster(e);
+        if armed && was_cluster != now_cluster {
+            if now_cluster {
+                self.cluster_armed += 1;
+            } else {
+                self.cluster_armed -= 1;
+            }
+        }
+        if before != after {
+            self.unindex_pod(before.as_deref(), id);
+            if let Some(p) = after {
+                self.by_pod.entry(p).or_default().push(id);
+            }
+        }
+    }
+
+    /// The ids of a pod's entries (`namespace/pod`), not its path sets'
+    /// files.
+    pub fn pod_entries(&self, pod: &str) -> &[u32] {
+        self.by_pod.get(pod).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn unindex_pod(&mut self, pod: Option<&str>, id: u32) {
+        let Some(pod) = pod else { return };
+        if let Some(ids) = self.by_pod.get_mut(pod) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_pod.remove(pod);
+            }
+        }
     }
 
     /// Removes an entry; returns the keys it held (its path's and the
@@ -175,6 +260,14 @@ impl TrapTable {
         let Some(entry) = self.entries.remove(&id) else {
             return Vec::new();
         };
+        self.unindex_pod(pod_key(&entry).as_deref(), id);
+        if entry.key().is_some() {
+            self.armed -= 1;
+            if is_cluster(&entry) {
+                self.cluster_armed -= 1;
+            }
+        }
+        let blocking = blocks_always(&entry.trap);
         let keys: Vec<TrapKey> = entry
             .key()
             .into_iter()
@@ -182,7 +275,7 @@ impl TrapTable {
             .chain(entry.backing.as_ref().map(|b| b.key))
             .collect();
         for &k in &keys {
-            self.unindex(id, k);
+            self.drop_index(id, k, blocking);
         }
         keys
     }
@@ -214,7 +307,7 @@ impl TrapTable {
         self.by_key
             .get(&key)
             .into_iter()
-            .flatten()
+            .flat_map(|k| &k.ids)
             .filter_map(|id| self.entries.get(id))
     }
 
@@ -228,7 +321,7 @@ impl TrapTable {
         if let Some(EntryState::Armed(other)) = self
             .by_key
             .get(&key)
-            .and_then(|ids| ids.iter().find(|&&i| i != id))
+            .and_then(|k| k.ids.iter().find(|&&i| i != id))
             .and_then(|i| self.entries.get(i))
             .map(|e| &e.state)
         {
@@ -297,20 +390,36 @@ impl TrapTable {
     }
 
     fn index(&mut self, id: u32, key: TrapKey) {
-        let ids = self.by_key.entry(key).or_default();
-        if !ids.contains(&id) {
-            ids.push(id);
+        let Some(blocking) = self.entries.get(&id).map(|e| blocks_always(&e.trap)) else {
+            return;
+        };
+        let k = self.by_key.entry(key).or_default();
+        if !k.ids.contains(&id) {
+            k.ids.push(id);
+            k.blocking += usize::from(blocking);
         }
     }
 
     /// Drops `id` from `key`'s list unless the entry still holds the key.
     fn unindex(&mut self, id: u32, key: TrapKey) {
-        if self.entries.get(&id).is_some_and(|e| e.holds(key)) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        if e.holds(key) {
             return;
         }
-        if let Some(ids) = self.by_key.get_mut(&key) {
-            ids.retain(|&i| i != id);
-            if ids.is_empty() {
+        let blocking = blocks_always(&e.trap);
+        self.drop_index(id, key, blocking);
+    }
+
+    fn drop_index(&mut self, id: u32, key: TrapKey, blocking: bool) {
+        if let Some(k) = self.by_key.get_mut(&key) {
+            let before = k.ids.len();
+            k.ids.retain(|&i| i != id);
+            if k.ids.len() != before {
+                k.blocking -= usize::from(blocking);
+            }
+            if k.ids.is_empty() {
                 self.by_key.remove(&key);
             }
         }
@@ -318,10 +427,23 @@ impl TrapTable {
 
     fn set_state(&mut self, id: u32, state: EntryState) -> Option<PinnedFile> {
         let entry = self.entries.get_mut(&id)?;
+        let now_armed = matches!(state, EntryState::Armed(_));
+        let cluster = is_cluster(entry);
         let old = match std::mem::replace(&mut entry.state, state) {
             EntryState::Armed(p) => Some(p),
             EntryState::Pending { .. } => None,
         };
+        match (old.is_some(), now_armed) {
+            (false, true) => {
+                self.armed += 1;
+                self.cluster_armed += usize::from(cluster);
+            }
+            (true, false) => {
+                self.armed -= 1;
+                self.cluster_armed -= usize::from(cluster);
+            }
+            _ => {}
+        }
         if let Some(p) = &old {
             self.unindex(id, p.key);
         }
@@ -330,22 +452,19 @@ impl TrapTable {
 
     /// What the kernel map must hold for a key: `None` = no entry left.
     pub fn kernel_value(&self, key: TrapKey) -> Option<TrapValue> {
-        let ids = self.by_key.get(&key)?;
-        let first = *ids.first()?;
-        let traps: Vec<&CompiledTrap> = ids
-            .iter()
-            .filter_map(|id| self.entries.get(id).map(|e| e.trap.as_ref()))
-            .collect();
+        let k = self.by_key.get(&key)?;
+        let first = *k.ids.first()?;
         // conditions (decided in the kernel) hold for one trap only: a key
         // shared by several traps reports every access, and blocks only
-        // for a blocking trap without conditions
-        let conditions = match traps.as_slice() {
-            [one] => one.conditions.bits(),
-            _ => 0,
+        // for a blocking trap without conditions (counted as indexed: a key
+        // shared by every pod of a node costs nothing more to sync)
+        let (conditions, block) = match k.ids.as_slice() {
+            [one] => {
+                let t = self.entries.get(one).map(|e| e.trap.as_ref())?;
+                (t.conditions.bits(), t.action == TrapAction::Block)
+            }
+            _ => (0, k.blocking > 0),
         };
-        let block = traps.iter().any(|t| {
-            t.action == TrapAction::Block && (conditions != 0 || t.conditions.bits() == 0)
-        });
         Some(TrapValue {
             trap_id: first,
             block,
@@ -381,8 +500,12 @@ impl TrapTable {
 
     /// (armed, pending) counts.
     pub fn counts(&self) -> (usize, usize) {
-        let armed = self.entries.values().filter(|e| e.key().is_some()).count();
-        (armed, self.entries.len() - armed)
+        (self.armed, self.entries.len() - self.armed)
+    }
+
+    /// Cluster entries (pods', cluster host traps) armed.
+    pub fn cluster_armed(&self) -> usize {
+        self.cluster_armed
     }
 
     /// Number of distinct keys armed.
@@ -392,87 +515,5 @@ impl TrapTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::load_str;
-
-    fn reported(t: &TrapTable, id: u32) -> bool {
-        match t.get(id).map(|e| &e.state) {
-            Some(EntryState::Pending { reported, .. }) => *reported,
-            other => panic!("not pending: {other:?}"),
-        }
-    }
-
-    fn mark(t: &mut TrapTable, id: u32) {
-        if let Some(Entry {
-            state: EntryState::Pending { reported, .. },
-            ..
-        }) = t.get_mut(id)
-        {
-            *reported = true;
-        }
-    }
-
-    #[test]
-    fn a_pending_reason_is_reported_once_and_again_only_when_it_changes() {
-        let c = load_str(
-            "t.yaml",
-            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {name: p}\nspec:\n  traps:\n  - path: /missing\n    matchAny: [{host: true}]\n",
-        );
-        let mut t = TrapTable::default();
-        let id = t.insert(Arc::clone(&c.traps[0]), Owner::Host, None);
-        t.set_pending(id, "file missing".into());
-        assert!(!reported(&t, id), "a new reason is to be reported");
-        mark(&mut t, id);
-        for _ in 0..3 {
-            // every rescan retries and fails the same way
-            t.set_pending(id, "file missing".into());
-            assert!(reported(&t, id), "the same reason again: no new WARN");
-        }
-        t.set_pending(id, "permission denied".into());
-        assert!(!reported(&t, id), "a different reason: one WARN");
-        mark(&mut t, id);
-        t.set_pending(id, "permission denied".into());
-        assert!(reported(&t, id));
-    }
-}
-
-#[cfg(test)]
-mod pin_tests {
-    use super::*;
-    use std::os::fd::{AsFd, AsRawFd};
-
-    fn trap(name: &str) -> Arc<CompiledTrap> {
-        let text = format!(
-            "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: {name}, namespace: t}}\nspec:\n  traps:\n  - path: /f\n    matchAny: [{{host: true}}]\n"
-        );
-        let mut c = crate::policy::load_str(name, &text);
-        assert!(c.errors.is_empty(), "{:?}", c.errors);
-        c.traps.remove(0)
-    }
-
-    fn pin_fd(t: &TrapTable, id: u32) -> i32 {
-        match t.get(id).map(|e| &e.state) {
-            Some(EntryState::Armed(p)) => p.as_fd().as_raw_fd(),
-            other => panic!("entry {id} not armed: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn entries_on_one_file_share_one_pinned_fd() {
-        let d = tempfile::tempdir().expect("tmp");
-        std::fs::write(d.path().join("f"), "x").expect("write");
-        let root = Arc::new(Root::open(d.path()).expect("root"));
-        let mut t = TrapTable::default();
-        let a = t.insert(trap("a"), Owner::Host, Some(Arc::clone(&root)));
-        let b = t.insert(trap("b"), Owner::Host, Some(Arc::clone(&root)));
-        t.set_armed(a, root.resolve("/f").expect("resolve"));
-        t.set_armed(b, root.resolve("/f").expect("resolve"));
-        assert_eq!(pin_fd(&t, a), pin_fd(&t, b), "one fd for one file");
-        let key = t.get(b).and_then(Entry::key).expect("armed");
-        t.remove(a);
-        // the survivor's pin is still open and still that file
-        let st = rustix::fs::fstat(t.pin_of(key).expect("pin")).expect("fstat");
-        assert_eq!(st.st_ino, key.ino);
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;
