@@ -5,9 +5,11 @@
 pub mod apiserver;
 pub mod cli;
 pub mod container;
+pub mod exec;
 pub mod fuse;
 pub mod logs;
 pub mod runtime;
+pub mod scenarios;
 pub mod tiers;
 
 use std::path::Path;
