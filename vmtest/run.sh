@@ -298,17 +298,25 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 cp "$script_dir/guest-init.sh" "$stage/init"
 chmod 0755 "$stage/init"
 cp "$script_dir"/policy-*.yaml "$stage/vmtest/"
-# overlayfs is a module in Debian's config (CONFIG_OVERLAY_FS=m, no
-# dependencies); the overlay scenario insmods it. Everything else is built in.
-if [ -n "${kdir:-}" ]; then
-    ovl_ko=$(find "$kdir/lib/modules" -path '*/kernel/fs/overlayfs/overlay.ko*' | head -n1)
-    [ -n "$ovl_ko" ] || die "overlay.ko not found in $kdir"
-    case "$ovl_ko" in
-    *.ko) cp "$ovl_ko" "$stage/vmtest/overlay.ko" ;;
-    *.ko.xz) xz -dc "$ovl_ko" >"$stage/vmtest/overlay.ko" ;;
-    *.ko.zst) zstd -dcq "$ovl_ko" >"$stage/vmtest/overlay.ko" ;;
-    *) die "unexpected module file $ovl_ko" ;;
+# overlayfs and FUSE are modules in Debian's config (CONFIG_OVERLAY_FS=m,
+# CONFIG_FUSE_FS=m, no dependencies); the overlay scenario and the suite
+# insmod them. Everything else is built in.
+# copy_module NAME PATH-UNDER-kernel/: the module, decompressed, as
+# /vmtest/NAME.ko in the guest.
+copy_module() {
+    local name=$1 ko
+    ko=$(find "$kdir/lib/modules" -path "*/kernel/$2/$name.ko*" | head -n1)
+    [ -n "$ko" ] || die "$name.ko not found in $kdir"
+    case "$ko" in
+    *.ko) cp "$ko" "$stage/vmtest/$name.ko" ;;
+    *.ko.xz) xz -dc "$ko" >"$stage/vmtest/$name.ko" ;;
+    *.ko.zst) zstd -dcq "$ko" >"$stage/vmtest/$name.ko" ;;
+    *) die "unexpected module file $ko" ;;
     esac
+}
+if [ -n "${kdir:-}" ]; then
+    copy_module overlay fs/overlayfs
+    copy_module fuse fs/fuse
 fi
 echo "MODE=$mode" >"$stage/vmtest/config"
 
