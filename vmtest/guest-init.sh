@@ -86,6 +86,8 @@ if [ "$MODE" = suite ]; then
     [ -c /dev/fuse ] || result suite.fuse 0 "no /dev/fuse after insmod fuse.ko"
     # the test API server and callback receivers listen on 127.0.0.1
     ip link set lo up
+    # the Falco plugin tests load the host's libkive.so (no cargo here)
+    [ -n "$LIBKIVE" ] && export KIVE_SO="$LIBKIVE"
     for t in /vmtest/tests/*; do
         name=$(basename "$t")
         t0=$(now)

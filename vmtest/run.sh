@@ -13,6 +13,8 @@
 #                   `cargo build --release -p kive --bin kive`)
 #     --boot-only   only prove that the VM boots and runs the binary
 #                   (`PATH --help`); no kive scenarios
+#     --lib PATH    (suite mode) the built libkive.so, copied to the same
+#                   path in the guest; the tests get it as KIVE_SO
 #     --test-bin PATH  a libtest binary built on the host (e.g.
 #                   target/debug/deps/engine_kernel-<hash>), repeatable:
 #                   instead of the scenarios, the guest runs each one with
@@ -41,6 +43,7 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root_dir=$(cd "$script_dir/.." && pwd)
 
 kive_bin=""
+lib_so=""
 mode=full
 test_bins=()
 while [ $# -gt 0 ]; do
@@ -56,6 +59,10 @@ while [ $# -gt 0 ]; do
     --boot-only)
         mode=boot
         shift
+        ;;
+    --lib)
+        lib_so=${2:?--lib needs a path}
+        shift 2
         ;;
     --test-bin)
         test_bins+=("${2:?--test-bin needs a path}")
@@ -282,6 +289,12 @@ if [ "$mode" = suite ]; then
     "$busybox" --list | while read -r applet; do
         [ -e "$stage/usr/bin/$applet" ] || [ -L "$stage/usr/bin/$applet" ] || ln -s /bin/busybox "$stage/usr/bin/$applet"
     done
+    if [ -n "$lib_so" ]; then
+        [ -f "$lib_so" ] || die "libkive.so not found: $lib_so"
+        mkdir -p "$stage$(dirname "$lib_so")"
+        strip --strip-debug -o "$stage$lib_so" "$lib_so" 2>/dev/null || cp "$lib_so" "$stage$lib_so"
+        copy_libs "$lib_so"
+    fi
     for t in "${test_bins[@]}"; do
         [ -x "$t" ] || die "test binary not found or not executable: $t"
         name=$(basename "$t")
@@ -318,7 +331,7 @@ if [ -n "${kdir:-}" ]; then
     copy_module overlay fs/overlayfs
     copy_module fuse fs/fuse
 fi
-echo "MODE=$mode" >"$stage/vmtest/config"
+printf 'MODE=%s\nLIBKIVE=%s\n' "$mode" "$lib_so" >"$stage/vmtest/config"
 
 initrd=$work/initramfs.cpio
 # Uncompressed newc: decompressing under TCG would cost more than qemu

@@ -23,13 +23,10 @@ pub fn test_file(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Mounts the engine needs (bpffs, tracefs); idempotent.
-pub fn ensure_mounts() {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing")
-        .status();
-}
+#[path = "../support/mounts.rs"]
+mod mounts;
+#[allow(unused_imports)] // not every Falco test loads the engine
+pub use mounts::ensure_mounts;
 
 /// The cargo profile to build `libkive.so` with, when the profile
 /// directory alone does not say it (target/release serves both `release`
@@ -48,12 +45,15 @@ pub static PROFILE: OnceLock<&'static str> = OnceLock::new();
 /// outer `cargo test` holds no build lock while tests run.
 ///
 /// `KIVE_SO=<path>` loads that library instead, unbuilt (a bench comparing
-/// two builds of kive in one session).
+/// two builds of kive in one session; the Debian VM suite, whose guest has
+/// no cargo, passes the host's).
 pub fn built_so() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         if let Some(so) = std::env::var_os("KIVE_SO") {
-            return PathBuf::from(so);
+            let so = PathBuf::from(so);
+            assert!(so.is_file(), "KIVE_SO={} is no file", so.display());
+            return so;
         }
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe
