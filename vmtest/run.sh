@@ -28,6 +28,7 @@
 #   KIVE_VMTEST_KERNEL_PKG  Debian kernel package (default: what
 #                           linux-image-amd64 depends on, e.g. linux-image-6.1.0-56-amd64)
 #   KIVE_VMTEST_SMP         guest vCPUs (default 2)
+#   KIVE_VMTEST_MEM         guest RAM in MiB (default 1024 + twice the initramfs)
 #
 # Output protocol (guest → stdout, lines may end in \r because of the serial
 # line discipline):
@@ -337,19 +338,28 @@ initrd=$work/initramfs.cpio
 # Uncompressed newc: decompressing under TCG would cost more than qemu
 # reading a larger file from the page cache.
 (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$initrd"
-log "initramfs $(du -h "$initrd" | cut -f1), kernel $(basename "$vmlinuz"), timeout ${timeout_s}s"
+# The guest unpacks the archive into RAM and keeps the archive itself until
+# it is unpacked: give it twice the archive's size on top of 1 GiB (a short
+# guest fails with "Initramfs unpacking failed: write error", caught below).
+initrd_mib=$(($(stat -c %s "$initrd") / 1048576))
+mem_mib=${KIVE_VMTEST_MEM:-$((1024 + 2 * initrd_mib))}
+log "initramfs ${initrd_mib} MiB, guest ${mem_mib} MiB, kernel $(basename "$vmlinuz"), timeout ${timeout_s}s"
 
 # ------------------------------------------------------------------- boot
 # -nodefaults: no VGA, NIC or floppy; the only device we need is the serial
 # port, wired to our stdout. panic=-1 + -no-reboot: a guest panic (or /init
 # exiting) ends qemu at once instead of hanging until the timeout.
 # mitigations=off: the guest has nothing to protect and TCG pays for them.
-console_log=$cache/last-console.log
+# this run's console (runs of other checkouts may overlap); the last one
+# is also kept as $cache/last-console.log
+console_log=$work/console.log
 start=$(date +%s)
 set +e
-timeout -k 10 "$timeout_s" qemu-system-x86_64 \
+# --foreground: qemu stays in this script's process group, so whoever
+# kills the group (the tests' deadline) kills qemu too
+timeout --foreground -k 10 "$timeout_s" qemu-system-x86_64 \
     -nodefaults -display none -no-reboot \
-    -machine pc -accel tcg -smp "$smp" -m 1024 \
+    -machine pc -accel tcg -smp "$smp" -m "$mem_mib" \
     -serial stdio \
     -kernel "$vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 quiet mitigations=off rdinit=/init" \
@@ -357,10 +367,13 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 rc=${PIPESTATUS[0]}
 set -e
 elapsed=$(($(date +%s) - start))
-log "qemu exited with $rc after ${elapsed}s (console saved in $console_log)"
+cp "$console_log" "$cache/last-console.log"
+log "qemu exited with $rc after ${elapsed}s (console saved in $cache/last-console.log)"
 
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     die "qemu killed after ${timeout_s}s timeout"
 fi
+grep -q 'Initramfs unpacking failed' "$console_log" &&
+    die "the guest could not unpack the initramfs (${initrd_mib} MiB into ${mem_mib} MiB: set KIVE_VMTEST_MEM)"
 grep -q '^KIVE-VM-DONE' "$console_log" || die "guest did not reach KIVE-VM-DONE (qemu rc $rc)"
 echo "KIVE-VM-HOST elapsed=${elapsed}s"

@@ -11,6 +11,7 @@
 //! skips: a missing qemu or kernel package fails with the script's reason.
 //! Run it alone with `cargo test -p kive --test vm_suite -- --nocapture`.
 
+mod falco_common;
 #[path = "support/vm.rs"]
 mod vm;
 
@@ -43,9 +44,8 @@ const SUITE: [&str; 15] = [
 /// The executables of the suite's test targets, as cargo built them (a
 /// no-op build: this test's own `cargo test` built them already).
 fn test_binaries() -> Vec<(String, PathBuf)> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let mut cmd = Command::new(cargo);
+    let mut cmd = falco_common::cargo();
     cmd.args([
         "test",
         "--no-run",
@@ -81,31 +81,6 @@ fn test_binaries() -> Vec<(String, PathBuf)> {
         "one executable per target: {bins:?}"
     );
     bins
-}
-
-/// The built `libkive.so` (`falco_live` loads it; the guest has no cargo
-/// to build it).
-fn built_lib() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let out = Command::new(cargo)
-        .args(["build", "--lib", "--message-format=json", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "cargo build --lib failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "kive")
-        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f.as_str().map(PathBuf::from))
-        .find(|f| f.extension().is_some_and(|e| e == "so"))
-        .expect("cargo build --lib names libkive.so")
 }
 
 /// How many tests a binary holds (`--list` on the host).
@@ -151,8 +126,9 @@ fn the_kernel_test_suite_passes_in_debian_6_1() {
     let mut args: Vec<OsString> = vec![
         "--kive".into(),
         env!("CARGO_BIN_EXE_kive").into(),
+        // falco_live loads it; the guest has no cargo to build it
         "--lib".into(),
-        built_lib().into_os_string(),
+        falco_common::built_so().into(),
     ];
     for (_, b) in &bins {
         args.push("--test-bin".into());

@@ -34,6 +34,34 @@ pub use mounts::ensure_mounts;
 /// dependencies each time).
 pub static PROFILE: OnceLock<&'static str> = OnceLock::new();
 
+/// `cargo`, as a test runs it: without the variables cargo sets for *this*
+/// package's tests (OUT_DIR, CARGO_MANIFEST_DIR, CARGO_PKG_*, ...); some
+/// dependencies' builds track such variables (ring tracks OUT_DIR and
+/// CARGO_MANIFEST_DIR), so passing them on would rebuild those crates each
+/// time.
+pub fn cargo() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k == "OUT_DIR"
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR"
+            || [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// Builds `libkive.so` for the profile this test was built with and
 /// returns its path: target/<profile>/libkive.so, next to the test binary's
 /// `deps/` directory.
@@ -65,29 +93,7 @@ pub fn built_so() -> &'static Path {
             .file_name()
             .and_then(|n| n.to_str())
             .expect("profile dir name");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        // cargo runs tests with OUT_DIR, CARGO_MANIFEST_DIR, CARGO_PKG_*,
-        // ... set for *this* package; some dependencies' builds track such
-        // variables (ring tracks OUT_DIR and CARGO_MANIFEST_DIR), so passing
-        // them on would rebuild those crates each time
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k == "OUT_DIR"
-                || k == "CARGO_PRIMARY_PACKAGE"
-                || k == "CARGO_TARGET_TMPDIR"
-                || [
-                    "CARGO_PKG_",
-                    "CARGO_MANIFEST_",
-                    "CARGO_CRATE_",
-                    "CARGO_BIN_",
-                ]
-                .iter()
-                .any(|p| k.starts_with(p))
-            {
-                cmd.env_remove(&key);
-            }
-        }
+        let mut cmd = cargo();
         cmd.args(["build", "--lib", "-p", "kive", "--manifest-path"])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
             .env("CARGO_TARGET_DIR", target_dir);

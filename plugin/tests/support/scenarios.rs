@@ -50,10 +50,24 @@ pub struct Trapped {
 
 /// Writes `content` to `name` (mode 0644) and arms it with trap id `id`.
 pub fn trapped(tier: TierChoice, arm: ArmFn, name: &str, content: &str, id: u32) -> Trapped {
+    armed_as(tier, arm, name, id, |path| {
+        std::fs::write(path, content).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    })
+}
+
+/// `name` in a fresh world-readable dir, made by `make`, armed with trap id
+/// `id` on a fresh engine of `tier`.
+fn armed_as(
+    tier: TierChoice,
+    arm: ArmFn,
+    name: &str,
+    id: u32,
+    make: impl FnOnce(&Path),
+) -> Trapped {
     let dir = world_dir();
     let path = dir.path().join(name);
-    std::fs::write(&path, content).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    make(&path);
     let (engine, rx) = engine(tier);
     let key = arm(&engine, &path, audit(id));
     Trapped {
@@ -176,14 +190,12 @@ pub fn write_then_append(tier: TierChoice, arm: ArmFn) -> (Trapped, Vec<RawEvent
 /// executed: one event, `MAY_OPEN|MAY_EXEC`, of the exec'ing process;
 /// gives it with the binary's trap.
 pub fn exec_of_a_trapped_binary(tier: TierChoice, arm: ArmFn) -> (Trapped, RawEvent) {
-    let dir = world_dir();
-    let path = dir.path().join("trapped-true");
-    copy_tool("/bin/true", &path);
-    let (engine, rx) = engine(tier);
-    let key = arm(&engine, &path, audit(4));
-    let (pid, out) = run(&mut tool_at(&path, "true"));
+    let t = armed_as(tier, arm, "trapped-true", 4, |path| {
+        copy_tool("/bin/true", path)
+    });
+    let (pid, out) = run(&mut tool_at(&t.path, "true"));
     assert!(out.status.success(), "{out:?}");
-    let evs = events_until(&rx, key, 1);
+    let evs = events_until(&t.rx, t.key, 1);
     assert_eq!(
         evs.len(),
         1,
@@ -192,16 +204,7 @@ pub fn exec_of_a_trapped_binary(tier: TierChoice, arm: ArmFn) -> (Trapped, RawEv
     assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
     assert_eq!(evs[0].tgid, pid);
     let ev = evs[0].clone();
-    (
-        Trapped {
-            dir,
-            path,
-            engine,
-            rx,
-            key,
-        },
-        ev,
-    )
+    (t, ev)
 }
 
 /// A trapped file replaced the way an atomic writer does (a new file
