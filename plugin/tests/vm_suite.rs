@@ -23,7 +23,7 @@ use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest: every test file that needs the
 /// kernel.
-const SUITE: [&str; 15] = [
+const SUITE: [&str; 16] = [
     "attack_kernel",
     "cli_kernel",
     "cluster_kernel",
@@ -38,6 +38,7 @@ const SUITE: [&str; 15] = [
     "kubearmor_kernel",
     "pidns_kernel",
     "redirect_kernel",
+    "rescan_kernel",
     "runtime_kernel",
 ];
 
