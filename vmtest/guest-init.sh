@@ -78,9 +78,16 @@ fi
 # events that must NOT come (the guest is emulated, tens of times slower);
 # every wait for something that must come already has a generous deadline.
 if [ "$MODE" = suite ]; then
-    insmod /vmtest/overlay.ko || result suite.overlay 0 "insmod overlay.ko failed"
+    # every module a test needs is loaded, or the suite reports why: a test
+    # that then lacks it fails (none skips)
+    for m in overlay fuse; do
+        insmod "/vmtest/$m.ko" || result "suite.$m" 0 "insmod $m.ko failed"
+    done
+    [ -c /dev/fuse ] || result suite.fuse 0 "no /dev/fuse after insmod fuse.ko"
     # the test API server and callback receivers listen on 127.0.0.1
     ip link set lo up
+    # the Falco plugin tests load the host's libkive.so (no cargo here)
+    [ -n "$LIBKIVE" ] && export KIVE_SO="$LIBKIVE"
     for t in /vmtest/tests/*; do
         name=$(basename "$t")
         t0=$(now)
@@ -134,27 +141,23 @@ stop_kive() {
     fi
 }
 
-# wait_log PATTERN COUNT: wait up to 20 s for COUNT stderr lines with PATTERN.
-wait_log() {
+# wait_lines FILE PATTERN COUNT: wait up to 20 s for COUNT lines of FILE
+# with PATTERN.
+wait_lines() {
     i=0
     while [ $i -lt 100 ]; do
-        [ "$(grep -c "$1" "$KERR")" -ge "$2" ] && return 0
+        [ "$(grep -c "$2" "$1")" -ge "$3" ] && return 0
         usleep 200000
         i=$((i + 1))
     done
     return 1
 }
 
-# wait_alerts PATTERN COUNT: wait up to 20 s for COUNT stdout lines with PATTERN.
-wait_alerts() {
-    i=0
-    while [ $i -lt 100 ]; do
-        [ "$(grep -c "$1" "$KOUT")" -ge "$2" ] && return 0
-        usleep 200000
-        i=$((i + 1))
-    done
-    return 1
-}
+# wait_log PATTERN COUNT: COUNT lines of kive's stderr with PATTERN.
+wait_log() { wait_lines "$KERR" "$1" "$2"; }
+
+# wait_alerts PATTERN COUNT: COUNT alert lines (stdout) with PATTERN.
+wait_alerts() { wait_lines "$KOUT" "$1" "$2"; }
 
 # The tier named on the "armed=" startup line (stderr may carry ANSI colours).
 active_tier() {

@@ -13,6 +13,8 @@
 #                   `cargo build --release -p kive --bin kive`)
 #     --boot-only   only prove that the VM boots and runs the binary
 #                   (`PATH --help`); no kive scenarios
+#     --lib PATH    (suite mode) the built libkive.so, copied to the same
+#                   path in the guest; the tests get it as KIVE_SO
 #     --test-bin PATH  a libtest binary built on the host (e.g.
 #                   target/debug/deps/engine_kernel-<hash>), repeatable:
 #                   instead of the scenarios, the guest runs each one with
@@ -26,6 +28,7 @@
 #   KIVE_VMTEST_KERNEL_PKG  Debian kernel package (default: what
 #                           linux-image-amd64 depends on, e.g. linux-image-6.1.0-56-amd64)
 #   KIVE_VMTEST_SMP         guest vCPUs (default 2)
+#   KIVE_VMTEST_MEM         guest RAM in MiB (default 1024 + twice the initramfs)
 #
 # Output protocol (guest → stdout, lines may end in \r because of the serial
 # line discipline):
@@ -41,6 +44,7 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root_dir=$(cd "$script_dir/.." && pwd)
 
 kive_bin=""
+lib_so=""
 mode=full
 test_bins=()
 while [ $# -gt 0 ]; do
@@ -56,6 +60,10 @@ while [ $# -gt 0 ]; do
     --boot-only)
         mode=boot
         shift
+        ;;
+    --lib)
+        lib_so=${2:?--lib needs a path}
+        shift 2
         ;;
     --test-bin)
         test_bins+=("${2:?--test-bin needs a path}")
@@ -282,6 +290,12 @@ if [ "$mode" = suite ]; then
     "$busybox" --list | while read -r applet; do
         [ -e "$stage/usr/bin/$applet" ] || [ -L "$stage/usr/bin/$applet" ] || ln -s /bin/busybox "$stage/usr/bin/$applet"
     done
+    if [ -n "$lib_so" ]; then
+        [ -f "$lib_so" ] || die "libkive.so not found: $lib_so"
+        mkdir -p "$stage$(dirname "$lib_so")"
+        strip --strip-debug -o "$stage$lib_so" "$lib_so" 2>/dev/null || cp "$lib_so" "$stage$lib_so"
+        copy_libs "$lib_so"
+    fi
     for t in "${test_bins[@]}"; do
         [ -x "$t" ] || die "test binary not found or not executable: $t"
         name=$(basename "$t")
@@ -298,37 +312,54 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 cp "$script_dir/guest-init.sh" "$stage/init"
 chmod 0755 "$stage/init"
 cp "$script_dir"/policy-*.yaml "$stage/vmtest/"
-# overlayfs is a module in Debian's config (CONFIG_OVERLAY_FS=m, no
-# dependencies); the overlay scenario insmods it. Everything else is built in.
-if [ -n "${kdir:-}" ]; then
-    ovl_ko=$(find "$kdir/lib/modules" -path '*/kernel/fs/overlayfs/overlay.ko*' | head -n1)
-    [ -n "$ovl_ko" ] || die "overlay.ko not found in $kdir"
-    case "$ovl_ko" in
-    *.ko) cp "$ovl_ko" "$stage/vmtest/overlay.ko" ;;
-    *.ko.xz) xz -dc "$ovl_ko" >"$stage/vmtest/overlay.ko" ;;
-    *.ko.zst) zstd -dcq "$ovl_ko" >"$stage/vmtest/overlay.ko" ;;
-    *) die "unexpected module file $ovl_ko" ;;
+# overlayfs and FUSE are modules in Debian's config (CONFIG_OVERLAY_FS=m,
+# CONFIG_FUSE_FS=m, no dependencies); the overlay scenario and the suite
+# insmod them. Everything else is built in.
+# copy_module NAME PATH-UNDER-kernel/: the module, decompressed, as
+# /vmtest/NAME.ko in the guest.
+copy_module() {
+    local name=$1 ko
+    ko=$(find "$kdir/lib/modules" -path "*/kernel/$2/$name.ko*" | head -n1)
+    [ -n "$ko" ] || die "$name.ko not found in $kdir"
+    case "$ko" in
+    *.ko) cp "$ko" "$stage/vmtest/$name.ko" ;;
+    *.ko.xz) xz -dc "$ko" >"$stage/vmtest/$name.ko" ;;
+    *.ko.zst) zstd -dcq "$ko" >"$stage/vmtest/$name.ko" ;;
+    *) die "unexpected module file $ko" ;;
     esac
+}
+if [ -n "${kdir:-}" ]; then
+    copy_module overlay fs/overlayfs
+    copy_module fuse fs/fuse
 fi
-echo "MODE=$mode" >"$stage/vmtest/config"
+printf 'MODE=%s\nLIBKIVE=%s\n' "$mode" "$lib_so" >"$stage/vmtest/config"
 
 initrd=$work/initramfs.cpio
 # Uncompressed newc: decompressing under TCG would cost more than qemu
 # reading a larger file from the page cache.
 (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$initrd"
-log "initramfs $(du -h "$initrd" | cut -f1), kernel $(basename "$vmlinuz"), timeout ${timeout_s}s"
+# The guest unpacks the archive into RAM and keeps the archive itself until
+# it is unpacked: give it twice the archive's size on top of 1 GiB (a short
+# guest fails with "Initramfs unpacking failed: write error", caught below).
+initrd_mib=$(($(stat -c %s "$initrd") / 1048576))
+mem_mib=${KIVE_VMTEST_MEM:-$((1024 + 2 * initrd_mib))}
+log "initramfs ${initrd_mib} MiB, guest ${mem_mib} MiB, kernel $(basename "$vmlinuz"), timeout ${timeout_s}s"
 
 # ------------------------------------------------------------------- boot
 # -nodefaults: no VGA, NIC or floppy; the only device we need is the serial
 # port, wired to our stdout. panic=-1 + -no-reboot: a guest panic (or /init
 # exiting) ends qemu at once instead of hanging until the timeout.
 # mitigations=off: the guest has nothing to protect and TCG pays for them.
-console_log=$cache/last-console.log
+# this run's console (runs of other checkouts may overlap); the last one
+# is also kept as $cache/last-console.log
+console_log=$work/console.log
 start=$(date +%s)
 set +e
-timeout -k 10 "$timeout_s" qemu-system-x86_64 \
+# --foreground: qemu stays in this script's process group, so whoever
+# kills the group (the tests' deadline) kills qemu too
+timeout --foreground -k 10 "$timeout_s" qemu-system-x86_64 \
     -nodefaults -display none -no-reboot \
-    -machine pc -accel tcg -smp "$smp" -m 1024 \
+    -machine pc -accel tcg -smp "$smp" -m "$mem_mib" \
     -serial stdio \
     -kernel "$vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 quiet mitigations=off rdinit=/init" \
@@ -336,10 +367,13 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 rc=${PIPESTATUS[0]}
 set -e
 elapsed=$(($(date +%s) - start))
-log "qemu exited with $rc after ${elapsed}s (console saved in $console_log)"
+cp "$console_log" "$cache/last-console.log"
+log "qemu exited with $rc after ${elapsed}s (console saved in $cache/last-console.log)"
 
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     die "qemu killed after ${timeout_s}s timeout"
 fi
+grep -q 'Initramfs unpacking failed' "$console_log" &&
+    die "the guest could not unpack the initramfs (${initrd_mib} MiB into ${mem_mib} MiB: set KIVE_VMTEST_MEM)"
 grep -q '^KIVE-VM-DONE' "$console_log" || die "guest did not reach KIVE-VM-DONE (qemu rc $rc)"
 echo "KIVE-VM-HOST elapsed=${elapsed}s"

@@ -7,7 +7,9 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use kive::alert::text::to_text;
 use kive::alert::KiveAlert;
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
+use support::exec::{copy_tool, real_exe, tool_at};
 use support::{alerts_until, run, wait_until, world_dir, DEADLINE};
 
 fn config() -> RuntimeConfig {
@@ -47,24 +50,23 @@ fn alerts_of(rt: &Runtime, pid: u32) -> Vec<KiveAlert> {
         .collect()
 }
 
-/// Compiles a small static C program (no PIE: its data sits below 4 GiB,
-/// where an `int 0x80` call can point).
-fn cc(dir: &Path, name: &str, src: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    let bin = dir.join(name);
-    std::fs::write(&c, src).expect("write C source");
-    let out = Command::new("cc")
-        .args(["-O1", "-no-pie", "-static", "-o"])
-        .arg(&bin)
-        .arg(&c)
-        .output()
-        .unwrap_or_else(|e| panic!("running cc (gcc is needed by this test): {e}"));
-    assert!(
-        out.status.success(),
-        "cc {name}.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+/// Spawns `true` in a child that first runs `open` between fork and exec
+/// (`open` gives a syscall's return: a negative errno fails the spawn) and
+/// waits for it; the child's pid is the opener's.
+fn child_opening(what: &str, open: impl Fn() -> i64 + Send + Sync + 'static) -> u32 {
+    let mut cmd = Command::new("true");
+    // SAFETY: `open` makes raw syscalls only (no allocation, no lock), and
+    // an `io::Error` from a raw errno allocates nothing: what may run
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || match open() {
+            r if r < 0 => Err(std::io::Error::from_raw_os_error(-r as i32)),
+            _ => Ok(()),
+        });
+    }
+    let (pid, out) = run(cmd.stdin(Stdio::null()));
+    assert!(out.status.success(), "{what}: {out:?}");
+    pid
 }
 
 /// A process that opens `file` in a loop itself (a shell builtin with a
@@ -178,7 +180,7 @@ fn a_binary_past_the_capture_limits_is_marked_truncated_not_shown_whole() {
     let deep = (0..30).fold(base.path().to_path_buf(), |p, _| p.join("d"));
     for dir in [&long, &deep] {
         std::fs::create_dir_all(dir).expect("mkdir");
-        std::fs::copy("/usr/bin/cat", dir.join("cat")).expect("copy cat");
+        copy_tool("/usr/bin/cat", &dir.join("cat"));
     }
     let (pid, out) = run(Command::new(long.join("cat")).arg(&f));
     assert!(out.status.success());
@@ -209,7 +211,7 @@ fn a_binary_past_the_capture_limits_is_marked_truncated_not_shown_whole() {
     let (pid, _) = run(Command::new("/usr/bin/cat").arg(&f));
     let got = alerts_of(&rt, pid);
     assert_eq!(got.len(), 1, "{got:#?}");
-    assert_eq!(got[0].process.binary, "/usr/bin/cat");
+    assert_eq!(got[0].process.binary, real_exe("/usr/bin/cat"));
     assert!(
         !got[0].process.flags.iter().any(|f| f.starts_with("binary")),
         "{:?}",
@@ -217,37 +219,24 @@ fn a_binary_past_the_capture_limits_is_marked_truncated_not_shown_whole() {
     );
 }
 
-const MEMFD_EXEC: &str = r#"
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <stdio.h>
-#include <sys/mman.h>
-#include <sys/sendfile.h>
-#include <sys/stat.h>
-#include <unistd.h>
-extern char **environ;
-int main(int argc, char **argv) {
-	struct stat st;
-	int src = open("/usr/bin/cat", O_RDONLY);
-	int mfd = memfd_create("payload", 0);
-	if (argc < 2 || src < 0 || mfd < 0 || fstat(src, &st)) return 2;
-	off_t off = 0;
-	while (off < st.st_size)
-		if (sendfile(mfd, src, &off, st.st_size - off) <= 0) return 3;
-	char *args[] = {"cat", argv[1], 0};
-	fexecve(mfd, args, environ);
-	perror("fexecve");
-	return 4;
-}
-"#;
-
 #[test]
 fn memfd_and_deleted_executables_are_marked() {
     let (_d, f) = trapped_file();
     let rt = start(&config(), &f);
     let work = world_dir();
-    let memfd = cc(work.path(), "memfd_exec", MEMFD_EXEC);
-    let (pid, out) = run(Command::new(&memfd).arg(&f));
+    // cat copied into a memfd, executed from there (what fexecve does): no
+    // CLOEXEC, the child opens it again as /proc/self/fd/N
+    let memfd =
+        rustix::fs::memfd_create("payload", rustix::fs::MemfdFlags::empty()).expect("memfd_create");
+    let mut payload = std::fs::File::open("/usr/bin/cat").expect("open cat");
+    std::io::copy(
+        &mut payload,
+        &mut std::fs::File::from(memfd.try_clone().expect("dup")),
+    )
+    .expect("copy cat into the memfd");
+    let exe = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+    let (pid, out) = run(tool_at(&exe, "cat").arg(&f));
+    drop(memfd);
     assert!(
         out.status.success(),
         "memfd exec: {}",
@@ -261,9 +250,8 @@ fn memfd_and_deleted_executables_are_marked() {
 
     // a shell that deletes its own executable, then reads the decoy
     let sh = work.path().join("gone-sh");
-    std::fs::copy("/bin/sh", &sh).expect("copy sh");
-    std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let (pid, out) = run(Command::new(&sh)
+    copy_tool("/bin/sh", &sh);
+    let (pid, out) = run(tool_at(&sh, "sh")
         .arg("-c")
         .arg("rm \"$0\" && : < \"$1\"")
         .arg(&sh)
@@ -287,8 +275,8 @@ fn a_binary_named_with_a_newline_prints_one_text_line() {
     let work = world_dir();
     let name = "x\n2030-01-01T00:00:00Z policy=forged access=read binary=sh";
     let exe = work.path().join(name);
-    std::fs::copy("/bin/sh", &exe).expect("copy sh");
-    let (pid, out) = run(Command::new(&exe).arg("-c").arg(": < \"$0\"").arg(&f));
+    copy_tool("/bin/sh", &exe);
+    let (pid, out) = run(tool_at(&exe, "sh").arg("-c").arg(": < \"$0\"").arg(&f));
     assert!(out.status.success());
     let got = alerts_of(&rt, pid);
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -312,36 +300,81 @@ fn a_binary_named_with_a_newline_prints_one_text_line() {
     assert!(line.contains(" policy=attack "), "{line}");
 }
 
-const INT80_OPEN: &str = r#"
-#include <stdio.h>
-#include <string.h>
-static char path[4096];
-int main(int argc, char **argv) {
-	long ret;
-	if (argc < 3) return 2;
-	strncpy(path, argv[2], sizeof(path) - 1);
-	if (!strcmp(argv[1], "open")) /* i386 open = 5 (x86_64: fstat) */
-		__asm__ volatile("int $0x80" : "=a"(ret) : "a"(5L), "b"(path), "c"(0L), "d"(0L) : "memory");
-	else /* i386 openat = 295 (x86_64: preadv) */
-		__asm__ volatile("int $0x80" : "=a"(ret) : "a"(295L), "b"(-100L), "c"(path), "d"(0L) : "memory");
-	printf("%ld\n", ret);
-	return ret < 0;
+/// An i386 syscall through `int 0x80` from this 64-bit process (what a
+/// 32-bit program does); its pointer arguments must lie below 4 GiB.
+#[cfg(target_arch = "x86_64")]
+fn int80(nr: u32, b: u64, c: u64, d: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: a syscall on plain values and a pointer the caller keeps
+    // mapped; rbx (reserved by LLVM) is swapped in and back around it, the
+    // registers the compat entry may clobber are declared.
+    unsafe {
+        std::arch::asm!(
+            "xchg {b}, rbx",
+            "int 0x80",
+            "xchg {b}, rbx",
+            b = inout(reg) b => _,
+            inlateout("rax") u64::from(nr) => ret,
+            in("rcx") c,
+            in("rdx") d,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+    // the compat call returns a 32-bit value
+    i64::from(ret as i32)
 }
-"#;
 
+/// `path`, NUL-terminated, in a page mapped below 4 GiB (where an
+/// `int 0x80` call can point); unmapped on drop.
+#[cfg(target_arch = "x86_64")]
+struct LowPath(*mut u8);
+
+#[cfg(target_arch = "x86_64")]
+impl LowPath {
+    fn new(path: &Path) -> Self {
+        let bytes = path.as_os_str().as_bytes();
+        assert!(bytes.len() < 4096, "path too long for one page");
+        // SAFETY: a fresh anonymous mapping, checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap MAP_32BIT");
+        // SAFETY: the page is ours, zeroed, and longer than the path.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), bytes.len()) };
+        Self(p.cast())
+    }
+
+    fn addr(&self) -> u64 {
+        self.0 as u64
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for LowPath {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, used by no one after the child ended.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn ia32_compat_opens_through_int_0x80_are_seen() {
     let (_d, f) = trapped_file();
     let rt = start(&config(), &f);
-    let work = world_dir();
-    let prog = cc(work.path(), "int80_open", INT80_OPEN);
-    for how in ["open", "openat"] {
-        let (pid, out) = run(Command::new(&prog).arg(how).arg(&f));
-        assert!(
-            out.status.success(),
-            "int 0x80 {how} failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    let low = LowPath::new(&f);
+    let path = low.addr();
+    // i386 open = 5 (x86_64: fstat), openat = 295 (x86_64: preadv)
+    const AT_FDCWD: u64 = -100i64 as u64;
+    for (how, nr, b, c) in [("open", 5, path, 0), ("openat", 295, AT_FDCWD, path)] {
+        let pid = child_opening(&format!("int 0x80 {how}"), move || int80(nr, b, c, 0));
         let got = alerts_of(&rt, pid);
         assert_eq!(got.len(), 1, "int 0x80 {how}: {got:#?}");
         assert_eq!(got[0].metadata.mask, 36, "a read");
@@ -355,34 +388,36 @@ fn ia32_compat_opens_through_int_0x80_are_seen() {
     assert_eq!(alerts_of(&rt, pid).len(), 1, "one open, fstat adds nothing");
 }
 
-const BY_HANDLE: &str = r#"
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <libgen.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-int main(int argc, char **argv) {
-	int mount_id;
-	struct file_handle *fh = malloc(sizeof(*fh) + MAX_HANDLE_SZ);
-	char dir[4096];
-	if (argc < 2 || !fh) return 2;
-	fh->handle_bytes = MAX_HANDLE_SZ;
-	if (name_to_handle_at(AT_FDCWD, argv[1], fh, &mount_id, 0)) { perror("name_to_handle_at"); return 3; }
-	strncpy(dir, argv[1], sizeof(dir) - 1);
-	int mfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-	int fd = open_by_handle_at(mfd, fh, O_RDONLY);
-	if (fd < 0) { perror("open_by_handle_at"); return 4; }
-	printf("%d\n", fd);
-	return 0;
+/// The `struct file_handle` of `path` (`name_to_handle_at`), in u64s.
+fn file_handle(path: &Path) -> Vec<u64> {
+    const MAX_HANDLE_SZ: usize = 128;
+    let mut buf = vec![0u64; 1 + MAX_HANDLE_SZ / 8];
+    let fh = buf.as_mut_ptr().cast::<libc::file_handle>();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in the path");
+    let mut mount_id = 0;
+    // SAFETY: `fh` points at a buffer of the header plus MAX_HANDLE_SZ
+    // bytes, as handle_bytes says; `c` and `mount_id` outlive the call.
+    let rc = unsafe {
+        (*fh).handle_bytes = MAX_HANDLE_SZ as u32;
+        libc::name_to_handle_at(libc::AT_FDCWD, c.as_ptr(), fh, &mut mount_id, 0)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "name_to_handle_at {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    buf
 }
-"#;
 
 #[test]
 fn open_by_handle_at_of_a_trapped_file_is_seen_on_both_tracepoint_tiers() {
     let (_d, f) = trapped_file();
-    let work = world_dir();
-    let prog = cc(work.path(), "by_handle", BY_HANDLE);
+    let handle = file_handle(&f);
+    // any fd on the file's filesystem names the mount
+    let mount = std::fs::File::open(f.parent().expect("a parent")).expect("open the dir");
+    let (mount_fd, fh) = (mount.as_raw_fd(), handle.as_ptr() as usize);
     for (tier, hook) in [
         (TierChoice::Tracepoint, "tp_btf/sys_exit"),
         (TierChoice::TracepointClassic, "tracepoint/sys_exit_open"),
@@ -390,12 +425,22 @@ fn open_by_handle_at_of_a_trapped_file_is_seen_on_both_tracepoint_tiers() {
         let mut cfg = config();
         cfg.engine.tier = tier;
         let rt = start(&cfg, &f);
-        let (pid, out) = run(Command::new(&prog).arg(&f));
-        assert!(
-            out.status.success(),
-            "open_by_handle_at: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let pid = child_opening("open_by_handle_at", move || {
+            // SAFETY: the handle filled by name_to_handle_at and the mount
+            // fd stay alive (the parent holds both) until the child ended.
+            let fd = unsafe {
+                libc::open_by_handle_at(mount_fd, fh as *mut libc::file_handle, libc::O_RDONLY)
+            };
+            if fd < 0 {
+                -i64::from(
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                )
+            } else {
+                i64::from(fd)
+            }
+        });
         let got = alerts_of(&rt, pid);
         assert_eq!(got.len(), 1, "{tier:?}: {got:#?}");
         assert_eq!(got[0].metadata.mask, 36);

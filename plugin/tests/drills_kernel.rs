@@ -98,10 +98,8 @@ fn fd_limit_reached_armed_traps_alert_the_rest_wait_with_the_reason() {
     let decoys: Vec<_> = files.iter().map(|f| (f.as_path(), CREATE)).collect();
     let p = d.path().join("policy.yaml");
     std::fs::write(&p, host_policy("fds", &decoys)).expect("write policy");
-    let mut cmd = Command::new("prlimit");
-    // prlimit execs kive: the child's pid is kive's
-    cmd.args(["--nofile=40:40", "--"])
-        .arg(env!("CARGO_BIN_EXE_kive"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kive"));
+    support::exec::with_fd_limit(&mut cmd, 40)
         .args([
             "run",
             "--tier",

@@ -5,20 +5,11 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use kive::trap::{Action, Hook, Tier, TierChoice, TrapValue};
-use support::{engine, events_for, events_until, key_of, quiet, run, tiers, world_dir};
-
-fn audit(id: u32) -> TrapValue {
-    TrapValue {
-        trap_id: id,
-        block: false,
-        conditions: 0,
-    }
-}
+use kive::trap::{Hook, Tier, TierChoice};
+use support::scenarios::{self, arm_by_key, audit};
+use support::{engine, events_until, key_of, run, tiers, world_dir};
 
 #[test]
 fn auto_picks_the_best_tier_this_kernel_offers() {
@@ -45,146 +36,45 @@ fn the_lsm_tier_loads_only_where_bpf_is_an_active_lsm() {
 
 #[test]
 fn cat_of_a_trapped_file_gives_exactly_one_event() {
-    let d = world_dir();
-    let f = d.path().join("secret.txt");
-    std::fs::write(&f, "s3cr3t").expect("write");
-    let (e, rx) = engine(TierChoice::Tracepoint);
-    let key = key_of(&f);
-    e.arm(key, audit(7)).expect("arm");
-    let (pid, out) = run(Command::new("cat").arg(&f));
-    assert!(out.status.success());
-    let evs = events_until(&rx, key, 1);
-    assert_eq!(evs.len(), 1, "one open, one event: {evs:#?}");
-    let ev = &evs[0];
-    assert_eq!(ev.tgid, pid, "the cat's pid");
-    assert_eq!(ev.pid, pid, "single-threaded cat: tid == pid");
-    assert_eq!(ev.uid, 0);
-    assert_eq!(ev.comm, "cat");
-    assert_eq!(ev.mask, 0x20 | 0x4, "MAY_OPEN|MAY_READ");
-    assert_eq!(ev.trap_id, 7);
+    let (_t, ev, _) = scenarios::cat_of_a_trapped_file(TierChoice::Tracepoint, arm_by_key);
     assert_eq!(ev.hook, Hook::TpSysExit);
-    assert_eq!(ev.action, Action::Audit);
-    assert_eq!(ev.ppid, std::process::id(), "parent is the test process");
-    let me = std::env::current_exe().expect("test binary");
-    assert_eq!(
-        ev.parent_exe,
-        me.display().to_string(),
-        "the parent's executable, captured in the kernel"
-    );
-    assert_ne!(ev.cgroup_id, 0);
-    assert_ne!(ev.mnt_ns, 0);
 }
 
 #[test]
 fn an_untrapped_file_gives_no_event() {
-    let d = world_dir();
-    let trapped = d.path().join("trapped");
-    let free = d.path().join("free");
-    std::fs::write(&trapped, "t").expect("write");
-    std::fs::write(&free, "f").expect("write");
-    let (e, rx) = engine(TierChoice::Tracepoint);
-    e.arm(key_of(&trapped), audit(1)).expect("arm");
-    run(Command::new("cat").arg(&free));
-    let free_key = key_of(&free);
-    assert!(events_for(&rx, free_key, quiet()).is_empty());
-    assert_eq!(e.kernel_stats().hits, 0, "no hit counted");
+    scenarios::an_untrapped_file_gives_no_event(TierChoice::Tracepoint, arm_by_key);
 }
 
 #[test]
 fn a_write_gives_a_write_mask() {
-    let d = world_dir();
-    let f = d.path().join("log");
-    std::fs::write(&f, "").expect("write");
-    let (e, rx) = engine(TierChoice::Tracepoint);
-    let key = key_of(&f);
-    e.arm(key, audit(2)).expect("arm");
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo x > {}", f.display())));
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo y >> {}", f.display())));
-    let evs = events_until(&rx, key, 2);
-    let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
-    assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
-    assert_eq!(evs[0].comm, "sh");
+    scenarios::write_then_append(TierChoice::Tracepoint, arm_by_key);
 }
 
 #[test]
 fn access_as_another_uid_reports_that_uid() {
-    let d = world_dir();
-    let f = d.path().join("shared.txt");
-    std::fs::write(&f, "x").expect("write");
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let (e, rx) = engine(TierChoice::Tracepoint);
-    let key = key_of(&f);
-    e.arm(key, audit(3)).expect("arm");
-    let (pid, out) = run(Command::new("cat").arg(&f).uid(65534).gid(65534));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let evs = events_until(&rx, key, 1);
-    assert_eq!(evs.len(), 1, "{evs:#?}");
-    assert_eq!((evs[0].uid, evs[0].gid, evs[0].tgid), (65534, 65534, pid));
+    scenarios::read_as_another_uid(TierChoice::Tracepoint, arm_by_key);
 }
 
 #[test]
 fn exec_of_a_trapped_binary_is_reported() {
-    let d = world_dir();
-    // named `true`: where /bin/true is busybox, the copy must keep an
-    // applet's name to run
-    let bin = d.path().join("true");
-    std::fs::copy("/bin/true", &bin).expect("copy /bin/true");
-    let (e, rx) = engine(TierChoice::Tracepoint);
-    let key = key_of(&bin);
-    e.arm(key, audit(4)).expect("arm");
-    let (pid, out) = run(&mut Command::new(&bin));
-    assert!(out.status.success());
-    let evs = events_until(&rx, key, 1);
-    assert_eq!(evs.len(), 1, "{evs:#?}");
-    assert_eq!(evs[0].hook, Hook::TpExec);
-    assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
-    assert_eq!(evs[0].tgid, pid);
-    assert_eq!(evs[0].comm, "true", "comm after exec is the new program");
+    let (_t, ev) = scenarios::exec_of_a_trapped_binary(TierChoice::Tracepoint, arm_by_key);
+    assert_eq!(ev.hook, Hook::TpExec);
+    assert_eq!(
+        ev.comm, "trapped-true",
+        "comm after exec is the new program's"
+    );
 }
 
 #[test]
 fn the_loader_s_own_opens_never_fire() {
-    let d = world_dir();
-    let f = d.path().join("own");
-    std::fs::write(&f, "x").expect("write");
-    let (e, rx) = engine(TierChoice::Tracepoint);
-    let key = key_of(&f);
-    e.arm(key, audit(5)).expect("arm");
-    // this process is the loader: its reads are not reported
-    let _ = std::fs::read(&f).expect("read");
-    assert!(events_for(&rx, key, quiet()).is_empty());
-    assert_eq!(e.kernel_stats().hits, 0);
+    scenarios::the_loader_s_own_opens_never_fire(TierChoice::Tracepoint, arm_by_key, false);
 }
 
 #[test]
 fn disarm_stops_events_and_classic_tracepoints_also_work() {
-    let d = world_dir();
-    let f = d.path().join("f");
-    std::fs::write(&f, "x").expect("write");
-    let (e, rx) = engine(TierChoice::TracepointClassic);
-    assert_eq!(e.tier(), Tier::TracepointClassic);
-    let key = key_of(&f);
-    e.arm(key, audit(6)).expect("arm");
-    run(Command::new("cat").arg(&f));
-    let evs = events_until(&rx, key, 1);
-    assert_eq!(evs.len(), 1, "{evs:#?}");
-    assert_eq!(evs[0].hook, Hook::TpOpenat);
-    e.disarm(key).expect("disarm");
-    assert!(e.armed_keys().is_empty());
-    run(Command::new("cat").arg(&f));
-    assert!(
-        events_for(&rx, key, quiet()).is_empty(),
-        "disarmed key is silent"
-    );
-    e.disarm(key).expect("disarming twice is not an error");
+    let (t, ev) = scenarios::disarm_stops_events(TierChoice::TracepointClassic, arm_by_key);
+    assert_eq!(t.engine.tier(), Tier::TracepointClassic);
+    assert_eq!(ev.hook, Hook::TpOpenat);
 }
 
 /// Forces `tier`: the engine that loaded, or the error.

@@ -8,7 +8,6 @@ mod support;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -17,9 +16,11 @@ use std::time::Duration;
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::Runtime;
 use kive::trap::{Action, Engine, Hook, Tier, TierChoice, TrapError, TrapKey, TrapValue};
-use support::{alerts, engine, events_for, key_of, run, world_dir};
-
-const WAIT: Duration = Duration::from_millis(400);
+use support::exec::{cat_as, copy_tool, tool_at};
+use support::scenarios;
+use support::{
+    alerts, alerts_until, engine, events_for, events_until, key_of, quiet, run, world_dir,
+};
 
 fn value(id: u32, block: bool) -> TrapValue {
     TrapValue {
@@ -68,116 +69,43 @@ fn a_bare_key_cannot_be_armed_without_its_file() {
 
 #[test]
 fn cat_of_a_trapped_file_gives_exactly_one_event() {
-    let d = world_dir();
-    let f = d.path().join("secret.txt");
-    std::fs::write(&f, "s3cr3t").expect("write");
-    let (e, rx) = engine(TierChoice::Fanotify);
-    let key = arm(&e, &f, value(7, false));
-    assert_eq!(e.armed_keys(), [key]);
-    let (pid, out) = run(Command::new("cat").arg(&f).current_dir(d.path()));
-    assert!(out.status.success());
-    assert_eq!(out.stdout, b"s3cr3t", "the open was allowed");
-    let evs = events_for(&rx, key, WAIT);
-    assert_eq!(evs.len(), 1, "one open, one event: {evs:#?}");
-    let ev = &evs[0];
-    assert_eq!((ev.tgid, ev.pid), (pid, pid), "the cat's pid and tid");
-    assert_eq!((ev.uid, ev.gid), (0, 0));
-    assert_eq!(ev.comm, "cat");
-    assert_eq!(ev.mask, 0x20 | 0x4, "MAY_OPEN|MAY_READ");
-    assert_eq!(ev.trap_id, 7);
+    let (t, ev, pid) = scenarios::cat_of_a_trapped_file(TierChoice::Fanotify, arm);
     assert_eq!(ev.hook, Hook::FanotifyPerm);
-    assert_eq!(ev.action, Action::Audit);
-    assert_eq!(ev.ppid, std::process::id(), "parent is the test process");
-    let me = std::env::current_exe().expect("test binary");
-    assert_eq!(ev.parent_exe, me.display().to_string());
     let cat = std::fs::canonicalize("/bin/cat").expect("cat");
     assert_eq!(ev.exe, cat.display().to_string());
-    assert_eq!(ev.cwd, d.path().display().to_string());
-    assert_eq!(ev.args, ["cat".to_string(), f.display().to_string()]);
+    assert_eq!(ev.cwd, t.dir.path().display().to_string());
+    assert_eq!(ev.args, ["cat".to_string(), t.path.display().to_string()]);
     assert_eq!(ev.ns_pid, pid, "host pid namespace");
-    assert_ne!(ev.cgroup_id, 0);
-    assert_ne!(ev.mnt_ns, 0);
-    assert_eq!(e.kernel_stats().hits, 1);
+    assert_eq!(t.engine.kernel_stats().hits, 1);
 }
 
 #[test]
 fn an_untrapped_file_gives_no_event() {
-    let d = world_dir();
-    let trapped = d.path().join("trapped");
-    let free = d.path().join("free");
-    std::fs::write(&trapped, "t").expect("write");
-    std::fs::write(&free, "f").expect("write");
-    let (e, rx) = engine(TierChoice::Fanotify);
-    arm(&e, &trapped, value(1, false));
-    run(Command::new("cat").arg(&free));
-    assert!(events_for(&rx, key_of(&free), WAIT).is_empty());
-    assert_eq!(e.kernel_stats().hits, 0, "no hit counted");
+    scenarios::an_untrapped_file_gives_no_event(TierChoice::Fanotify, arm);
 }
 
 #[test]
 fn a_write_gives_a_write_mask_and_an_append_an_append_mask() {
-    let d = world_dir();
-    let f = d.path().join("log");
-    std::fs::write(&f, "").expect("write");
-    let (e, rx) = engine(TierChoice::Fanotify);
-    let key = arm(&e, &f, value(2, false));
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo x > {}", f.display())));
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo y >> {}", f.display())));
-    let evs = events_for(&rx, key, WAIT);
-    let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
-    assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
-    assert_eq!(evs[0].comm, "sh");
+    let (t, evs) = scenarios::write_then_append(TierChoice::Fanotify, arm);
     assert_eq!(evs[1].flags & 0o2000, 0o2000, "O_APPEND in the flags");
-    assert_eq!(std::fs::read_to_string(&f).expect("read"), "x\ny\n");
+    assert_eq!(std::fs::read_to_string(&t.path).expect("read"), "x\nx\n");
 }
 
 #[test]
 fn access_as_another_uid_reports_that_uid() {
-    let d = world_dir();
-    let f = d.path().join("shared.txt");
-    std::fs::write(&f, "x").expect("write");
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let (e, rx) = engine(TierChoice::Fanotify);
-    let key = arm(&e, &f, value(3, false));
-    let (pid, out) = run(Command::new("cat").arg(&f).uid(65534).gid(65534));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let evs = events_for(&rx, key, WAIT);
-    assert_eq!(evs.len(), 1, "{evs:#?}");
-    assert_eq!((evs[0].uid, evs[0].gid, evs[0].tgid), (65534, 65534, pid));
+    scenarios::read_as_another_uid(TierChoice::Fanotify, arm);
 }
 
 #[test]
 fn exec_of_a_trapped_binary_is_one_event_with_may_exec() {
-    let d = world_dir();
-    let bin = d.path().join("trapped-true");
-    std::fs::copy("/bin/true", &bin).expect("copy /bin/true");
-    let (e, rx) = engine(TierChoice::Fanotify);
-    let key = arm(&e, &bin, value(4, false));
-    let (pid, out) = run(&mut Command::new(&bin));
-    assert!(out.status.success());
-    let evs = events_for(&rx, key, WAIT);
-    assert_eq!(
-        evs.len(),
-        1,
-        "exec's open half is not a second event: {evs:#?}"
-    );
-    assert_eq!(evs[0].hook, Hook::FanotifyPerm);
-    assert_eq!(evs[0].mask, 0x20 | 0x1, "MAY_OPEN|MAY_EXEC");
-    assert_eq!(evs[0].tgid, pid);
+    let (t, ev) = scenarios::exec_of_a_trapped_binary(TierChoice::Fanotify, arm);
+    assert_eq!(ev.hook, Hook::FanotifyPerm);
     // the process waits before exec's point of no return: still the parent's image
     let me = std::env::current_exe().expect("test binary");
-    assert_eq!(evs[0].exe, me.display().to_string());
+    assert_eq!(ev.exe, me.display().to_string());
     // a later plain read of the same binary is an open again
-    run(Command::new("cat").arg(&bin));
-    let evs = events_for(&rx, key, WAIT);
+    run(Command::new("cat").arg(&t.path));
+    let evs = events_until(&t.rx, t.key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].mask, 0x20 | 0x4);
 }
@@ -194,15 +122,15 @@ fn a_block_trap_denies_the_open_with_eperm() {
     assert!(out.stdout.is_empty(), "nothing read");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Operation not permitted"), "EPERM: {err}");
-    let evs = events_for(&rx, key, WAIT);
+    let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!((evs[0].action, evs[0].tgid), (Action::Block, pid));
     assert_eq!(e.kernel_stats().blocked, 1);
     // the exec of a blocked binary fails too
     let bin = d.path().join("blocked-true");
-    std::fs::copy("/bin/true", &bin).expect("copy");
+    copy_tool("/bin/true", &bin);
     arm(&e, &bin, value(9, true));
-    let spawned = Command::new(&bin).status();
+    let spawned = tool_at(&bin, "true").status();
     assert!(
         matches!(&spawned, Err(err) if err.raw_os_error() == Some(libc::EPERM)),
         "exec denied with EPERM: {spawned:?}"
@@ -211,40 +139,19 @@ fn a_block_trap_denies_the_open_with_eperm() {
 
 #[test]
 fn the_loader_s_own_opens_never_fire() {
-    let d = world_dir();
-    let f = d.path().join("own");
-    std::fs::write(&f, "x").expect("write");
-    let (e, rx) = engine(TierChoice::Fanotify);
-    let key = arm(&e, &f, value(5, true));
-    // this process is the loader: its reads are neither reported nor blocked
-    assert_eq!(std::fs::read(&f).expect("own read allowed"), b"x");
-    assert!(events_for(&rx, key, WAIT).is_empty());
-    assert_eq!(e.kernel_stats().hits, 0);
+    scenarios::the_loader_s_own_opens_never_fire(TierChoice::Fanotify, arm, true);
 }
 
 #[test]
 fn disarm_stops_events_and_stopping_the_reader_never_stalls_an_open() {
-    let d = world_dir();
-    let f = d.path().join("f");
-    std::fs::write(&f, "x").expect("write");
-    let (mut e, rx) = engine(TierChoice::Fanotify);
-    let key = arm(&e, &f, value(6, false));
-    run(Command::new("cat").arg(&f));
-    assert_eq!(events_for(&rx, key, WAIT).len(), 1);
-    e.disarm(key).expect("disarm");
-    assert!(e.armed_keys().is_empty());
-    run(Command::new("cat").arg(&f));
-    assert!(
-        events_for(&rx, key, WAIT).is_empty(),
-        "disarmed key is silent"
-    );
-    e.disarm(key).expect("disarming twice is not an error");
+    let (t, _) = scenarios::disarm_stops_events(TierChoice::Fanotify, arm);
+    let (mut e, rx, f, key) = (t.engine, t.rx, t.path, t.key);
     // armed, reader stopped: the mark is flushed, the open goes through
     arm(&e, &f, value(6, true));
     e.stop_reader();
     let (_, out) = run(Command::new("cat").arg(&f));
     assert!(out.status.success(), "no reader, no mark, no block");
-    assert!(events_for(&rx, key, WAIT).is_empty());
+    assert!(events_for(&rx, key, quiet()).is_empty());
 }
 
 #[test]
@@ -295,9 +202,12 @@ fn runtime_a_decoy_alerts_with_process_details_and_its_own_creation_is_silent() 
     let d = world_dir();
     let f = d.path().join("decoy.txt");
     let rt = start(&host_policy(&f, "    create: true\n    mode: 0640\n"));
-    assert!(alerts(&rt, WAIT).is_empty(), "creating the decoy is silent");
+    assert!(
+        alerts(&rt, quiet()).is_empty(),
+        "creating the decoy is silent"
+    );
     let (pid, _) = run(Command::new("cat").arg(&f).current_dir(d.path()));
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     let a = &got[0];
     assert_eq!(a.metadata.path, f.display().to_string());
@@ -310,35 +220,14 @@ fn runtime_a_decoy_alerts_with_process_details_and_its_own_creation_is_silent() 
 
 #[test]
 fn runtime_a_replaced_file_is_re_armed_and_the_old_inode_stays_marked_while_linked() {
-    let d = world_dir();
-    let f = d.path().join("config");
-    std::fs::write(&f, "v1").expect("write");
-    let rt = start(&host_policy(&f, ""));
-    let old_key = key_of(&f);
-    assert_eq!(rt.kernel_keys(), [old_key]);
-    let new = d.path().join(".config.tmp");
-    std::fs::write(&new, "v2").expect("write");
-    let moved_old = d.path().join("config.old");
-    std::fs::hard_link(&f, &moved_old).expect("keep the old inode reachable");
-    run(Command::new("mv").arg(&new).arg(&f));
-    rt.rescan_now();
-    let new_key = key_of(&f);
-    assert_ne!(old_key, new_key);
-    let mut keys = rt.kernel_keys();
-    keys.sort();
-    let mut want = vec![old_key, new_key];
-    want.sort();
-    assert_eq!(
-        keys, want,
-        "a mark on the new file; the old inode still has a link"
-    );
-    let (reader, _) = run(Command::new("cat").arg(&f));
-    let got = alerts(&rt, WAIT);
+    let r = scenarios::replaced_file(|f| host_policy(f, ""), start);
+    let (reader, _) = run(Command::new("cat").arg(&r.path));
+    let got = alerts_until(&r.rt, 1);
     let at_path = got
         .iter()
         .find(|a| a.process.tgid == reader)
         .unwrap_or_else(|| panic!("the file now at the path alerts: {got:#?}"));
-    assert_eq!(at_path.metadata.inode, new_key.ino);
+    assert_eq!(at_path.metadata.inode, r.new_key.ino);
 }
 
 #[test]
@@ -349,7 +238,7 @@ fn runtime_a_block_trap_is_enforced() {
     let rt = start(&host_policy(&f, "    action: block\n"));
     let (_, out) = run(Command::new("cat").arg(&f));
     assert!(!out.status.success(), "denied");
-    let got = alerts(&rt, WAIT);
+    let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(rt.metrics().kernel.blocked, 1);
 }
@@ -423,16 +312,7 @@ fn runtime_kubearmor_owner_only_passes_the_owner_and_refuses_others() {
         "  action: Block\n  file:\n    matchPaths:\n    - path: {}\n      ownerOnly: true\n",
         f.display()
     )));
-    let (_, out) = run(Command::new("setpriv")
-        .args([
-            "--reuid",
-            "4321",
-            "--regid",
-            "4321",
-            "--clear-groups",
-            "cat",
-        ])
-        .arg(&f));
+    let (_, out) = run(&mut cat_as(4321, &f));
     assert!(out.status.success(), "the owner reads: {out:?}");
     assert!(
         alerts(&rt, support::quiet()).is_empty(),
@@ -455,17 +335,17 @@ fn runtime_kubearmor_from_source_allow_is_the_executables_inode() {
     let f = d.path().join("secret");
     std::fs::write(&f, "s\n").expect("write");
     let allowed = d.path().join("reader");
-    std::fs::copy("/usr/bin/cat", &allowed).expect("copy cat");
+    copy_tool("/usr/bin/cat", &allowed);
     let rt = start(&kubearmor(&format!(
         "  action: Allow\n  file:\n    matchPaths:\n    - path: {}\n      fromSource: [{{path: {}}}]\n",
         f.display(),
         allowed.display()
     )));
-    let (_, out) = run(Command::new(&allowed).arg(&f));
+    let (_, out) = run(tool_at(&allowed, "cat").arg(&f));
     assert!(out.status.success(), "the source reads: {out:?}");
     let alias = d.path().join("another-name");
     std::fs::hard_link(&allowed, &alias).expect("link");
-    let (_, out) = run(Command::new(&alias).arg(&f));
+    let (_, out) = run(tool_at(&alias, "cat").arg(&f));
     assert!(
         out.status.success(),
         "the source under another name: {out:?}"
@@ -478,9 +358,9 @@ fn runtime_kubearmor_from_source_allow_is_the_executables_inode() {
     let (cat, out) = run(Command::new("/usr/bin/cat").arg(&f));
     assert!(!out.status.success(), "another executable is refused");
     let impostor = d.path().join("impostor");
-    std::fs::copy("/usr/bin/head", &impostor).expect("copy head");
+    copy_tool("/usr/bin/head", &impostor);
     std::fs::rename(&impostor, &allowed).expect("rename over the allowed name");
-    let (fake, out) = run(Command::new(&allowed).arg(&f));
+    let (fake, out) = run(tool_at(&allowed, "head").arg(&f));
     assert!(
         !out.status.success(),
         "a binary renamed to the allowed name is refused: {out:?}"
@@ -497,7 +377,7 @@ fn runtime_kubearmor_from_source_allow_is_the_executables_inode() {
 fn runtime_kubearmor_process_rule_refuses_the_exec_not_a_read() {
     let d = world_dir();
     let tool = d.path().join("tool");
-    std::fs::copy("/usr/bin/true", &tool).expect("copy true");
+    copy_tool("/usr/bin/true", &tool);
     let rt = start(&kubearmor(&format!(
         "  action: Block\n  process:\n    matchPaths:\n    - path: {}\n",
         tool.display()
@@ -508,7 +388,7 @@ fn runtime_kubearmor_process_rule_refuses_the_exec_not_a_read() {
         alerts(&rt, support::quiet()).is_empty(),
         "a read of a process rule's file is silent"
     );
-    let err = Command::new(&tool)
+    let err = tool_at(&tool, "true")
         .status()
         .expect_err("the exec is refused");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");

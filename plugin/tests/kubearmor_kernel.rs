@@ -13,6 +13,7 @@ use kive::alert::KiveAlert;
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::Runtime;
 use kive::trap::TierChoice;
+use support::exec::{cat_as, copy_tool, tool_at};
 use support::{alerts, alerts_until, quiet, run, world_dir};
 
 fn host_policy(spec: &str) -> Vec<Arc<CompiledTrap>> {
@@ -92,16 +93,7 @@ fn owner_only_lets_the_owner_pass_and_reports_everyone_else() {
         "  action: Audit\n  file:\n    matchPaths:\n    - path: {}\n      ownerOnly: true\n",
         f.display()
     )));
-    run(Command::new("setpriv")
-        .args([
-            "--reuid",
-            "4321",
-            "--regid",
-            "4321",
-            "--clear-groups",
-            "cat",
-        ])
-        .arg(&f));
+    run(&mut cat_as(4321, &f));
     assert!(
         alerts(&rt, quiet()).is_empty(),
         "the owner's read is silent"
@@ -119,13 +111,13 @@ fn from_source_is_the_executables_inode_not_its_name() {
     let d = world_dir();
     let f = file(d.path(), "secret", 0o644);
     let allowed = d.path().join("reader");
-    std::fs::copy("/usr/bin/cat", &allowed).expect("copy cat");
+    copy_tool("/usr/bin/cat", &allowed);
     let rt = start(&host_policy(&format!(
         "  action: Allow\n  file:\n    matchPaths:\n    - path: {}\n      fromSource: [{{path: {}}}]\n",
         f.display(),
         allowed.display()
     )));
-    run(Command::new(&allowed).arg(&f));
+    run(tool_at(&allowed, "cat").arg(&f));
     assert!(
         alerts(&rt, quiet()).is_empty(),
         "the allowed source reads silently"
@@ -134,7 +126,7 @@ fn from_source_is_the_executables_inode_not_its_name() {
     // the same executable under another name (a hard link): still allowed
     let alias = d.path().join("another-name");
     std::fs::hard_link(&allowed, &alias).expect("link");
-    run(Command::new(&alias).arg(&f));
+    run(tool_at(&alias, "cat").arg(&f));
     assert!(
         alerts(&rt, quiet()).is_empty(),
         "the allowed inode under another name is the same source"
@@ -151,10 +143,10 @@ fn from_source_is_the_executables_inode_not_its_name() {
 
     // another binary renamed to the allowed name: not the source
     let impostor = d.path().join("impostor");
-    std::fs::copy("/usr/bin/head", &impostor).expect("copy head");
+    copy_tool("/usr/bin/head", &impostor);
     std::fs::rename(&impostor, &allowed).expect("rename over the allowed name");
     rt.rescan_now();
-    run(Command::new(&allowed).arg(&f));
+    run(tool_at(&allowed, "head").arg(&f));
     let got = alerts_until(&rt, 1);
     assert_eq!(
         got.len(),
@@ -170,7 +162,7 @@ fn from_source_with_block_applies_to_the_listed_sources_only() {
     let d = world_dir();
     let f = file(d.path(), "data", 0o644);
     let listed = d.path().join("listed-cat");
-    std::fs::copy("/usr/bin/cat", &listed).expect("copy cat");
+    copy_tool("/usr/bin/cat", &listed);
     let rt = start(&host_policy(&format!(
         "  file:\n    matchPaths:\n    - path: {}\n      fromSource: [{{path: {}}}]\n",
         f.display(),
@@ -181,7 +173,7 @@ fn from_source_with_block_applies_to_the_listed_sources_only() {
         alerts(&rt, quiet()).is_empty(),
         "an unlisted executable passes"
     );
-    run(Command::new(&listed).arg(&f));
+    run(tool_at(&listed, "cat").arg(&f));
     let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "the listed source is reported: {got:#?}");
 }
@@ -190,7 +182,7 @@ fn from_source_with_block_applies_to_the_listed_sources_only() {
 fn process_rules_report_executions_not_reads() {
     let d = world_dir();
     let tool = d.path().join("tool");
-    std::fs::copy("/usr/bin/true", &tool).expect("copy true");
+    copy_tool("/usr/bin/true", &tool);
     let rt = start(&host_policy(&format!(
         "  action: Audit\n  process:\n    matchPaths:\n    - path: {}\n",
         tool.display()
@@ -200,7 +192,7 @@ fn process_rules_report_executions_not_reads() {
         alerts(&rt, quiet()).is_empty(),
         "reading an executable is not executing it"
     );
-    run(&mut Command::new(&tool));
+    run(&mut tool_at(&tool, "true"));
     let got = alerts_until(&rt, 1);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_ne!(
@@ -267,7 +259,7 @@ fn kivepolicy_directory_read_only_and_allow_from_fields() {
     let a = file(&dir, "a", 0o644);
     let journal = file(d.path(), "journal", 0o644);
     let writer = d.path().join("writer-sh");
-    std::fs::copy("/bin/sh", &writer).expect("copy a shell");
+    copy_tool("/bin/sh", &writer);
     let text = format!(
         "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: kp, namespace: test}}\nspec:\n  traps:\n  - path: {}\n    directory: true\n    readOnly: true\n    matchAny: [{{host: true}}]\n  - path: {}\n    allowFrom: [{}]\n    matchAny: [{{host: true}}]\n",
         dir.display(),
@@ -284,7 +276,7 @@ fn kivepolicy_directory_read_only_and_allow_from_fields() {
     );
 
     let append = |shell: &Path, f: &Path| {
-        run(Command::new(shell)
+        run(tool_at(shell, "sh")
             .arg("-c")
             .arg(format!("echo x >> {}", f.display())));
     };

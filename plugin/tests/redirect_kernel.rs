@@ -12,7 +12,6 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{Runtime, RuntimeConfig};
@@ -30,15 +29,7 @@ fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
 }
 
 fn config() -> RuntimeConfig {
-    RuntimeConfig {
-        rescan: Duration::from_secs(3600),
-        node_name: "test-node".into(),
-        engine: kive::trap::EngineConfig {
-            tier: TierChoice::Tracepoint,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    support::runtime::config(TierChoice::Tracepoint)
 }
 
 /// Starts kive on a trap at `path` that must be refused: nothing armed,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use kive::policy::{load_str, CompiledTrap};
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::TierChoice;
+use support::scenarios;
 use support::{alerts, alerts_until, key_of, quiet, run, world_dir};
 
 fn host_policy(path: &Path, extra: &str) -> Vec<Arc<CompiledTrap>> {
@@ -104,27 +105,14 @@ fn an_existing_file_is_never_truncated_or_rewritten() {
 
 #[test]
 fn a_replaced_file_is_re_armed_and_the_old_inode_stays_armed_while_linked() {
-    let d = world_dir();
-    let f = d.path().join("config");
-    std::fs::write(&f, "v1").expect("write");
-    let rt = start(&host_policy(&f, ""));
-    let old_key = key_of(&f);
-    assert_eq!(rt.kernel_keys(), [old_key]);
-
-    // an atomic writer: write a new file, rename it over the trapped path
-    let new = d.path().join(".config.tmp");
-    std::fs::write(&new, "v2").expect("write");
-    let moved_old = d.path().join("config.old");
-    std::fs::hard_link(&f, &moved_old).expect("keep the old inode reachable");
-    run(Command::new("mv").arg(&new).arg(&f));
-    rt.rescan_now();
-    let new_key = key_of(&f);
-    assert_ne!(old_key, new_key);
-    assert_eq!(
-        sorted(rt.kernel_keys()),
-        sorted(vec![old_key, new_key]),
-        "the new file at the path is armed, the old inode still has a link: armed too"
-    );
+    let scenarios::Replaced {
+        dir: _dir,
+        rt,
+        path: f,
+        old_link: moved_old,
+        old_key,
+        new_key,
+    } = scenarios::replaced_file(|f| host_policy(f, ""), start);
     assert_eq!(rt.metrics().rearms, 1);
     let tamper = alerts_until(&rt, 1);
     assert_eq!(tamper.len(), 1, "{tamper:#?}");

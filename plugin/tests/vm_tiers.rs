@@ -217,6 +217,66 @@ fn check_alerts(
     }
 }
 
+/// The guest's scenarios run on each of the lsm and trampoline tiers:
+/// the suffix of their result names after the tier, and their steps.
+const SCENARIOS: [(&str, &[&str]); 4] = [
+    (
+        "",
+        &[
+            "start",
+            "block-eperm",
+            "audit-open",
+            "free-open",
+            "alerts-seen",
+            "exit",
+        ],
+    ),
+    (
+        ".ovl",
+        &[
+            "start",
+            "read-real",
+            "read-backing",
+            "read-lower",
+            "append",
+            "copied-up",
+            "read-upper",
+            "block-eperm",
+            "alerts-seen",
+            "exit",
+        ],
+    ),
+    (
+        ".tamper",
+        &[
+            "start",
+            "rename",
+            "rescan-quiet-rename",
+            "link",
+            "rescan-quiet-link",
+            "read-moved",
+            "alerts-seen",
+            "exit",
+        ],
+    ),
+    (
+        ".ka",
+        &[
+            "start",
+            "block-eperm",
+            "allow-source",
+            "allow-alias",
+            "allow-other",
+            "allow-impostor",
+            "readonly-read",
+            "readonly-write",
+            "readonly-intact",
+            "alerts-seen",
+            "exit",
+        ],
+    ),
+];
+
 #[test]
 fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
     let kive = Path::new(env!("CARGO_BIN_EXE_kive"));
@@ -241,60 +301,10 @@ fn lsm_and_trampoline_tiers_load_report_and_block_in_debian_6_1() {
 
     let mut expected_results: Vec<String> = Vec::new();
     for tier in ["lsm", "trampoline"] {
-        for step in [
-            "start",
-            "block-eperm",
-            "audit-open",
-            "free-open",
-            "alerts-seen",
-            "exit",
-        ] {
-            expected_results.push(format!("{tier}.{step}"));
-        }
-        for step in [
-            "start",
-            "read-real",
-            "read-backing",
-            "read-lower",
-            "append",
-            "copied-up",
-            "read-upper",
-            "block-eperm",
-            "alerts-seen",
-            "exit",
-        ] {
-            expected_results.push(format!("{tier}.ovl.{step}"));
-        }
-    }
-    for tier in ["lsm", "trampoline"] {
-        for step in [
-            "start",
-            "rename",
-            "rescan-quiet-rename",
-            "link",
-            "rescan-quiet-link",
-            "read-moved",
-            "alerts-seen",
-            "exit",
-        ] {
-            expected_results.push(format!("{tier}.tamper.{step}"));
-        }
-    }
-    for tier in ["lsm", "trampoline"] {
-        for step in [
-            "start",
-            "block-eperm",
-            "allow-source",
-            "allow-alias",
-            "allow-other",
-            "allow-impostor",
-            "readonly-read",
-            "readonly-write",
-            "readonly-intact",
-            "alerts-seen",
-            "exit",
-        ] {
-            expected_results.push(format!("{tier}.ka.{step}"));
+        for (scenario, steps) in SCENARIOS {
+            for step in steps {
+                expected_results.push(format!("{tier}{scenario}.{step}"));
+            }
         }
     }
     for step in ["start", "block-eperm", "exit"] {

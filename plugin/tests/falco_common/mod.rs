@@ -23,19 +23,44 @@ pub fn test_file(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Mounts the engine needs (bpffs, tracefs); idempotent.
-pub fn ensure_mounts() {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg("mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing")
-        .status();
-}
+#[path = "../support/mounts.rs"]
+mod mounts;
+#[allow(unused_imports)] // not every Falco test loads the engine
+pub use mounts::ensure_mounts;
 
 /// The cargo profile to build `libkive.so` with, when the profile
 /// directory alone does not say it (target/release serves both `release`
 /// and `bench`; building the other one would rebuild the shared
 /// dependencies each time).
 pub static PROFILE: OnceLock<&'static str> = OnceLock::new();
+
+/// `cargo`, as a test runs it: without the variables cargo sets for *this*
+/// package's tests (OUT_DIR, CARGO_MANIFEST_DIR, CARGO_PKG_*, ...); some
+/// dependencies' builds track such variables (ring tracks OUT_DIR and
+/// CARGO_MANIFEST_DIR), so passing them on would rebuild those crates each
+/// time.
+pub fn cargo() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k == "OUT_DIR"
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR"
+            || [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
 
 /// Builds `libkive.so` for the profile this test was built with and
 /// returns its path: target/<profile>/libkive.so, next to the test binary's
@@ -48,12 +73,15 @@ pub static PROFILE: OnceLock<&'static str> = OnceLock::new();
 /// outer `cargo test` holds no build lock while tests run.
 ///
 /// `KIVE_SO=<path>` loads that library instead, unbuilt (a bench comparing
-/// two builds of kive in one session).
+/// two builds of kive in one session; the Debian VM suite, whose guest has
+/// no cargo, passes the host's).
 pub fn built_so() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         if let Some(so) = std::env::var_os("KIVE_SO") {
-            return PathBuf::from(so);
+            let so = PathBuf::from(so);
+            assert!(so.is_file(), "KIVE_SO={} is no file", so.display());
+            return so;
         }
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe
@@ -65,29 +93,7 @@ pub fn built_so() -> &'static Path {
             .file_name()
             .and_then(|n| n.to_str())
             .expect("profile dir name");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        // cargo runs tests with OUT_DIR, CARGO_MANIFEST_DIR, CARGO_PKG_*,
-        // ... set for *this* package; some dependencies' builds track such
-        // variables (ring tracks OUT_DIR and CARGO_MANIFEST_DIR), so passing
-        // them on would rebuild those crates each time
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k == "OUT_DIR"
-                || k == "CARGO_PRIMARY_PACKAGE"
-                || k == "CARGO_TARGET_TMPDIR"
-                || [
-                    "CARGO_PKG_",
-                    "CARGO_MANIFEST_",
-                    "CARGO_CRATE_",
-                    "CARGO_BIN_",
-                ]
-                .iter()
-                .any(|p| k.starts_with(p))
-            {
-                cmd.env_remove(&key);
-            }
-        }
+        let mut cmd = cargo();
         cmd.args(["build", "--lib", "-p", "kive", "--manifest-path"])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
             .env("CARGO_TARGET_DIR", target_dir);

@@ -5,9 +5,12 @@
 pub mod apiserver;
 pub mod cli;
 pub mod container;
+pub mod exec;
 pub mod fuse;
 pub mod logs;
+pub mod mounts;
 pub mod runtime;
+pub mod scenarios;
 pub mod tiers;
 
 use std::path::Path;
@@ -17,23 +20,7 @@ use std::time::{Duration, Instant};
 
 use kive::trap::{Engine, EngineConfig, RawEvent, TierChoice, TrapKey};
 
-/// Mounts the engine needs (bpffs, tracefs, securityfs for the LSM list);
-/// idempotent.
-pub fn ensure_mounts() {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for (fs, dir) in [
-        ("bpf", "/sys/fs/bpf"),
-        ("tracefs", "/sys/kernel/tracing"),
-        ("securityfs", "/sys/kernel/security"),
-    ] {
-        let mounted = mounts
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(dir));
-        if !mounted {
-            let _ = Command::new("mount").args(["-t", fs, fs, dir]).status();
-        }
-    }
-}
+pub use mounts::ensure_mounts;
 
 /// An engine on the given tier and the events it reports.
 pub fn engine(tier: TierChoice) -> (Engine, Receiver<RawEvent>) {
