@@ -27,12 +27,25 @@ fn two_traps() -> serde_json::Value {
     })
 }
 
+/// The namespace of the test's pods, with the label the policy's scope reads.
+fn web_namespace(api: &ApiServer) {
+    api.apply(
+        Kind::Namespace,
+        json!({"metadata": {"name": "default", "labels": {"team": "web"}}}),
+    );
+}
+
+/// A cluster source whose resync is an hour away: every reconcile in the
+/// test is a change's (or a retry's), never the periodic one.
+fn hourly_source(
+    api: &ApiServer,
+    rt: &kive::runtime::Runtime,
+) -> (kive::k8s::ClusterSource, tempfile::TempDir) {
+    cluster_source_every(api, rt, NODE, Default::default(), Duration::from_secs(3600))
+}
+
 #[test]
 fn a_pod_change_rearms_only_that_pod() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
     support::ensure_mounts();
     let a = Container::start(&[], &[]);
     let b = Container::start(&[], &[]);
@@ -41,23 +54,14 @@ fn a_pod_change_rearms_only_that_pod() {
     // the locator's first walk of the cgroup tree)
     let b2 = Container::start(&[], &[]);
     let api = ApiServer::start();
-    api.apply(
-        Kind::Namespace,
-        json!({"metadata": {"name": "default", "labels": {"team": "web"}}}),
-    );
+    web_namespace(&api);
     for (name, ct) in [("web-0", &a), ("web-1", &b), ("web-2", &c)] {
         api.apply(Kind::Pod, pod(name, NODE, &ct.id));
     }
     api.apply(Kind::Policy, two_traps());
     let rt = node_runtime(NODE);
     // no resync during the test: every reconcile is a change's
-    let (cluster, _dir) = cluster_source_every(
-        &api,
-        &rt,
-        NODE,
-        Default::default(),
-        Duration::from_secs(3600),
-    );
+    let (cluster, _dir) = hourly_source(&api, &rt);
     let status = cluster.status();
     wait_until("3 pods x 2 traps armed", || {
         status.armed.load(Ordering::Relaxed) == 6
@@ -132,20 +136,11 @@ fn a_container_found_late_is_armed_without_waiting_for_a_resync() {
     support::ensure_mounts();
     let a = Container::start(&[], &[]);
     let api = ApiServer::start();
-    api.apply(
-        Kind::Namespace,
-        json!({"metadata": {"name": "default", "labels": {"team": "web"}}}),
-    );
+    web_namespace(&api);
     api.apply(Kind::Pod, pod("web-0", NODE, &a.id));
     api.apply(Kind::Policy, two_traps());
     let rt = node_runtime(NODE);
-    let (cluster, _dir) = cluster_source_every(
-        &api,
-        &rt,
-        NODE,
-        Default::default(),
-        Duration::from_secs(3600),
-    );
+    let (cluster, _dir) = hourly_source(&api, &rt);
     let status = cluster.status();
     wait_until("web-0 armed", || rt.armed_for_container(&a.id) == 2);
     // a container started after the locator walked the cgroup tree: not
