@@ -13,19 +13,11 @@ use kive::node::Root;
 use kive::trap::TrapKey;
 use serde_json::json;
 use support::apiserver::{cluster_source, pod, policy, ApiServer, Kind};
-use support::container::{layer_key, Container};
+use support::container::{key_in, layer_key, Container};
 use support::runtime::node_runtime;
 use support::{alerts_until, wait_until};
 
 const NODE: &str = "node-a";
-
-fn key_in(c: &Container, path: &str) -> TrapKey {
-    Root::open(c.root())
-        .expect("container root")
-        .resolve(path)
-        .unwrap_or_else(|e| panic!("{path} in container: {e}"))
-        .key
-}
 
 #[test]
 fn api_server_outage_keeps_traps_armed_and_catches_up_after_410() {

@@ -23,10 +23,11 @@ use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest: every test file that needs the
 /// kernel.
-const SUITE: [&str; 17] = [
+const SUITE: [&str; 18] = [
     "attack_kernel",
     "cli_kernel",
     "cluster_kernel",
+    "cluster_scope_kernel",
     "container_kernel",
     "drills_cluster",
     "drills_container",

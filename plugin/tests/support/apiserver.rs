@@ -18,7 +18,7 @@ mod watch;
 
 // not every test binary (nor the bench) uses every fixture
 #[allow(unused_imports)]
-pub use fixtures::{cluster_source, cluster_source_every, pod, policy};
+pub use fixtures::{cluster_source, cluster_source_every, kive_policy, pod, pod_in, policy};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

@@ -271,3 +271,13 @@ pub fn layer_key(c: &Container, path: &str) -> kive::trap::TrapKey {
         super::key_of(&c.lower().join(rel))
     }
 }
+
+/// The key of a container's file as the container sees it (resolved inside
+/// its root).
+pub fn key_in(c: &Container, path: &str) -> kive::trap::TrapKey {
+    kive::node::Root::open(c.root())
+        .expect("container root")
+        .resolve(path)
+        .unwrap_or_else(|e| panic!("{path} in container: {e}"))
+        .key
+}

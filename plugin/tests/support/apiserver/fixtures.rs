@@ -24,6 +24,12 @@ pub fn pod(name: &str, node: &str, container_id: &str) -> serde_json::Value {
     })
 }
 
+/// [`pod`] in `namespace`.
+pub fn pod_in(namespace: &str, name: &str, node: &str, container_id: &str) -> serde_json::Value {
+    let mut p = pod(name, node, container_id);
+    p["metadata"]["namespace"] = json!(namespace);
+    p
+}
 /// A KivePolicy with one decoy at `path` in pods labelled app=web of
 /// namespace default.
 pub fn policy(name: &str, path: &str) -> serde_json::Value {
@@ -34,6 +40,20 @@ pub fn policy(name: &str, path: &str) -> serde_json::Value {
             "metadata": {"severity": "high"},
             "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]
         }]}
+    })
+}
+
+/// A KivePolicy of `namespace` with one decoy trap at `path` (created)
+/// for the pods `match_any` selects.
+pub fn kive_policy(
+    namespace: &str,
+    name: &str,
+    path: &str,
+    match_any: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"traps": [{"path": path, "create": true, "matchAny": match_any}]}
     })
 }
 
