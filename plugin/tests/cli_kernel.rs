@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::cli::{lines, spawn, spawn_private_tmp, stop, wait_line, Kive};
+use support::cli::{lines, piped, spawn, spawn_private_tmp, stop, wait_line, Kive};
 
 #[test]
 fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
@@ -98,16 +98,13 @@ fn a_closed_stdout_ends_kive_run_cleanly_like_head_does() {
         ),
     )
     .expect("write policy");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kive"))
-        .args(["run", "--tier", "tracepoint", "--policy"])
-        .arg(&policy)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kive starts");
+    let mut child = piped(
+        Command::new(env!("CARGO_BIN_EXE_kive"))
+            .args(["run", "--tier", "tracepoint", "--policy"])
+            .arg(&policy),
+    )
+    .spawn()
+    .expect("kive starts");
     let stderr = lines(child.stderr.take().expect("stderr"));
     wait_line(&stderr, "kive running", Duration::from_secs(20));
     // `| head -1`: read one alert, then close the pipe

@@ -49,16 +49,19 @@ pub fn spawn_private_tmp(args: &[&str]) -> Kive {
     spawn_cmd(cmd)
 }
 
-pub fn spawn_cmd(mut cmd: Command) -> Kive {
-    super::ensure_mounts();
-    let mut child = cmd
-        .env("RUST_LOG", "info")
+/// `cmd` set up as the tests run kive: info logs without colour, stdin
+/// closed, stdout and stderr piped.
+pub fn piped(cmd: &mut Command) -> &mut Command {
+    cmd.env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("kive starts");
+}
+
+pub fn spawn_cmd(mut cmd: Command) -> Kive {
+    super::ensure_mounts();
+    let mut child = piped(&mut cmd).spawn().expect("kive starts");
     let stdout = lines(child.stdout.take().expect("stdout"));
     let stderr = lines(child.stderr.take().expect("stderr"));
     Kive {
