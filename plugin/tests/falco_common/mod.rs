@@ -4,8 +4,7 @@
 #![allow(dead_code)]
 
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -16,106 +15,18 @@ use falco_plugin::api::{
     ss_plugin_table_reader_vtable_ext,
 };
 
-/// `test_files/<name>` of the repository.
-pub fn test_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../test_files")
-        .join(name)
-}
-
 #[path = "../support/mounts.rs"]
 mod mounts;
 #[allow(unused_imports)] // not every Falco test loads the engine
 pub use mounts::ensure_mounts;
 
-/// The cargo profile to build `libkive.so` with, when the profile
-/// directory alone does not say it (target/release serves both `release`
-/// and `bench`; building the other one would rebuild the shared
-/// dependencies each time).
-pub static PROFILE: OnceLock<&'static str> = OnceLock::new();
-
-/// `cargo`, as a test runs it: without the variables cargo sets for *this*
-/// package's tests (OUT_DIR, CARGO_MANIFEST_DIR, CARGO_PKG_*, ...); some
-/// dependencies' builds track such variables (ring tracks OUT_DIR and
-/// CARGO_MANIFEST_DIR), so passing them on would rebuild those crates each
-/// time.
-pub fn cargo() -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k == "OUT_DIR"
-            || k == "CARGO_PRIMARY_PACKAGE"
-            || k == "CARGO_TARGET_TMPDIR"
-            || [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-            ]
-            .iter()
-            .any(|p| k.starts_with(p))
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd
-}
-
-/// Builds `libkive.so` for the profile this test was built with and
-/// returns its path: target/<profile>/libkive.so, next to the test binary's
-/// `deps/` directory.
-///
-/// Cargo compiles the cdylib of a package whose integration tests run, but
-/// only into `deps/` under a hashed name and without guaranteeing it is
-/// fresh or copied to target/<profile>/, so the test runs `cargo build
-/// --lib` itself (once per test binary; a no-op when up to date). The
-/// outer `cargo test` holds no build lock while tests run.
-///
-/// `KIVE_SO=<path>` loads that library instead, unbuilt (a bench comparing
-/// two builds of kive in one session; the Debian VM suite, whose guest has
-/// no cargo, passes the host's).
-pub fn built_so() -> &'static Path {
-    static SO: OnceLock<PathBuf> = OnceLock::new();
-    SO.get_or_init(|| {
-        if let Some(so) = std::env::var_os("KIVE_SO") {
-            let so = PathBuf::from(so);
-            assert!(so.is_file(), "KIVE_SO={} is no file", so.display());
-            return so;
-        }
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile dir name");
-        let mut cmd = cargo();
-        cmd.args(["build", "--lib", "-p", "kive", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir);
-        match (PROFILE.get(), profile) {
-            (Some(p), _) => {
-                cmd.args(["--profile", p]);
-            }
-            (None, "debug") => {}
-            (None, "release") => {
-                cmd.arg("--release");
-            }
-            (None, other) => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = cmd.status().expect("running cargo build --lib");
-        assert!(status.success(), "cargo build --lib failed: {status}");
-        let so = profile_dir.join("libkive.so");
-        assert!(so.exists(), "{} was not built", so.display());
-        so
-    })
-}
+mod build;
+mod fields;
+#[allow(unused_imports)] // each Falco test binary uses some of them
+pub use {
+    build::{built_so, cargo, test_file, PROFILE},
+    fields::{ftype, FieldInfo, Fields, Value},
+};
 
 type Fn0Str = unsafe extern "C-unwind" fn() -> *const c_char;
 type GetInitSchemaFn = unsafe extern "C-unwind" fn(*mut u32) -> *const c_char;
@@ -469,75 +380,6 @@ impl Drop for Plugin {
     fn drop(&mut self) {
         // SAFETY: ptr came from init and is destroyed once.
         unsafe { (self.so.destroy)(self.ptr) }
-    }
-}
-
-/// An extracted value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    /// No value.
-    None,
-    /// A number.
-    U64(u64),
-    /// A boolean.
-    Bool(bool),
-    /// A string.
-    Str(String),
-    /// A list field.
-    List(Vec<Value>),
-}
-
-impl Value {
-    /// A string value.
-    pub fn s(v: &str) -> Value {
-        Value::Str(v.to_string())
-    }
-}
-
-/// The plugin API's type code of a field type name.
-pub fn ftype(name: &str) -> u32 {
-    match name {
-        "uint64" => 8,
-        "string" => 9,
-        "bool" => 25,
-        other => panic!("unexpected field type {other}"),
-    }
-}
-
-/// One entry of the plugin's field list.
-#[derive(Debug, Clone)]
-pub struct FieldInfo {
-    pub name: String,
-    pub ty: String,
-    pub list: bool,
-    pub key: bool,
-    pub required: bool,
-    /// `display` (empty when the field has none).
-    pub display: String,
-}
-
-/// The field list of the built library.
-pub struct Fields;
-
-impl Fields {
-    /// Parsed once from `plugin_get_fields`.
-    pub fn get() -> &'static [FieldInfo] {
-        static F: OnceLock<Vec<FieldInfo>> = OnceLock::new();
-        F.get_or_init(|| {
-            // SAFETY: a static JSON string.
-            let json = string(unsafe { (So::get().get_fields)() });
-            let v: Vec<serde_json::Value> = serde_json::from_str(&json).expect("fields JSON");
-            v.iter()
-                .map(|f| FieldInfo {
-                    name: f["name"].as_str().expect("name").into(),
-                    ty: f["type"].as_str().expect("type").into(),
-                    list: f["isList"].as_bool().expect("isList"),
-                    key: f["arg"]["isKey"].as_bool().unwrap_or(false),
-                    required: f["arg"]["isRequired"].as_bool().unwrap_or(false),
-                    display: f["display"].as_str().unwrap_or_default().into(),
-                })
-                .collect()
-        })
     }
 }
 
