@@ -13,9 +13,14 @@
 //!
 //! `cargo bench -p kive --bench reconcile -- [pods] [traps]` (default 1000 10).
 
-#[path = "../tests/support/apiserver.rs"]
-#[allow(dead_code)]
+// the test API server in its own process: the bench process's memory is kive's
+#[path = "reconcile/remote_api.rs"]
 mod apiserver;
+#[path = "reconcile/heap.rs"]
+mod heap;
+
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 use std::process::{Child, Command, Stdio};
 
@@ -114,6 +119,7 @@ fn pod(i: usize, cid: &str) -> serde_json::Value {
 }
 
 fn main() {
+    apiserver::serve_if_child();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -154,9 +160,11 @@ fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
 
-    // what the bench holds before kive starts: the test API server with
-    // every pod, the child handles (kive's part is the growth from here)
+    // what the bench holds before kive starts: the child handles (the
+    // test API server is another process; kive's part is the growth from here)
     let rss_before = kive::node::limits::rss_bytes();
+    let mem_start = heap::snapshot();
+    heap::reset_peak();
     let cfg = RuntimeConfig {
         node_name: "bench-node".into(),
         rescan: Duration::from_secs(3600),
@@ -190,6 +198,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let cold = start.elapsed();
+    let mem_cold = heap::snapshot();
+    heap::reset_peak();
     let cold_reconciles = reconciles();
 
     // one container restarts: the pod gets a new container id
@@ -226,6 +236,7 @@ fn main() {
     drop(old);
     let fds = kive::node::fds::open_fds();
     let rss = kive::node::limits::rss_bytes();
+    let mem_restart = heap::snapshot();
     // a rescan of every entry (what the rescan thread does each period)
     let rescan_start = Instant::now();
     rt.rescan_now();
@@ -249,14 +260,26 @@ fn main() {
         rss.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0)
     );
     println!();
+    heap::print_table(
+        &[
+            ("before kive starts", mem_start),
+            ("cold start: all armed", mem_cold),
+            ("one container restarted, re-armed", mem_restart),
+        ],
+        want,
+        // std's bounded channel: one slot (the event and a stamp) per place
+        cfg.queue_capacity * (std::mem::size_of::<kive::trap::RawEvent>() + 8),
+        api.rss_bytes(),
+    );
     rescan_rows(&rt, &api, &mut containers, &files, want, traps, rescan);
 
     println!(
         "method: {pods} sleep processes in their own cri-containerd-<id>.scope cgroups (spawned in {spawn_s:.2} s, not counted); \
          the clock starts before the engine loads and stops when the cluster source's last reconcile reports {want} armed entries; \
          the restart is a MODIFIED pod with a new containerID, timed until a reconcile after it reports every entry armed and none pending (then checked: the new container's {traps} entries armed, the old ones removed); \
-         fds and RSS are the bench process's (runtime + test API server + kube client + {pods} child handles) after the restart; \
-         RSS growth = RSS then minus RSS just before the runtime started (test API server already holding every pod): kive's runtime, its kube client and reflector, the trap table; \
+         fds and RSS are the bench process's (runtime + kube client + {pods} child handles; the test API server runs in a child process of its own) after the restart; \
+         RSS growth = RSS then minus RSS just before the runtime started: kive's runtime, its kube client and watch stores, the trap table; \
+         live heap = bytes held through the (counting) global allocator, growth from the runtime's start; glibc arenas/kept free from mallinfo2; \
          the full rescan re-resolves every entry once (Runtime::rescan_now)."
     );
 }
