@@ -2,136 +2,15 @@
 //! kernel key. Entries whose file cannot be resolved yet stay pending and
 //! are retried.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::node::{PinnedFile, Root};
 use crate::policy::{CompiledTrap, TrapAction};
 use crate::trap::{TrapKey, TrapValue};
 
-/// The pod and container whose file a trap entry watches.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerOwner {
-    /// Pod name.
-    pub pod: String,
-    /// Pod namespace.
-    pub namespace: String,
-    /// Pod uid.
-    pub pod_uid: String,
-    /// Pod IP (first).
-    pub ip: String,
-    /// Pod labels.
-    pub labels: BTreeMap<String, String>,
-    /// Container name.
-    pub container: String,
-    /// `runtime://<id>`.
-    pub container_id: String,
-    /// Container image.
-    pub image: String,
-    /// Pod service account.
-    pub service_account: String,
-    /// Owning workload (kind, name).
-    pub workload: Option<(String, String)>,
-    /// Labels of the pod's namespace.
-    pub namespace_labels: BTreeMap<String, String>,
-}
-
-/// Whose file a trap entry watches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
-    /// The node's own filesystem.
-    Host,
-    /// A container of a pod on this node.
-    Container(Arc<ContainerOwner>),
-}
-
-impl Owner {
-    /// `host` or `pod`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Container(_) => "pod",
-        }
-    }
-
-    /// The container id (`runtime://id`), empty for the host.
-    pub fn container_id(&self) -> &str {
-        match self {
-            Self::Host => "",
-            Self::Container(c) => &c.container_id,
-        }
-    }
-}
-
-/// Armed (key in the kernel, file pinned) or pending (retried).
-#[derive(Debug)]
-pub enum EntryState {
-    /// The key is in the trap map; the file is held open with O_PATH.
-    Armed(PinnedFile),
-    /// Not armed; the reason is logged once.
-    Pending {
-        /// Why it is not armed.
-        reason: String,
-        /// Whether the reason was already logged.
-        reported: bool,
-    },
-}
-
-/// An inode that was armed as the trap's path and has left it (renamed,
-/// linked elsewhere, the path swapped to another file): it stays armed while
-/// it has a link anywhere.
-#[derive(Debug)]
-pub struct Followed {
-    /// The inode, pinned.
-    pub pin: PinnedFile,
-    /// It left without being touched (a directory or symlink above it
-    /// changed, as the kubelet's atomic writer does): its later changes are
-    /// not tampering with the trap.
-    pub quiet: bool,
-}
-
-/// One trap applied to one owner.
-#[derive(Debug)]
-pub struct Entry {
-    /// Trap id written to the kernel map.
-    pub id: u32,
-    /// The trap.
-    pub trap: Arc<CompiledTrap>,
-    /// Whose file.
-    pub owner: Owner,
-    /// The root the path is resolved in (`None` until the container runs).
-    pub root: Option<Arc<Root>>,
-    /// Armed or pending.
-    pub state: EntryState,
-    /// Inodes armed as this path before, still linked somewhere.
-    pub followed: Vec<Followed>,
-    /// The overlay layer's file behind the file at the path (upper copy,
-    /// else topmost lower), armed too: reading it directly from the node
-    /// bypasses the overlay inode. The overlay key stays the primary.
-    pub backing: Option<PinnedFile>,
-}
-
-impl Entry {
-    /// The armed key of the file now at the trap's path, if armed.
-    pub fn key(&self) -> Option<TrapKey> {
-        match &self.state {
-            EntryState::Armed(p) => Some(p.key),
-            EntryState::Pending { .. } => None,
-        }
-    }
-
-    /// Whether `key` is one of this entry's followed inodes (no longer at
-    /// the trap's path).
-    pub fn follows(&self, key: TrapKey) -> bool {
-        self.key() != Some(key) && self.followed.iter().any(|f| f.pin.key == key)
-    }
-
-    fn holds(&self, key: TrapKey) -> bool {
-        self.key() == Some(key)
-            || self.followed.iter().any(|f| f.pin.key == key)
-            || self.backing.as_ref().is_some_and(|b| b.key == key)
-    }
-}
+mod entry;
+pub use entry::{ContainerOwner, Entry, EntryState, Followed, Owner};
 
 /// The entries on one kernel key, and how many of them block without
 /// conditions (the key's kernel value without looking at each entry).
@@ -353,7 +232,7 @@ impl TrapTable {
     pub fn set_backing(&mut self, id: u32, backing: Option<PinnedFile>) -> Option<TrapKey> {
         let entry = self.entries.get_mut(&id)?;
         let new = backing.as_ref().map(|b| b.key);
-        let old = std::mem::replace(&mut entry.backing, backing).map(|b| b.key);
+        let old = std::mem::replace(&mut entry.backing, backing.map(Box::new)).map(|b| b.key);
         if let Some(k) = old.filter(|&k| Some(k) != new) {
             self.unindex(id, k);
         }
@@ -492,7 +371,7 @@ impl TrapTable {
             armed
                 .into_iter()
                 .chain(e.followed.iter().map(|f| &f.pin))
-                .chain(e.backing.as_ref())
+                .chain(e.backing.as_deref())
                 .find(|p| p.key == key)
                 .map(PinnedFile::shared_pin)
         })
