@@ -118,9 +118,19 @@ pub(super) async fn run(
             }
         };
         let ctrl = controller.clone();
-        let report = tokio::task::spawn_blocking(move || match work {
-            Work::Full(desired) => ctrl.reconcile(&desired),
-            Work::Pods(pods) => ctrl.reconcile_pods(&pods),
+        let report = tokio::task::spawn_blocking(move || {
+            let report = match work {
+                Work::Full(desired) => ctrl.reconcile(&desired),
+                Work::Pods(pods) => ctrl.reconcile_pods(&pods),
+            };
+            // a large change (a cold start, a re-list) freed tens of MiB
+            // on several threads (the pod list decoded, the plan, the
+            // diff, the table grown): give the free pages back, once the
+            // plan is dropped too
+            if crate::node::heap::worth_releasing(report.added + report.removed) {
+                crate::node::heap::release_free();
+            }
+            report
         })
         .await;
         let Ok(report) = report else { continue };

@@ -5,6 +5,7 @@ pub mod atomic_writer;
 pub mod cgroup;
 pub mod containers;
 pub mod fds;
+pub mod heap;
 pub mod host;
 pub mod limits;
 pub mod links;
