@@ -267,8 +267,6 @@ fn main() {
             ("one container restarted, re-armed", mem_restart),
         ],
         want,
-        // std's bounded channel: one slot (the event and a stamp) per place
-        cfg.queue_capacity * (std::mem::size_of::<kive::trap::RawEvent>() + 8),
         api.rss_bytes(),
     );
     rescan_rows(&rt, &api, &mut containers, &files, want, traps, rescan);

@@ -115,14 +115,12 @@ pub fn mib(b: impl TryInto<u64>) -> f64 {
 }
 
 /// Prints the phases as a table: what kive's state holds after each.
-/// `fixed` = bytes of kive's heap that do not follow the plan (the event
-/// queue, allocated whole at start).
-pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, fixed: usize, server_rss: u64) {
+pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, server_rss: u64) {
     let Some((_, base)) = phases.first() else {
         return;
     };
     println!();
-    println!("| phase | RSS (bench process, no API server) | RSS growth from kive's start | of which anonymous (heap, stacks) | of which files (code) | Rust heap live, growth | per entry (without the event queue) | Rust heap peak in the phase, growth | glibc: free, kept | glibc: in use by C (libbpf) |");
+    println!("| phase | RSS (bench process, no API server) | RSS growth from kive's start | of which anonymous (heap, stacks) | of which files (code) | Rust heap live, growth | per entry | Rust heap peak in the phase, growth | glibc: free, kept | glibc: in use by C (libbpf) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (what, s) in phases {
         let live = s.live.saturating_sub(base.live);
@@ -135,7 +133,7 @@ pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, fixed: usize, se
             mib(anon),
             mib(grown.saturating_sub(anon)),
             mib(live),
-            live.saturating_sub(fixed) as f64 / entries.max(1) as f64,
+            live as f64 / entries.max(1) as f64,
             mib(s.peak.saturating_sub(base.live)),
             mib(s.kept_free),
             mib(s.arenas.saturating_sub(s.kept_free).saturating_sub(s.live)),
@@ -148,8 +146,7 @@ pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, fixed: usize, se
         std::mem::size_of::<kive::policy::pods::PodView>(),
     );
     println!(
-        "the event queue, allocated whole at kive's start: {:.1} MiB of the live heap; the test API server runs in its own process (RSS {:.1} MiB, not counted above)",
-        mib(fixed),
+        "the event queue holds memory only for queued events (none here); the test API server runs in its own process (RSS {:.1} MiB, not counted above)",
         mib(server_rss)
     );
 }

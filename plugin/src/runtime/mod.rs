@@ -15,6 +15,7 @@ pub mod follow;
 pub mod loss;
 mod pod_diff;
 pub mod pods;
+mod queue;
 pub mod ratelimit;
 mod rescan;
 mod sets;
@@ -24,7 +25,6 @@ pub mod tamper;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     table: Mutex<TrapTable>,
     counters: Arc<Counters>,
     /// Tamper events seen by the rescan, into the consumer's queue.
-    tamper_tx: SyncSender<RawEvent>,
+    tamper_tx: queue::Sender<RawEvent>,
     /// The node's root: overlay layers are resolved in it.
     host_root: Option<Arc<Root>>,
     /// Tiers with kernel tamper hooks: what the kernel reported, so the
@@ -145,7 +145,7 @@ fn host_mounts(root: Root, cfg: &RuntimeConfig) -> Root {
 /// A running tripwire.
 pub struct Runtime {
     shared: Arc<Shared>,
-    events: Receiver<RawEvent>,
+    events: queue::Receiver<RawEvent>,
     node: NodeContext,
     proc_root: PathBuf,
     host_root: PathBuf,
@@ -180,7 +180,7 @@ impl Runtime {
         }
         let mut engine = Engine::load(&cfg.engine)?;
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = sync_channel::<RawEvent>(cfg.queue_capacity.max(1));
+        let (tx, rx) = queue::bounded::<RawEvent>(cfg.queue_capacity);
         let c = Arc::clone(&counters);
         let tamper_tx = tx.clone();
         let kernel_tampers = kernel_sees_tamper(engine.tier())
@@ -193,7 +193,7 @@ impl Runtime {
                     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                     seen.record(ev.key, ev.ts_boot_ns);
                 }
-                if let Err(TrySendError::Full(_)) = tx.try_send(ev) {
+                if let Err(queue::Refused::Full(_)) = tx.try_send(ev) {
                     c.queue_drops.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -328,12 +328,12 @@ impl Runtime {
 
     /// The next kernel event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<RawEvent> {
-        self.events.recv_timeout(timeout).ok()
+        self.events.recv_timeout(timeout)
     }
 
     /// The next kernel event if one is queued.
     pub fn try_next_event(&self) -> Option<RawEvent> {
-        self.events.try_recv().ok()
+        self.events.try_recv()
     }
 
     /// One rescan pass now (the rescan thread does it periodically): every
