@@ -23,7 +23,8 @@ use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest: every test file that needs the
 /// kernel.
-const SUITE: [&str; 18] = [
+const SUITE: [&str; 19] = [
+    "arm_batch_kernel",
     "attack_kernel",
     "cli_kernel",
     "cluster_kernel",

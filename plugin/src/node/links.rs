@@ -60,16 +60,21 @@ pub fn new_path_of(pin: &OwnedFd, dev: u32, name: &str, dir_ino: u64) -> Option<
 }
 
 pub(super) fn links_of(fd: &OwnedFd) -> io::Result<Links> {
-    use std::os::fd::AsRawFd;
     let st = rustix::fs::fstat(fd).map_err(io_err)?;
-    let name = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(" (deleted)"));
     Ok(Links {
         nlink: st.st_nlink,
-        name,
+        name: name_of(fd),
     })
+}
+
+/// The name an fd leads to now (readlink of `/proc/self/fd/N`), `None`
+/// once it is unlinked.
+pub(super) fn name_of(fd: &OwnedFd) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(" (deleted)"))
 }
 
 #[cfg(test)]

@@ -203,7 +203,10 @@ impl Root {
     /// has no mountinfo, or the layer cannot be found.
     pub fn backing(&self, pinned: &PinnedFile, path: &str, host: &Root) -> Option<PinnedFile> {
         let proc_dir = self.proc_dir.as_ref()?;
-        let id = mount_id(&pinned.pin).ok()?;
+        let id = match pinned.mnt_id {
+            Some(id) => id,
+            None => mount_id(&pinned.pin).ok()?,
+        };
         let overlay = {
             let mut cache = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
             match cache.get(&id) {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use super::links::links_of;
+use super::links::name_of;
 pub use super::links::{new_path_of, Links};
 use super::{atomic_writer, mounts};
 use crate::trap::dev::kernel_dev;
@@ -54,6 +54,9 @@ pub struct PinnedFile {
     pub st_dev: u64,
     /// What the file looked like when last checked.
     pub seen: Links,
+    /// The mount it was found on (`statx`'s `stx_mnt_id`, read with its
+    /// key; `None` on a kernel without it).
+    pub(super) mnt_id: Option<u64>,
 }
 
 impl PinnedFile {
@@ -75,6 +78,50 @@ impl std::os::fd::AsFd for PinnedFile {
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+/// What [`Root::resolve`] needs of a file, from one `statx` (type, key,
+/// links and mount id at once); `fstat` where `statx` is refused.
+struct FileStat {
+    file_type: rustix::fs::FileType,
+    st_dev: u64,
+    ino: u64,
+    nlink: u64,
+    mnt_id: Option<u64>,
+}
+
+fn file_stat(fd: &OwnedFd) -> rustix::io::Result<FileStat> {
+    use rustix::fs::{AtFlags, FileType, StatxFlags};
+    match rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+    ) {
+        Ok(st)
+            if st.stx_mask & StatxFlags::BASIC_STATS.bits() == StatxFlags::BASIC_STATS.bits() =>
+        {
+            Ok(FileStat {
+                file_type: FileType::from_raw_mode(st.stx_mode.into()),
+                st_dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+                ino: st.stx_ino,
+                nlink: st.stx_nlink.into(),
+                mnt_id: (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id),
+            })
+        }
+        // a filesystem without every basic field, or no statx: fstat
+        Ok(_) | Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+            let st = rustix::fs::fstat(fd)?;
+            Ok(FileStat {
+                file_type: FileType::from_raw_mode(st.st_mode),
+                st_dev: st.st_dev,
+                ino: st.st_ino,
+                nlink: st.st_nlink,
+                mnt_id: None,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
 
 impl Root {
     /// Opens a root directory.
@@ -177,31 +224,30 @@ impl Root {
             .map_err(|e| self.err("resolving", path, e))
         };
         let mut fd = open(OFlags::NOFOLLOW)?;
-        let mut st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+        let mut st = file_stat(&fd).map_err(|e| self.err("stat of", path, e))?;
+        if st.file_type == rustix::fs::FileType::Symlink {
             fd = self.atomic_writer_file(path)?;
-            st = rustix::fs::fstat(&fd).map_err(|e| self.err("stat of", path, e))?;
+            st = file_stat(&fd).map_err(|e| self.err("stat of", path, e))?;
         }
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        if st.file_type != rustix::fs::FileType::RegularFile {
             return Err(ResolveError::NotAFile {
                 path: path.to_string(),
                 root: self.path.clone(),
             });
         }
-        let seen = links_of(&fd).map_err(|e| ResolveError::Io {
-            op: "stat of",
-            path: path.to_string(),
-            root: self.path.clone(),
-            source: e,
-        })?;
+        let seen = Links {
+            nlink: st.nlink,
+            name: name_of(&fd),
+        };
         Ok(PinnedFile {
             pin: std::sync::Arc::new(fd),
             key: TrapKey {
                 dev: kernel_dev(st.st_dev),
-                ino: st.st_ino,
+                ino: st.ino,
             },
             st_dev: st.st_dev,
             seen,
+            mnt_id: st.mnt_id,
         })
     }
 

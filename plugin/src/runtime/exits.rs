@@ -6,11 +6,21 @@
 //! exited, the entry goes back to pending (logged once at WARN), what it
 //! armed is disarmed, and its root is dropped so that the next reconcile
 //! looks for the container again. Entries whose work changed nothing are
-//! not looked at (no cost on a steady node).
+//! not looked at (no cost on a steady node). A batch's entries are looked
+//! at once per container root after the whole batch returned
+//! ([`Shared::unless_exited_all`]): as late as a look after each entry, one
+//! `/proc` read per container instead of one per entry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::table::Owner;
 use super::Shared;
 use crate::alert::text::escape;
+use crate::node::Root;
+
+/// Results of a batch's file work by entry id (`None`: not run).
+pub(crate) type Results = Vec<(u32, Option<Result<bool, String>>)>;
 
 impl Shared {
     /// `result` of entry `id`'s file work, or the pending reason when its
@@ -55,5 +65,42 @@ impl Shared {
             tracing::warn!("{} (kept pending, retried)", escape(&msg));
         }
         Err(msg)
+    }
+
+    /// [`Shared::unless_exited`] for each result of a batch, run after the
+    /// batch: the process of each container root is looked at once, without
+    /// the table lock, and only the entries of an exited one are settled.
+    pub(crate) fn unless_exited_all(&self, mut results: Results) -> Results {
+        let roots: Vec<(usize, Arc<Root>)> = {
+            let table = self.table();
+            results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (id, r))| {
+                    if r.as_ref().is_none_or(|r| *r == Ok(false)) {
+                        return None;
+                    }
+                    let e = table.get(*id)?;
+                    matches!(e.owner, Owner::Container(_))
+                        .then(|| e.root.as_ref().map(|r| (i, Arc::clone(r))))
+                        .flatten()
+                })
+                .collect()
+        };
+        let mut exited: HashMap<*const Root, bool> = HashMap::new();
+        for (i, root) in roots {
+            let gone = *exited
+                .entry(Arc::as_ptr(&root))
+                .or_insert_with(|| root.process_exited());
+            if !gone {
+                continue;
+            }
+            if let Some((id, slot)) = results.get_mut(i) {
+                if let Some(r) = slot.take() {
+                    *slot = Some(self.unless_exited(*id, r));
+                }
+            }
+        }
+        results
     }
 }

@@ -104,12 +104,15 @@ impl Shared {
         // a stuck worker holds the runtime only while it runs an entry
         let me = Arc::downgrade(self);
         let work: stalls::Work = Arc::new(move |id| match me.upgrade() {
-            Some(shared) => {
-                let result = work(&shared, id);
-                // a container that exited meanwhile: back to pending
-                shared.unless_exited(id, result)
-            }
+            Some(shared) => work(&shared, id),
             None => Ok(false),
+        });
+        // a container that exited meanwhile: back to pending (looked at
+        // after the batch, once per root; a late result on its worker)
+        let me = Arc::downgrade(self);
+        let late: stalls::Late = Arc::new(move |id, result| match me.upgrade() {
+            Some(shared) => shared.unless_exited(id, result),
+            None => result,
         });
         let name = |id: u32| {
             self.table()
@@ -117,7 +120,8 @@ impl Shared {
                 .map(|e| format!("{} ({})", e.trap.origin, e.trap.path))
                 .unwrap_or_else(|| format!("entry {id}"))
         };
-        self.stalls.run_each(ids, &work, &name)
+        let results = self.stalls.run_each(ids, &work, &late, &name);
+        self.unless_exited_all(results)
     }
 
     /// Whether the runtime is closing (no more file work is started).

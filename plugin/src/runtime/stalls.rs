@@ -9,13 +9,15 @@
 //! entries go on with a fresh worker. Closing never waits for a stuck
 //! worker: it is left to return on its own.
 //!
-//! A batch of entries is handed to one worker at a time (one thread
-//! hand-off per batch, not per entry); threads are only started when no
-//! idle one is left, so a healthy node runs on one worker.
+//! A batch of entries is handed to a worker as a whole (one thread
+//! hand-off per batch, not per entry); a large batch (a cold start arms
+//! every entry in one) is cut into contiguous parts run side by side on as
+//! many workers as the machine has cores, at most [`MAX_WIDTH`]. Threads
+//! are only started when no idle one is left.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,10 +26,31 @@ use crate::alert::text::escape;
 /// The work of one entry (by table id).
 pub(crate) type Work = Arc<dyn Fn(u32) -> Result<bool, String> + Send + Sync>;
 
+/// Settles the result of an entry whose work returned after it was marked
+/// stalled (on its worker: nobody waits for that result).
+pub(crate) type Late = Arc<dyn Fn(u32, Result<bool, String>) -> Result<bool, String> + Send + Sync>;
+
 /// How often a waiting caller looks at the closing flag.
 const SLICE: Duration = Duration::from_millis(20);
+/// With more than `POLL_ABOVE` results still to come, the caller takes
+/// what arrived every `POLL` instead of being woken by each result (a
+/// thread wake-up per entry was a fifth of a cold start's CPU); the last
+/// ones, and a small batch's, wake it as they come.
+const POLL_ABOVE: usize = 64;
+const POLL: Duration = Duration::from_millis(1);
 /// Idle workers kept for the next batch.
 const IDLE: usize = 4;
+/// At most this many workers run parts of one batch side by side.
+pub(crate) const MAX_WIDTH: usize = 4;
+/// A part is at least this many entries: a small batch (a pod's change)
+/// stays on one worker, one hand-off.
+const MIN_PART: usize = 256;
+
+/// How many workers run a batch of `len` entries: one per `MIN_PART`
+/// entries, at most `parallel` (the cores) and [`MAX_WIDTH`].
+fn width(len: usize, parallel: usize) -> usize {
+    (len / MIN_PART).clamp(1, parallel.clamp(1, MAX_WIDTH))
+}
 
 /// Entries whose work has not returned: when it stalled, and its name.
 type StalledMap = HashMap<u32, (Instant, String)>;
@@ -35,6 +58,7 @@ type StalledMap = HashMap<u32, (Instant, String)>;
 struct Batch {
     ids: Vec<u32>,
     work: Work,
+    late: Late,
     /// Set by the caller once it stops waiting: the worker runs no more of
     /// the batch.
     abandoned: Arc<AtomicBool>,
@@ -50,6 +74,9 @@ struct Worker {
 /// The stalled entries and the workers.
 pub(crate) struct Stalls {
     deadline: Duration,
+    /// Workers a large batch is spread over (the cores, at most
+    /// [`MAX_WIDTH`]).
+    parallel: usize,
     idle: Mutex<Vec<Worker>>,
     stalled: Arc<Mutex<StalledMap>>,
     total: AtomicU64,
@@ -66,6 +93,9 @@ impl Stalls {
     pub(crate) fn new(deadline: Duration, closing: Arc<AtomicBool>) -> Self {
         Self {
             deadline: deadline.max(Duration::from_millis(1)),
+            parallel: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(MAX_WIDTH),
             idle: Mutex::new(Vec::new()),
             stalled: Arc::new(Mutex::new(HashMap::new())),
             total: AtomicU64::new(0),
@@ -95,13 +125,19 @@ impl Stalls {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` for each of `ids` on a worker, in order. The result of
-    /// each entry, or `None` for one that is stalled (now or already) or
-    /// not run because kive is closing. `name` names an entry in the logs.
+    /// Runs `work` for each of `ids` on workers: a batch large enough is
+    /// cut into contiguous parts run side by side ([`Stalls::width`]), each
+    /// part in order on its own worker. The result of each entry (in the
+    /// order of `ids` except entries run again after a stall), or `None`
+    /// for one that is stalled (now or already) or not run because kive is
+    /// closing. `name` names an entry in the logs; `late` settles the
+    /// result of an entry whose work returns after it was marked stalled
+    /// (its caller no longer waits for it).
     pub(crate) fn run_each(
         &self,
         ids: &[u32],
         work: &Work,
+        late: &Late,
         name: &dyn Fn(u32) -> String,
     ) -> Vec<(u32, Option<Result<bool, String>>)> {
         let mut out = Vec::with_capacity(ids.len());
@@ -123,42 +159,59 @@ impl Stalls {
                 out.extend(todo.drain(..).map(|id| (id, None)));
                 break;
             }
-            let Some(worker) = self.worker() else {
-                // no thread to be had: the work runs here, as without isolation
-                out.extend(todo.drain(..).map(|id| (id, Some(work(id)))));
-                break;
-            };
-            let abandoned = Arc::new(AtomicBool::new(false));
-            let batch = Batch {
-                ids: todo.clone(),
-                work: Arc::clone(work),
-                abandoned: Arc::clone(&abandoned),
-                logs: tracing::dispatcher::get_default(Clone::clone),
-            };
-            if worker.jobs.send(batch).is_err() {
-                continue;
-            }
-            let (finished, left) = self.wait(&worker, &todo, &abandoned, name);
-            let healthy = !abandoned.load(Ordering::Relaxed);
-            out.extend(finished);
-            if self.closing() {
-                out.extend(left.into_iter().map(|id| (id, None)));
-                break;
-            }
-            if left.len() == todo.len() {
-                // the worker ended without a result (its work panicked):
-                // the entry is not run again in this pass
-                out.push((todo[0], Some(Err("its file work ended early".into()))));
-                todo.remove(0);
-                continue;
-            }
-            if healthy && left.is_empty() {
-                let mut idle = lock(&self.idle);
-                if idle.len() < IDLE && !self.closing() {
-                    idle.push(worker);
+            let width = width(todo.len(), self.parallel);
+            let size = todo.len().div_ceil(width);
+            let mut running = Vec::with_capacity(width);
+            for part in todo.chunks(size) {
+                let Some(worker) = self.worker() else {
+                    // no thread to be had: the work runs here, as without isolation
+                    out.extend(part.iter().map(|&id| (id, Some(work(id)))));
+                    continue;
+                };
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let batch = Batch {
+                    ids: part.to_vec(),
+                    work: Arc::clone(work),
+                    late: Arc::clone(late),
+                    abandoned: Arc::clone(&abandoned),
+                    logs: tracing::dispatcher::get_default(Clone::clone),
+                };
+                if worker.jobs.send(batch).is_ok() {
+                    running.push((worker, part, abandoned));
+                } else {
+                    // the worker is gone: its part runs again next round
+                    running.push((worker, part, Arc::new(AtomicBool::new(true))));
                 }
             }
-            todo = left;
+            let mut next = Vec::new();
+            for (worker, part, abandoned) in running {
+                if abandoned.load(Ordering::Relaxed) {
+                    next.extend_from_slice(part);
+                    continue;
+                }
+                let (finished, left) = self.wait(&worker, part, &abandoned, name);
+                let healthy = !abandoned.load(Ordering::Relaxed);
+                out.extend(finished);
+                if self.closing() {
+                    out.extend(left.into_iter().map(|id| (id, None)));
+                    continue;
+                }
+                if left.len() == part.len() {
+                    // the worker ended without a result (its work panicked):
+                    // the entry is not run again in this pass
+                    out.push((part[0], Some(Err("its file work ended early".into()))));
+                    next.extend_from_slice(&part[1..]);
+                    continue;
+                }
+                if healthy && left.is_empty() {
+                    let mut idle = lock(&self.idle);
+                    if idle.len() < IDLE && !self.closing() {
+                        idle.push(worker);
+                    }
+                }
+                next.extend(left);
+            }
+            todo = next;
         }
         out
     }
@@ -179,7 +232,17 @@ impl Stalls {
         let mut next = 0;
         let mut started = Instant::now();
         while next < ids.len() {
-            match worker.done.recv_timeout(SLICE) {
+            let got = match worker.done.try_recv() {
+                Ok(r) => Ok(r),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) if ids.len() - next > POLL_ABOVE => {
+                    // not parked on the channel: the worker's sends wake nobody
+                    std::thread::sleep(POLL);
+                    Err(RecvTimeoutError::Timeout)
+                }
+                Err(TryRecvError::Empty) => worker.done.recv_timeout(SLICE),
+            };
+            match got {
                 Ok((id, r)) => {
                     out.push((id, Some(r)));
                     next += 1;
@@ -286,16 +349,22 @@ fn work_loop(
             if batch.abandoned.load(Ordering::Relaxed) {
                 break;
             }
-            let r = (batch.work)(id);
+            let mut r = (batch.work)(id);
             let mut st = lock(stalled);
             if let Some((since, who)) = st.remove(&id) {
+                drop(st);
                 tracing::info!(
                     "{}: its file work returned after {:?}: rescanned again",
                     escape(&who),
                     since.elapsed()
                 );
+                // the caller went on: this worker settles the result
+                r = (batch.late)(id, r);
+                st = lock(stalled);
             }
-            if done.send((id, r)).is_err() {
+            let sent = done.send((id, r));
+            drop(st);
+            if sent.is_err() {
                 return;
             }
         }
@@ -315,11 +384,90 @@ mod tests {
         format!("entry {id}")
     }
 
+    fn late() -> Late {
+        Arc::new(|_, r| r)
+    }
+
+    #[test]
+    fn a_batch_is_spread_by_size_and_cores() {
+        assert_eq!(width(1, 2), 1, "one entry, one worker");
+        assert_eq!(width(MIN_PART * 2 - 1, 2), 1, "a pod's change stays on one");
+        assert_eq!(width(100_000, 2), 2, "a cold start on two cores");
+        assert_eq!(width(100_000, 64), MAX_WIDTH, "bounded on a large machine");
+        assert_eq!(width(100_000, 0), 1, "at least one");
+    }
+
+    #[test]
+    fn a_parallel_batch_runs_each_entry_once_on_several_workers() {
+        let mut s = Stalls::new(Duration::from_secs(30), Arc::default());
+        s.parallel = 2;
+        let runs = Arc::new(Mutex::new(HashMap::<u32, usize>::new()));
+        let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let (r2, t2) = (Arc::clone(&runs), Arc::clone(&threads));
+        let work: Work = Arc::new(move |id| {
+            *lock(&r2).entry(id).or_default() += 1;
+            lock(&t2).insert(std::thread::current().id());
+            Ok(id % 3 == 0)
+        });
+        let ids: Vec<u32> = (0..2_000).collect();
+        let out = s.run_each(&ids, &work, &late(), &name);
+        let want: Vec<(u32, Option<Result<bool, String>>)> =
+            ids.iter().map(|&id| (id, Some(Ok(id % 3 == 0)))).collect();
+        assert_eq!(out, want, "every entry's own result, once, in order");
+        assert!(
+            lock(&runs).values().all(|&n| n == 1) && lock(&runs).len() == ids.len(),
+            "each entry ran exactly once"
+        );
+        assert_eq!(lock(&threads).len(), 2, "the batch ran on two workers");
+    }
+
+    #[test]
+    fn a_hung_entry_in_a_parallel_batch_stalls_only_itself_and_settles_late() {
+        let mut s = Stalls::new(Duration::from_millis(50), Arc::default());
+        s.parallel = 2;
+        let (release, gate) = sync_channel::<()>(0);
+        let gate = Mutex::new(gate);
+        let work: Work = Arc::new(move |id| {
+            if id == 10 {
+                let _ = lock(&gate).recv();
+            }
+            Ok(true)
+        });
+        let (settled_tx, settled) = sync_channel::<u32>(1);
+        let settled_tx = Mutex::new(settled_tx);
+        let late: Late = Arc::new(move |id, r| {
+            let _ = lock(&settled_tx).try_send(id);
+            r.map(|_| false)
+        });
+        let ids: Vec<u32> = (0..1_000).collect();
+        let out = s.run_each(&ids, &work, &late, &name);
+        assert_eq!(out.len(), ids.len(), "every entry answered");
+        let stalled: Vec<u32> = out
+            .iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(stalled, vec![10], "only the hung entry stalls");
+        assert!(
+            out.iter()
+                .filter(|(id, _)| *id != 10)
+                .all(|(_, r)| r == &Some(Ok(true))),
+            "the others, in its part and the other part, ran"
+        );
+        release
+            .send(())
+            .expect("the stuck work waits for its release");
+        let id = settled
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the late result is settled on the worker");
+        assert_eq!(id, 10, "the stalled entry's result is the one settled");
+    }
+
     #[test]
     fn results_come_in_order() {
         let s = Stalls::new(Duration::from_secs(30), Arc::default());
         let work: Work = Arc::new(|id| Ok(id % 2 == 0));
-        let out = s.run_each(&[1, 2, 3], &work, &name);
+        let out = s.run_each(&[1, 2, 3], &work, &late(), &name);
         assert_eq!(
             out,
             vec![
@@ -344,7 +492,7 @@ mod tests {
             }
             Ok(true)
         });
-        let out = s.run_each(&[1, 2, 3], &work, &name);
+        let out = s.run_each(&[1, 2, 3], &work, &late(), &name);
         assert_eq!(
             out,
             vec![(1, Some(Ok(true))), (2, None), (3, Some(Ok(true)))],
@@ -352,18 +500,18 @@ mod tests {
         );
         assert_eq!((s.count(), s.total()), (1, 1), "the stall is counted");
         assert_eq!(
-            s.run_each(&[4], &work, &name),
+            s.run_each(&[4], &work, &late(), &name),
             vec![(4, Some(Ok(true)))],
             "the next call gets a worker that is not stuck"
         );
         let alone = Stalls::new(Duration::from_millis(50), Arc::default());
-        assert_eq!(alone.run_each(&[2], &work, &name), vec![(2, None)]);
+        assert_eq!(alone.run_each(&[2], &work, &late(), &name), vec![(2, None)]);
         assert_eq!(
-            alone.run_each(&[5], &work, &name),
+            alone.run_each(&[5], &work, &late(), &name),
             vec![(5, Some(Ok(true)))],
             "a worker stuck on the last entry of its batch is not reused"
         );
-        let again = s.run_each(&[2, 3], &work, &name);
+        let again = s.run_each(&[2, 3], &work, &late(), &name);
         assert_eq!(
             again,
             vec![(2, None), (3, Some(Ok(true)))],
@@ -397,7 +545,7 @@ mod tests {
             Ok(true)
         });
         let s2 = Arc::clone(&s);
-        let caller = std::thread::spawn(move || s2.run_each(&[1, 2, 3, 4], &work, &name));
+        let caller = std::thread::spawn(move || s2.run_each(&[1, 2, 3, 4], &work, &late(), &name));
         started.recv().expect("the work starts");
         s.close();
         release.send(()).expect("the entry in progress finishes");

@@ -18,6 +18,19 @@ fn resolves_a_file_to_its_kernel_key() {
     let md = std::fs::metadata(d.path().join("f")).expect("stat");
     assert_eq!(p.key.ino, md.ino());
     assert_eq!(p.key.dev, kernel_dev(md.dev()));
+    // one statx gives the key, the links and the mount at once
+    assert_eq!(p.st_dev, md.dev(), "userspace st_dev as fstat gives it");
+    assert_eq!(p.seen.nlink, md.nlink(), "link count");
+    assert_eq!(
+        p.seen.name.as_deref(),
+        Some(d.path().join("f").to_str().expect("utf-8 tempdir")),
+        "the name the pin leads to"
+    );
+    assert_eq!(
+        p.mnt_id,
+        Some(crate::node::mounts::mount_id(&p.pin).expect("statx mount id")),
+        "the mount id read with the key (no statx of its own in backing)"
+    );
 }
 
 #[test]
