@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::procfs::process_identity;
+
 /// The facts the eBPF tiers capture in the kernel, read from `/proc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFacts {
@@ -20,6 +22,9 @@ pub struct TaskFacts {
     pub gid: u32,
     /// The thread's `comm`.
     pub comm: String,
+    /// When the process (thread group) started, ns since boot to the clock
+    /// tick (0 = unknown).
+    pub start_ns: u64,
     /// `loginuid`, `None` when unset.
     pub loginuid: Option<u32>,
     /// The cgroup v2 path (`0::<path>`).
@@ -50,7 +55,16 @@ pub fn task_facts(proc_root: &Path, tid: u32) -> TaskFacts {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
+    // `stat` holds the comm unescaped, as the `comm` file does, and the
+    // start time: one read for both
+    let thread = process_identity(proc_root, tid);
     let status = parse_status(&text("status"));
+    let start_ns = if status.tgid == tid {
+        thread.as_ref().map(|t| t.start_boot_ns)
+    } else {
+        // a thread's own start is not its process's: the leader's
+        process_identity(proc_root, status.tgid).map(|t| t.start_boot_ns)
+    };
     let parent = proc_root.join(status.ppid.to_string());
     let mnt_ns = ns_inode(&link(&dir, "ns/mnt"));
     TaskFacts {
@@ -59,7 +73,8 @@ pub fn task_facts(proc_root: &Path, tid: u32) -> TaskFacts {
         ns_pid: status.ns_pid,
         uid: status.uid,
         gid: status.gid,
-        comm: text("comm").trim_end_matches('\n').to_string(),
+        comm: thread.map(|t| t.comm).unwrap_or_default(),
+        start_ns: start_ns.unwrap_or(0),
         loginuid: text("loginuid")
             .trim()
             .parse::<u32>()
@@ -261,7 +276,29 @@ mod tests {
         let f = task_facts(Path::new("/proc"), me);
         assert_eq!(f.tgid, me);
         assert_eq!(f.ppid, std::os::unix::process::parent_id());
-        assert!(!f.comm.is_empty());
+        let own = process_identity(Path::new("/proc"), me).expect("own stat");
+        assert_eq!(f.comm, own.comm);
+        assert_eq!(f.start_ns, own.start_boot_ns);
+        assert_ne!(f.start_ns, 0);
+        // another thread: its own comm, its process's start time
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("kive-facts-t".into())
+            .spawn(move || {
+                // SAFETY: gettid takes no argument and cannot fail
+                let tid = unsafe { libc::gettid() };
+                tx.send(tid as u32).expect("send tid");
+                let _ = done_rx.recv();
+            })
+            .expect("spawn");
+        let tid = rx.recv().expect("tid");
+        let other = task_facts(Path::new("/proc"), tid);
+        drop(done_tx);
+        t.join().expect("join");
+        assert_eq!(other.comm, "kive-facts-t");
+        assert_eq!(other.tgid, me);
+        assert_eq!(other.start_ns, own.start_boot_ns, "the process's start");
         assert_ne!(f.mnt_ns, 0);
         let exe = std::env::current_exe().expect("exe");
         assert_eq!(f.exe, exe.to_string_lossy());

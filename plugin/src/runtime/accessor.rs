@@ -34,6 +34,18 @@ const V1_TTL: Duration = Duration::from_secs(1);
 /// Processes whose v1 cgroups are kept.
 const V1_PROCESSES: usize = 4096;
 
+/// The v1 cgroups of a process that decide its accessor (see
+/// [`accessor_metadata`]): the first that names a container, else the first
+/// of all (a host process's). Kept instead of all of them (one per v1
+/// controller), so a cached process's event parses one path, not each.
+fn decisive_v1(paths: Vec<PathBuf>) -> Arc<[PathBuf]> {
+    let first = paths
+        .iter()
+        .position(|p| container_from_cgroup_path(p).is_some())
+        .unwrap_or(0);
+    paths.into_iter().skip(first).take(1).collect()
+}
+
 impl Accessors {
     /// This node's cgroups and host mount namespace, read under `proc_root`.
     pub fn for_this_node(proc_root: PathBuf) -> Self {
@@ -56,18 +68,19 @@ impl Accessors {
             let mut idx = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
             (idx.lookup(raw.cgroup_id), idx.mode())
         };
-        let named = path
-            .as_deref()
-            .and_then(container_from_cgroup_path)
-            .is_some();
         // /proc only where the v2 cgroup can hide a container
+        let named = || {
+            path.as_deref()
+                .and_then(container_from_cgroup_path)
+                .is_some()
+        };
         let cached: Arc<[PathBuf]>;
-        let v1: &[PathBuf] = if mode == CgroupMode::Unified || named {
+        let v1: &[PathBuf] = if mode == CgroupMode::Unified || named() {
             &[]
         } else {
             let mut cache = self.v1.lock().unwrap_or_else(|p| p.into_inner());
             cached = cache.get_or_read(raw.tgid, raw.start_ns, raw.ts_boot_ns, || {
-                process_v1_cgroups(&self.proc_root, raw.tgid).into()
+                decisive_v1(process_v1_cgroups(&self.proc_root, raw.tgid))
             });
             &cached
         };
@@ -83,5 +96,55 @@ impl Accessors {
     /// cgroup directories indexed.
     pub fn indexed(&self) -> usize {
         self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
+
+    #[test]
+    fn the_decisive_v1_cgroups_give_the_accessor_all_of_them_give() {
+        let container =
+            format!("/kubepods/besteffort/pod5a3f2b1c-1111-2222-3333-444455556666/{CID}");
+        let lists: [Vec<&str>; 5] = [
+            vec![],
+            vec!["/"],
+            vec!["/", "/user.slice", "/process_api/x"],
+            vec!["/", "/user.slice", &container, "/"],
+            vec![&container, "/"],
+        ];
+        for list in lists {
+            let all: &'static [PathBuf] = list.iter().map(PathBuf::from).collect::<Vec<_>>().leak();
+            let kept: &'static [PathBuf] = Vec::from(&*decisive_v1(all.to_vec())).leak();
+            assert!(kept.len() <= 1, "{list:?}: one path kept");
+            for mode in [CgroupMode::Hybrid, CgroupMode::Legacy] {
+                for host_mnt_ns in [None, Some(false), Some(true)] {
+                    for v2 in [None, Some(Path::new("/sys/fs/cgroup/unified"))] {
+                        let facts = |v1: &'static [PathBuf]| CgroupFacts {
+                            v2,
+                            mode,
+                            v1,
+                            host_mnt_ns,
+                        };
+                        let owner = |id: &str| {
+                            assert_eq!(id, CID, "looked up by bare id");
+                            Some(ContainerOwner {
+                                pod: "web-0".into(),
+                                ..Default::default()
+                            })
+                        };
+                        assert_eq!(
+                            accessor_metadata(facts(kept), owner),
+                            accessor_metadata(facts(all), owner),
+                            "{list:?} {mode:?} {host_mnt_ns:?} {v2:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

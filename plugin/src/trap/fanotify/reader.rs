@@ -218,8 +218,9 @@ impl<F: FnMut(&[u8])> Reader<F> {
             // no flood limit on this tier: nothing is held back
             limited: 0,
             tamper: None,
-            // not read: the start time would cost the /proc read it saves
-            start_ns: 0,
+            // from `stat`, read instead of `comm`: the accessor's per-process
+            // cache of v1 cgroups then applies
+            start_ns: facts.start_ns,
         };
         (self.on_record)(&encode(&ev, &facts.cmdline));
         let c = &self.state.counters;

@@ -109,10 +109,20 @@ pub struct RawEvent {
     pub start_ns: u64,
 }
 
+/// Bytes as text: valid UTF-8 (nearly every path and argument) is copied
+/// as it is after one validation pass; anything else has its invalid bytes
+/// replaced (`U+FFFD`), as [`String::from_utf8_lossy`] does.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 /// A NUL-terminated string in a fixed field.
 fn c_str(field: &[u8]) -> String {
-    let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
+    let end = memchr::memchr(0, field).unwrap_or(field.len());
+    text(&field[..end])
 }
 
 /// NUL-separated argv (the last one possibly cut short).
@@ -121,9 +131,9 @@ pub fn split_args(raw: &[u8]) -> Vec<String> {
     if raw.is_empty() {
         return Vec::new();
     }
-    raw.split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    let mut args = Vec::with_capacity(memchr::memchr_iter(0, raw).count() + 1);
+    args.extend(raw.split(|&b| b == 0).map(text));
+    args
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -404,6 +414,28 @@ mod tests {
             RawEvent::decode(&r).expect("decodes").comm,
             "0123456789abcdef"
         );
+    }
+
+    #[test]
+    fn strings_decode_as_a_lossy_conversion_would_valid_or_not() {
+        for bytes in [
+            &b"/usr/bin/cat"[..],
+            "/tmp/caf\u{e9}/\u{1f600}".as_bytes(),
+            b"\xff\xfe/bad\xc3",
+            b"",
+        ] {
+            let want = String::from_utf8_lossy(bytes).into_owned();
+            assert_eq!(text(bytes), want, "{bytes:?}");
+            let mut field = bytes.to_vec();
+            field.extend_from_slice(b"\0garbage after the terminator");
+            assert_eq!(c_str(&field), want, "{bytes:?} NUL-terminated");
+        }
+        assert_eq!(
+            split_args(b"cat\0/etc/\xffsecret\0\0last\0"),
+            ["cat", "/etc/\u{fffd}secret", "", "last"],
+            "every argument kept, an empty one too, invalid bytes replaced"
+        );
+        assert!(split_args(b"\0").is_empty());
     }
 
     /// The offsets used here are the ones clang laid out for `kive.h`
