@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, PrintLevel};
@@ -335,7 +335,10 @@ impl BpfEngine {
             .name("kive-ring".into())
             .spawn(move || {
                 let mut builder = libbpf_rs::RingBufferBuilder::new();
+                let handled = std::rc::Rc::new(std::cell::Cell::new(0u64));
+                let count = std::rc::Rc::clone(&handled);
                 let built = match builder.add(&events, move |data: &[u8]| {
+                    count.set(count.get() + 1);
                     on_record(data);
                     0
                 }) {
@@ -352,11 +355,17 @@ impl BpfEngine {
                         return;
                     }
                 };
+                let mut pace = super::coalesce::Coalesce::default();
                 while !stop2.load(Ordering::Relaxed) {
                     // Producers wake us only past a fill threshold, so a
                     // poll that times out still drains what is there.
                     let _ = ring.poll(poll);
                     let _ = ring.consume();
+                    // a flood is read in batches, not one wake-up per event
+                    if let Some(pause) = pace.after_drain(handled.take(), Instant::now()) {
+                        std::thread::sleep(pause);
+                    }
+                    pace.resume(Instant::now());
                 }
                 let _ = ring.consume();
             })

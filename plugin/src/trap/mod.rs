@@ -6,6 +6,7 @@
 //! [`seam`] is the [`Engine`] the runtime uses, whichever backend runs.
 //! [`wire`] and [`dev`] are the pure encodings shared with `ebpf/kive.h`.
 
+pub mod coalesce;
 pub mod dev;
 pub mod engine;
 pub mod fanotify;
