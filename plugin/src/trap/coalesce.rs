@@ -8,8 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-/// Events closer than this to the reader's return to waiting are a flood.
+/// Events closer than this to the reader's return to waiting are back to
+/// back.
 pub const BUSY_GAP: Duration = Duration::from_micros(200);
+/// Drains in a row that found events back to back before the reader
+/// pauses: a few events that bunched up (a paced opener catching up after
+/// the scheduler held it) are still read at once.
+pub const STREAK: u32 = 4;
 /// How long the reader lets a flood's events gather.
 pub const PAUSE: Duration = Duration::from_micros(500);
 
@@ -18,32 +23,41 @@ pub const PAUSE: Duration = Duration::from_micros(500);
 pub struct Coalesce {
     busy_gap: Duration,
     pause: Duration,
+    streak: u32,
     /// When the reader last went back to waiting for events.
     resumed: Option<Instant>,
+    /// Drains in a row that found events back to back.
+    busy: u32,
 }
 
 impl Default for Coalesce {
     fn default() -> Self {
-        Self::new(BUSY_GAP, PAUSE)
+        Self::new(BUSY_GAP, PAUSE, STREAK)
     }
 }
 
 impl Coalesce {
-    /// Pauses `pause` after a drain that found events less than `busy_gap`
-    /// after the reader went back to waiting.
-    pub fn new(busy_gap: Duration, pause: Duration) -> Self {
+    /// Pauses `pause` after `streak` drains in a row that each found
+    /// events less than `busy_gap` after the reader went back to waiting.
+    pub fn new(busy_gap: Duration, pause: Duration, streak: u32) -> Self {
         Self {
             busy_gap,
             pause,
+            streak: streak.max(1),
             resumed: None,
+            busy: 0,
         }
     }
 
     /// After a drain at `now` that handled `events`: how long to wait
     /// before the next one (`None`: wait for the kernel's wake-up at once).
-    pub fn after_drain(&self, events: u64, now: Instant) -> Option<Duration> {
-        let resumed = self.resumed?;
-        (events > 0 && now.saturating_duration_since(resumed) < self.busy_gap).then_some(self.pause)
+    pub fn after_drain(&mut self, events: u64, now: Instant) -> Option<Duration> {
+        let back_to_back = events > 0
+            && self
+                .resumed
+                .is_some_and(|r| now.saturating_duration_since(r) < self.busy_gap);
+        self.busy = if back_to_back { self.busy + 1 } else { 0 };
+        (self.busy >= self.streak).then_some(self.pause)
     }
 
     /// The reader goes back to waiting at `now`.
@@ -69,20 +83,39 @@ mod tests {
         c.resume(t0 + 501 * US);
         // a poll that timed out with nothing
         assert_eq!(c.after_drain(0, t0 + 510 * US), None);
+        // a paced opener's few bunched events, then the pace again: no pause
+        let mut t = t0 + 1_000 * US;
+        for _ in 1..STREAK {
+            c.resume(t);
+            assert_eq!(c.after_drain(1, t + 5 * US), None);
+            t += 6 * US;
+        }
+        c.resume(t);
+        assert_eq!(c.after_drain(1, t + 500 * US), None, "the streak is over");
+        c.resume(t + 501 * US);
+        assert_eq!(c.after_drain(1, t + 505 * US), None, "and starts again");
     }
 
     #[test]
     fn a_flood_is_read_in_batches_with_a_bounded_pause() {
         let mut c = Coalesce::default();
-        let t0 = Instant::now();
-        c.resume(t0);
-        // events were already there when the reader went back to waiting
-        assert_eq!(c.after_drain(1, t0 + 13 * US), Some(PAUSE));
-        c.resume(t0 + 13 * US + PAUSE);
+        let mut t = Instant::now();
+        c.resume(t);
+        // events were already there when the reader went back to waiting:
+        // a few rounds in a row are still read at once, then it pauses
+        for round in 1..STREAK {
+            assert_eq!(c.after_drain(1, t + 13 * US), None, "round {round}");
+            t += 14 * US;
+            c.resume(t);
+        }
+        assert_eq!(c.after_drain(1, t + 13 * US), Some(PAUSE));
+        t += 13 * US + PAUSE;
+        c.resume(t);
         // and still are after the pause: it keeps pausing, never longer
-        assert_eq!(c.after_drain(40, t0 + 14 * US + PAUSE), Some(PAUSE));
-        c.resume(t0 + 600 * US + PAUSE);
+        assert_eq!(c.after_drain(40, t + US), Some(PAUSE));
+        t += US + PAUSE;
+        c.resume(t);
         // the flood stops: the next event is read at once again
-        assert_eq!(c.after_drain(1, t0 + 5_000 * US), None);
+        assert_eq!(c.after_drain(1, t + 5_000 * US), None);
     }
 }
