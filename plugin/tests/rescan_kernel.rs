@@ -4,12 +4,16 @@
 //! once the rescan remembers the entry: a file replaced, a link added, a
 //! directory above swapped, a file mounted over, an overlay copy-up; and a
 //! container whose process starts after its traps were planned is found
-//! through its cgroup's `cgroup.procs`.
+//! through its cgroup's `cgroup.procs`. Every change is caught by change
+//! notification itself: the safety net's full pass is hours away
+//! (`rescan_full`), none runs (`rescan_full_passes` stays 0), and the
+//! entry is counted as named by a notification (`rescan_notified`).
 
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use kive::runtime::{ContainerOwner, DesiredEntry, Metrics, Runtime};
 use kive::trap::TierChoice;
@@ -17,12 +21,28 @@ use support::container::{layer_key, Container};
 use support::runtime::{config, host_traps, start};
 use support::{alerts_until, key_of, run, wait_until, world_dir};
 
+/// The safety net's full pass: never within a test.
+const HOURS: Duration = Duration::from_secs(6 * 3600);
+
 fn host_runtime(paths: &[&Path]) -> Runtime {
     let traps: Vec<(&Path, &str)> = paths.iter().map(|p| (*p, "")).collect();
-    start(
-        &config(TierChoice::Tracepoint),
-        &host_traps("rescan", &traps),
-    )
+    let mut cfg = config(TierChoice::Tracepoint);
+    cfg.rescan_full = HOURS;
+    start(&cfg, &host_traps("rescan", &traps))
+}
+
+/// The pass after a change: caught through notification, not by a full
+/// pass; `before` is the figures of before the change.
+fn notified(rt: &Runtime, before: &Metrics, what: &str) -> Metrics {
+    rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!(m.rescan_full_passes, 0, "{what}: no full pass: {m:?}");
+    assert!(
+        m.rescan_notified > before.rescan_notified,
+        "{what}: the entry was named by a notification: {m:?}"
+    );
+    assert_eq!(m.notify_unwatched, 0, "{what}: every entry watched: {m:?}");
+    m
 }
 
 /// A rescan after which every entry is remembered (the first pass after
@@ -52,25 +72,81 @@ fn nothing_changed_nothing_is_resolved_again() {
         (3, 0),
         "the first pass resolves every entry in full: {first:?}"
     );
+    assert_eq!(
+        (first.notify_watched, first.notify_unwatched),
+        (3, 0),
+        "the first pass watches every entry: {first:?}"
+    );
+    // "/", each directory down to the files', then the files
+    let dirs = d.path().components().count();
+    assert_eq!(
+        first.notify_marks,
+        dirs + 3,
+        "every directory of the paths, marked once, and the files: {first:?}"
+    );
+    assert!(first.notify_mount_watches >= 1, "{first:?}");
     let keys = sorted(rt.kernel_keys());
     rt.rescan_now();
     rt.rescan_now();
     let m = rt.metrics();
     assert_eq!(
-        (m.rescan_resolved, m.rescan_unchanged),
-        (3, 6),
-        "two passes over unchanged files resolve nothing: {m:?}"
+        (m.rescan_resolved, m.rescan_unchanged, m.rescan_notified),
+        (3, 0, 0),
+        "two passes with no notification look at nothing: {m:?}"
     );
     assert_eq!(m.rearms, 0);
     assert_eq!(sorted(rt.kernel_keys()), keys, "the same keys stay armed");
-    // a change to one file: only its entry is resolved again
+    // a change to one file: only its entry is looked at and resolved again
     std::fs::write(&files[1], "changed").expect("write");
-    rt.rescan_now();
+    let m = notified(&rt, &m, "a file written");
+    assert_eq!(
+        (m.rescan_resolved, m.rescan_unchanged, m.rescan_notified),
+        (4, 0, 1),
+        "one entry changed, one resolved: {m:?}"
+    );
+    // the safety net looks at every entry: nothing changed since
+    rt.rescan_full_now();
     let m = rt.metrics();
     assert_eq!(
-        (m.rescan_resolved, m.rescan_unchanged),
-        (4, 8),
-        "one entry changed, one resolved: {m:?}"
+        (m.rescan_resolved, m.rescan_unchanged, m.rescan_full_passes),
+        (4, 3, 1),
+        "the full pass looked at all three, resolved none: {m:?}"
+    );
+}
+
+#[test]
+fn a_notification_queue_overflow_falls_back_to_a_full_pass() {
+    let d = world_dir();
+    let f = d.path().join("f");
+    std::fs::write(&f, "x").expect("write");
+    let rt = host_runtime(&[&f]);
+    let before = remembered(&rt);
+    // more names created and deleted in the watched directory than the
+    // queue holds (16,384 events; a create and delete of one name merge)
+    for i in 0..20_000 {
+        let p = d.path().join(format!("n{i}"));
+        std::fs::write(&p, "").expect("write");
+        std::fs::remove_file(&p).expect("remove");
+    }
+    rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!(m.notify_overflows, 1, "the overflow is counted: {m:?}");
+    assert_eq!(
+        m.rescan_full_passes, 1,
+        "it is followed by a full pass: {m:?}"
+    );
+    assert_eq!(
+        m.rescan_unchanged,
+        before.rescan_unchanged + 1,
+        "which looked at the entry: {m:?}"
+    );
+    // once read, the queue is quiet again
+    rt.rescan_now();
+    let after = rt.metrics();
+    assert_eq!(
+        (after.rescan_full_passes, after.rescan_unchanged),
+        (1, m.rescan_unchanged),
+        "{after:?}"
     );
 }
 
@@ -80,12 +156,12 @@ fn a_file_replaced_after_it_was_remembered_is_re_armed_and_reported() {
     let f = d.path().join("config");
     std::fs::write(&f, "v1").expect("write");
     let rt = host_runtime(&[&f]);
-    remembered(&rt);
+    let before = remembered(&rt);
     let old = key_of(&f);
     let new = d.path().join(".config.tmp");
     std::fs::write(&new, "v2").expect("write");
     run(Command::new("mv").arg(&new).arg(&f));
-    rt.rescan_now();
+    notified(&rt, &before, "file replaced");
     let now = key_of(&f);
     assert_ne!(old, now);
     assert_eq!(
@@ -105,9 +181,9 @@ fn a_link_added_after_it_was_remembered_is_reported() {
     let f = d.path().join("secret");
     std::fs::write(&f, "s").expect("write");
     let rt = host_runtime(&[&f]);
-    remembered(&rt);
+    let before = remembered(&rt);
     run(Command::new("ln").arg(&f).arg(d.path().join("x")));
-    rt.rescan_now();
+    notified(&rt, &before, "link added");
     let got = alerts_until(&rt, 1);
     assert_eq!(
         got.iter()
@@ -126,13 +202,13 @@ fn a_directory_swapped_above_a_remembered_file_is_followed() {
     let f = sub.join("f");
     std::fs::write(&f, "one").expect("write");
     let rt = host_runtime(&[&f]);
-    remembered(&rt);
+    let before = remembered(&rt);
     let old = key_of(&f);
     // the directory moves away; a new one with a new file takes its name
     std::fs::rename(&sub, d.path().join("sub.old")).expect("rename");
     std::fs::create_dir(&sub).expect("mkdir");
     std::fs::write(&f, "two").expect("write");
-    rt.rescan_now();
+    notified(&rt, &before, "directory swapped above");
     let now = key_of(&f);
     assert_ne!(old, now);
     assert!(
@@ -160,7 +236,7 @@ fn a_file_mounted_over_a_remembered_file_is_armed() {
     std::fs::write(&f, "mine").expect("write");
     std::fs::write(&other, "theirs").expect("write");
     let rt = host_runtime(&[&f]);
-    remembered(&rt);
+    let before = remembered(&rt);
     let st = Command::new("mount")
         .arg("--bind")
         .arg(&other)
@@ -169,7 +245,7 @@ fn a_file_mounted_over_a_remembered_file_is_armed() {
         .expect("mount runs");
     assert!(st.success(), "mount --bind");
     let _bind = Bind(&f);
-    rt.rescan_now();
+    notified(&rt, &before, "file mounted over");
     let seen = key_of(&f);
     assert_eq!(seen, key_of(&other), "the mount hides the file");
     assert!(
@@ -202,10 +278,25 @@ fn an_overlay_copy_up_after_the_rescan_remembered_the_file_moves_the_backing() {
     let lower = layer_key(&c, "/secret.txt");
     assert!(rt.kernel_keys().contains(&lower), "the lower copy backs it");
     remembered(&rt);
-    rt.rescan_now();
-    assert_eq!(rt.metrics().rescan_unchanged, 1, "remembered, unchanged");
+    rt.rescan_full_now();
+    let before = rt.metrics();
+    assert_eq!(before.rescan_unchanged, 1, "remembered, unchanged");
+    assert_eq!(before.rescan_full_passes, 1, "{before:?}");
     c.exec("echo more >> /secret.txt");
     rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!(m.rescan_full_passes, 1, "no full pass since: {m:?}");
+    if kernel_at_least(6, 6) {
+        assert!(
+            m.rescan_notified > before.rescan_notified && m.notify_unwatched == 0,
+            "the copy-up was notified: {m:?}"
+        );
+    } else {
+        // overlayfs takes marks with file handles from Linux 6.6: the entry
+        // is reported unwatched and looked at every pass
+        assert_eq!(m.notify_unwatched, 1, "{m:?}");
+        assert!(m.rescan_resolved > before.rescan_resolved, "{m:?}");
+    }
     assert!(c.upper().join("secret.txt").exists(), "copied up");
     let upper = layer_key(&c, "/secret.txt");
     assert_ne!(upper, lower);
@@ -214,6 +305,16 @@ fn an_overlay_copy_up_after_the_rescan_remembered_the_file_moves_the_backing() {
         "the upper copy backs it now: {:?}",
         rt.kernel_keys()
     );
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let v = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    v >= (major, minor)
 }
 
 fn owner(id: &str, uid: &str) -> ContainerOwner {
