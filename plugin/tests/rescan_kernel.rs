@@ -255,6 +255,60 @@ fn a_file_mounted_over_a_remembered_file_is_armed() {
     );
 }
 
+/// `mount --bind src dst`, unmounted on drop.
+fn bind_mount<'a>(src: &Path, dst: &'a Path) -> Bind<'a> {
+    let st = Command::new("mount")
+        .arg("--bind")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("mount runs");
+    assert!(
+        st.success(),
+        "mount --bind {} {}",
+        src.display(),
+        dst.display()
+    );
+    Bind(dst)
+}
+
+#[test]
+fn a_mount_elsewhere_names_nothing_and_a_directory_mounted_above_is_followed() {
+    let d = world_dir();
+    let sub = d.path().join("sub");
+    let elsewhere = d.path().join("elsewhere");
+    let other = d.path().join("other");
+    for dir in [&sub, &elsewhere, &other] {
+        std::fs::create_dir(dir).expect("mkdir");
+    }
+    let f = sub.join("f");
+    std::fs::write(&f, "mine").expect("write");
+    std::fs::write(other.join("f"), "theirs").expect("write");
+    let rt = host_runtime(&[&f]);
+    let before = remembered(&rt);
+    let _elsewhere = bind_mount(&other, &elsewhere);
+    rt.rescan_now();
+    let m = rt.metrics();
+    assert_eq!(
+        (m.rescan_notified, m.rescan_unchanged, m.rescan_resolved),
+        (
+            before.rescan_notified,
+            before.rescan_unchanged,
+            before.rescan_resolved
+        ),
+        "a mount on no armed path names no entry: {m:?}"
+    );
+    let _above = bind_mount(&other, &sub);
+    notified(&rt, &m, "directory mounted above");
+    let seen = key_of(&f);
+    assert_eq!(seen, key_of(&other.join("f")), "the mount hides the file");
+    assert!(
+        rt.kernel_keys().contains(&seen),
+        "what the path leads to now is armed: {:?}",
+        rt.kernel_keys()
+    );
+}
+
 #[test]
 fn an_overlay_copy_up_after_the_rescan_remembered_the_file_moves_the_backing() {
     let c = Container::start(&[("/secret.txt", "image secret\n")], &[]);

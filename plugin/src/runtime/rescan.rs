@@ -46,6 +46,7 @@ use crate::alert::text::escape;
 use crate::node::cgroup::CgroupIndex;
 use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::stamp::{name_stat, split_parent, NameStat};
+use crate::node::watch::mounts::under;
 use crate::node::watch::DirWatch;
 use crate::node::Root;
 
@@ -209,7 +210,7 @@ impl Shared {
     fn named_ids(
         &self,
         ids: &[u32],
-        roots: &[usize],
+        roots: &[(usize, Vec<String>)],
         keys: &[crate::trap::TrapKey],
     ) -> HashSet<u32> {
         let mut named: HashSet<u32> = ids.iter().copied().collect();
@@ -219,14 +220,18 @@ impl Shared {
                 named.extend(table.entries_for(*k).map(|e| e.id));
             }
             if !roots.is_empty() {
-                let roots: HashSet<usize> = roots.iter().copied().collect();
+                // entries at or below a mount point that came or went
+                let roots: HashMap<usize, &Vec<String>> =
+                    roots.iter().map(|(r, points)| (*r, points)).collect();
                 named.extend(
                     table
                         .entries()
                         .filter(|e| {
-                            e.root
+                            let points = e
+                                .root
                                 .as_ref()
-                                .is_some_and(|r| roots.contains(&(Arc::as_ptr(r) as usize)))
+                                .and_then(|r| roots.get(&(Arc::as_ptr(r) as usize)));
+                            points.is_some_and(|p| p.iter().any(|mp| under(&e.trap.path, mp)))
                         })
                         .map(|e| e.id),
                 );

@@ -17,6 +17,7 @@
 
 pub mod event;
 pub mod map;
+pub mod mounts;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -94,8 +95,9 @@ pub enum WatchError {
 pub struct Drained {
     /// Entries a notification named (duplicates possible).
     pub ids: Vec<u32>,
-    /// Roots (by [`DirWatch::watch`]'s `root_key`) whose mounts changed.
-    pub roots: Vec<usize>,
+    /// Roots (by address) whose mounts changed, with the mount points
+    /// that came or went (in the root's view).
+    pub roots: Vec<(usize, Vec<String>)>,
     /// The queue overflowed (or could not be read): anything may have
     /// changed.
     pub overflow: bool,
@@ -104,6 +106,8 @@ pub struct Drained {
 struct MountWatch {
     fd: OwnedFd,
     roots: HashSet<usize>,
+    /// The table as read last.
+    table: mounts::Table,
 }
 
 #[derive(Default)]
@@ -376,11 +380,14 @@ impl DirWatch {
                 Mode::empty(),
             )
             .map_err(|e| errno("opening", "mountinfo")(io_err(e)))?;
+            // read after the open: a change since is polled
+            let table = mounts::table(&read_all(&fd).map_err(errno("reading", "mountinfo"))?);
             st.mounts.insert(
                 ns,
                 MountWatch {
                     fd,
                     roots: HashSet::from([key]),
+                    table,
                 },
             );
         }
@@ -428,7 +435,7 @@ impl DirWatch {
             // a directory may have been swapped: opened again next time
             st.dirs.clear();
         }
-        out.roots = mounts_changed(&st.mounts);
+        out.roots = mounts_changed(&mut st.mounts);
         out
     }
 
@@ -488,10 +495,21 @@ impl DirWatch {
     }
 }
 
+/// The whole of a `mountinfo` file, from its start.
+fn read_all(fd: &OwnedFd) -> io::Result<String> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::from(fd.try_clone()?);
+    f.seek(io::SeekFrom::Start(0))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The roots of every mount namespace whose mount table changed since it
-/// was last polled.
-fn mounts_changed(mounts: &HashMap<u64, MountWatch>) -> Vec<usize> {
-    let watches: Vec<&MountWatch> = mounts.values().collect();
+/// was last polled, with the mount points that came or went (all of the
+/// root, `/`, when the table cannot be read).
+fn mounts_changed(mounts: &mut HashMap<u64, MountWatch>) -> Vec<(usize, Vec<String>)> {
+    let mut watches: Vec<&mut MountWatch> = mounts.values_mut().collect();
     let mut fds: Vec<libc::pollfd> = watches
         .iter()
         .map(|w| libc::pollfd {
@@ -508,11 +526,25 @@ fn mounts_changed(mounts: &HashMap<u64, MountWatch>) -> Vec<usize> {
     if n <= 0 {
         return Vec::new();
     }
-    fds.iter()
-        .zip(watches)
-        .filter(|(p, _)| p.revents & (libc::POLLPRI | libc::POLLERR) != 0)
-        .flat_map(|(_, w)| w.roots.iter().copied())
-        .collect()
+    let mut out = Vec::new();
+    for (p, w) in fds.iter().zip(watches.iter_mut()) {
+        if p.revents & (libc::POLLPRI | libc::POLLERR) == 0 {
+            continue;
+        }
+        let points = match read_all(&w.fd) {
+            Ok(text) => {
+                let table = mounts::table(&text);
+                let points = mounts::changed(&w.table, &table);
+                w.table = table;
+                points
+            }
+            Err(_) => vec!["/".to_string()],
+        };
+        if !points.is_empty() {
+            out.extend(w.roots.iter().map(|r| (*r, points.clone())));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
