@@ -368,14 +368,7 @@ impl Runtime {
             (table.counts(), table.key_count())
         };
         let c = &self.shared.counters;
-        let (
-            notify_marks,
-            notify_mount_watches,
-            notify_events,
-            notify_overflows,
-            notify_watched,
-            notify_unwatched,
-        ) = self.shared.rescan.notify_figures();
+        let notify = self.shared.rescan.notify_figures();
         let (rate_limit_windows, rate_limit_evicted) = {
             let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
             // idle windows go even when no rate-limited alert comes any more
@@ -407,12 +400,13 @@ impl Runtime {
             rescan_roots_found: c.rescan_roots.load(Ordering::Relaxed),
             rescan_notified: c.rescan_notified.load(Ordering::Relaxed),
             rescan_full_passes: c.rescan_full_passes.load(Ordering::Relaxed),
-            notify_marks,
-            notify_mount_watches,
-            notify_events,
-            notify_overflows,
-            notify_watched,
-            notify_unwatched,
+            notify_marks: notify.marks,
+            notify_mount_watches: notify.mount_watches,
+            notify_events: notify.events,
+            notify_overflows: notify.overflows,
+            notify_watched: notify.watched,
+            notify_unwatched: notify.unwatched,
+            notify_mark_time_us: notify.watch_us,
             callbacks: self
                 .callbacks
                 .as_ref()

@@ -18,19 +18,21 @@
 pub mod event;
 pub mod map;
 pub mod mounts;
+mod sys;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 
 use super::resolve::io_err;
 use super::Root;
-use map::{handle_hash, WatchMap};
+use map::WatchMap;
+use sys::{components, errno, handle_of, init, mounts_changed, open_dir, read_all};
 
 /// Names in a watched directory created, deleted or moved; the directory
 /// itself moved or deleted.
@@ -49,8 +51,6 @@ const FILE_MASK: u64 = libc::FAN_ATTRIB
     | libc::FAN_DELETE_SELF
     | libc::FAN_MOVE_SELF;
 const SELF_CHANGE: u64 = libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF;
-/// `AT_HANDLE_FID` (Linux 6.5): the handle need not be decodable.
-const AT_HANDLE_FID: libc::c_int = 0x200;
 /// Reads per drain (a queue filled faster than that is read next pass).
 const READS: usize = 64;
 
@@ -71,12 +71,14 @@ pub enum WatchError {
     /// The path cannot be split into components.
     #[error("path {0:?} is not absolute with plain components")]
     Path(String),
+    /// The path goes through a symlink, or leads to one (the
+    /// atomic-writer layout): a change to what the link points into is
+    /// not a change of a name on the path.
+    #[error("path {0:?} goes through a symlink")]
+    Symlink(String),
     /// The root has no process to read its mounts through.
     #[error("root {0}: no process to watch its mounts through")]
     NoMounts(String),
-    /// A directory on the path could not be opened.
-    #[error(transparent)]
-    Resolve(#[from] super::ResolveError),
     /// A system call failed.
     #[error("{what} {path:?}: {source}")]
     Io {
@@ -132,91 +134,8 @@ pub struct DirWatch {
     max_mounts: usize,
     events: AtomicU64,
     overflows: AtomicU64,
-}
-
-fn errno<'a>(what: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> WatchError + 'a {
-    move |source| WatchError::Io {
-        what,
-        path: path.to_string(),
-        source,
-    }
-}
-
-fn init() -> Result<OwnedFd, String> {
-    let base = libc::FAN_CLASS_NOTIF
-        | libc::FAN_CLOEXEC
-        | libc::FAN_NONBLOCK
-        | libc::FAN_REPORT_FID
-        | libc::FAN_REPORT_DFID_NAME;
-    let flags = libc::O_RDONLY as libc::c_uint;
-    // SAFETY: plain flags; the fd returned is owned below.
-    let mut fd = unsafe { libc::fanotify_init(base | libc::FAN_UNLIMITED_MARKS, flags) };
-    if fd < 0 {
-        // without CAP_SYS_ADMIN: the per-user mark limit applies
-        // SAFETY: as above.
-        fd = unsafe { libc::fanotify_init(base, flags) };
-    }
-    if fd < 0 {
-        return Err(format!(
-            "fanotify_init with file handles (Linux 5.9+): {}",
-            io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: fanotify_init returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The components of an absolute path (none empty, `.` or `..`).
-fn components(path: &str) -> Option<Vec<&str>> {
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let plain = comps.iter().all(|c| *c != "." && *c != "..");
-    (path.starts_with('/') && plain && !comps.is_empty()).then_some(comps)
-}
-
-/// Filesystem id and file handle of `fd` (`AT_EMPTY_PATH`), hashed.
-fn handle_of(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    let sfs = rustix::fs::fstatfs(fd).map_err(io_err)?;
-    // SAFETY: fsid_t is two C ints (8 bytes, no padding) on Linux.
-    let fsid: [u8; 8] = unsafe { std::mem::transmute(sfs.f_fsid) };
-    const MAX: usize = 128; // MAX_HANDLE_SZ
-    #[repr(C)]
-    struct Handle {
-        bytes: libc::c_uint,
-        kind: libc::c_int,
-        f: [u8; MAX],
-    }
-    let mut h = Handle {
-        bytes: MAX as libc::c_uint,
-        kind: 0,
-        f: [0; MAX],
-    };
-    let mut mount_id: libc::c_int = 0;
-    // the handle fanotify reports (a filesystem that cannot decode handles,
-    // e.g. overlayfs, still encodes one: Linux 6.5+), else a decodable one
-    let mut err = io::Error::from_raw_os_error(libc::EINVAL);
-    for flags in [AT_HANDLE_FID | libc::AT_EMPTY_PATH, libc::AT_EMPTY_PATH] {
-        h.bytes = MAX as libc::c_uint;
-        // SAFETY: `h` is a file_handle with room for MAX_HANDLE_SZ bytes,
-        // the path is a NUL-terminated empty string, both outlive the call.
-        let rc = unsafe {
-            libc::name_to_handle_at(
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                (&raw mut h).cast(),
-                &mut mount_id,
-                flags,
-            )
-        };
-        if rc == 0 {
-            let f = h.f.get(..h.bytes as usize).unwrap_or(&h.f);
-            return Ok(handle_hash(fsid, h.kind, f));
-        }
-        err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            break;
-        }
-    }
-    Err(err)
+    /// Time spent in [`DirWatch::watch`] (placing marks), in µs.
+    watch_us: AtomicU64,
 }
 
 impl DirWatch {
@@ -235,6 +154,7 @@ impl DirWatch {
             max_mounts,
             events: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
+            watch_us: AtomicU64::new(0),
         }
     }
 
@@ -258,6 +178,20 @@ impl DirWatch {
         id: u32,
         fresh: bool,
     ) -> Result<(), WatchError> {
+        let t = std::time::Instant::now();
+        let result = self.watch_path(root, path, id, fresh);
+        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.watch_us.fetch_add(us, Ordering::Relaxed);
+        result
+    }
+
+    fn watch_path(
+        &self,
+        root: &Arc<Root>,
+        path: &str,
+        id: u32,
+        fresh: bool,
+    ) -> Result<(), WatchError> {
         let group = self
             .group
             .as_ref()
@@ -274,7 +208,7 @@ impl DirWatch {
             let h = match cached {
                 Some(h) => h,
                 None => {
-                    let fd = root.open_dir(&dir)?;
+                    let fd = open_dir(root, &dir)?;
                     let h = self.mark(group, fd.as_fd(), None, &dir)?;
                     self.state().dirs.insert((root_key, dir.clone()), h);
                     if last {
@@ -311,6 +245,10 @@ impl DirWatch {
                     Mode::empty(),
                 )
                 .map_err(|e| errno("opening", path)(io_err(e)))?;
+                let st = rustix::fs::fstat(&fd).map_err(|e| errno("stat of", path)(io_err(e)))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                    return Err(WatchError::Symlink(path.to_string()));
+                }
                 let c = CString::new(n).map_err(|_| WatchError::Path(path.to_string()))?;
                 (handle_of(fd.as_fd()), FILE_MASK, Some(c))
             }
@@ -489,74 +427,13 @@ impl DirWatch {
         self.events.load(Ordering::Relaxed)
     }
 
+    /// Time spent placing marks, in µs.
+    pub fn watch_us(&self) -> u64 {
+        self.watch_us.load(Ordering::Relaxed)
+    }
+
     /// Queue overflows (each followed by a full pass).
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)
-    }
-}
-
-/// The whole of a `mountinfo` file, from its start.
-fn read_all(fd: &OwnedFd) -> io::Result<String> {
-    use std::io::{Read, Seek};
-    let mut f = std::fs::File::from(fd.try_clone()?);
-    f.seek(io::SeekFrom::Start(0))?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// The roots of every mount namespace whose mount table changed since it
-/// was last polled, with the mount points that came or went (all of the
-/// root, `/`, when the table cannot be read).
-fn mounts_changed(mounts: &mut HashMap<u64, MountWatch>) -> Vec<(usize, Vec<String>)> {
-    let mut watches: Vec<&mut MountWatch> = mounts.values_mut().collect();
-    let mut fds: Vec<libc::pollfd> = watches
-        .iter()
-        .map(|w| libc::pollfd {
-            fd: w.fd.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        })
-        .collect();
-    if fds.is_empty() {
-        return Vec::new();
-    }
-    // SAFETY: `fds` is a valid array of its length; timeout 0 never blocks.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-    if n <= 0 {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for (p, w) in fds.iter().zip(watches.iter_mut()) {
-        if p.revents & (libc::POLLPRI | libc::POLLERR) == 0 {
-            continue;
-        }
-        let points = match read_all(&w.fd) {
-            Ok(text) => {
-                let table = mounts::table(&text);
-                let points = mounts::changed(&w.table, &table);
-                w.table = table;
-                points
-            }
-            Err(_) => vec!["/".to_string()],
-        };
-        if !points.is_empty() {
-            out.extend(w.roots.iter().map(|r| (*r, points.clone())));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_absolute_plain_paths_are_split() {
-        assert_eq!(components("/etc/app/key"), Some(vec!["etc", "app", "key"]));
-        assert_eq!(components("/etc//key/"), Some(vec!["etc", "key"]));
-        assert_eq!(components("etc/key"), None);
-        assert_eq!(components("/etc/../key"), None);
-        assert_eq!(components("/"), None);
     }
 }

@@ -38,6 +38,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod notified;
+
 use super::arm::boot_ns;
 use super::config::RuntimeConfig;
 use super::table::{Entry, EntryState, Owner};
@@ -46,9 +48,9 @@ use crate::alert::text::escape;
 use crate::node::cgroup::CgroupIndex;
 use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::stamp::{name_stat, split_parent, NameStat};
-use crate::node::watch::mounts::under;
 use crate::node::watch::DirWatch;
 use crate::node::Root;
+use notified::always_looked;
 
 /// The rescan's own state.
 pub(crate) struct RescanState {
@@ -103,19 +105,6 @@ impl RescanState {
             last_full: Mutex::new(Instant::now()),
         }
     }
-
-    /// Marks, mount watches, notifications, overflows, entries watched
-    /// and entries that could not be.
-    pub(crate) fn notify_figures(&self) -> (usize, usize, u64, u64, usize, usize) {
-        (
-            self.watch.marks(),
-            self.watch.mount_watches(),
-            self.watch.events(),
-            self.watch.overflows(),
-            lock(&self.watched).len(),
-            lock(&self.unwatched).len(),
-        )
-    }
 }
 
 /// Whether a look at an armed entry's name (`now`) shows nothing a full
@@ -133,12 +122,6 @@ pub(crate) fn unchanged(
         && before == Some(now)
         && (now.st_dev, now.ino) == (st_dev, ino)
         && now.nlink == seen_nlink
-}
-
-/// Entries every pass looks at, watched or not: pending ones, path sets,
-/// and those following inodes away from their path.
-fn always_looked(e: &Entry) -> bool {
-    !matches!(e.state, EntryState::Armed(_)) || e.trap.path_set.is_some() || !e.followed.is_empty()
 }
 
 /// The order of a pass: grouped by root, then by directory (so that one
@@ -204,47 +187,6 @@ impl Shared {
         }
     }
 
-    /// The entries named by notifications (files and directories, mounts
-    /// of their roots, kernel tamper events), remembered to be watched
-    /// again, and counted.
-    fn named_ids(
-        &self,
-        ids: &[u32],
-        roots: &[(usize, Vec<String>)],
-        keys: &[crate::trap::TrapKey],
-    ) -> HashSet<u32> {
-        let mut named: HashSet<u32> = ids.iter().copied().collect();
-        {
-            let table = self.table();
-            for k in keys {
-                named.extend(table.entries_for(*k).map(|e| e.id));
-            }
-            if !roots.is_empty() {
-                // entries at or below a mount point that came or went
-                let roots: HashMap<usize, &Vec<String>> =
-                    roots.iter().map(|(r, points)| (*r, points)).collect();
-                named.extend(
-                    table
-                        .entries()
-                        .filter(|e| {
-                            let points = e
-                                .root
-                                .as_ref()
-                                .and_then(|r| roots.get(&(Arc::as_ptr(r) as usize)));
-                            points.is_some_and(|p| p.iter().any(|mp| under(&e.trap.path, mp)))
-                        })
-                        .map(|e| e.id),
-                );
-            }
-            named.retain(|id| table.get(*id).is_some());
-        }
-        self.counters
-            .rescan_notified
-            .fetch_add(named.len() as u64, Ordering::Relaxed);
-        lock(&self.rescan.named).extend(named.iter().copied());
-        named
-    }
-
     fn rescan_entries(self: &Arc<Self>, full: bool, named: &HashSet<u32>) {
         let keyed = {
             let table = self.table();
@@ -268,64 +210,6 @@ impl Shared {
             keyed
         };
         self.isolated(&pass_order(keyed), Self::rescan_one);
-    }
-
-    /// At a full pass: what the rescan keeps for entries removed since
-    /// goes (stamps, watches; marks when most are stale).
-    fn forget_removed(&self, table: &super::table::TrapTable) {
-        let live: HashSet<u32> = table.entries().map(|e| e.id).collect();
-        let roots: HashSet<usize> = table
-            .entries()
-            .filter_map(|e| e.root.as_ref().map(|r| Arc::as_ptr(r) as usize))
-            .collect();
-        lock(&self.rescan.stamps).retain(|id, _| live.contains(id));
-        lock(&self.rescan.unwatched).retain(|id| live.contains(id));
-        let mut watched = lock(&self.rescan.watched);
-        watched.retain(|id| live.contains(id));
-        if self.rescan.watch.compact(|id| live.contains(&id), &roots) {
-            watched.clear();
-        }
-    }
-
-    /// Places the marks of an armed entry not watched yet or named by a
-    /// notification, before it is looked at (a change after the marks is
-    /// notified, one before is seen by the look).
-    fn watch_entry(&self, id: u32) {
-        let fresh = lock(&self.rescan.named).remove(&id);
-        if !fresh && lock(&self.rescan.watched).contains(&id) {
-            return;
-        }
-        let target = {
-            let table = self.table();
-            table
-                .get(id)
-                .and_then(|e| match (&e.state, &e.root, &e.trap.path_set) {
-                    (EntryState::Armed(_), Some(root), None) => {
-                        Some((Arc::clone(root), Arc::clone(&e.trap)))
-                    }
-                    _ => None,
-                })
-        };
-        let Some((root, trap)) = target else {
-            lock(&self.rescan.watched).remove(&id);
-            return;
-        };
-        match self.rescan.watch.watch(&root, &trap.path, id, fresh) {
-            Ok(()) => {
-                lock(&self.rescan.watched).insert(id);
-                lock(&self.rescan.unwatched).remove(&id);
-            }
-            Err(e) => {
-                lock(&self.rescan.watched).remove(&id);
-                if lock(&self.rescan.unwatched).insert(id) {
-                    tracing::debug!(
-                        "{}: not watched, looked at every rescan: {}",
-                        escape(&trap.origin.to_string()),
-                        escape(&e.to_string())
-                    );
-                }
-            }
-        }
     }
 
     fn rescan_one(&self, id: u32) -> Result<bool, String> {
