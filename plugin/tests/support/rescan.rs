@@ -47,7 +47,8 @@ pub struct Bind<'a>(&'a Path);
 
 impl Drop for Bind<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
+        // lazily: the runtime may still hold the file open (an armed pin)
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
     }
 }
 
