@@ -88,6 +88,11 @@ pub struct KiveConfig {
     /// milliseconds (default 1000, at least 10).
     #[schemars(range(min = 10))]
     pub rescan_ms: u64,
+    /// The rescan's safety net, in milliseconds (default 600000, at least
+    /// 1000): how often every armed entry is looked at even when no change
+    /// notification named it (between, a pass looks only at what changed).
+    #[schemars(range(min = 1000))]
+    pub rescan_full_ms: u64,
     /// The kernel's flood limit: events one process may report per trap
     /// and per `floodWindowMs` on average (default 64); the rest are counted, carried
     /// in its next alert (`suppressed`) and in a loss report. 0 turns it
@@ -201,6 +206,7 @@ impl Default for KiveConfig {
             max_traps: engine.max_traps,
             queue_capacity: 65536,
             rescan_ms: 1000,
+            rescan_full_ms: 600_000,
             flood_limit: engine.flood_limit.events,
             flood_window_ms: engine.flood_limit.window.as_millis() as u64,
             flood_burst: engine.flood_limit.burst,
@@ -261,6 +267,12 @@ impl KiveConfig {
         if self.rescan_ms < 10 {
             return bad("rescanMs", format!("{} is below 10", self.rescan_ms));
         }
+        if self.rescan_full_ms < 1000 {
+            return bad(
+                "rescanFullMs",
+                format!("{} is below 1000", self.rescan_full_ms),
+            );
+        }
         if !(1..=65536).contains(&self.batch_size) {
             return bad(
                 "batchSize",
@@ -295,6 +307,7 @@ impl KiveConfig {
         let mut rc = RuntimeConfig {
             queue_capacity: self.queue_capacity as usize,
             rescan: Duration::from_millis(self.rescan_ms),
+            rescan_full: Duration::from_millis(self.rescan_full_ms),
             host_root: PathBuf::from(&self.host_root),
             proc_root: PathBuf::from(&self.proc_root),
             ..RuntimeConfig::default()
@@ -381,6 +394,7 @@ mod tests {
             (r#"{"batchSize":0}"#, "batchSize"),
             (r#"{"batchTimeoutMs":1000}"#, "batchTimeoutMs"),
             (r#"{"rescanMs":1}"#, "rescanMs"),
+            (r#"{"rescanFullMs":999}"#, "rescanFullMs"),
             (r#"{"policyFiles":[""]}"#, "policyFiles[0]"),
         ] {
             let e = KiveConfig::from_json(json).expect_err(json);
@@ -409,6 +423,7 @@ mod tests {
             "maxTraps",
             "queueCapacity",
             "rescanMs",
+            "rescanFullMs",
             "nodeName",
             "hostRoot",
             "procRoot",

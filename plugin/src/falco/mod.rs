@@ -209,6 +209,14 @@ impl Plugin for KivePlugin {
             counter(c"rescan_unchanged", m.rescan_unchanged),
             counter(c"rescan_resolved", m.rescan_resolved),
             counter(c"rescan_roots_found", m.rescan_roots_found),
+            counter(c"rescan_notified", m.rescan_notified),
+            counter(c"rescan_full_passes", m.rescan_full_passes),
+            counter(c"notify_events", m.notify_events),
+            counter(c"notify_overflows", m.notify_overflows),
+            gauge(c"notify_marks", m.notify_marks as u64),
+            gauge(c"notify_mount_watches", m.notify_mount_watches as u64),
+            gauge(c"notify_watched", m.notify_watched as u64),
+            gauge(c"notify_unwatched", m.notify_unwatched as u64),
         ]
     }
 }

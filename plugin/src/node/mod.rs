@@ -17,5 +17,6 @@ pub mod procref;
 pub mod resolve;
 pub mod stamp;
 pub mod task;
+pub mod watch;
 
 pub use resolve::{PinnedFile, ResolveError, Root};

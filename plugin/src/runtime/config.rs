@@ -32,6 +32,15 @@ pub struct RuntimeConfig {
     /// the entry is marked stalled and skipped until it returns (a hung
     /// filesystem stalls only its own entries).
     pub resolve_deadline: Duration,
+    /// The rescan's safety net: how often every armed entry is looked at
+    /// (one `fstatat`) even when no change notification named it.
+    pub rescan_full: Duration,
+    /// At most this many change-notification marks (directories and files
+    /// of armed paths); entries past it are looked at every pass.
+    pub notify_max_marks: usize,
+    /// At most this many mount namespaces watched for mounts (one open
+    /// `mountinfo` each); entries past it are looked at every pass.
+    pub notify_max_mount_watches: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +56,9 @@ impl Default for RuntimeConfig {
             callbacks: Some(CallbackConfig::default()),
             loss_report: Duration::from_secs(1),
             resolve_deadline: Duration::from_secs(5),
+            rescan_full: Duration::from_secs(600),
+            notify_max_marks: 1 << 18,
+            notify_max_mount_watches: 8192,
         }
     }
 }
@@ -128,4 +140,28 @@ pub struct Metrics {
     /// started after the container's traps were planned, or a restart of
     /// the process the root was opened through).
     pub rescan_roots_found: u64,
+    /// Entries re-checked because a change notification named them (a
+    /// name or a file changed, mounts changed, a kernel tamper event).
+    pub rescan_notified: u64,
+    /// Passes that looked at every armed entry: the safety net
+    /// ([`RuntimeConfig::rescan_full`]), or a notification queue overflow.
+    pub rescan_full_passes: u64,
+    /// Notification queue overflows (each followed by a full pass).
+    pub notify_overflows: u64,
+    /// Notifications read.
+    pub notify_events: u64,
+    /// Notification marks placed (directories and files of armed paths).
+    pub notify_marks: usize,
+    /// `mountinfo` files held open to watch mounts (one per mount
+    /// namespace).
+    pub notify_mount_watches: usize,
+    /// Armed entries watched by notification.
+    pub notify_watched: usize,
+    /// Armed entries that could not be watched (a limit, a filesystem
+    /// without file handles, notification off): looked at every pass.
+    pub notify_unwatched: usize,
+    /// Time spent placing notification marks (opening the directories of
+    /// newly armed paths, marking them and their files), in µs: done by
+    /// the rescan thread, not while arming.
+    pub notify_mark_time_us: u64,
 }

@@ -55,6 +55,8 @@ struct Counters {
     rescan_unchanged: AtomicU64,
     rescan_resolved: AtomicU64,
     rescan_roots: AtomicU64,
+    rescan_notified: AtomicU64,
+    rescan_full_passes: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -222,7 +224,7 @@ impl Runtime {
             host_root: host_root.clone(),
             kernel_tampers,
             stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
-            rescan: rescan::RescanState::new(&cfg.proc_root),
+            rescan: rescan::RescanState::new(cfg),
         });
         let mut ids = Vec::new();
         for trap in traps {
@@ -340,10 +342,18 @@ impl Runtime {
         self.events.try_recv()
     }
 
-    /// One rescan pass now (the rescan thread does it periodically): every
-    /// entry looked at, those whose file changed re-resolved ([`rescan`]).
+    /// One rescan pass now (the rescan thread does it periodically): the
+    /// entries a change notification named, those not watched, and every
+    /// entry when the safety net is due; those whose file changed
+    /// re-resolved ([`rescan`]).
     pub fn rescan_now(&self) {
         self.shared.rescan();
+    }
+
+    /// One rescan pass now that looks at every armed entry, named by a
+    /// change notification or not (the safety net's pass).
+    pub fn rescan_full_now(&self) {
+        self.shared.rescan_full();
     }
 
     /// Keys in the kernel map (for checks).
@@ -358,6 +368,7 @@ impl Runtime {
             (table.counts(), table.key_count())
         };
         let c = &self.shared.counters;
+        let notify = self.shared.rescan.notify_figures();
         let (rate_limit_windows, rate_limit_evicted) = {
             let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
             // idle windows go even when no rate-limited alert comes any more
@@ -387,6 +398,15 @@ impl Runtime {
             rescan_unchanged: c.rescan_unchanged.load(Ordering::Relaxed),
             rescan_resolved: c.rescan_resolved.load(Ordering::Relaxed),
             rescan_roots_found: c.rescan_roots.load(Ordering::Relaxed),
+            rescan_notified: c.rescan_notified.load(Ordering::Relaxed),
+            rescan_full_passes: c.rescan_full_passes.load(Ordering::Relaxed),
+            notify_marks: notify.marks,
+            notify_mount_watches: notify.mount_watches,
+            notify_events: notify.events,
+            notify_overflows: notify.overflows,
+            notify_watched: notify.watched,
+            notify_unwatched: notify.unwatched,
+            notify_mark_time_us: notify.watch_us,
             callbacks: self
                 .callbacks
                 .as_ref()

@@ -22,6 +22,8 @@ use crate::trap::{Tamper, TrapKey};
 /// (nanoseconds): a rename's hook runs just before the rename is done, so
 /// a pass that looked in between sees the change only at the next pass.
 const SLACK_NS: u64 = 1_000_000_000;
+/// Kernel-reported keys kept for the next rescan pass at most.
+pub const NAMED_MAX: usize = 4096;
 
 /// A tamper the rescan saw, waiting one pass for the kernel's event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,9 @@ pub struct KernelTampers {
     /// Start of the current and of the previous rescan pass (boot ns).
     pass_start: u64,
     prev_start: u64,
+    /// Keys the kernel reported since the rescan last took them: their
+    /// entries are re-checked at the next pass.
+    named: Vec<TrapKey>,
 }
 
 impl KernelTampers {
@@ -51,6 +56,15 @@ impl KernelTampers {
     pub fn record(&mut self, key: TrapKey, ts_boot_ns: u64) {
         let t = self.seen.entry(key).or_insert(ts_boot_ns);
         *t = (*t).max(ts_boot_ns);
+        if self.named.len() < NAMED_MAX && !self.named.contains(&key) {
+            self.named.push(key);
+        }
+    }
+
+    /// The keys reported since the previous call (at most [`NAMED_MAX`]
+    /// per pass; past that, the rest are re-checked by the safety net).
+    pub fn take_named(&mut self) -> Vec<TrapKey> {
+        std::mem::take(&mut self.named)
     }
 
     /// Whether the kernel reported a change of `key` lately (since a

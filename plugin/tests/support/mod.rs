@@ -9,6 +9,7 @@ pub mod exec;
 pub mod fuse;
 pub mod logs;
 pub mod mounts;
+pub mod rescan;
 pub mod runtime;
 pub mod scenarios;
 pub mod tiers;

@@ -14,6 +14,16 @@
 //! `rescan_resolved`), as does every pending entry and every path set.
 //! Inodes an entry follows away from its path are looked at every pass.
 //!
+//! Which entries a pass looks at follows what changed
+//! ([`crate::node::watch`]): an armed entry, once watched (marks on every
+//! directory of its path in its root and on its file, its root's mounts
+//! watched), is looked at again only when a change notification names it
+//! (counted in `rescan_notified`), when a kernel tamper event names its
+//! inode, or at the safety net's full pass ([`RuntimeConfig::rescan_full`],
+//! also run when the notification queue overflowed). Entries that cannot
+//! be watched, pending entries, path sets and entries following inodes
+//! away from their path are looked at every pass.
+//!
 //! Pending container entries without a root (the container had no process
 //! when its traps were planned, or the process the root was opened through
 //! exited) get one through the container's `cgroup.procs`
@@ -26,15 +36,21 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+mod notified;
 
 use super::arm::boot_ns;
+use super::config::RuntimeConfig;
 use super::table::{Entry, EntryState, Owner};
 use super::Shared;
 use crate::alert::text::escape;
 use crate::node::cgroup::CgroupIndex;
 use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::stamp::{name_stat, split_parent, NameStat};
+use crate::node::watch::DirWatch;
 use crate::node::Root;
+use notified::always_looked;
 
 /// The rescan's own state.
 pub(crate) struct RescanState {
@@ -46,6 +62,16 @@ pub(crate) struct RescanState {
     /// Finds a container's process through its cgroup.
     locator: Mutex<ContainerLocator>,
     proc_root: PathBuf,
+    /// Change notification: what to look at between full passes.
+    watch: DirWatch,
+    /// Entries watched, and armed entries that could not be.
+    watched: Mutex<HashSet<u32>>,
+    unwatched: Mutex<HashSet<u32>>,
+    /// Entries a notification named, to watch again (their directories
+    /// opened anew: one may have been swapped).
+    named: Mutex<HashSet<u32>>,
+    full_every: Duration,
+    last_full: Mutex<Instant>,
 }
 
 struct DirSlot {
@@ -61,7 +87,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RescanState {
     /// Containers are found through this node's cgroup tree, unless the
     /// processes are looked for under another proc root.
-    pub(crate) fn new(proc_root: &Path) -> Self {
+    pub(crate) fn new(cfg: &RuntimeConfig) -> Self {
+        let proc_root = cfg.proc_root.as_path();
         let cgroup_root = (proc_root == Path::new("/proc"))
             .then(|| CgroupIndex::for_this_node().root().map(Path::to_path_buf))
             .flatten();
@@ -70,6 +97,12 @@ impl RescanState {
             dir: Mutex::default(),
             locator: Mutex::new(ContainerLocator::new(cgroup_root, proc_root.to_path_buf())),
             proc_root: proc_root.to_path_buf(),
+            watch: DirWatch::new(cfg.notify_max_marks, cfg.notify_max_mount_watches),
+            watched: Mutex::default(),
+            unwatched: Mutex::default(),
+            named: Mutex::default(),
+            full_every: cfg.rescan_full,
+            last_full: Mutex::new(Instant::now()),
         }
     }
 }
@@ -112,11 +145,22 @@ impl Shared {
     /// changed), each on a worker with a deadline ([`super::stalls`]): a
     /// hung filesystem stalls only its entries.
     pub(crate) fn rescan(self: &Arc<Self>) {
+        self.rescan_pass(false);
+    }
+
+    /// A pass that looks at every armed entry (the safety net's).
+    pub(crate) fn rescan_full(self: &Arc<Self>) {
+        self.rescan_pass(true);
+    }
+
+    fn rescan_pass(self: &Arc<Self>, force_full: bool) {
+        let mut named_keys = Vec::new();
         if let Some(kt) = &self.kernel_tampers {
-            let due = kt
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .start_pass(boot_ns());
+            let (due, named) = {
+                let mut kt = lock(kt);
+                (kt.start_pass(boot_ns()), kt.take_named())
+            };
+            named_keys = named;
             let table = self.table();
             for d in due {
                 // the kernel's event for it was lost (counted as a loss)
@@ -124,18 +168,34 @@ impl Shared {
             }
         }
         self.find_roots();
-        self.rescan_entries();
+        let drained = self.rescan.watch.drain();
+        let full = force_full
+            || drained.overflow
+            || !self.rescan.watch.on()
+            || lock(&self.rescan.last_full).elapsed() >= self.rescan.full_every;
+        if full {
+            *lock(&self.rescan.last_full) = Instant::now();
+            self.counters
+                .rescan_full_passes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let named = self.named_ids(&drained.ids, &drained.roots, &named_keys);
+        self.rescan_entries(full, &named);
         *lock(&self.rescan.dir) = None;
         if let Some(kt) = &self.kernel_tampers {
-            kt.lock().unwrap_or_else(|p| p.into_inner()).end_pass();
+            lock(kt).end_pass();
         }
     }
 
-    fn rescan_entries(self: &Arc<Self>) {
+    fn rescan_entries(self: &Arc<Self>, full: bool, named: &HashSet<u32>) {
         let keyed = {
             let table = self.table();
+            let watched = lock(&self.rescan.watched);
             let keyed: Vec<(usize, u64, u32)> = table
                 .entries()
+                .filter(|e| {
+                    full || named.contains(&e.id) || !watched.contains(&e.id) || always_looked(e)
+                })
                 .map(|e| {
                     let root = e.root.as_ref().map_or(0, |r| Arc::as_ptr(r) as usize);
                     let mut h = DefaultHasher::new();
@@ -143,9 +203,10 @@ impl Shared {
                     (root, h.finish(), e.id)
                 })
                 .collect();
-            // entries removed since: their stamps go
-            let live: HashSet<u32> = keyed.iter().map(|k| k.2).collect();
-            lock(&self.rescan.stamps).retain(|id, _| live.contains(id));
+            drop(watched);
+            if full {
+                self.forget_removed(&table);
+            }
             keyed
         };
         self.isolated(&pass_order(keyed), Self::rescan_one);
@@ -153,6 +214,7 @@ impl Shared {
 
     fn rescan_one(&self, id: u32) -> Result<bool, String> {
         self.check_followed(id);
+        self.watch_entry(id);
         let seen = match self.look(id) {
             Look::Unchanged => {
                 self.counters
