@@ -66,9 +66,13 @@ struct Batch {
     logs: tracing::Dispatch,
 }
 
+/// What a worker sends back: an entry's result, or `None` once it saw that
+/// its caller let go of it and stopped before the end of its part.
+type Done = Option<(u32, Result<bool, String>)>;
+
 struct Worker {
     jobs: Sender<Batch>,
-    done: Receiver<(u32, Result<bool, String>)>,
+    done: Receiver<Done>,
 }
 
 /// The stalled entries and the workers.
@@ -243,7 +247,7 @@ impl Stalls {
                 Err(TryRecvError::Empty) => worker.done.recv_timeout(SLICE),
             };
             match got {
-                Ok((id, r)) => {
+                Ok(Some((id, r))) => {
                     out.push((id, Some(r)));
                     next += 1;
                     started = Instant::now();
@@ -252,7 +256,7 @@ impl Stalls {
                         return (out, left);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => {
                     abandoned.store(true, Ordering::Relaxed);
                     return (out, ids[next..].to_vec());
                 }
@@ -267,7 +271,7 @@ impl Stalls {
                     // the worker sends under this lock: a result is either
                     // here now or comes after the entry is marked
                     let mut stalled = lock(&self.stalled);
-                    if let Ok((id, r)) = worker.done.try_recv() {
+                    if let Ok(Some((id, r))) = worker.done.try_recv() {
                         out.push((id, Some(r)));
                         next += 1;
                         started = Instant::now();
@@ -292,11 +296,11 @@ impl Stalls {
         (out, Vec::new())
     }
 
-    /// On close: `worker` runs no more of `ids` (not run yet), but the entry
-    /// it may be running finishes first (its work holds the runtime: close
-    /// releases everything when it returns), waited for at most what is
-    /// left of its deadline; a stalled entry is never waited for. Returns
-    /// the ids not run.
+    /// On close: `worker` runs no more of `ids` (not run yet); the results
+    /// it already sent are taken, and the entry it may be running finishes
+    /// first (its work holds the runtime: close releases everything when it
+    /// returns), waited for at most what is left of its deadline; a stalled
+    /// entry is never waited for. Returns the ids not run.
     fn let_go(
         &self,
         worker: &Worker,
@@ -305,15 +309,25 @@ impl Stalls {
         ids: &[u32],
         out: &mut Vec<(u32, Option<Result<bool, String>>)>,
     ) -> Vec<u32> {
-        abandoned.store(true, Ordering::Relaxed);
-        let left = self.deadline.saturating_sub(started.elapsed());
-        match worker.done.recv_timeout(left) {
-            Ok((id, r)) => {
-                out.push((id, Some(r)));
-                ids.get(1..).unwrap_or_default().to_vec()
+        abandoned.store(true, Ordering::SeqCst);
+        // a worker of a part waited for later may have run ahead (all of its
+        // part, even): what it sent is done work, armed, and counted; then
+        // the entry it runs now, until it says it stopped
+        let until = Instant::now() + self.deadline.saturating_sub(started.elapsed());
+        let mut next = 0;
+        while next < ids.len() {
+            match worker
+                .done
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(Some((id, r))) => {
+                    out.push((id, Some(r)));
+                    next += 1;
+                }
+                Ok(None) | Err(_) => break,
             }
-            Err(_) => ids.to_vec(),
         }
+        ids[next..].to_vec()
     }
 
     /// An idle worker, or a new one (`None` when no thread can be started).
@@ -338,15 +352,12 @@ impl Stalls {
 }
 
 /// A worker: runs batches until its caller lets go of it.
-fn work_loop(
-    jobs: &Receiver<Batch>,
-    done: &Sender<(u32, Result<bool, String>)>,
-    stalled: &Mutex<StalledMap>,
-) {
+fn work_loop(jobs: &Receiver<Batch>, done: &Sender<Done>, stalled: &Mutex<StalledMap>) {
     while let Ok(batch) = jobs.recv() {
         let _logs = tracing::dispatcher::set_default(&batch.logs);
         for &id in &batch.ids {
-            if batch.abandoned.load(Ordering::Relaxed) {
+            if batch.abandoned.load(Ordering::SeqCst) {
+                let _ = done.send(None);
                 break;
             }
             let mut r = (batch.work)(id);
@@ -362,7 +373,7 @@ fn work_loop(
                 r = (batch.late)(id, r);
                 st = lock(stalled);
             }
-            let sent = done.send((id, r));
+            let sent = done.send(Some((id, r)));
             drop(st);
             if sent.is_err() {
                 return;

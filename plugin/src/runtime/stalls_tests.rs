@@ -160,11 +160,14 @@ fn closing_lets_the_entry_in_progress_finish() {
     let (release, gate) = sync_channel::<()>(0);
     let (started_tx, started) = sync_channel::<()>(1);
     let gate = Mutex::new(gate);
+    let ran = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let ran2 = Arc::clone(&ran);
     let work: Work = Arc::new(move |id| {
         if id == 1 {
             let _ = started_tx.try_send(());
             let _ = lock(&gate).recv();
         }
+        lock(&ran2).insert(id);
         Ok(true)
     });
     let s2 = Arc::clone(&s);
@@ -179,10 +182,58 @@ fn closing_lets_the_entry_in_progress_finish() {
         (1, Some(Ok(true))),
         "the entry in progress finished"
     );
-    // the worker may have started the next one before it saw the close
+    // the worker may run on until the caller lets it go: what it ran is
+    // reported done, what it did not is reported not run
+    let ran = lock(&ran);
     assert!(
-        out[2..].iter().all(|(_, r)| r.is_none()),
-        "no more run after the close: {out:?}"
+        out.iter().all(|(id, r)| r.is_some() == ran.contains(id)),
+        "reported as run exactly what ran: {out:?}"
     );
     assert_eq!(s.count(), 0, "closing is not a stall");
+}
+
+/// On close, a worker that ran ahead of the caller (its part done while
+/// the caller still waited on an earlier part) has its results counted:
+/// what it armed is reported armed, never "not run".
+#[test]
+fn closing_counts_what_a_worker_ahead_already_did() {
+    let mut s = Stalls::new(Duration::from_secs(3600), Arc::default());
+    s.parallel = 2;
+    let s = Arc::new(s);
+    let (release, gate) = sync_channel::<()>(0);
+    let (started_tx, started) = sync_channel::<()>(1);
+    let gate = Mutex::new(gate);
+    let ran = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let ran2 = Arc::clone(&ran);
+    let work: Work = Arc::new(move |id| {
+        if id == 0 {
+            let _ = started_tx.try_send(());
+            let _ = lock(&gate).recv();
+        }
+        lock(&ran2).insert(id);
+        Ok(true)
+    });
+    // two parts: 0..1000 (held on its first entry) and 1000..2000
+    let ids: Vec<u32> = (0..2_000).collect();
+    let s2 = Arc::clone(&s);
+    let caller = std::thread::spawn(move || s2.run_each(&ids, &work, &late(), &name));
+    started.recv().expect("the first part starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(1_000..2_000).all(|id| lock(&ran).contains(&id)) {
+        assert!(Instant::now() < deadline, "the second part never finished");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.close();
+    release.send(()).expect("the entry in progress finishes");
+    let out = caller.join().expect("the caller returns");
+    assert_eq!(out.len(), 2_000, "every entry answered once");
+    let ran = lock(&ran);
+    for (id, r) in &out {
+        assert_eq!(
+            r.is_some(),
+            ran.contains(id),
+            "entry {id}: reported {r:?}, ran: {}",
+            ran.contains(id)
+        );
+    }
 }
