@@ -23,7 +23,7 @@ mod sys;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -264,14 +264,7 @@ impl DirWatch {
                 limit: self.max_marks,
             });
         }
-        let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW;
-        let p = cname.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-        // SAFETY: the group and `dir` are open fds; `p` is null (the
-        // directory itself) or a NUL-terminated name that outlives the call.
-        let rc = unsafe { libc::fanotify_mark(group.as_raw_fd(), flags, mask, dir.as_raw_fd(), p) };
-        if rc != 0 {
-            return Err(errno("marking", path)(io::Error::last_os_error()));
-        }
+        sys::mark(group.as_fd(), mask, dir, cname.as_deref()).map_err(errno("marking", path))?;
         self.state().marked.insert(h);
         Ok(h)
     }
@@ -341,13 +334,14 @@ impl DirWatch {
         };
         let mut buf = vec![0u8; 64 * 1024];
         for _ in 0..READS {
-            // SAFETY: `buf` is writable for its length; the group is open.
-            let n = unsafe { libc::read(group.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            let Ok(n) = usize::try_from(n) else {
-                if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    out.overflow = true;
+            let n = match sys::read_events(group.as_fd(), &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        out.overflow = true;
+                    }
+                    break;
                 }
-                break;
             };
             if n == 0 {
                 break;
@@ -395,16 +389,7 @@ impl DirWatch {
         if stale <= needed.max(1024) {
             return false;
         }
-        // SAFETY: the group is open; FLUSH takes no path.
-        unsafe {
-            libc::fanotify_mark(
-                group.as_raw_fd(),
-                libc::FAN_MARK_FLUSH,
-                0,
-                libc::AT_FDCWD,
-                std::ptr::null(),
-            );
-        }
+        sys::flush_marks(group.as_fd());
         st.map.clear();
         st.marked.clear();
         st.dirs.clear();

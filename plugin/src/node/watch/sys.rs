@@ -26,6 +26,46 @@ pub(super) fn errno<'a>(
     }
 }
 
+/// Marks `dir` itself (`name` = `None`) or its entry `name` for `mask`,
+/// never following a symlink.
+pub(super) fn mark(
+    group: BorrowedFd<'_>,
+    mask: u64,
+    dir: BorrowedFd<'_>,
+    name: Option<&std::ffi::CStr>,
+) -> io::Result<()> {
+    let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW;
+    let p = name.map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: the group and `dir` are open fds; `p` is null (the directory
+    // itself) or a NUL-terminated name that outlives the call.
+    let rc = unsafe { libc::fanotify_mark(group.as_raw_fd(), flags, mask, dir.as_raw_fd(), p) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads queued events into `buf` (the group is non-blocking:
+/// `WouldBlock` when none is queued).
+pub(super) fn read_events(group: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    rustix::io::read(group, buf).map_err(io_err)
+}
+
+/// Removes every mark of the group.
+pub(super) fn flush_marks(group: BorrowedFd<'_>) {
+    // SAFETY: the group is open; FLUSH takes no path.
+    unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_FLUSH,
+            0,
+            libc::AT_FDCWD,
+            std::ptr::null(),
+        );
+    }
+}
+
 pub(super) fn init() -> Result<OwnedFd, String> {
     let base = libc::FAN_CLASS_NOTIF
         | libc::FAN_CLOEXEC
