@@ -154,22 +154,46 @@ fn a_hung_entry_stalls_alone_until_it_returns() {
     assert_eq!(s.total(), 1, "the total stays");
 }
 
-#[test]
-fn closing_lets_the_entry_in_progress_finish() {
-    let s = Arc::new(Stalls::new(Duration::from_secs(3600), Arc::default()));
+/// Work that records each entry it ran and holds entry `held` until
+/// `release` is sent (`started` says it got there).
+struct Held {
+    work: Work,
+    ran: Arc<Mutex<std::collections::HashSet<u32>>>,
+    started: std::sync::mpsc::Receiver<()>,
+    release: std::sync::mpsc::SyncSender<()>,
+}
+
+fn held_on(held: u32) -> Held {
     let (release, gate) = sync_channel::<()>(0);
     let (started_tx, started) = sync_channel::<()>(1);
     let gate = Mutex::new(gate);
     let ran = Arc::new(Mutex::new(std::collections::HashSet::new()));
     let ran2 = Arc::clone(&ran);
     let work: Work = Arc::new(move |id| {
-        if id == 1 {
+        if id == held {
             let _ = started_tx.try_send(());
             let _ = lock(&gate).recv();
         }
         lock(&ran2).insert(id);
         Ok(true)
     });
+    Held {
+        work,
+        ran,
+        started,
+        release,
+    }
+}
+
+#[test]
+fn closing_lets_the_entry_in_progress_finish() {
+    let s = Arc::new(Stalls::new(Duration::from_secs(3600), Arc::default()));
+    let Held {
+        work,
+        ran,
+        started,
+        release,
+    } = held_on(1);
     let s2 = Arc::clone(&s);
     let caller = std::thread::spawn(move || s2.run_each(&[1, 2, 3, 4], &work, &late(), &name));
     started.recv().expect("the work starts");
@@ -200,19 +224,12 @@ fn closing_counts_what_a_worker_ahead_already_did() {
     let mut s = Stalls::new(Duration::from_secs(3600), Arc::default());
     s.parallel = 2;
     let s = Arc::new(s);
-    let (release, gate) = sync_channel::<()>(0);
-    let (started_tx, started) = sync_channel::<()>(1);
-    let gate = Mutex::new(gate);
-    let ran = Arc::new(Mutex::new(std::collections::HashSet::new()));
-    let ran2 = Arc::clone(&ran);
-    let work: Work = Arc::new(move |id| {
-        if id == 0 {
-            let _ = started_tx.try_send(());
-            let _ = lock(&gate).recv();
-        }
-        lock(&ran2).insert(id);
-        Ok(true)
-    });
+    let Held {
+        work,
+        ran,
+        started,
+        release,
+    } = held_on(0);
     // two parts: 0..1000 (held on its first entry) and 1000..2000
     let ids: Vec<u32> = (0..2_000).collect();
     let s2 = Arc::clone(&s);
