@@ -58,7 +58,12 @@ fn pod_traps_follow_policies_pods_and_containers() {
             .is_err(),
         "nothing is created in the pod of another node"
     );
-    assert!(api.requests("Pod list") >= 1 && api.requests("Pod watch") >= 1);
+    assert!(
+        api.requests("Pod list") >= 1,
+        "the pods were listed before arming"
+    );
+    // the watch opens after the list, on its own task: wait for it, never race it
+    wait_until("the pod watch is open", || api.requests("Pod watch") >= 1);
 
     // `; true` keeps the container's shell alive as cat's parent
     a.exec("cat /secret.txt; true");
