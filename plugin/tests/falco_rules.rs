@@ -8,14 +8,15 @@
 mod falco_common;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 
 use falco_plugin::extract::ExtractPlugin;
-use falco_plugin_runner::{CapturingPluginRunner, ExtractedField, PluginRunner, ScapStatus};
+use falco_plugin_runner::{ExtractedField, ScapStatus};
 use kive::falco::KivePlugin;
 use serde_yaml::Value as Yaml;
 
-use falco_common::{json_str, test_file};
+use falco_common::rules::{load_rules, Eval, FieldValue};
+use falco_common::runner::{register, replay};
+use falco_common::test_file;
 
 const PRIORITIES: &[&str] = &[
     "EMERGENCY",
@@ -28,47 +29,6 @@ const PRIORITIES: &[&str] = &[
     "INFO",
     "DEBUG",
 ];
-
-struct Rules {
-    rules: Vec<(String, String, String)>, // name, condition, priority
-    macros: BTreeMap<String, String>,
-    lists: BTreeMap<String, Vec<String>>,
-    docs: Vec<Yaml>,
-}
-
-fn load_rules() -> Rules {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/kive_rules.yaml");
-    let text = std::fs::read_to_string(path).expect("rules/kive_rules.yaml");
-    let docs: Vec<Yaml> = serde_yaml::from_str(&text).expect("rules file is YAML");
-    let mut r = Rules {
-        rules: Vec::new(),
-        macros: BTreeMap::new(),
-        lists: BTreeMap::new(),
-        docs: docs.clone(),
-    };
-    let s = |v: &Yaml, k: &str| {
-        v[k].as_str()
-            .unwrap_or_else(|| panic!("{k} in {v:?}"))
-            .to_string()
-    };
-    for d in &docs {
-        if d.get("rule").is_some() {
-            r.rules
-                .push((s(d, "rule"), s(d, "condition"), s(d, "priority")));
-        } else if d.get("macro").is_some() {
-            r.macros.insert(s(d, "macro"), s(d, "condition"));
-        } else if d.get("list").is_some() {
-            let items = d["items"]
-                .as_sequence()
-                .expect("items")
-                .iter()
-                .map(|i| i.as_str().expect("item").to_string())
-                .collect();
-            r.lists.insert(s(d, "list"), items);
-        }
-    }
-    r
-}
 
 fn plugin_fields() -> BTreeMap<String, bool> {
     let json = <KivePlugin as ExtractPlugin>::get_fields();
@@ -172,153 +132,6 @@ fn rules_file_is_well_formed_for_falco() {
             assert!(!required || arg.is_some(), "{name}: {f} needs a key");
         }
     }
-}
-
-/// A value as Falco compares it: none, or its text.
-type FieldValue = Option<String>;
-
-struct Eval<'a> {
-    rules: &'a Rules,
-    get: &'a mut dyn FnMut(&str) -> FieldValue,
-}
-
-impl Eval<'_> {
-    fn tokens(cond: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cur = String::new();
-        let mut depth_bracket = 0;
-        for c in cond.chars() {
-            match c {
-                '[' => {
-                    depth_bracket += 1;
-                    cur.push(c);
-                }
-                ']' => {
-                    depth_bracket -= 1;
-                    cur.push(c);
-                }
-                '(' | ')' | ',' if depth_bracket == 0 => {
-                    if !cur.is_empty() {
-                        out.push(std::mem::take(&mut cur));
-                    }
-                    out.push(c.to_string());
-                }
-                c if c.is_whitespace() && depth_bracket == 0 => {
-                    if !cur.is_empty() {
-                        out.push(std::mem::take(&mut cur));
-                    }
-                }
-                c => cur.push(c),
-            }
-        }
-        if !cur.is_empty() {
-            out.push(cur);
-        }
-        out
-    }
-
-    fn eval(&mut self, cond: &str) -> bool {
-        let toks = Self::tokens(cond);
-        let mut pos = 0;
-        let v = self.or(&toks, &mut pos);
-        assert_eq!(
-            pos,
-            toks.len(),
-            "unparsed tail in {cond:?}: {:?}",
-            &toks[pos..]
-        );
-        v
-    }
-
-    fn or(&mut self, t: &[String], p: &mut usize) -> bool {
-        let mut v = self.and(t, p);
-        while t.get(*p).map(String::as_str) == Some("or") {
-            *p += 1;
-            let r = self.and(t, p);
-            v = v || r;
-        }
-        v
-    }
-
-    fn and(&mut self, t: &[String], p: &mut usize) -> bool {
-        let mut v = self.not(t, p);
-        while t.get(*p).map(String::as_str) == Some("and") {
-            *p += 1;
-            let r = self.not(t, p);
-            v = v && r;
-        }
-        v
-    }
-
-    fn not(&mut self, t: &[String], p: &mut usize) -> bool {
-        if t.get(*p).map(String::as_str) == Some("not") {
-            *p += 1;
-            return !self.not(t, p);
-        }
-        self.atom(t, p)
-    }
-
-    fn set(&self, t: &[String], p: &mut usize) -> Vec<String> {
-        assert_eq!(t[*p], "(", "a set starts with (");
-        *p += 1;
-        let mut items = Vec::new();
-        while t[*p] != ")" {
-            if t[*p] != "," {
-                match self.rules.lists.get(&t[*p]) {
-                    Some(list) => items.extend(list.iter().cloned()),
-                    None => items.push(t[*p].trim_matches('"').to_string()),
-                }
-            }
-            *p += 1;
-        }
-        *p += 1;
-        items
-    }
-
-    fn atom(&mut self, t: &[String], p: &mut usize) -> bool {
-        let tok = t[*p].clone();
-        *p += 1;
-        if tok == "(" {
-            let v = self.or(t, p);
-            assert_eq!(t[*p], ")");
-            *p += 1;
-            return v;
-        }
-        if let Some(m) = self.rules.macros.get(&tok) {
-            let m = m.clone();
-            return self.eval(&m);
-        }
-        assert!(tok.starts_with("kive."), "unknown macro or field {tok}");
-        let value = (self.get)(&tok);
-        let op = t[*p].clone();
-        *p += 1;
-        match op.as_str() {
-            "exists" => value.is_some(),
-            "=" | "!=" | "contains" => {
-                let rhs = t[*p].trim_matches('"').to_string();
-                *p += 1;
-                match (op.as_str(), value) {
-                    (_, None) => false,
-                    ("=", Some(v)) => v == rhs,
-                    ("!=", Some(v)) => v != rhs,
-                    (_, Some(v)) => v.contains(&rhs),
-                }
-            }
-            "in" => {
-                let set = self.set(t, p);
-                value.is_some_and(|v| set.contains(&v))
-            }
-            other => panic!("operator {other} not handled by this test"),
-        }
-    }
-}
-
-fn replay(path: &str) -> CapturingPluginRunner {
-    let cfg = format!(r#"{{"mode":"replay","replayFile":{}}}"#, json_str(path));
-    let mut r = PluginRunner::new();
-    r.register_plugin(&kive::PLUGIN_API, &CString::new(cfg).expect("cstr"))
-        .expect("register");
-    r.start_capture().expect("open")
 }
 
 /// The rule that matches every event of a file; fails when several match
@@ -508,9 +321,7 @@ fn falco_yaml_loads_kive_with_a_valid_init_config() {
             c.errors
         );
     }
-    let mut r = PluginRunner::new();
-    r.register_plugin(&kive::PLUGIN_API, &CString::new(init).expect("cstr"))
-        .expect("the plugin accepts falco.yaml's init_config");
+    register(&init).expect("the plugin accepts falco.yaml's init_config");
 }
 
 /// rules/kive_syscall_rules.yaml: rules of the syscall source on the async

@@ -22,6 +22,8 @@ pub use mounts::ensure_mounts;
 
 mod build;
 mod fields;
+pub mod rules;
+pub mod runner;
 #[allow(unused_imports)] // each Falco test binary uses some of them
 pub use {
     build::{built_so, cargo, test_file, PROFILE},
