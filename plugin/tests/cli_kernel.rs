@@ -29,7 +29,7 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
         "--tier",
         "tracepoint",
     ]);
-    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20));
+    let log = wait_line(&k.stderr, "kive running", support::DEADLINE);
     let all = log.join("\n");
     assert!(all.contains("tier=tracepoint armed=1"), "{all}");
     assert!(
@@ -47,7 +47,7 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
     let (pid, _) = support::run(Command::new("cat").arg(&decoy));
     let line = k
         .stdout
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(support::DEADLINE)
         .expect("an alert line on stdout");
     let v: serde_json::Value = serde_json::from_str(&line).expect("stdout is JSON lines");
     assert_eq!(v["kive-alert-version"], "v1");
@@ -62,7 +62,7 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
 #[test]
 fn text_format_and_the_embedded_default_policy() {
     let k = spawn_private_tmp(&["run", "--format", "text"]);
-    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    let log = wait_line(&k.stderr, "kive running", support::DEADLINE).join("\n");
     assert!(log.contains("armed=1"), "{log}");
     // cat in kive's mount namespace, where its /tmp is
     let (_, out) = support::run(
@@ -72,10 +72,7 @@ fn text_format_and_the_embedded_default_policy() {
             .args(["-m", "cat", "/tmp/kive-secret.txt"]),
     );
     assert!(out.status.success(), "{out:?}");
-    let line = k
-        .stdout
-        .recv_timeout(Duration::from_secs(5))
-        .expect("alert");
+    let line = k.stdout.recv_timeout(support::DEADLINE).expect("alert");
     assert!(
         line.contains("policy=host-decoy path=/tmp/kive-secret.txt access=read"),
         "{line}"
@@ -106,7 +103,7 @@ fn a_closed_stdout_ends_kive_run_cleanly_like_head_does() {
     .spawn()
     .expect("kive starts");
     let stderr = lines(child.stderr.take().expect("stderr"));
-    wait_line(&stderr, "kive running", Duration::from_secs(20));
+    wait_line(&stderr, "kive running", support::DEADLINE);
     // `| head -1`: read one alert, then close the pipe
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     support::run(Command::new("cat").arg(&decoy));
@@ -115,7 +112,7 @@ fn a_closed_stdout_ends_kive_run_cleanly_like_head_does() {
     assert!(first.contains("\"kive-policy-name\":\"pipe\""), "{first}");
     drop(out);
     // the next alerts meet a closed pipe: kive stops by itself
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + support::DEADLINE;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
             break st;
@@ -179,7 +176,7 @@ fn kive_run_raises_its_open_file_limit_to_the_hard_limit() {
         stdout,
         stderr,
     };
-    let log = wait_line(&k.stderr, "kive running", Duration::from_secs(20)).join("\n");
+    let log = wait_line(&k.stderr, "kive running", support::DEADLINE).join("\n");
     assert!(
         log.contains(&format!("open-file limit raised from 256 to {hard}")),
         "{log}"

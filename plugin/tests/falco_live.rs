@@ -18,6 +18,9 @@ use falco_plugin_runner::{ExtractedField, PluginRunner, ScapStatus};
 
 use falco_common::{ensure_mounts, json_str, OwnedEvent, Plugin, Value};
 
+/// How long an event that must come is waited for (generous for a slow guest).
+const EVENT_WAIT: Duration = Duration::from_secs(60);
+
 /// Live tests count fds and threads: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -171,7 +174,7 @@ fn live_cat_of_a_trapped_file_through_the_built_so() {
     assert!(took < Duration::from_secs(5), "next_batch blocked {took:?}");
 
     let pid = cat(&trap);
-    let e = wait_for(&inst, Duration::from_secs(10), |e| {
+    let e = wait_for(&inst, EVENT_WAIT, |e| {
         p.extract(e.as_ptr(), "kive.process.pid") == Ok(Value::U64(pid as u64))
     })
     .unwrap_or_else(|| panic!("no event for cat (pid {pid}) within 10 s"));
@@ -354,7 +357,7 @@ fn live_open_params_select_live_and_close_detaches() {
     assert_eq!(p.metric("armed_traps"), 1);
     let pid = cat(&trap);
     assert!(
-        wait_for(&inst, Duration::from_secs(10), |e| {
+        wait_for(&inst, EVENT_WAIT, |e| {
             p.extract(e.as_ptr(), "kive.process.pid") == Ok(Value::U64(pid as u64))
         })
         .is_some(),
@@ -378,7 +381,7 @@ fn live_open_close_cycles_leak_nothing() {
         let inst = p.open(None).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         let pid = cat(&trap);
         assert!(
-            wait_for(&inst, Duration::from_secs(10), |e| {
+            wait_for(&inst, EVENT_WAIT, |e| {
                 p.extract(e.as_ptr(), "kive.process.pid") == Ok(Value::U64(pid as u64))
             })
             .is_some(),
@@ -402,7 +405,7 @@ fn live_mode_through_the_runner() {
         .start_capture()
         .unwrap_or_else(|e| panic!("live mode must start on this machine: {e:#}"));
     let pid = cat(&trap);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + EVENT_WAIT;
     let ev = loop {
         assert!(Instant::now() < deadline, "no event for cat {pid}");
         match r.next_event() {
@@ -476,7 +479,7 @@ fn close_right_after_arming_thousands_of_traps_releases_everything() {
     let last = &files[TRAPS - 1];
     let pid = cat(last);
     assert!(
-        wait_for(&inst, Duration::from_secs(10), |e| {
+        wait_for(&inst, EVENT_WAIT, |e| {
             p.extract(e.as_ptr(), "kive.process.pid") == Ok(Value::U64(pid as u64))
         })
         .is_some(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::convert::{plan, plan_pod, PolicyEntry};
-use super::source::{lock, Labels, State, NOT_READY_RETRY, NS_GRACE, UNLOCATED_RETRY};
+use super::source::{lock, Labels, State, LIST_GRACE, NOT_READY_RETRY, UNLOCATED_RETRY};
 use crate::runtime::{DesiredEntry, PodController, PodDesired};
 
 /// One reconcile's input: every wanted entry, or those of the pods that
@@ -25,7 +25,7 @@ pub(super) async fn run(
     resync: Duration,
     started: Instant,
 ) {
-    // until the first reconcile, look again soon: the namespace grace
+    // until the first reconcile, look again soon: the list grace
     // ends without a watch event to wake this loop
     let mut wait = NOT_READY_RETRY.min(resync);
     let mut last_full = Instant::now();
@@ -41,16 +41,18 @@ pub(super) async fn run(
         if (timer && !unlocated) || lock(&st.dirty).full {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // namespace labels are waited for briefly only: a source that
-        // may not list namespaces must not hold the traps back
-        let ns_ready = lock(&st.namespaces).synced || started.elapsed() > NS_GRACE;
-        // KubeArmor kinds whose CRD is absent never list: only
-        // KivePolicies are waited for
-        let ready = lock(&st.policies)
-            .get("kivepolicy")
-            .is_some_and(|s| s.synced)
-            && lock(&st.pods).synced
-            && ns_ready;
+        // one first reconcile with everything that lists: KivePolicies and
+        // pods are waited for; the rest (labels, KubeArmor kinds) only
+        // until each lists or fails, or the grace ends, so that a source
+        // that may not list them never holds the traps back
+        let past_grace = started.elapsed() > LIST_GRACE;
+        let ready = {
+            let p = lock(&st.policies);
+            p.get("kivepolicy").is_some_and(|s| s.synced)
+                && p.values().all(|s| s.settled() || past_grace)
+        } && lock(&st.pods).synced
+            && (lock(&st.namespaces).settled() || past_grace)
+            && (lock(&st.node).settled() || past_grace);
         if !ready {
             continue;
         }

@@ -77,8 +77,10 @@ pub struct ClusterStatus {
 
 pub(super) type Labels = BTreeMap<String, String>;
 
-/// How long the first reconcile waits for namespace labels.
-pub(super) const NS_GRACE: Duration = Duration::from_secs(2);
+/// How long the first reconcile waits for the stores that do not hold
+/// traps back (namespace and node labels, KubeArmor kinds) to list or fail;
+/// a failed list (not allowed, CRD not installed) is not waited for.
+pub(super) const LIST_GRACE: Duration = Duration::from_secs(10);
 /// How soon entries whose container was not found yet are retried (the
 /// container locator walks the cgroup tree at most once a second).
 pub(super) const UNLOCATED_RETRY: Duration = Duration::from_secs(1);
@@ -328,6 +330,7 @@ fn spawn_labels_watch<K>(
                 }
                 Err(e) => {
                     st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                    lock(store(&st)).errored = true;
                     if std::mem::replace(&mut warned, true) {
                         tracing::debug!("{what} watch: {e}");
                     } else {
@@ -348,6 +351,8 @@ fn spawn_policy_watch(
     label: &'static str,
     convert: impl Fn(&DynamicObject) -> PolicyEntry + Send + 'static,
 ) {
+    // known before it lists: the first reconcile waits for every kind
+    lock(&st.policies).entry(label).or_default();
     runtime.spawn(async move {
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
@@ -392,6 +397,7 @@ fn spawn_policy_watch(
                 }
                 Err(e) if is_absent(&e) => {
                     // an uninstalled CRD: nothing to watch yet, not an error
+                    lock(&st.policies).entry(label).or_default().errored = true;
                     if !absent_logged {
                         tracing::info!(
                             "{label}: resource not served (CRD not installed): watching for it"
@@ -401,6 +407,7 @@ fn spawn_policy_watch(
                 }
                 Err(e) => {
                     st.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                    lock(&st.policies).entry(label).or_default().errored = true;
                     tracing::warn!("{label} watch: {e} (retrying; armed traps stay armed)");
                 }
             }

@@ -14,6 +14,9 @@ pub struct Store<T> {
     relist: Option<BTreeMap<String, T>>,
     /// Whether a first list has completed.
     pub synced: bool,
+    /// Whether a list or watch attempt failed (not allowed, not served,
+    /// unreachable): the first reconcile does not wait for this store.
+    pub errored: bool,
 }
 
 impl<T> Default for Store<T> {
@@ -22,6 +25,7 @@ impl<T> Default for Store<T> {
             items: BTreeMap::new(),
             relist: None,
             synced: false,
+            errored: false,
         }
     }
 }
@@ -53,6 +57,12 @@ impl<T: PartialEq> Store<T> {
             }
             Event::Delete((k, _)) => self.items.remove(&k).is_some(),
         }
+    }
+
+    /// Whether the first reconcile has what this store will give it: a
+    /// first list, or a failure (waiting longer would hold traps back).
+    pub fn settled(&self) -> bool {
+        self.synced || self.errored
     }
 
     /// The current items.
@@ -120,6 +130,20 @@ mod tests {
         assert!(!s.apply(Event::Delete(kv("a", 0))));
         let keys: Vec<_> = s.items().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_store_is_settled_by_its_first_list_or_a_failure() {
+        let mut s = Store::<u32>::default();
+        assert!(!s.settled(), "nothing listed yet");
+        s.apply(Event::Init);
+        assert!(!s.settled(), "a list under way is waited for");
+        s.errored = true;
+        assert!(s.settled(), "a failed list is not waited for");
+        let mut s = Store::<u32>::default();
+        s.apply(Event::Init);
+        s.apply(Event::InitDone);
+        assert!(s.settled(), "an empty list is a list");
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Container {
             .spawn()
             .expect("unshare (util-linux) starts");
         let upid = unshare.id();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::DEADLINE;
         let pid = loop {
             let children = std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
                 .unwrap_or_default();

@@ -88,7 +88,7 @@ pub fn world_dir() -> tempfile::TempDir {
 
 /// The generous deadline of every wait for a condition: a slow machine
 /// (the Debian VM under TCG, 2 busy cores) meets it, a broken build does not.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Polls `f` until it gives a value; panics naming `what` after
 /// [`DEADLINE`]. The one wait-for-a-condition helper of the kernel tests.
