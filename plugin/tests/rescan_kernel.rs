@@ -20,7 +20,7 @@ use kive::trap::TierChoice;
 use support::container::{layer_key, Container};
 use support::rescan::{bind_mount, kernel_at_least, marks_supported, LateContainer};
 use support::runtime::{config, host_traps, start};
-use support::{alerts_until, key_of, run, world_dir};
+use support::{alerts_until, key_of, run, sorted, world_dir};
 
 /// The safety net's full pass: never within a test.
 const HOURS: Duration = Duration::from_secs(6 * 3600);
@@ -70,11 +70,6 @@ fn remembered(rt: &Runtime, dir: &Path) -> Metrics {
         );
     }
     m
-}
-
-fn sorted(mut v: Vec<kive::trap::TrapKey>) -> Vec<kive::trap::TrapKey> {
-    v.sort_by_key(|k| (k.dev, k.ino));
-    v
 }
 
 #[test]

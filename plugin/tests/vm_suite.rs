@@ -23,13 +23,14 @@ use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest: every test file that needs the
 /// kernel.
-const SUITE: [&str; 19] = [
+const SUITE: [&str; 20] = [
     "arm_batch_kernel",
     "attack_kernel",
     "cli_kernel",
     "cluster_kernel",
     "cluster_scope_kernel",
     "container_kernel",
+    "decoy_kernel",
     "drills_cluster",
     "drills_container",
     "drills_kernel",

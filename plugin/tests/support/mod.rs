@@ -86,6 +86,12 @@ pub fn world_dir() -> tempfile::TempDir {
     d
 }
 
+/// `v` in order (kernel keys, to compare sets).
+pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
 /// The generous deadline of every wait for a condition: a slow machine
 /// (the Debian VM under TCG, 2 busy cores) meets it, a broken build does not.
 pub const DEADLINE: Duration = Duration::from_secs(120);
