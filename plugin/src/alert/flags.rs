@@ -2,6 +2,8 @@
 //! paths cut at the capture's limits, and executables that name no file
 //! one could look at (a memfd, a deleted file). Pure.
 
+use std::borrow::Cow;
+
 /// `process.flags` as bits: the same bits as the kernel's `KIVE_EV_F_*`
 /// (ebpf/kive.h), so an event's flags are taken over as they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -46,6 +48,15 @@ impl ProcessFlags {
             .collect()
     }
 
+    /// The known flags only: what `from_names(&names())` gives.
+    pub fn known(self) -> Self {
+        Self(
+            Self::NAMES
+                .iter()
+                .fold(0, |acc, (bit, _)| acc | (self.0 & bit)),
+        )
+    }
+
     /// The flags of a list of names (unknown names are ignored).
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
         let bits = names
@@ -63,10 +74,15 @@ pub const CUT_MARK: &str = "...";
 
 /// `path`, marked with [`CUT_MARK`] when `cut`.
 pub fn mark_cut(path: &str, cut: bool) -> String {
+    marked(path, cut).into_owned()
+}
+
+/// [`mark_cut`], borrowed when there is nothing to mark.
+pub fn marked(path: &str, cut: bool) -> Cow<'_, str> {
     if cut && !path.is_empty() {
-        format!("{CUT_MARK}{path}")
+        Cow::Owned(format!("{CUT_MARK}{path}"))
     } else {
-        path.to_string()
+        Cow::Borrowed(path)
     }
 }
 

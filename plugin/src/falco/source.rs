@@ -14,7 +14,7 @@ use falco_plugin::FailureReason;
 use super::async_events;
 use super::config::{KiveConfig, Mode};
 use super::error::FalcoError;
-use super::payload::{encode, KivePayload};
+use super::payload::{encode, encode_view, KivePayload};
 use super::replay::{Chunk, Fetched, Prefetch};
 use super::webhook::{self, Listen, Webhook};
 use super::{KivePlugin, SourceStats, PLUGIN_ID};
@@ -322,10 +322,17 @@ impl KiveInstance {
                 rt.try_next_event()
             };
             let Some(ev) = ev else { break };
-            for alert in rt.alerts_for(&ev) {
-                Self::add(&mut self.buf, batch, &alert, inject)?;
+            // the payload straight from the event and its entries: no alert built
+            let buf = &mut self.buf;
+            rt.each_alert(&ev, |view| -> Result<(), Error> {
+                let ts = encode_view(view, buf)?;
+                Self::add_encoded(buf, ts, batch)?;
+                if let Some(stats) = inject {
+                    Self::inject(stats, buf, ts);
+                }
                 n += 1;
-            }
+                Ok(())
+            })?;
         }
         Ok(n)
     }

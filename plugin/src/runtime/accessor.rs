@@ -26,6 +26,20 @@ pub struct Accessors {
     /// v1 cgroups by process (tgid, start time): read once a second per
     /// process, not at each of its events.
     v1: Mutex<PidCache<Arc<[PathBuf]>>>,
+    /// The last host accessor resolved: a flood's next events from the
+    /// same process reuse it (no path lookup or parse per event).
+    last_host: Mutex<Option<LastHost>>,
+}
+
+/// A host accessor of one process (the cgroups alone decide it: no pod
+/// looked up), reused for [`V1_TTL`] as the v1 cgroups are.
+#[derive(Debug)]
+struct LastHost {
+    /// cgroup v2 id, tgid, start time, mount namespace.
+    key: (u64, u32, u64, u32),
+    /// When it was resolved (boot ns).
+    at: u64,
+    found: AccessorMetadata,
 }
 
 /// How long a process's v1 cgroups are reused (a process moved to another
@@ -54,12 +68,44 @@ impl Accessors {
             host_mnt_ns: crate::node::host::host_mnt_ns(&proc_root),
             proc_root,
             v1: Mutex::new(PidCache::new(V1_TTL, V1_PROCESSES)),
+            last_host: Mutex::new(None),
         }
     }
 
     /// The accessor of an event; `owner_of` names the pod of a container
     /// kive knows (by bare id).
     pub fn resolve(
+        &self,
+        raw: &RawEvent,
+        owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
+    ) -> Option<AccessorMetadata> {
+        // a process is known by (tgid, start time) only with its start time
+        let key = (raw.cgroup_id, raw.tgid, raw.start_ns, raw.mnt_ns);
+        let ttl = V1_TTL.as_nanos() as u64;
+        if raw.start_ns != 0 {
+            let last = self.last_host.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = last.as_ref() {
+                if l.key == key
+                    && raw.ts_boot_ns.saturating_sub(l.at) < ttl
+                    && raw.ts_boot_ns >= l.at
+                {
+                    return Some(l.found.clone());
+                }
+            }
+        }
+        let found = self.resolve_now(raw, owner_of);
+        if let Some(a) = found.as_ref().filter(|a| a.host && raw.start_ns != 0) {
+            *self.last_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastHost {
+                key,
+                at: raw.ts_boot_ns,
+                found: a.clone(),
+            });
+        }
+        found
+    }
+
+    /// [`Accessors::resolve`] without the reuse.
+    fn resolve_now(
         &self,
         raw: &RawEvent,
         owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,

@@ -1,10 +1,11 @@
 //! Turning one kernel event into alerts (one per entry armed on its key),
 //! and the periodic loss report.
 
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{build_alert, Entry, Owner, Runtime, Verdict};
+use super::{AlertView, Entry, Owner, Runtime, Verdict};
 use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, LossMetadata};
 use crate::node::procfs::process_details_of;
 use crate::node::resolve::new_path_of;
@@ -33,6 +34,25 @@ impl Runtime {
     /// event: for the entry that saw it). An event for a key no longer
     /// armed gives none (and is counted).
     pub fn alerts_for(&self, raw: &RawEvent) -> Vec<KiveAlert> {
+        let mut alerts = Vec::new();
+        let done: Result<(), Infallible> = self.each_alert(raw, |v| {
+            alerts.push(v.alert());
+            Ok(())
+        });
+        match done {
+            Ok(()) => alerts,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Calls `f` with each alert of one event, borrowed (see
+    /// [`Runtime::alerts_for`]), without building it; a trap's callback
+    /// still gets the alert's JSON. Stops at `f`'s first error.
+    pub fn each_alert<E>(
+        &self,
+        raw: &RawEvent,
+        mut f: impl FnMut(&AlertView<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let rescan = raw.hook == Hook::Rescan;
         let placed = (!rescan).then(|| self.kernel_new_path(raw)).flatten();
         let raw = placed.as_ref().unwrap_or(raw);
@@ -51,7 +71,7 @@ impl Runtime {
         };
         if hits.is_empty() {
             self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
-            return Vec::new();
+            return Ok(());
         }
         // the kernel captured the process at the access; /proc only fills gaps
         let gaps = raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty();
@@ -61,10 +81,8 @@ impl Runtime {
             Default::default()
         };
         let accessor = if rescan { None } else { self.accessor(raw) };
-        let mut alerts = Vec::with_capacity(hits.len());
-        let mut origins = Vec::with_capacity(hits.len());
         for (id, trap, owner, away) in &hits {
-            let mut suppressed = None;
+            let mut rate_limited = None;
             if let (Some(limit), false) = (trap.rate_limit, rescan) {
                 let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
                 match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
@@ -75,29 +93,27 @@ impl Runtime {
                             .fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    Verdict::Send { suppressed: n } => suppressed = (n > 0).then_some(n),
+                    Verdict::Send { suppressed: n } => rate_limited = (n > 0).then_some(n),
                 }
             }
-            let mut a = build_alert(raw, trap, owner, &self.node, &details, accessor.as_ref());
-            // the kernel's flood limit and the trap's rate limit add up
-            if let Some(n) = suppressed {
-                a.metadata.suppressed = Some(a.metadata.suppressed.unwrap_or(0).saturating_add(n));
-            }
-            if *away {
-                // the trapped inode, renamed or linked away from its path
-                a.metadata.armed_as = trap.path.clone();
-            }
-            alerts.push(a);
-            origins.push(&trap.origin);
-        }
-        if let Some(cb) = &self.callbacks {
-            for (a, origin) in alerts.iter().zip(&origins) {
-                if !a.metadata.callback.is_empty() {
-                    cb.send_from(&origin.to_string(), &a.metadata.callback, &a.to_json());
+            let view = AlertView {
+                raw,
+                trap,
+                owner,
+                node: &self.node,
+                details: &details,
+                accessor: accessor.as_ref(),
+                rate_limited,
+                away: *away,
+            };
+            if let (Some(cb), Some(url)) = (&self.callbacks, trap.callback.as_deref()) {
+                if !url.is_empty() {
+                    cb.send_from(&trap.origin.to_string(), url, &view.alert().to_json());
                 }
             }
+            f(&view)?;
         }
-        alerts
+        Ok(())
     }
 
     /// A loss report when trap hits were lost since the previous one (ring

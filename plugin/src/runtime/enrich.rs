@@ -101,6 +101,66 @@ pub fn accessor_metadata(
     })
 }
 
+/// One alert of one event, borrowed: everything [`build_alert`] reads,
+/// plus what the runtime adds per hit. The Falco source encodes its
+/// payload straight from this view (no alert built); callbacks, JSON
+/// output and tests build the alert with [`AlertView::alert`].
+#[derive(Debug, Clone, Copy)]
+pub struct AlertView<'a> {
+    /// The kernel event (a rename's new path already placed).
+    pub raw: &'a RawEvent,
+    /// The trap of the entry hit.
+    pub trap: &'a CompiledTrap,
+    /// The entry's owner.
+    pub owner: &'a Owner,
+    /// What every alert of this node shares.
+    pub node: &'a NodeContext,
+    /// `/proc`'s details, filling what the kernel did not capture.
+    pub details: &'a ProcessDetails,
+    /// Who opened the file.
+    pub accessor: Option<&'a AccessorMetadata>,
+    /// Hits the trap's rate limit held back before this one.
+    pub rate_limited: Option<u64>,
+    /// The key is the trapped inode, renamed or linked away from its path.
+    pub away: bool,
+}
+
+impl AlertView<'_> {
+    /// `metadata.suppressed`: the kernel's flood limit and the trap's
+    /// rate limit added up.
+    pub fn suppressed(&self) -> Option<u64> {
+        let kernel = (self.raw.limited > 0).then_some(u64::from(self.raw.limited));
+        match self.rate_limited {
+            Some(n) => Some(kernel.unwrap_or(0).saturating_add(n)),
+            None => kernel,
+        }
+    }
+
+    /// `metadata.armed_as`: the trap's path when the key left it.
+    pub fn armed_as(&self) -> &str {
+        if self.away {
+            &self.trap.path
+        } else {
+            ""
+        }
+    }
+
+    /// The alert.
+    pub fn alert(&self) -> KiveAlert {
+        let mut a = build_alert(
+            self.raw,
+            self.trap,
+            self.owner,
+            self.node,
+            self.details,
+            self.accessor,
+        );
+        a.metadata.suppressed = self.suppressed();
+        a.metadata.armed_as = self.armed_as().to_string();
+        a
+    }
+}
+
 /// Builds the alert for one entry hit by one event.
 pub fn build_alert(
     raw: &RawEvent,

@@ -18,6 +18,7 @@ pub mod pods;
 mod queue;
 pub mod ratelimit;
 mod rescan;
+mod ring_sink;
 mod sets;
 mod stalls;
 pub mod table;
@@ -38,7 +39,7 @@ use crate::trap::{Engine, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
 pub use config::{ArmReport, Metrics, RuntimeConfig};
-pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
+pub use enrich::{accessor_metadata, build_alert, AlertView, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
@@ -187,26 +188,18 @@ impl Runtime {
         let mut engine = Engine::load(&cfg.engine)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = queue::bounded::<RawEvent>(cfg.queue_capacity);
-        let c = Arc::clone(&counters);
         let tamper_tx = tx.clone();
         let kernel_tampers = kernel_sees_tamper(engine.tier())
             .then(|| Arc::new(Mutex::new(tamper::KernelTampers::default())));
-        let seen = kernel_tampers.clone();
-        engine.start_reader(cfg.poll, move |data| match RawEvent::decode(data) {
-            Ok(ev) => {
-                if let (Some(seen), Some(_)) = (&seen, &ev.tamper) {
-                    // read at once, before the queue: the rescan asks
-                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    seen.record(ev.key, ev.ts_boot_ns);
-                }
-                if let Err(queue::Refused::Full(_)) = tx.try_send(ev) {
-                    c.queue_drops.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(_) => {
-                c.decode_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        })?;
+        engine.start_reader_sink(
+            cfg.poll,
+            ring_sink::RingSink {
+                tx,
+                counters: Arc::clone(&counters),
+                seen: kernel_tampers.clone(),
+                gathered: Vec::with_capacity(ring_sink::GATHER),
+            },
+        )?;
         let tier = engine.tier();
         let mut report = ArmReport::default();
         let host_root = match Root::open(&cfg.host_root) {

@@ -7,10 +7,14 @@
 //! This queue is std's unbounded channel (blocks allocated as events arrive
 //! and freed as they are taken) with the bound kept by a counter: a send
 //! past `capacity` held events is refused as [`Full`], exactly as before.
+//!
+//! A producer may gather values ([`Sender::try_push`]) and hand them over
+//! together ([`Sender::flush`]): one message, one wake-up of a waiting
+//! consumer, for a whole read of the ring buffer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why a send was refused: `capacity` events are held (the value is given
@@ -25,7 +29,7 @@ pub enum Refused<T> {
 
 /// The sending side (cloned for each producer; they share the bound).
 pub struct Sender<T> {
-    tx: mpsc::Sender<T>,
+    tx: mpsc::Sender<Vec<T>>,
     held: Arc<AtomicUsize>,
     capacity: usize,
 }
@@ -42,8 +46,10 @@ impl<T> Clone for Sender<T> {
 
 /// The receiving side.
 pub struct Receiver<T> {
-    rx: mpsc::Receiver<T>,
+    rx: mpsc::Receiver<Vec<T>>,
     held: Arc<AtomicUsize>,
+    /// The rest of the last batch received.
+    pending: Mutex<std::vec::IntoIter<T>>,
 }
 
 /// A queue holding at most `capacity` values (at least 1).
@@ -56,13 +62,32 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             held: Arc::clone(&held),
             capacity: capacity.max(1),
         },
-        Receiver { rx, held },
+        Receiver {
+            rx,
+            held,
+            pending: Mutex::new(Vec::new().into_iter()),
+        },
     )
 }
 
 impl<T> Sender<T> {
     /// Queues `v` unless `capacity` values are held; never blocks.
     pub fn try_send(&self, v: T) -> Result<(), Refused<T>> {
+        let mut one = Vec::with_capacity(1);
+        self.try_push(&mut one, v)?;
+        match self.tx.send(one) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.held.fetch_sub(1, Ordering::AcqRel);
+                let v = e.0.into_iter().next();
+                Err(Refused::Gone(v.expect("the one value sent")))
+            }
+        }
+    }
+
+    /// Takes a place for `v` and adds it to `batch` (handed over by
+    /// [`Sender::flush`]) unless `capacity` values are held; never blocks.
+    pub fn try_push(&self, batch: &mut Vec<T>, v: T) -> Result<(), Refused<T>> {
         // take a place first, so that concurrent senders never exceed the
         // bound together
         let cap = self.capacity;
@@ -75,33 +100,51 @@ impl<T> Sender<T> {
         {
             return Err(Refused::Full(v));
         }
-        self.tx.send(v).map_err(|e| {
-            self.held.fetch_sub(1, Ordering::AcqRel);
-            Refused::Gone(e.0)
-        })
+        batch.push(v);
+        Ok(())
+    }
+
+    /// Hands `batch` over as one message (left empty); a gone consumer
+    /// gives its places back. Whether it was handed over.
+    pub fn flush(&self, batch: &mut Vec<T>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        match self.tx.send(std::mem::take(batch)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.held.fetch_sub(e.0.len(), Ordering::AcqRel);
+                false
+            }
+        }
     }
 }
 
 impl<T> Receiver<T> {
     /// The next value, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<T> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(v) => Some(self.taken(v)),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.next(|rx| rx.recv_timeout(timeout).ok())
     }
 
     /// The next value if one is held.
     pub fn try_recv(&self) -> Option<T> {
-        match self.rx.try_recv() {
-            Ok(v) => Some(self.taken(v)),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.next(|rx| rx.try_recv().ok())
     }
 
-    fn taken(&self, v: T) -> T {
+    /// The next value of the pending batch, else of the next batch `recv`
+    /// gives.
+    fn next(&self, recv: impl FnOnce(&mpsc::Receiver<Vec<T>>) -> Option<Vec<T>>) -> Option<T> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let v = match pending.next() {
+            Some(v) => v,
+            None => {
+                // a batch is never empty (flush sends none)
+                *pending = recv(&self.rx)?.into_iter();
+                pending.next()?
+            }
+        };
         self.held.fetch_sub(1, Ordering::AcqRel);
-        v
+        Some(v)
     }
 }
 
@@ -182,5 +225,33 @@ mod tests {
         let (tx, rx) = bounded::<u8>(4);
         drop(tx);
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn a_gathered_batch_arrives_whole_at_its_flush_within_the_bound() {
+        let (tx, rx) = bounded(3);
+        let mut batch = Vec::new();
+        assert_eq!(tx.try_push(&mut batch, 1), Ok(()));
+        assert_eq!(tx.try_push(&mut batch, 2), Ok(()));
+        assert_eq!(rx.try_recv(), None, "nothing handed over before the flush");
+        assert_eq!(tx.try_send(3), Ok(()), "a gathered value holds its place");
+        assert_eq!(tx.try_push(&mut batch, 4), Err(Refused::Full(4)));
+        assert!(tx.flush(&mut batch));
+        assert!(batch.is_empty(), "the batch is handed over, not copied");
+        assert!(tx.flush(&mut batch), "an empty flush sends nothing");
+        assert_eq!(rx.try_recv(), Some(3), "in the order handed over");
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(tx.try_send(5), Ok(()), "a taken value frees its place");
+        assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Some(2));
+        assert_eq!(rx.try_recv(), Some(5));
+        assert_eq!(rx.try_recv(), None);
+        drop(rx);
+        assert_eq!(tx.try_push(&mut batch, 6), Ok(()));
+        assert!(!tx.flush(&mut batch), "a gone consumer takes nothing");
+        assert_eq!(
+            tx.try_send(7),
+            Err(Refused::Gone(7)),
+            "its places were given back"
+        );
     }
 }

@@ -317,10 +317,19 @@ impl BpfEngine {
 
     /// Starts the reader thread: every ring-buffer record is handed to
     /// `on_record`, which must be quick (decode and queue, nothing more).
-    pub fn start_reader<F>(&mut self, poll: Duration, mut on_record: F) -> Result<(), TrapError>
+    pub fn start_reader<F>(&mut self, poll: Duration, on_record: F) -> Result<(), TrapError>
     where
         F: FnMut(&[u8]) + Send + 'static,
     {
+        self.start_reader_sink(poll, super::seam::EachRecord(on_record))
+    }
+
+    /// [`BpfEngine::start_reader`] with a sink flushed after each drain.
+    pub fn start_reader_sink<S: super::seam::RecordSink>(
+        &mut self,
+        poll: Duration,
+        sink: S,
+    ) -> Result<(), TrapError> {
         if self.reader.is_some() {
             return Ok(());
         }
@@ -337,9 +346,11 @@ impl BpfEngine {
                 let mut builder = libbpf_rs::RingBufferBuilder::new();
                 let handled = std::rc::Rc::new(std::cell::Cell::new(0u64));
                 let count = std::rc::Rc::clone(&handled);
+                let sink = std::rc::Rc::new(std::cell::RefCell::new(sink));
+                let records = std::rc::Rc::clone(&sink);
                 let built = match builder.add(&events, move |data: &[u8]| {
                     count.set(count.get() + 1);
-                    on_record(data);
+                    records.borrow_mut().record(data);
                     0
                 }) {
                     Ok(_) => builder.build(),
@@ -361,6 +372,8 @@ impl BpfEngine {
                     // poll that times out still drains what is there.
                     let _ = ring.poll(poll);
                     let _ = ring.consume();
+                    // the drain's events handed on together: one wake-up
+                    sink.borrow_mut().flush();
                     // a flood is read in batches, not one wake-up per event
                     if let Some(pause) = pace.after_drain(handled.take(), Instant::now()) {
                         std::thread::sleep(pause);
@@ -368,6 +381,7 @@ impl BpfEngine {
                     pace.resume(Instant::now());
                 }
                 let _ = ring.consume();
+                sink.borrow_mut().flush();
             })
             .map_err(TrapError::Thread)?;
         match ready_rx.recv() {

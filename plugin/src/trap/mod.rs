@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use engine::{BpfEngine, KernelStats};
-pub use seam::Engine;
+pub use seam::{EachRecord, Engine, RecordSink};
 pub use wire::{Action, Hook, RawEvent, Tamper, TamperKind, TrapKey, TrapValue};
 
 /// A set of hooks that can report file opens.

@@ -11,6 +11,23 @@ use super::fanotify::FanotifyEngine;
 use super::wire::{TrapKey, TrapValue};
 use super::{EngineConfig, Tier, TierChoice, TrapError};
 
+/// Where the reader thread hands the records it reads.
+pub trait RecordSink: Send + 'static {
+    /// One `struct kive_event`; must be quick (decode and queue).
+    fn record(&mut self, data: &[u8]);
+    /// The read that handed the last records is over (hand them on).
+    fn flush(&mut self) {}
+}
+
+/// A sink that handles each record on its own: a closure.
+pub struct EachRecord<F>(pub F);
+
+impl<F: FnMut(&[u8]) + Send + 'static> RecordSink for EachRecord<F> {
+    fn record(&mut self, data: &[u8]) {
+        (self.0)(data)
+    }
+}
+
 /// A loaded trap engine. Dropping it detaches everything it attached.
 #[allow(clippy::large_enum_variant)] // one engine per process, never moved in a loop
 pub enum Engine {
@@ -177,9 +194,23 @@ impl Engine {
     where
         F: FnMut(&[u8]) + Send + 'static,
     {
+        self.start_reader_sink(poll, EachRecord(on_record))
+    }
+
+    /// [`Engine::start_reader`] with a sink told when a read ends
+    /// ([`RecordSink::flush`]): after each drain of the ring buffer, and
+    /// on the fanotify tier after each access (its opener waits).
+    pub fn start_reader_sink<S: RecordSink>(
+        &mut self,
+        poll: Duration,
+        mut sink: S,
+    ) -> Result<(), TrapError> {
         match self {
-            Self::Bpf(e) => e.start_reader(poll, on_record),
-            Self::Fanotify(e) => e.start_reader(poll, on_record),
+            Self::Bpf(e) => e.start_reader_sink(poll, sink),
+            Self::Fanotify(e) => e.start_reader(poll, move |data: &[u8]| {
+                sink.record(data);
+                sink.flush();
+            }),
         }
     }
 

@@ -26,10 +26,14 @@ mod encode;
 mod event;
 #[cfg(test)]
 mod tests;
+mod view;
+#[cfg(test)]
+mod view_tests;
 
 pub use decode::{decode_alert, Decoded, MapIter};
 pub use encode::{encode, encode_parts, Maps, MAP_SLOTS};
 pub use event::{KiveAnyEvent, KivePayload, SyscallPayload};
+pub use view::encode_view;
 
 use super::error::FalcoError;
 use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
