@@ -193,4 +193,118 @@ mod tests {
             }
         }
     }
+
+    fn event(cgroup_id: u64, tgid: u32, start_ns: u64, ts_boot_ns: u64) -> RawEvent {
+        use crate::trap::{Action, Hook, TrapKey};
+        RawEvent {
+            ts_boot_ns,
+            key: TrapKey { dev: 1, ino: 2 },
+            cgroup_id,
+            pid: tgid,
+            tgid,
+            ppid: 1,
+            ns_pid: tgid,
+            uid: 0,
+            gid: 0,
+            mask: 4,
+            flags: 0,
+            mnt_ns: 9,
+            trap_id: 1,
+            hook: Hook::TpSysExit,
+            action: Action::Audit,
+            comm: "cat".into(),
+            parent_comm: String::new(),
+            parent_exe: String::new(),
+            loginuid: None,
+            exe: String::new(),
+            cwd: String::new(),
+            args: Vec::new(),
+            process_flags: 0,
+            limited: 0,
+            tamper: None,
+            start_ns,
+        }
+    }
+
+    #[test]
+    fn a_reused_host_accessor_never_answers_for_another_process_cgroup_or_time() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let host = root.path().join("system.slice/sshd.service");
+        let pod = root.path().join(format!(
+            "kubepods.slice/kubepods-pod1.slice/cri-containerd-{CID}.scope"
+        ));
+        for d in [&host, &pod] {
+            std::fs::create_dir_all(d).expect("cgroup dir");
+        }
+        let ino = |p: &Path| std::fs::metadata(p).expect("cgroup dir").ino();
+        let (host_id, pod_id) = (ino(&host), ino(&pod));
+        let a = Accessors {
+            cgroups: Mutex::new(CgroupIndex::new(Some(root.path().to_path_buf()))),
+            host_mnt_ns: None,
+            proc_root: root.path().to_path_buf(),
+            v1: Mutex::new(PidCache::new(V1_TTL, V1_PROCESSES)),
+            last_host: Mutex::new(None),
+        };
+        let asked = std::cell::Cell::new(0);
+        let owner = |id: &str| {
+            assert_eq!(id, CID, "looked up by bare id");
+            asked.set(asked.get() + 1);
+            Some(ContainerOwner {
+                pod: "web-0".into(),
+                ..Default::default()
+            })
+        };
+        let first = a
+            .resolve(&event(host_id, 10, 5, 1_000), owner)
+            .expect("host");
+        assert!(first.host, "{first:?}");
+        assert_eq!(first.cgroup, host.display().to_string());
+        let again = a.resolve(&event(host_id, 10, 5, 2_000), owner);
+        assert_eq!(
+            again.as_ref(),
+            Some(&first),
+            "the same process: the same accessor"
+        );
+        // another cgroup, another process, the same pid restarted, another
+        // mount namespace, past the reuse time: each resolved afresh
+        let pod_ev = event(pod_id, 10, 5, 3_000);
+        let p = a.resolve(&pod_ev, owner).expect("container");
+        assert!(
+            !p.host,
+            "another cgroup of the same process is not the host's"
+        );
+        assert_eq!(p.pod_name, "web-0");
+        let p = a
+            .resolve(&event(pod_id, 11, 5, 3_000), owner)
+            .expect("container");
+        assert!(!p.host, "another process");
+        assert_eq!(
+            asked.get(),
+            2,
+            "a container's pod is looked up at each event"
+        );
+        let ttl = V1_TTL.as_nanos() as u64;
+        for ev in [
+            event(host_id, 10, 6, 4_000),
+            RawEvent {
+                mnt_ns: 1,
+                ..event(host_id, 10, 5, 4_000)
+            },
+            event(host_id, 10, 5, 1_000 + ttl),
+            event(host_id, 10, 0, 4_000),
+        ] {
+            assert_eq!(
+                a.resolve(&ev, owner),
+                a.resolve_now(&ev, owner),
+                "{ev:?}: as resolved afresh"
+            );
+        }
+        std::fs::remove_dir(&host).expect("cgroup removed");
+        let gone = a.resolve(&event(host_id + 1_000_000, 12, 7, 5_000), owner);
+        assert_eq!(
+            gone, None,
+            "an unknown cgroup is no host, whatever was reused"
+        );
+    }
 }
