@@ -67,12 +67,11 @@ fn pod() -> Owner {
         labels: BTreeMap::from([
             ("app".to_string(), "nginx".to_string()),
             ("x\u{fffd}".to_string(), String::new()),
-        ])
-        .into(),
+        ]),
         container: "c\n".into(),
         container_id: "containerd://abc".into(),
         workload: Some(("StatefulSet".into(), "web".into())),
-        namespace_labels: BTreeMap::from([("team".to_string(), "a".to_string())]).into(),
+        namespace_labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
         ..Default::default()
     }))
 }
