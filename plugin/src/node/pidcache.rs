@@ -40,14 +40,26 @@ impl<V: Clone> PidCache<V> {
         now_ns: u64,
         read: impl FnOnce() -> V,
     ) -> V {
+        self.get_or_read_at(tgid, start_ns, now_ns, read).0
+    }
+
+    /// [`PidCache::get_or_read`], with when the value was read (`now_ns`
+    /// when it is read now): what is derived from it is as old as that.
+    pub fn get_or_read_at(
+        &mut self,
+        tgid: u32,
+        start_ns: u64,
+        now_ns: u64,
+        read: impl FnOnce() -> V,
+    ) -> (V, u64) {
         if start_ns == 0 {
             // no identity: never reuse
-            return read();
+            return (read(), now_ns);
         }
         let key = (tgid, start_ns);
         if let Some((at, v)) = self.map.get(&key) {
             if now_ns >= *at && now_ns - at < self.ttl_ns {
-                return v.clone();
+                return (v.clone(), *at);
             }
         }
         let v = read();
@@ -55,7 +67,7 @@ impl<V: Clone> PidCache<V> {
             self.map.clear();
         }
         self.map.insert(key, (now_ns, v.clone()));
-        v
+        (v, now_ns)
     }
 
     /// Processes cached.
@@ -105,6 +117,18 @@ mod tests {
         assert_eq!(c.get_or_read(10, 0, 0, || "a"), "a");
         assert_eq!(c.get_or_read(10, 0, 1, || "b"), "b", "read every time");
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_reused_value_says_when_it_was_read() {
+        let mut c = cache();
+        assert_eq!(c.get_or_read_at(10, 5, 100, || "a"), ("a", 100));
+        assert_eq!(
+            c.get_or_read_at(10, 5, 150, || "b"),
+            ("a", 100),
+            "as old as its read, not as the event that reuses it"
+        );
+        assert_eq!(c.get_or_read_at(10, 0, 150, || "c"), ("c", 150));
     }
 
     #[test]

@@ -93,11 +93,12 @@ impl Accessors {
                 }
             }
         }
-        let found = self.resolve_now(raw, owner_of);
+        let (found, as_of) = self.resolve_as_of(raw, owner_of);
         if let Some(a) = found.as_ref().filter(|a| a.host && raw.start_ns != 0) {
+            // reused for as long as the facts it was made of are fresh
             *self.last_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastHost {
                 key,
-                at: raw.ts_boot_ns,
+                at: as_of,
                 found: a.clone(),
             });
         }
@@ -105,11 +106,22 @@ impl Accessors {
     }
 
     /// [`Accessors::resolve`] without the reuse.
+    #[cfg(test)]
     fn resolve_now(
         &self,
         raw: &RawEvent,
         owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
     ) -> Option<AccessorMetadata> {
+        self.resolve_as_of(raw, owner_of).0
+    }
+
+    /// The accessor of an event read afresh, and when the facts it was made
+    /// of were read (the event's time, or earlier for cached v1 cgroups).
+    fn resolve_as_of(
+        &self,
+        raw: &RawEvent,
+        owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
+    ) -> (Option<AccessorMetadata>, u64) {
         let (path, mode) = {
             let mut idx = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
             (idx.lookup(raw.cgroup_id), idx.mode())
@@ -121,11 +133,12 @@ impl Accessors {
                 .is_some()
         };
         let cached: Arc<[PathBuf]>;
+        let mut as_of = raw.ts_boot_ns;
         let v1: &[PathBuf] = if mode == CgroupMode::Unified || named() {
             &[]
         } else {
             let mut cache = self.v1.lock().unwrap_or_else(|p| p.into_inner());
-            cached = cache.get_or_read(raw.tgid, raw.start_ns, raw.ts_boot_ns, || {
+            (cached, as_of) = cache.get_or_read_at(raw.tgid, raw.start_ns, raw.ts_boot_ns, || {
                 decisive_v1(process_v1_cgroups(&self.proc_root, raw.tgid))
             });
             &cached
@@ -136,7 +149,7 @@ impl Accessors {
             v1,
             host_mnt_ns: self.host_mnt_ns.map(|h| h == raw.mnt_ns),
         };
-        accessor_metadata(facts, owner_of)
+        (accessor_metadata(facts, owner_of), as_of)
     }
 
     /// cgroup directories indexed.
@@ -299,6 +312,50 @@ mod tests {
                 a.resolve_now(&ev, owner),
                 "{ev:?}: as resolved afresh"
             );
+        }
+        // the reuse itself, with an answer only the reuse can give: only the
+        // same (cgroup, tgid, start time, mount namespace) within the time
+        // of the facts it was made of gets it
+        let stale = AccessorMetadata {
+            host: true,
+            cgroup: "stale".into(),
+            ..Default::default()
+        };
+        let at = 10_000;
+        *a.last_host.lock().expect("lock") = Some(LastHost {
+            key: (host_id, 10, 5, 9),
+            at,
+            found: stale.clone(),
+        });
+        assert_eq!(
+            a.resolve(&event(host_id, 10, 5, at + ttl - 1), owner),
+            Some(stale.clone()),
+            "the same process within the time: reused"
+        );
+        for ev in [
+            event(pod_id, 10, 5, at),
+            event(host_id, 11, 5, at),
+            event(host_id, 10, 6, at),
+            RawEvent {
+                mnt_ns: 1,
+                ..event(host_id, 10, 5, at)
+            },
+            event(host_id, 10, 5, at + ttl),
+            event(host_id, 10, 5, at - 1),
+            event(host_id, 10, 0, at),
+        ] {
+            let got = a.resolve(&ev, owner);
+            assert_ne!(
+                got.as_ref(),
+                Some(&stale),
+                "{ev:?}: never the reused answer"
+            );
+            // put it back for the next case (a fresh answer replaced it)
+            *a.last_host.lock().expect("lock") = Some(LastHost {
+                key: (host_id, 10, 5, 9),
+                at,
+                found: stale.clone(),
+            });
         }
         std::fs::remove_dir(&host).expect("cgroup removed");
         let gone = a.resolve(&event(host_id + 1_000_000, 12, 7, 5_000), owner);

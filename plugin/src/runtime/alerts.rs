@@ -47,7 +47,9 @@ impl Runtime {
 
     /// Calls `f` with each alert of one event, borrowed (see
     /// [`Runtime::alerts_for`]), without building it; a trap's callback
-    /// still gets the alert's JSON. Stops at `f`'s first error.
+    /// still gets the alert's JSON. After `f`'s first error, the event's
+    /// other hits still get their rate limit and callbacks, not `f`; the
+    /// error is returned.
     pub fn each_alert<E>(
         &self,
         raw: &RawEvent,
@@ -81,6 +83,7 @@ impl Runtime {
             Default::default()
         };
         let accessor = if rescan { None } else { self.accessor(raw) };
+        let mut failed = None;
         for (id, trap, owner, away) in &hits {
             let mut rate_limited = None;
             if let (Some(limit), false) = (trap.rate_limit, rescan) {
@@ -111,9 +114,11 @@ impl Runtime {
                     cb.send_from(&trap.origin.to_string(), url, &view.alert().to_json());
                 }
             }
-            f(&view)?;
+            if failed.is_none() {
+                failed = f(&view).err();
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// A loss report when trap hits were lost since the previous one (ring

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::alert::flags::mark_cut;
 use crate::alert::ProcessFlags;
 use crate::alert::{
     rfc3339_nanos, AccessorMetadata, AlertMetadata, ContainerMetadata, KiveAlert, NodeMetadata,
@@ -15,6 +14,7 @@ use crate::policy::CompiledTrap;
 use crate::trap::dev::kernel_dev_display;
 use crate::trap::RawEvent;
 
+use super::alert_view::ProcessStrings;
 use super::table::{ContainerOwner, Owner};
 
 /// What every alert of this node shares.
@@ -26,14 +26,6 @@ pub struct NodeContext {
     pub node_name: String,
     /// Boottime → wall clock.
     pub clock: BootClock,
-}
-
-fn or_else(kernel: &str, procfs: &str) -> String {
-    if kernel.is_empty() {
-        procfs.to_string()
-    } else {
-        kernel.to_string()
-    }
 }
 
 /// What is known of the cgroups of the process behind an event.
@@ -101,66 +93,6 @@ pub fn accessor_metadata(
     })
 }
 
-/// One alert of one event, borrowed: everything [`build_alert`] reads,
-/// plus what the runtime adds per hit. The Falco source encodes its
-/// payload straight from this view (no alert built); callbacks, JSON
-/// output and tests build the alert with [`AlertView::alert`].
-#[derive(Debug, Clone, Copy)]
-pub struct AlertView<'a> {
-    /// The kernel event (a rename's new path already placed).
-    pub raw: &'a RawEvent,
-    /// The trap of the entry hit.
-    pub trap: &'a CompiledTrap,
-    /// The entry's owner.
-    pub owner: &'a Owner,
-    /// What every alert of this node shares.
-    pub node: &'a NodeContext,
-    /// `/proc`'s details, filling what the kernel did not capture.
-    pub details: &'a ProcessDetails,
-    /// Who opened the file.
-    pub accessor: Option<&'a AccessorMetadata>,
-    /// Hits the trap's rate limit held back before this one.
-    pub rate_limited: Option<u64>,
-    /// The key is the trapped inode, renamed or linked away from its path.
-    pub away: bool,
-}
-
-impl AlertView<'_> {
-    /// `metadata.suppressed`: the kernel's flood limit and the trap's
-    /// rate limit added up.
-    pub fn suppressed(&self) -> Option<u64> {
-        let kernel = (self.raw.limited > 0).then_some(u64::from(self.raw.limited));
-        match self.rate_limited {
-            Some(n) => Some(kernel.unwrap_or(0).saturating_add(n)),
-            None => kernel,
-        }
-    }
-
-    /// `metadata.armed_as`: the trap's path when the key left it.
-    pub fn armed_as(&self) -> &str {
-        if self.away {
-            &self.trap.path
-        } else {
-            ""
-        }
-    }
-
-    /// The alert.
-    pub fn alert(&self) -> KiveAlert {
-        let mut a = build_alert(
-            self.raw,
-            self.trap,
-            self.owner,
-            self.node,
-            self.details,
-            self.accessor,
-        );
-        a.metadata.suppressed = self.suppressed();
-        a.metadata.armed_as = self.armed_as().to_string();
-        a
-    }
-}
-
 /// Builds the alert for one entry hit by one event.
 pub fn build_alert(
     raw: &RawEvent,
@@ -171,6 +103,7 @@ pub fn build_alert(
     accessor: Option<&AccessorMetadata>,
 ) -> KiveAlert {
     let flags = ProcessFlags(raw.process_flags);
+    let strings = ProcessStrings::of(raw, details);
     KiveAlert {
         alert_version: trap.alert_version.clone(),
         policy_name: trap.policy_name.clone(),
@@ -237,27 +170,13 @@ pub fn build_alert(
             tgid: raw.tgid,
             uid: raw.uid,
             gid: raw.gid,
-            // captured in the kernel at the access; /proc only as a fallback
-            binary: mark_cut(
-                &or_else(&raw.exe, &details.binary),
-                !raw.exe.is_empty() && flags.has(ProcessFlags::BINARY_TRUNCATED),
-            ),
-            cwd: mark_cut(
-                &or_else(&raw.cwd, &details.cwd),
-                !raw.cwd.is_empty() && flags.has(ProcessFlags::CWD_TRUNCATED),
-            ),
-            arguments: if raw.args.is_empty() {
-                details.arguments.clone()
-            } else {
-                raw.args.join(" ")
-            },
+            binary: strings.binary.into_owned(),
+            cwd: strings.cwd.into_owned(),
+            arguments: strings.arguments.into_owned(),
             comm: raw.comm.clone(),
             ppid: Some(raw.ppid),
             parent_comm: raw.parent_comm.clone(),
-            parent_binary: mark_cut(
-                &raw.parent_exe,
-                flags.has(ProcessFlags::PARENT_BINARY_TRUNCATED),
-            ),
+            parent_binary: strings.parent_binary.into_owned(),
             ns_pid: Some(raw.ns_pid),
             loginuid: raw.loginuid,
             flags: flags.names(),

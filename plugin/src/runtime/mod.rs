@@ -6,6 +6,7 @@
 //! Falco's `next_batch`) pulls events and enriches them.
 
 pub mod accessor;
+mod alert_view;
 mod alerts;
 mod arm;
 mod config;
@@ -38,8 +39,9 @@ use crate::policy::{CompiledTrap, TrapAction};
 use crate::trap::{Engine, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
+pub use alert_view::{AlertView, ProcessStrings};
 pub use config::{ArmReport, Metrics, RuntimeConfig};
-pub use enrich::{accessor_metadata, build_alert, AlertView, CgroupFacts, NodeContext};
+pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};

@@ -85,6 +85,11 @@ impl<T> Sender<T> {
         }
     }
 
+    /// How many values the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Takes a place for `v` and adds it to `batch` (handed over by
     /// [`Sender::flush`]) unless `capacity` values are held; never blocks.
     pub fn try_push(&self, batch: &mut Vec<T>, v: T) -> Result<(), Refused<T>> {
@@ -110,7 +115,12 @@ impl<T> Sender<T> {
         if batch.is_empty() {
             return true;
         }
-        match self.tx.send(std::mem::take(batch)) {
+        // the next batch keeps this one's room
+        let room = batch.capacity();
+        match self
+            .tx
+            .send(std::mem::replace(batch, Vec::with_capacity(room)))
+        {
             Ok(()) => true,
             Err(e) => {
                 self.held.fetch_sub(e.0.len(), Ordering::AcqRel);

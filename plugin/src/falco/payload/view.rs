@@ -3,12 +3,9 @@
 //! instead of the alert's ~30 owned ones), byte for byte what encoding
 //! [`AlertView::alert`] gives.
 
-use std::borrow::Cow;
-
 use super::*;
-use crate::alert::flags::marked;
 use crate::alert::rfc3339_nanos;
-use crate::runtime::{AlertView, ContainerOwner, Owner};
+use crate::runtime::{AlertView, ContainerOwner, Owner, ProcessStrings};
 use crate::trap::dev::kernel_dev_display;
 
 /// The strings of an alert that are computed from the event, not
@@ -16,38 +13,15 @@ use crate::trap::dev::kernel_dev_display;
 struct Computed<'a> {
     timestamp: String,
     dev: String,
-    binary: Cow<'a, str>,
-    cwd: Cow<'a, str>,
-    arguments: Cow<'a, str>,
-    parent_binary: Cow<'a, str>,
+    process: ProcessStrings<'a>,
 }
 
 impl<'a> Computed<'a> {
     fn of(v: &AlertView<'a>, wall_ns: u64) -> Self {
-        let (raw, details) = (v.raw, v.details);
-        let flags = ProcessFlags(raw.process_flags);
-        // captured in the kernel at the access; /proc only as a fallback
-        let kernel_or_proc = |kernel: &'a str, proc: &'a str, bit: u32| {
-            if kernel.is_empty() {
-                marked(proc, false)
-            } else {
-                marked(kernel, flags.has(bit))
-            }
-        };
         Self {
             timestamp: rfc3339_nanos(wall_ns),
-            dev: kernel_dev_display(raw.key.dev),
-            binary: kernel_or_proc(&raw.exe, &details.binary, ProcessFlags::BINARY_TRUNCATED),
-            cwd: kernel_or_proc(&raw.cwd, &details.cwd, ProcessFlags::CWD_TRUNCATED),
-            arguments: match raw.args.as_slice() {
-                [] => Cow::Borrowed(&details.arguments),
-                [one] => Cow::Borrowed(one),
-                many => Cow::Owned(many.join(" ")),
-            },
-            parent_binary: marked(
-                &raw.parent_exe,
-                flags.has(ProcessFlags::PARENT_BINARY_TRUNCATED),
-            ),
+            dev: kernel_dev_display(v.raw.key.dev),
+            process: ProcessStrings::of(v.raw, v.details),
         }
     }
 }
@@ -98,9 +72,9 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
             pod_str(|p| &p.container_id),
             pod_str(|p| &p.container),
             &v.node.node_name,
-            &c.binary,
-            &c.cwd,
-            &c.arguments,
+            &c.process.binary,
+            &c.process.cwd,
+            &c.process.arguments,
             &raw.comm,
             pod_str(|p| &p.image),
             pod_str(|p| &p.pod_uid),
@@ -113,7 +87,7 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
             accessor.map_or("", |x| &x.pod_namespace),
             accessor.map_or("", |x| &x.cgroup),
             &raw.parent_comm,
-            &c.parent_binary,
+            &c.process.parent_binary,
         ],
         numbers: Numbers {
             inode: raw.key.ino,
