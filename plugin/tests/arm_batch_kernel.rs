@@ -10,8 +10,9 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use kive::runtime::Runtime;
+use kive::runtime::{ContainerOwner, DesiredEntry, Runtime};
 use kive::trap::{TierChoice, TrapKey};
+use support::container::{key_in, layer_key, Container};
 use support::key_of;
 
 /// Entries per test: two parts and a half.
@@ -143,4 +144,87 @@ fn a_full_map_in_a_parallel_batch_refuses_each_trap_by_name_and_counts_it() {
         (N - room) as u64,
         "every refusal counted: {m:?}"
     );
+}
+
+#[test]
+fn containers_found_on_the_workers_arm_each_entry_in_its_own_root() {
+    // four containers x 160 traps: the cold start's batch (640 entries) is
+    // cut into parts, and each part's worker finds its containers itself
+    const PER: usize = N / 4;
+    let files: Vec<(String, String)> = (0..PER)
+        .map(|i| (format!("/t/f-{i}"), format!("in the image {i}\n")))
+        .collect();
+    let list: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let containers: Vec<Container> = (0..4).map(|_| Container::start(&list, &[])).collect();
+    support::ensure_mounts();
+    let (rt, _) = Runtime::start(&support::runtime::config(TierChoice::Tracepoint), &[])
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let traps: String = files
+        .iter()
+        .map(|(p, _)| format!("  - path: {p}\n    matchAny: [{{namespace: default}}]\n"))
+        .collect();
+    let text = format!(
+        "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: decoys, namespace: kive-system}}\nspec:\n  traps:\n{traps}"
+    );
+    let compiled = kive::policy::load_str("pod-test", &text);
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+    let owner = |i: usize, id: &str| {
+        std::sync::Arc::new(ContainerOwner {
+            pod: format!("web-{i}"),
+            namespace: "default".into(),
+            pod_uid: format!("uid-web-{i}"),
+            container: "app".into(),
+            container_id: format!("containerd://{id}"),
+            ..Default::default()
+        })
+    };
+    // a fifth pod whose container runs nowhere: its entries stay pending,
+    // each named, and never disable the others
+    let ghost = "9".repeat(64);
+    let owners: Vec<_> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| owner(i, &c.id))
+        .chain([owner(4, &ghost)])
+        .collect();
+    let desired: Vec<DesiredEntry> = owners
+        .iter()
+        .flat_map(|o| {
+            compiled.traps.iter().map(|t| DesiredEntry {
+                trap: t.clone(),
+                owner: o.clone(),
+                host: false,
+            })
+        })
+        .collect();
+    let report = rt.pod_controller().reconcile(&desired);
+    assert_eq!(report.armed, 4 * PER, "{report:?}");
+    assert_eq!(report.unlocated, PER, "the ghost's entries: {report:?}");
+    assert_eq!(report.pending.len(), PER, "{report:?}");
+    for msg in &report.pending {
+        assert!(
+            msg.contains("is not running on this node yet") && msg.contains("pod default/web-4"),
+            "each pending entry names why and whose: {msg}"
+        );
+    }
+    for c in &containers {
+        assert_eq!(rt.armed_for_container(&c.id), PER, "container {}", c.id);
+    }
+    // each entry resolved in its own container's root: the kernel holds
+    // exactly each container's own files (and the layer files behind
+    // them), none of another root's, none of the node's
+    let want: BTreeSet<TrapKey> = containers
+        .iter()
+        .flat_map(|c| {
+            files
+                .iter()
+                .flat_map(move |(p, _)| [key_in(c, p), layer_key(c, p)])
+        })
+        .collect();
+    let kernel: BTreeSet<TrapKey> = rt.kernel_keys().into_iter().collect();
+    assert_eq!(kernel, want, "exactly the containers' own keys");
+    assert_eq!(rt.metrics().stalls, 0, "no entry stalled");
 }

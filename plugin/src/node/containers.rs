@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
@@ -134,16 +136,29 @@ impl ContainerPids {
 ///
 /// In order: the directory found before; kubelet's layouts for the pod's
 /// uid (systemd and cgroupfs drivers, every QoS class, containerd, CRI-O
-/// and docker names); one walk of the cgroup tree indexing every container
+/// and docker names), the layout that matched last tried first (a node's
+/// containers share a driver and a runtime: one `stat` per container, not
+/// up to fifteen); one walk of the cgroup tree indexing every container
 /// directory (at most once per `min_walk`); without a cgroup v2 root, a
 /// `/proc` scan.
+///
+/// Shared by threads (`&self`): lookups of different containers run side
+/// by side, the filesystem work outside its locks (only a walk holds one,
+/// so that two walks never run at once).
 #[derive(Debug)]
 pub struct ContainerLocator {
     cgroup_root: Option<PathBuf>,
     proc_root: PathBuf,
-    dirs: HashMap<String, PathBuf>,
-    last_walk: Option<Instant>,
+    dirs: Mutex<HashMap<String, PathBuf>>,
+    /// When the tree was last walked (held during a walk).
+    last_walk: Mutex<Option<Instant>>,
     min_walk: Duration,
+    /// The index in [`kubelet_dirs`] of the layout that matched last.
+    hint: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ContainerLocator {
@@ -152,74 +167,90 @@ impl ContainerLocator {
         Self {
             cgroup_root,
             proc_root,
-            dirs: HashMap::new(),
-            last_walk: None,
+            dirs: Mutex::default(),
+            last_walk: Mutex::default(),
             min_walk: Duration::from_secs(1),
+            hint: AtomicUsize::new(0),
         }
     }
 
     /// A pid of container `id` (64 hex) of the pod with uid `pod_uid`.
-    pub fn pid_of(&mut self, id: &str, pod_uid: &str) -> Option<u32> {
-        let Some(root) = self.cgroup_root.clone() else {
+    pub fn pid_of(&self, id: &str, pod_uid: &str) -> Option<u32> {
+        let Some(root) = &self.cgroup_root else {
             return ContainerPids::scan(&self.proc_root).pid_of(id);
         };
-        if let Some(pid) = self.dirs.get(id).and_then(|d| first_pid(d)) {
+        let known = lock(&self.dirs).get(id).cloned();
+        if let Some(pid) = known.and_then(|d| first_pid(&d)) {
             return Some(pid);
         }
-        let found = kubelet_dirs(&root, pod_uid, id)
-            .into_iter()
-            .find(|d| d.is_dir())
-            .or_else(|| {
-                let stale = self.last_walk.is_none_or(|t| t.elapsed() >= self.min_walk);
-                if stale {
-                    self.walk(&root);
+        let layouts = kubelet_dirs(root, pod_uid, id);
+        let hint = self.hint.load(Ordering::Relaxed);
+        let found = std::iter::once(hint)
+            .chain((0..layouts.len()).filter(|&i| i != hint))
+            .filter_map(|i| layouts.get(i).map(|d| (i, d)))
+            .find(|(_, d)| d.is_dir());
+        let found = match found {
+            Some((i, dir)) => {
+                self.hint.store(i, Ordering::Relaxed);
+                dir.clone()
+            }
+            None => {
+                let mut last = lock(&self.last_walk);
+                if last.is_none_or(|t| t.elapsed() >= self.min_walk) {
+                    *last = Some(Instant::now());
+                    let walked = walk(root);
+                    lock(&self.dirs).extend(walked);
                 }
-                self.dirs.get(id).cloned()
-            })?;
+                drop(last);
+                lock(&self.dirs).get(id).cloned()?
+            }
+        };
         let pid = first_pid(&found);
-        self.dirs.insert(id.to_string(), found);
+        lock(&self.dirs).insert(id.to_string(), found);
         pid
     }
 
     /// Forgets a container (it stopped or was replaced).
-    pub fn forget(&mut self, id: &str) {
-        self.dirs.remove(id);
+    pub fn forget(&self, id: &str) {
+        lock(&self.dirs).remove(id);
     }
 
     /// Directories known.
     pub fn len(&self) -> usize {
-        self.dirs.len()
+        lock(&self.dirs).len()
     }
 
     /// Whether none is known.
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
+        lock(&self.dirs).is_empty()
     }
+}
 
-    fn walk(&mut self, root: &Path) {
-        self.last_walk = Some(Instant::now());
-        let mut stack = vec![(root.to_path_buf(), 0usize)];
-        while let Some((dir, depth)) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else {
+/// Every container directory under `root` (a container's own sub-cgroups
+/// are not containers), by container id.
+fn walk(root: &Path) -> HashMap<String, PathBuf> {
+    let mut dirs = HashMap::new();
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
-            };
-            for entry in rd.flatten() {
-                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
+            }
+            let name = entry.file_name();
+            let path = entry.path();
+            match name.to_str().and_then(container_from_cgroup_name) {
+                Some(c) => {
+                    dirs.insert(c.id, path);
                 }
-                let name = entry.file_name();
-                let path = entry.path();
-                match name.to_str().and_then(container_from_cgroup_name) {
-                    // a container's own sub-cgroups are not containers
-                    Some(c) => {
-                        self.dirs.insert(c.id, path);
-                    }
-                    None if depth < 8 => stack.push((path, depth + 1)),
-                    None => {}
-                }
+                None if depth < 8 => stack.push((path, depth + 1)),
+                None => {}
             }
         }
     }
+    dirs
 }
 
 /// Where kubelet puts a container's cgroup: systemd driver
@@ -345,7 +376,7 @@ mod tests {
             .join(format!("crio-{other}.scope"));
         std::fs::create_dir_all(odd.join("sub")).expect("mkdir");
         std::fs::write(odd.join("cgroup.procs"), "5\n").expect("procs");
-        let mut l = ContainerLocator::new(Some(cg.path().into()), proc_root.path().into());
+        let l = ContainerLocator::new(Some(cg.path().into()), proc_root.path().into());
         assert_eq!(l.pid_of(ID, "u1"), Some(12), "the lowest pid");
         assert_eq!(l.pid_of(&other, "u2"), Some(5));
         assert_eq!(l.len(), 2);
@@ -356,8 +387,51 @@ mod tests {
         assert_eq!(l.pid_of(&ID.replace('0', "d"), "u3"), None, "unknown");
         // without cgroup v2: the /proc scan
         fake_process(proc_root.path(), 9, ID);
-        let mut v1 = ContainerLocator::new(None, proc_root.path().into());
+        let v1 = ContainerLocator::new(None, proc_root.path().into());
         assert_eq!(v1.pid_of(ID, "u1"), Some(9));
+    }
+
+    #[test]
+    fn the_layout_that_matched_last_is_tried_first_and_others_still_found() {
+        let cg = tempfile::tempdir().expect("tmp");
+        let proc_root = tempfile::tempdir().expect("tmp");
+        let ids: Vec<String> = (0..6).map(|i| format!("{i:064x}")).collect();
+        // containers of several layouts, interleaved: the hint of one never
+        // hides another
+        let layouts = [
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu{n}.slice/cri-containerd-{id}.scope",
+            "kubepods.slice/kubepods-podu{n}.slice/crio-{id}.scope",
+            "kubepods/burstable/podu{n}/{id}",
+        ];
+        for (n, id) in ids.iter().enumerate() {
+            let rel = layouts[n % layouts.len()]
+                .replace("{n}", &n.to_string())
+                .replace("{id}", id);
+            let dir = cg.path().join(rel);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("cgroup.procs"), format!("{}\n", 100 + n)).expect("procs");
+        }
+        let l = ContainerLocator::new(Some(cg.path().into()), proc_root.path().into());
+        // found side by side from several threads, each container by its own layout
+        std::thread::scope(|s| {
+            for (n, id) in ids.iter().enumerate() {
+                let l = &l;
+                s.spawn(move || {
+                    assert_eq!(
+                        l.pid_of(id, &format!("u{n}")),
+                        Some(100 + n as u32),
+                        "container {n}"
+                    );
+                });
+            }
+        });
+        assert_eq!(l.len(), ids.len());
+        // the hint names the last layout that matched: a pod of another one
+        // is still found by its own
+        for (n, id) in ids.iter().enumerate().rev() {
+            l.forget(id);
+            assert_eq!(l.pid_of(id, &format!("u{n}")), Some(100 + n as u32));
+        }
     }
 
     #[test]

@@ -87,12 +87,20 @@ impl Shared {
                 })
                 .collect()
         };
-        let mut exited: HashMap<*const Root, bool> = HashMap::new();
+        // each root once; many (a cold start's thousands) looked at side
+        // by side on the cores
+        let mut distinct: HashMap<*const Root, usize> = HashMap::new();
+        let mut unique: Vec<Arc<Root>> = Vec::new();
+        for (_, root) in &roots {
+            distinct.entry(Arc::as_ptr(root)).or_insert_with(|| {
+                unique.push(Arc::clone(root));
+                unique.len() - 1
+            });
+        }
+        let gone = exited(&unique, self.stalls.parallel());
         for (i, root) in roots {
-            let gone = *exited
-                .entry(Arc::as_ptr(&root))
-                .or_insert_with(|| root.process_exited());
-            if !gone {
+            let at = distinct.get(&Arc::as_ptr(&root)).copied();
+            if !at.is_some_and(|at| gone.get(at).copied().unwrap_or(false)) {
                 continue;
             }
             if let Some((id, slot)) = results.get_mut(i) {
@@ -102,5 +110,82 @@ impl Shared {
             }
         }
         results
+    }
+}
+
+/// At least this many roots before their exit is looked at on several
+/// threads (a pod's change has one).
+const SIDE_BY_SIDE: usize = 256;
+
+/// Whether the process of each root exited, in order; `width` threads
+/// when there are many roots (one `/proc` read each).
+fn exited(roots: &[Arc<Root>], width: usize) -> Vec<bool> {
+    let check = |part: &[Arc<Root>]| part.iter().map(|r| r.process_exited()).collect::<Vec<_>>();
+    if roots.len() < SIDE_BY_SIDE || width < 2 {
+        return check(roots);
+    }
+    let size = roots.len().div_ceil(width);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = roots
+            .chunks(size)
+            .map(|part| {
+                let spawned = std::thread::Builder::new()
+                    .name("kive-exits".into())
+                    .spawn_scoped(s, move || check(part));
+                (part, spawned)
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(part, spawned)| {
+                // no thread to be had (or it failed): looked at here
+                spawned
+                    .ok()
+                    .and_then(|h| h.join().ok())
+                    .unwrap_or_else(|| check(part))
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root opened through this test's own `/proc/self` (its process
+    /// runs), or through a process named by a start time it never had (an
+    /// exited one, its pid reused).
+    fn root(running: bool) -> Arc<Root> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let proc_dir = if running {
+            let fd = rustix::fs::open(
+                "/proc/self",
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .expect("/proc/self");
+            crate::node::procref::ProcDir::from(fd)
+        } else {
+            crate::node::procref::ProcDir::Named {
+                dir: format!("/proc/{}", std::process::id()).into(),
+                start_boot_ns: 1,
+            }
+        };
+        Arc::new(
+            Root::open(dir.path())
+                .expect("root")
+                .with_proc_dir(proc_dir),
+        )
+    }
+
+    #[test]
+    fn many_roots_are_looked_at_side_by_side_each_in_its_place() {
+        let roots: Vec<Arc<Root>> = (0..SIDE_BY_SIDE * 2 + 3)
+            .map(|i| root(i % 7 != 3))
+            .collect();
+        let want: Vec<bool> = (0..roots.len()).map(|i| i % 7 == 3).collect();
+        assert_eq!(exited(&roots, 2), want, "two threads");
+        assert_eq!(exited(&roots, 4), want, "four threads");
+        assert_eq!(exited(&roots[..5], 2), want[..5], "a few: on this thread");
     }
 }

@@ -15,6 +15,7 @@ mod exits;
 pub mod follow;
 pub mod loss;
 mod pod_diff;
+mod pod_roots;
 pub mod pods;
 mod queue;
 pub mod ratelimit;
@@ -104,7 +105,7 @@ impl Shared {
     pub(crate) fn isolated(
         self: &Arc<Self>,
         ids: &[u32],
-        work: fn(&Shared, u32) -> Result<bool, String>,
+        work: impl Fn(&Shared, u32) -> Result<bool, String> + Send + Sync + 'static,
     ) -> Vec<(u32, Option<Result<bool, String>>)> {
         // a stuck worker holds the runtime only while it runs an entry
         let me = Arc::downgrade(self);

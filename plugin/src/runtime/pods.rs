@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::node::cgroup::CgroupIndex;
-use crate::node::containers::{open_container_root, ContainerLocator};
+use crate::node::containers::ContainerLocator;
 use crate::node::Root;
 
 use super::pod_diff::{diff, Scope};
 pub use super::pod_diff::{DesiredEntry, PodDesired};
+use super::pod_roots::RootFinder;
 use super::table::{ContainerOwner, EntryState, Owner};
 use super::Shared;
 use crate::policy::CompiledTrap;
@@ -41,7 +42,7 @@ pub struct PodController {
     shared: Arc<Shared>,
     proc_root: PathBuf,
     host_root: PathBuf,
-    locator: Arc<Mutex<ContainerLocator>>,
+    locator: Arc<ContainerLocator>,
     /// The last arming failure of each pending entry (a pod's change
     /// retries that pod's; a full reconcile every one).
     pending: Arc<Mutex<HashMap<u32, String>>>,
@@ -59,7 +60,7 @@ impl PodController {
             shared,
             proc_root,
             host_root,
-            locator: Arc::new(Mutex::new(locator)),
+            locator: Arc::new(locator),
             pending: Arc::default(),
         }
     }
@@ -86,27 +87,6 @@ impl PodController {
         scope: &Scope<'_>,
         desired: impl Iterator<Item = &'a DesiredEntry> + Clone,
     ) -> PodReconcileReport {
-        let mut roots: HashMap<String, Option<Arc<Root>>> = HashMap::new();
-        let mut root_of = |owner: &ContainerOwner| -> Option<Arc<Root>> {
-            roots
-                .entry(owner.container_id.clone())
-                .or_insert_with(|| {
-                    let bare = owner.container_id.rsplit("://").next().unwrap_or_default();
-                    let pid = self
-                        .locator
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .pid_of(bare, &owner.pod_uid)?;
-                    match open_container_root(&self.proc_root, pid, bare) {
-                        Ok(root) => Some(Arc::new(root)),
-                        Err(e) => {
-                            tracing::debug!("container {bare}: {e}");
-                            None
-                        }
-                    }
-                })
-                .clone()
-        };
         let mut report = PodReconcileReport::default();
         // 1. under the table lock, table work only: drop what is no longer
         //    wanted, add what is new (pending), refresh pod metadata
@@ -182,8 +162,11 @@ impl PodController {
             let want = (entries.0 + entries.1) as u64 * 2 + 1024;
             crate::node::limits::ensure_nofile(want);
         }
-        // 2. without it: find container roots (cgroup.procs), resolve and arm
+        // 2. without it: the host root here (one), container roots on the
+        //    workers, each container's found while its entries are armed
+        //    (cgroup.procs, then its root), side by side with the others
         let mut host_root: Option<Option<Arc<Root>>> = None;
+        let mut unrooted: HashMap<u32, Arc<ContainerOwner>> = HashMap::new();
         for (id, _, owner, needs_root) in &to_arm {
             if !needs_root {
                 continue;
@@ -198,7 +181,10 @@ impl PodController {
                         }
                     })
                     .clone(),
-                Owner::Container(c) => root_of(c),
+                Owner::Container(c) => {
+                    unrooted.insert(*id, Arc::clone(c));
+                    None
+                }
             };
             if let Some(root) = root {
                 if let Some(e) = self.shared.table().get_mut(*id) {
@@ -206,13 +192,22 @@ impl PodController {
                 }
             }
         }
+        let finder = RootFinder::new(Arc::clone(&self.locator), self.proc_root.clone());
+        let locate_and_arm = move |shared: &Shared, id: u32| {
+            if let Some(root) = unrooted.get(&id).and_then(|c| finder.root_of(c)) {
+                if let Some(e) = shared.table().get_mut(id) {
+                    e.root.get_or_insert(root);
+                }
+            }
+            shared.arm_entry(id)
+        };
         // one batch for the workers (one hand-off, not one per entry); on a
         // worker with a deadline: a container on a hung filesystem stalls
         // only its entries (logged and counted there)
         let ids: Vec<u32> = to_arm.iter().map(|(id, ..)| *id).collect();
         let wanted: HashMap<u32, (&Arc<CompiledTrap>, &Owner)> =
             to_arm.iter().map(|(id, t, o, _)| (*id, (t, o))).collect();
-        let results = self.shared.isolated(&ids, Shared::arm_entry);
+        let results = self.shared.isolated(&ids, locate_and_arm);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for (id, result) in results {
             let Some((trap, owner)) = wanted.get(&id) else {

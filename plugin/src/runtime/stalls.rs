@@ -119,6 +119,11 @@ impl Stalls {
         self.closing.load(Ordering::Relaxed)
     }
 
+    /// Workers a large batch is spread over.
+    pub(crate) fn parallel(&self) -> usize {
+        self.parallel
+    }
+
     /// Entries stalled now.
     pub(crate) fn count(&self) -> usize {
         lock(&self.stalled).len()
