@@ -192,7 +192,14 @@ impl PodController {
                 }
             }
         }
-        let finder = RootFinder::new(Arc::clone(&self.locator), self.proc_root.clone());
+        // waiting for another worker's lookup of the same container: at
+        // most half an entry's deadline (a hung lookup holds its worker only)
+        let finder = Arc::new(RootFinder::new(
+            Arc::clone(&self.locator),
+            self.proc_root.clone(),
+            self.shared.stalls.deadline() / 2,
+        ));
+        let found = Arc::clone(&finder);
         let locate_and_arm = move |shared: &Shared, id: u32| {
             if let Some(root) = unrooted.get(&id).and_then(|c| finder.root_of(c)) {
                 if let Some(e) = shared.table().get_mut(id) {
@@ -208,6 +215,8 @@ impl PodController {
         let wanted: HashMap<u32, (&Arc<CompiledTrap>, &Owner)> =
             to_arm.iter().map(|(id, t, o, _)| (*id, (t, o))).collect();
         let results = self.shared.isolated(&ids, locate_and_arm);
+        // a worker that never returns keeps no container's root open
+        found.clear();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for (id, result) in results {
             let Some((trap, owner)) = wanted.get(&id) else {

@@ -107,6 +107,11 @@ impl Stalls {
         }
     }
 
+    /// How long one entry's work may take.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// Stops handing out work: callers waiting return at once, idle
     /// workers end.
     pub(crate) fn close(&self) {
