@@ -9,7 +9,7 @@ use kube::api::DynamicObject;
 
 use super::events::Notice;
 use crate::policy::kubearmor::{self, Kind as KaKind};
-use crate::policy::pods::{matching_containers, ContainerView, PodView};
+use crate::policy::pods::{matching_containers, ContainerView, Labels, PodView};
 use crate::policy::scope::{refused_callbacks, scope_traps, ScopeConfig};
 use crate::policy::{compile, parse_document, CompiledTrap, PolicyError};
 use crate::runtime::{ContainerOwner, DesiredEntry};
@@ -252,7 +252,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         ips,
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: Arc::new(pod.metadata.labels.clone().unwrap_or_default()),
         node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         containers,
         service_account: spec
@@ -302,7 +302,7 @@ pub fn workload(pod: &Pod) -> Option<(String, String)> {
 pub fn plan<'a>(
     policies: impl IntoIterator<Item = &'a PolicyEntry>,
     pods: impl IntoIterator<Item = &'a PodView>,
-    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+    namespace_labels: &BTreeMap<String, Labels>,
     node: &str,
     node_labels: Option<&BTreeMap<String, String>>,
 ) -> Vec<DesiredEntry> {
@@ -330,7 +330,7 @@ pub fn plan<'a>(
 pub fn plan_pod(
     traps: &[&Arc<CompiledTrap>],
     pod: &PodView,
-    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+    namespace_labels: &BTreeMap<String, Labels>,
     node: &str,
 ) -> Vec<DesiredEntry> {
     let mut out = Vec::new();
@@ -352,7 +352,7 @@ pub fn plan_pod(
                         namespace: pod.namespace.clone(),
                         pod_uid: pod.uid.clone(),
                         ip: pod.ip().to_string(),
-                        labels: pod.labels.clone(),
+                        labels: Arc::clone(&pod.labels),
                         container: c.name.clone(),
                         container_id: c.id.clone(),
                         image: c.image.clone(),

@@ -62,7 +62,7 @@ fn the_seed_sample_policy_plans_onto_its_pod_on_this_node_only() {
     let pods = [here, there, starting];
     let ns = BTreeMap::from([(
         "default".to_string(),
-        BTreeMap::from([("team".to_string(), "web".to_string())]),
+        Arc::new(BTreeMap::from([("team".to_string(), "web".to_string())])),
     )]);
     let d = plan([&e], &pods, &ns, "node-a", None);
     assert_eq!(d.len(), 1, "{d:?}");
@@ -74,6 +74,43 @@ fn the_seed_sample_policy_plans_onto_its_pod_on_this_node_only() {
         d[0].owner.namespace_labels.get("team").map(String::as_str),
         Some("web")
     );
+}
+
+#[test]
+fn owners_share_the_label_maps_of_their_pod_and_namespace() {
+    let e = policy_entry_default(&policy(serde_json::json!({
+        "traps": [{"path": "/a", "matchAny": [{"namespace": "default"}]},
+                  {"path": "/b", "matchAny": [{"namespace": "default"}]}]
+    })));
+    assert!(e.errors.is_empty(), "{:?}", e.errors);
+    let pods = [
+        pod_view(&pod_json("one", "node-a", "containerd://aaa", true)),
+        pod_view(&pod_json("two", "node-a", "containerd://bbb", true)),
+    ];
+    let team = Arc::new(BTreeMap::from([("team".to_string(), "web".to_string())]));
+    let ns = BTreeMap::from([("default".to_string(), Arc::clone(&team))]);
+    let d = plan([&e], &pods, &ns, "node-a", None);
+    assert_eq!(d.len(), 4, "2 traps x 2 pods: {d:?}");
+    for entry in &d {
+        let pod = pods
+            .iter()
+            .find(|p| p.name == entry.owner.pod)
+            .expect("an owner of a planned pod");
+        assert!(
+            Arc::ptr_eq(&entry.owner.labels, &pod.labels),
+            "{}: the owner holds its pod view's label map, not a copy",
+            entry.owner.pod
+        );
+        assert!(
+            Arc::ptr_eq(&entry.owner.namespace_labels, &team),
+            "{}: the owner holds the namespace's label map, not a copy",
+            entry.owner.pod
+        );
+        assert_eq!(
+            entry.owner.labels.get("security-level").map(String::as_str),
+            Some("high")
+        );
+    }
 }
 
 #[test]

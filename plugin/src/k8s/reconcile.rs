@@ -101,7 +101,7 @@ pub(super) async fn run(
                     pods.items().map(|(_, v)| v),
                     ns_labels,
                     &node,
-                    node_labels.as_ref(),
+                    node_labels.as_deref(),
                 ))
             } else {
                 let traps: Vec<_> = entries.iter().flat_map(|p| &p.traps).collect();

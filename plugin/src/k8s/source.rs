@@ -75,7 +75,7 @@ pub struct ClusterStatus {
     pub events: Arc<EventCounts>,
 }
 
-pub(super) type Labels = BTreeMap<String, String>;
+pub(super) type Labels = crate::policy::pods::Labels;
 
 /// How long the first reconcile waits for the stores that do not hold
 /// traps back (namespace and node labels, KubeArmor kinds) to list or fail;
@@ -321,7 +321,7 @@ fn spawn_labels_watch<K>(
                         let meta = o.meta();
                         (
                             meta.name.clone().unwrap_or_default(),
-                            meta.labels.clone().unwrap_or_default(),
+                            Arc::new(meta.labels.clone().unwrap_or_default()),
                         )
                     });
                     if lock(store(&st)).apply(ev) {

@@ -152,9 +152,9 @@ pub fn build_alert(
                     name: c.container.clone(),
                     image: c.image.clone(),
                 },
-                labels: c.labels.clone(),
+                labels: c.labels.as_ref().clone(),
                 uid: c.pod_uid.clone(),
-                namespace_labels: c.namespace_labels.clone(),
+                namespace_labels: c.namespace_labels.as_ref().clone(),
                 service_account: c.service_account.clone(),
                 workload: c
                     .workload

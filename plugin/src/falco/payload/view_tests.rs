@@ -64,14 +64,14 @@ fn pod() -> Owner {
         pod: "web-0".into(),
         namespace: String::new(),
         ip: "10.0.0.7".into(),
-        labels: BTreeMap::from([
+        labels: Arc::new(BTreeMap::from([
             ("app".to_string(), "nginx".to_string()),
             ("x\u{fffd}".to_string(), String::new()),
-        ]),
+        ])),
         container: "c\n".into(),
         container_id: "containerd://abc".into(),
         workload: Some(("StatefulSet".into(), "web".into())),
-        namespace_labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
+        namespace_labels: Arc::new(BTreeMap::from([("team".to_string(), "a".to_string())])),
         ..Default::default()
     }))
 }

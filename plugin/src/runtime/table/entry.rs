@@ -1,10 +1,10 @@
 //! What the table holds: one entry per (trap, owner), whose file it
 //! watches (the host's or a pod container's) and whether it is armed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::node::{PinnedFile, Root};
+use crate::policy::pods::Labels;
 use crate::policy::CompiledTrap;
 use crate::trap::TrapKey;
 
@@ -19,8 +19,8 @@ pub struct ContainerOwner {
     pub pod_uid: String,
     /// Pod IP (first).
     pub ip: String,
-    /// Pod labels.
-    pub labels: BTreeMap<String, String>,
+    /// Pod labels (the pod view's map, shared).
+    pub labels: Labels,
     /// Container name.
     pub container: String,
     /// `runtime://<id>`.
@@ -31,8 +31,8 @@ pub struct ContainerOwner {
     pub service_account: String,
     /// Owning workload (kind, name).
     pub workload: Option<(String, String)>,
-    /// Labels of the pod's namespace.
-    pub namespace_labels: BTreeMap<String, String>,
+    /// Labels of the pod's namespace (the namespace store's map, shared).
+    pub namespace_labels: Labels,
 }
 
 /// Whose file a trap entry watches.
