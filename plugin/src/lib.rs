@@ -21,14 +21,69 @@ pub mod skel {
 /// `falco_plugin` SDK for [`falco::KivePlugin`] (what Falco dlopens).
 #[allow(missing_docs)]
 pub mod ffi {
-    use falco_plugin::{async_event_plugin, extract_plugin, plugin, source_plugin};
+    use falco_plugin::api::{
+        ss_plugin_event_input, ss_plugin_field_extract_input, ss_plugin_rc,
+        ss_plugin_rc_SS_PLUGIN_SUCCESS, ss_plugin_t,
+    };
+    use falco_plugin::internals::extract::wrappers;
+    use falco_plugin::{async_event_plugin, plugin, source_plugin, wrap_ffi};
+
+    use crate::falco::KivePlugin;
 
     plugin!(crate::falco::KivePlugin);
     source_plugin!(crate::falco::KivePlugin);
-    extract_plugin!(crate::falco::KivePlugin);
     async_event_plugin!(crate::falco::KivePlugin);
+
+    // `extract_plugin!` without its `plugin_extract_fields`: kive's own
+    // (below) keeps the values until the next event.
+    // SAFETY: the extraction symbols are exported below, as the SDK's
+    // `extract_plugin!` does.
+    unsafe impl wrappers::ExtractPluginExported for KivePlugin {}
+
+    wrap_ffi! {
+        #[unsafe(no_mangle)]
+        use falco_plugin::internals::extract::wrappers: <KivePlugin>;
+
+        unsafe fn plugin_get_extract_event_sources() -> *const ::std::ffi::c_char;
+        unsafe fn plugin_get_extract_event_types(
+            numtypes: *mut u32,
+            plugin: *mut ss_plugin_t,
+        ) -> *mut u16;
+        unsafe fn plugin_get_fields() -> *const ::std::ffi::c_char;
+    }
+
+    /// The SDK's `plugin_extract_fields`, then the values copied where
+    /// they stay valid until the next event ([`crate::falco::kept`]).
+    ///
+    /// # Safety
+    /// The plugin API's contract: valid pointers from the framework.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C-unwind" fn plugin_extract_fields(
+        plugin: *mut ss_plugin_t,
+        event_input: *const ss_plugin_event_input,
+        extract_input: *const ss_plugin_field_extract_input,
+    ) -> ss_plugin_rc {
+        // SAFETY: the framework's arguments, passed on unchanged.
+        let rc = unsafe {
+            wrappers::plugin_extract_fields::<KivePlugin>(plugin, event_input, extract_input)
+        };
+        if rc != ss_plugin_rc_SS_PLUGIN_SUCCESS {
+            return rc;
+        }
+        // SAFETY: non-null (the SDK failed on null ones) and valid for the
+        // call; on success every field's `res` is the SDK's output.
+        if let (Some(evt), Some(input)) = unsafe { (event_input.as_ref(), extract_input.as_ref()) }
+        {
+            unsafe { crate::falco::kept::keep(plugin, evt, input) };
+        }
+        rc
+    }
 }
 
 /// The plugin's API table (the [`ffi`] functions), for in-process drivers
 /// such as `falco_plugin_runner` and the benchmark.
-pub static PLUGIN_API: falco_plugin::api::plugin_api = ffi::__plugin_base_api();
+pub static PLUGIN_API: falco_plugin::api::plugin_api = {
+    let mut api = ffi::__plugin_base_api();
+    api.__bindgen_anon_2.extract_fields = Some(ffi::plugin_extract_fields);
+    api
+};

@@ -315,3 +315,52 @@ fn open_close_cycles_in_replay_reuse_one_plugin() {
     }
     assert_eq!(p.metric("events_delivered"), 60);
 }
+
+/// libsinsp caches the pointers of a field's first extraction for an event
+/// (a shallow copy) and reads them again when the field appears a second
+/// time in a rule, after other fields of the same event were extracted:
+/// each value must stay valid and unchanged until the next event, not only
+/// until the next `plugin_extract_fields` call (kive_policy_rules.jsonl
+/// gave no alert in a real Falco when it did not).
+#[test]
+fn extracted_values_stay_valid_until_the_next_event() {
+    let path = test_file("kive_policy_rules.jsonl");
+    let p = Plugin::init(&replay_config(&path)).expect("init");
+    let inst = p.open(None).expect("open");
+    let evts = drain(&inst);
+    let evt = evts.first().expect("an event").as_ptr();
+    let src = c"kive";
+    let (path_req, _) = p.extract_raw(evt, 7, "kive.path", src).expect("kive.path");
+    let (pid_req, _) = p
+        .extract_raw(evt, 7, "kive.process.pid", src)
+        .expect("kive.process.pid");
+    assert_eq!(path_req.res_len, 1, "one kive.path");
+    assert_eq!(pid_req.res_len, 1, "one kive.process.pid");
+    // SAFETY: one string and one u64, as the plugin returned them.
+    let (path_str, pid_val) = unsafe { (*path_req.res.str_, pid_req.res.u64_) };
+    // the rest of a rule and its output, for the same event: strings of
+    // every size (the whole alert is the largest), numbers, lists
+    for f in [
+        "kive.process.comm",
+        "kive.alert",
+        "kive.policy.tags",
+        "kive.process.tgid",
+        "kive.pod.labels",
+        "kive.access",
+        "kive.alert",
+    ] {
+        p.extract_raw(evt, 7, f, src)
+            .unwrap_or_else(|rc| panic!("{f}: rc {rc}"));
+    }
+    // SAFETY: what the plugin returned for this event (the contract under
+    // test: still valid while the event is the same).
+    let (path, pid) = unsafe { (string(path_str), std::ptr::read_unaligned(pid_val)) };
+    assert_eq!(
+        path, "/secret.txt",
+        "kive.path read back after other fields of the same event"
+    );
+    assert_eq!(
+        pid, 176928,
+        "kive.process.pid read back after other fields of the same event"
+    );
+}

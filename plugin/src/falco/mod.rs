@@ -21,6 +21,7 @@ pub mod config;
 pub mod deprecated;
 pub mod error;
 pub mod fields;
+pub mod kept;
 pub mod payload;
 pub mod replay;
 pub mod source;

@@ -293,6 +293,40 @@ impl Plugin {
         field: &str,
         evtsrc: &CStr,
     ) -> Result<Value, ss_plugin_rc> {
+        let (req, f) = self.extract_raw(evt, 1, field, evtsrc)?;
+        let n = req.res_len as usize;
+        // SAFETY: on success, res points to res_len values of the field's
+        // type, valid until the next extraction.
+        let values: Vec<Value> = unsafe {
+            match f.ty.as_str() {
+                "uint64" => (0..n)
+                    .map(|i| Value::U64(std::ptr::read_unaligned(req.res.u64_.add(i))))
+                    .collect(),
+                "bool" => (0..n)
+                    .map(|i| Value::Bool(std::ptr::read_unaligned(req.res.boolean.add(i)) != 0))
+                    .collect(),
+                _ => (0..n)
+                    .map(|i| Value::Str(string(*req.res.str_.add(i))))
+                    .collect(),
+            }
+        };
+        Ok(if f.list {
+            Value::List(values)
+        } else {
+            values.into_iter().next().unwrap_or(Value::None)
+        })
+    }
+
+    /// One `plugin_extract_fields` call for `field` of event number
+    /// `evtnum` (source kive), as libsinsp makes it; the request as the
+    /// plugin filled it (its `res` pointers are the plugin's memory).
+    pub fn extract_raw(
+        &self,
+        evt: *const ss_plugin_event,
+        evtnum: u64,
+        field: &str,
+        evtsrc: &CStr,
+    ) -> Result<(ss_plugin_extract_field, &'static FieldInfo), ss_plugin_rc> {
         let fields = Fields::get();
         let (name, arg) = match field.split_once('[') {
             Some((n, a)) => (n, Some(a.trim_end_matches(']'))),
@@ -333,7 +367,7 @@ impl Plugin {
         };
         let ev_in = ss_plugin_event_input {
             evt,
-            evtnum: 1,
+            evtnum,
             evtsrc: evtsrc.as_ptr(),
         };
         // SAFETY: valid plugin, event from next_batch, input as libsinsp
@@ -342,27 +376,7 @@ impl Plugin {
         if rc != 0 {
             return Err(rc);
         }
-        let n = req.res_len as usize;
-        // SAFETY: on success, res points to res_len values of the field's
-        // type, valid until the next extraction.
-        let values: Vec<Value> = unsafe {
-            match f.ty.as_str() {
-                "uint64" => (0..n)
-                    .map(|i| Value::U64(std::ptr::read_unaligned(req.res.u64_.add(i))))
-                    .collect(),
-                "bool" => (0..n)
-                    .map(|i| Value::Bool(std::ptr::read_unaligned(req.res.boolean.add(i)) != 0))
-                    .collect(),
-                _ => (0..n)
-                    .map(|i| Value::Str(string(*req.res.str_.add(i))))
-                    .collect(),
-            }
-        };
-        Ok(if f.list {
-            Value::List(values)
-        } else {
-            values.into_iter().next().unwrap_or(Value::None)
-        })
+        Ok((req, f))
     }
 
     /// `plugin_event_to_string`.

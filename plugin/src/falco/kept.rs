@@ -1,0 +1,133 @@
+//! Extracted values kept until the next event.
+//!
+//! The `falco_plugin` SDK writes the values of an `extract_fields` call
+//! into a per-plugin arena that it resets at the start of the next call.
+//! libsinsp's extraction cache keeps the pointers of one call (a shallow
+//! copy, `sinsp_filter_extract_cache::update`) and reads them again when
+//! the same field appears a second time in a rule for the same event, after
+//! other fields were extracted: with the SDK's arena that read is a use
+//! after free (a rule such as `kive.path exists and not kive.process.comm
+//! in (e) and not kive.path = ""` then depends on what the allocator left
+//! in the freed bytes). [`keep`] copies each value the SDK returned into
+//! kive's own arena for the plugin, which is reset only when an event with
+//! another number arrives, and points the request's `res` at the copy.
+
+use std::ffi::{c_char, CStr};
+use std::ptr;
+use std::sync::{Mutex, PoisonError};
+
+use bumpalo::Bump;
+use falco_plugin::api::{
+    ss_plugin_byte_buffer, ss_plugin_event_input, ss_plugin_extract_field,
+    ss_plugin_field_extract_input, ss_plugin_field_type_FTYPE_ABSTIME,
+    ss_plugin_field_type_FTYPE_BOOL, ss_plugin_field_type_FTYPE_IPADDR,
+    ss_plugin_field_type_FTYPE_IPNET, ss_plugin_field_type_FTYPE_RELTIME,
+    ss_plugin_field_type_FTYPE_STRING, ss_plugin_field_type_FTYPE_UINT64, ss_plugin_t,
+};
+
+/// Plugin instances with an arena kept; past this, the oldest entry goes
+/// (an instance destroyed without telling this module leaves its entry).
+const MAX_INSTANCES: usize = 64;
+
+struct Kept {
+    plugin: usize,
+    evtnum: u64,
+    store: Bump,
+}
+
+static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+
+/// Copies the values of a successful `extract_fields` call of `plugin`
+/// into its arena and points every field's `res` at the copy.
+///
+/// # Safety
+/// `evt` and `input` are the call's valid arguments, and each field's
+/// `res` holds `res_len` valid values of its `ftype` (the SDK's output).
+pub unsafe fn keep(
+    plugin: *mut ss_plugin_t,
+    evt: &ss_plugin_event_input,
+    input: &ss_plugin_field_extract_input,
+) {
+    if input.fields.is_null() || input.num_fields == 0 {
+        return;
+    }
+    // SAFETY: `fields` points to `num_fields` requests (caller's contract).
+    let fields = unsafe { std::slice::from_raw_parts_mut(input.fields, input.num_fields as usize) };
+    let mut all = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    let i = match all.iter().position(|k| k.plugin == plugin as usize) {
+        Some(i) => i,
+        None => {
+            if all.len() >= MAX_INSTANCES {
+                all.remove(0);
+            }
+            all.push(Kept {
+                plugin: plugin as usize,
+                evtnum: evt.evtnum,
+                store: Bump::new(),
+            });
+            all.len() - 1
+        }
+    };
+    let kept = &mut all[i];
+    // libsinsp caches nothing for event number 0: keep one call's values
+    if evt.evtnum == 0 || evt.evtnum != kept.evtnum {
+        kept.store.reset();
+        kept.evtnum = evt.evtnum;
+    }
+    for f in fields {
+        // SAFETY: the SDK's output for this field (caller's contract).
+        unsafe { copy(&kept.store, f) };
+    }
+}
+
+/// Copies `f`'s values into `store` and points `f.res` at the copy.
+///
+/// # Safety
+/// `f.res` holds `f.res_len` valid values of `f.ftype`.
+unsafe fn copy(store: &Bump, f: &mut ss_plugin_extract_field) {
+    let n = f.res_len as usize;
+    // SAFETY: every member of the union is a pointer; reading one as raw
+    // bits only checks for null.
+    if n == 0 || unsafe { f.res.u64_.is_null() } {
+        return;
+    }
+    // SAFETY (every arm): `res` points to `n` values of the field's type;
+    // the SDK writes numbers into byte buffers, hence unaligned reads.
+    #[allow(non_upper_case_globals)]
+    match f.ftype {
+        ss_plugin_field_type_FTYPE_STRING => unsafe {
+            let out = store.alloc_slice_fill_copy(n, ptr::null::<c_char>());
+            for (i, o) in out.iter_mut().enumerate() {
+                let s = CStr::from_ptr(*f.res.str_.add(i)).to_bytes_with_nul();
+                *o = store.alloc_slice_copy(s).as_ptr().cast();
+            }
+            f.res.str_ = out.as_mut_ptr();
+        },
+        ss_plugin_field_type_FTYPE_UINT64
+        | ss_plugin_field_type_FTYPE_RELTIME
+        | ss_plugin_field_type_FTYPE_ABSTIME => unsafe {
+            let src = f.res.u64_;
+            let out = store.alloc_slice_fill_with(n, |i| ptr::read_unaligned(src.add(i)));
+            f.res.u64_ = out.as_mut_ptr();
+        },
+        ss_plugin_field_type_FTYPE_BOOL => unsafe {
+            let src = f.res.boolean;
+            let out = store.alloc_slice_fill_with(n, |i| ptr::read_unaligned(src.add(i)));
+            f.res.boolean = out.as_mut_ptr();
+        },
+        ss_plugin_field_type_FTYPE_IPADDR | ss_plugin_field_type_FTYPE_IPNET => unsafe {
+            let src = f.res.buf;
+            let out = store.alloc_slice_fill_with(n, |i| {
+                let b = ptr::read_unaligned(src.add(i));
+                let bytes = std::slice::from_raw_parts(b.ptr.cast::<u8>(), b.len as usize);
+                ss_plugin_byte_buffer {
+                    len: b.len,
+                    ptr: store.alloc_slice_copy(bytes).as_ptr().cast(),
+                }
+            });
+            f.res.buf = out.as_mut_ptr();
+        },
+        // a type kive has no field of: left as the SDK wrote it
+        _ => {}
+    }
+}
