@@ -19,9 +19,6 @@ mod apiserver;
 #[path = "reconcile/heap.rs"]
 mod heap;
 
-#[global_allocator]
-static ALLOC: heap::Counting = heap::Counting;
-
 use std::process::{Child, Command, Stdio};
 
 use std::sync::atomic::Ordering;
@@ -154,6 +151,9 @@ fn pod(i: usize, cid: &str) -> serde_json::Value {
 
 fn main() {
     apiserver::serve_if_child();
+    // kive's allocator (mimalloc) counts from here: the bench's own
+    // allocations before kive starts are the baseline
+    heap::start();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -313,7 +313,7 @@ fn main() {
          the restart is a MODIFIED pod with a new containerID, timed until a reconcile after it reports every entry armed and none pending (then checked: the new container's {traps} entries armed, the old ones removed); \
          fds and RSS are the bench process's (runtime + kube client + {pods} child handles; the test API server runs in a child process of its own) after the restart; \
          RSS growth = RSS then minus RSS just before the runtime started: kive's runtime, its kube client and watch stores, the trap table; \
-         live heap = bytes held through the (counting) global allocator, growth from the runtime's start; glibc arenas/kept free from mallinfo2; \
+         live heap = bytes held through kive's global allocator (mimalloc, its counters on), growth from the runtime's start; glibc arenas/kept free (C code: libbpf) from mallinfo2; \
          the full rescan re-resolves every entry once (Runtime::rescan_now)."
     );
 }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod allocator;
 pub mod callback;
 pub mod falco;
 pub mod k8s;
@@ -10,6 +11,11 @@ pub mod node;
 pub mod policy;
 pub mod runtime;
 pub mod trap;
+
+/// kive's Rust allocations, in the `kive` binary and in libkive.so alike
+/// (Falco's own `malloc` is untouched): see [`allocator`].
+#[global_allocator]
+static GLOBAL: allocator::KiveAlloc = allocator::KiveAlloc;
 
 /// The libbpf-rs skeleton generated from `ebpf/kive.bpf.c` by `build.rs`.
 #[allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]

@@ -1,65 +1,17 @@
-//! What the bench process's memory is made of: a counting global allocator
-//! (bytes kive's Rust code holds live, and the peak), glibc's own view
-//! (`mallinfo2`: memory its arenas hold, in use or free but kept), and
-//! `VmRSS`. The gap between live heap and RSS is the allocator keeping
-//! freed memory (peaks, fragmentation, per-thread arenas), code and stacks.
+//! What the bench process's memory is made of: kive's global allocator's
+//! counters (bytes the Rust code holds live, and the peak; switched on by
+//! [`start`]), glibc's own view (`mallinfo2`: what its arenas hold for C
+//! code, libbpf, in use or free but kept), and `VmRSS`. The gap between
+//! live heap and anonymous RSS is what the allocators keep (freed memory,
+//! fragmentation), C allocations and stacks.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// The system allocator, counted.
-pub struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(size: usize) {
-    let now = LIVE.fetch_add(size, Ordering::Relaxed) + size;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes to `System` with the caller's layout and pointer
-// unchanged; only the byte counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
+use kive::allocator;
 
 /// One look at the process's memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
-    /// Bytes allocated through Rust's allocator and not freed.
+    /// Bytes allocated through Rust's allocator and not freed (since the
+    /// counters were switched on).
     pub live: usize,
     /// The most `live` has been since the last [`reset_peak`].
     pub peak: usize,
@@ -73,9 +25,14 @@ pub struct Snapshot {
     pub rss_anon: u64,
 }
 
+/// Switches kive's allocator counters on (first thing in `main`).
+pub fn start() {
+    allocator::start_counting();
+}
+
 /// Restarts the peak from what is live now.
 pub fn reset_peak() {
-    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    allocator::reset_peak();
 }
 
 /// Now.
@@ -83,8 +40,8 @@ pub fn snapshot() -> Snapshot {
     // SAFETY: mallinfo2 only reads glibc's arena statistics.
     let mi = unsafe { libc::mallinfo2() };
     Snapshot {
-        live: LIVE.load(Ordering::Relaxed),
-        peak: PEAK.load(Ordering::Relaxed),
+        live: usize::try_from(allocator::live_bytes()).unwrap_or(0),
+        peak: usize::try_from(allocator::peak_bytes()).unwrap_or(0),
         arenas: mi.arena + mi.hblkhd,
         kept_free: mi.fordblks,
         rss: rss_of("/proc/self/status"),
@@ -120,7 +77,7 @@ pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, server_rss: u64)
         return;
     };
     println!();
-    println!("| phase | RSS (bench process, no API server) | RSS growth from kive's start | of which anonymous (heap, stacks) | of which files (code) | Rust heap live, growth | per entry | Rust heap peak in the phase, growth | glibc: free, kept | glibc: in use by C (libbpf) |");
+    println!("| phase | RSS (bench process, no API server) | RSS growth from kive's start | of which anonymous (heap, stacks) | of which files (code) | Rust heap live, growth | per entry | Rust heap peak in the phase, growth | glibc (C code only): free, kept | glibc: in use by C (libbpf) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (what, s) in phases {
         let live = s.live.saturating_sub(base.live);
@@ -136,7 +93,7 @@ pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, server_rss: u64)
             live as f64 / entries.max(1) as f64,
             mib(s.peak.saturating_sub(base.live)),
             mib(s.kept_free),
-            mib(s.arenas.saturating_sub(s.kept_free).saturating_sub(s.live)),
+            mib(s.arenas.saturating_sub(s.kept_free)),
         );
     }
     println!(

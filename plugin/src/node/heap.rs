@@ -1,10 +1,10 @@
 //! Giving the heap memory freed by a large change back to the kernel.
 //!
-//! glibc keeps what a thread frees in that thread's arena for reuse; after
-//! a reconcile of thousands of entries (the pod list decoded on the kube
-//! client's threads, the plan, the diff's hash sets, a table that grew)
-//! that is tens of MiB of free but resident pages, held until the process
-//! exits. `malloc_trim` returns the free pages of every arena.
+//! kive's Rust allocations go to mimalloc (`crate::allocator`), which gives
+//! emptied pages back by itself. glibc's `malloc` still serves C code
+//! (libbpf) and keeps what a thread frees in that thread's arena for reuse:
+//! `malloc_trim` returns the free pages of every arena after a reconcile of
+//! thousands of entries.
 
 /// Entries added or removed by one change past which its freed memory is
 /// given back (a pod's change, 20-odd entries, is not worth the walk over
