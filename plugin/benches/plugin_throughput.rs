@@ -45,6 +45,9 @@ struct Extractor {
     names: Vec<CString>,
     reqs: Vec<ss_plugin_extract_field>,
     reader_ext: Box<ss_plugin_table_reader_vtable_ext>,
+    /// The event number, one per event as libsinsp numbers them (kive
+    /// keeps an event's values until the number changes).
+    evtnum: u64,
 }
 
 impl Extractor {
@@ -81,6 +84,7 @@ impl Extractor {
         Self {
             names,
             reqs,
+            evtnum: 0,
             // SAFETY: an all-None vtable (kive reads no table).
             reader_ext: Box::new(unsafe { std::mem::zeroed() }),
         }
@@ -89,9 +93,10 @@ impl Extractor {
     /// Extracts the 10 fields of one event, one field per call (as
     /// libsinsp's filterchecks do); returns how many had a value.
     fn extract(&mut self, p: &Plugin, evt: *const ss_plugin_event) -> usize {
+        self.evtnum += 1;
         let ev_in = ss_plugin_event_input {
             evt,
-            evtnum: 1,
+            evtnum: self.evtnum,
             evtsrc: c"kive".as_ptr(),
         };
         let mut with_value = 0;

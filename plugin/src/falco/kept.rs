@@ -11,6 +11,8 @@
 //! in the freed bytes). [`keep`] copies each value the SDK returned into
 //! kive's own arena for the plugin, which is reset only when an event with
 //! another number arrives, and points the request's `res` at the copy.
+//! Event number 0 (Falco numbers events from 1; libsinsp caches nothing
+//! for 0) keeps a call's values until the next call only, as the SDK does.
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
@@ -25,17 +27,29 @@ use falco_plugin::api::{
     ss_plugin_field_type_FTYPE_STRING, ss_plugin_field_type_FTYPE_UINT64, ss_plugin_t,
 };
 
-/// Plugin instances with an arena kept; past this, the oldest entry goes
-/// (an instance destroyed without telling this module leaves its entry).
+/// Plugin instances with an arena kept; past this, the entry used least
+/// recently goes: a destroyed instance (this module is not told) ages out,
+/// a live one (used at each of its events) never does while fewer than
+/// this many are live.
 const MAX_INSTANCES: usize = 64;
 
 struct Kept {
     plugin: usize,
     evtnum: u64,
+    /// When it was last used ([`Arenas::tick`]).
+    used: u64,
     store: Bump,
 }
 
-static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+struct Arenas {
+    tick: u64,
+    all: Vec<Kept>,
+}
+
+static KEPT: Mutex<Arenas> = Mutex::new(Arenas {
+    tick: 0,
+    all: Vec::new(),
+});
 
 /// Copies the values of a successful `extract_fields` call of `plugin`
 /// into its arena and points every field's `res` at the copy.
@@ -53,22 +67,8 @@ pub unsafe fn keep(
     }
     // SAFETY: `fields` points to `num_fields` requests (caller's contract).
     let fields = unsafe { std::slice::from_raw_parts_mut(input.fields, input.num_fields as usize) };
-    let mut all = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
-    let i = match all.iter().position(|k| k.plugin == plugin as usize) {
-        Some(i) => i,
-        None => {
-            if all.len() >= MAX_INSTANCES {
-                all.remove(0);
-            }
-            all.push(Kept {
-                plugin: plugin as usize,
-                evtnum: evt.evtnum,
-                store: Bump::new(),
-            });
-            all.len() - 1
-        }
-    };
-    let kept = &mut all[i];
+    let mut arenas = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    let kept = arenas.of(plugin as usize, evt.evtnum);
     // libsinsp caches nothing for event number 0: keep one call's values
     if evt.evtnum == 0 || evt.evtnum != kept.evtnum {
         kept.store.reset();
@@ -77,6 +77,35 @@ pub unsafe fn keep(
     for f in fields {
         // SAFETY: the SDK's output for this field (caller's contract).
         unsafe { copy(&kept.store, f) };
+    }
+}
+
+impl Arenas {
+    /// The arena of `plugin`, made when it has none (the least recently
+    /// used one given up past [`MAX_INSTANCES`]).
+    fn of(&mut self, plugin: usize, evtnum: u64) -> &mut Kept {
+        self.tick += 1;
+        let tick = self.tick;
+        let i = match self.all.iter().position(|k| k.plugin == plugin) {
+            Some(i) => i,
+            None => {
+                if self.all.len() >= MAX_INSTANCES {
+                    if let Some(lru) = (0..self.all.len()).min_by_key(|&i| self.all[i].used) {
+                        self.all.swap_remove(lru);
+                    }
+                }
+                self.all.push(Kept {
+                    plugin,
+                    evtnum,
+                    used: tick,
+                    store: Bump::new(),
+                });
+                self.all.len() - 1
+            }
+        };
+        let kept = &mut self.all[i];
+        kept.used = tick;
+        kept
     }
 }
 
@@ -129,5 +158,32 @@ unsafe fn copy(store: &Bump, f: &mut ss_plugin_extract_field) {
         },
         // a type kive has no field of: left as the SDK wrote it
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_instance_keeps_its_arena_however_many_others_came_and_went() {
+        let mut a = Arenas {
+            tick: 0,
+            all: Vec::new(),
+        };
+        let live = 1usize;
+        a.of(live, 1).store.alloc(7u64);
+        // instances made and destroyed (never used again), while the live
+        // one goes on extracting
+        for dead in 2..(2 + 10 * MAX_INSTANCES) {
+            a.of(dead, 1);
+            a.of(live, 1);
+        }
+        assert!(a.all.len() <= MAX_INSTANCES, "bounded");
+        let kept = a.of(live, 1);
+        assert!(
+            kept.store.allocated_bytes() > 0,
+            "the live instance's arena was never given up"
+        );
     }
 }

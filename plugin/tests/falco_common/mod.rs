@@ -293,7 +293,9 @@ impl Plugin {
         field: &str,
         evtsrc: &CStr,
     ) -> Result<Value, ss_plugin_rc> {
-        let (req, f) = self.extract_raw(evt, 1, field, evtsrc)?;
+        // event number 0: nothing kept past this call (the values are
+        // copied out below)
+        let (req, f) = self.extract_raw(evt, 0, field, evtsrc)?;
         let n = req.res_len as usize;
         // SAFETY: on success, res points to res_len values of the field's
         // type, valid until the next extraction.
