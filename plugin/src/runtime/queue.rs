@@ -10,8 +10,12 @@
 //!
 //! A producer may gather values ([`Sender::try_push`]) and hand them over
 //! together ([`Sender::flush`]): one message, one wake-up of a waiting
-//! consumer, for a whole read of the ring buffer.
+//! consumer, for a whole read of the ring buffer. The consumer gives each
+//! emptied batch's vector back ([`SPARE`] at most kept), and the next
+//! flush gathers into it: a flood reuses the same few vectors instead of
+//! taking fresh memory (page faults) for every batch and freeing it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -27,11 +31,19 @@ pub enum Refused<T> {
     Gone(T),
 }
 
+/// Emptied batch vectors kept for the next flushes at most (each holds
+/// [`super::ring_sink::GATHER`] events' room at most).
+pub const SPARE: usize = 2;
+
+/// Emptied vectors, given back by the consumer (always empty).
+type Spares<T> = Arc<Mutex<Vec<Vec<T>>>>;
+
 /// The sending side (cloned for each producer; they share the bound).
 pub struct Sender<T> {
     tx: mpsc::Sender<Vec<T>>,
     held: Arc<AtomicUsize>,
     capacity: usize,
+    spares: Spares<T>,
 }
 
 impl<T> Clone for Sender<T> {
@@ -40,6 +52,7 @@ impl<T> Clone for Sender<T> {
             tx: self.tx.clone(),
             held: Arc::clone(&self.held),
             capacity: self.capacity,
+            spares: Arc::clone(&self.spares),
         }
     }
 }
@@ -49,25 +62,34 @@ pub struct Receiver<T> {
     rx: mpsc::Receiver<Vec<T>>,
     held: Arc<AtomicUsize>,
     /// The rest of the last batch received.
-    pending: Mutex<std::vec::IntoIter<T>>,
+    pending: Mutex<VecDeque<T>>,
+    spares: Spares<T>,
 }
 
 /// A queue holding at most `capacity` values (at least 1).
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = mpsc::channel();
     let held = Arc::new(AtomicUsize::new(0));
+    let spares = Arc::new(Mutex::new(Vec::new()));
     (
         Sender {
             tx,
             held: Arc::clone(&held),
             capacity: capacity.max(1),
+            spares: Arc::clone(&spares),
         },
         Receiver {
             rx,
             held,
-            pending: Mutex::new(Vec::new().into_iter()),
+            pending: Mutex::new(VecDeque::new()),
+            spares,
         },
     )
+}
+
+/// Takes the lock of `m`, poisoned or not (the values are plain data).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<T> Sender<T> {
@@ -115,12 +137,12 @@ impl<T> Sender<T> {
         if batch.is_empty() {
             return true;
         }
-        // the next batch keeps this one's room
-        let room = batch.capacity();
-        match self
-            .tx
-            .send(std::mem::replace(batch, Vec::with_capacity(room)))
-        {
+        // the next batch gathers into an emptied one, else keeps this
+        // one's room
+        let next = lock(&self.spares)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(batch.capacity()));
+        match self.tx.send(std::mem::replace(batch, next)) {
             Ok(()) => true,
             Err(e) => {
                 self.held.fetch_sub(e.0.len(), Ordering::AcqRel);
@@ -144,17 +166,31 @@ impl<T> Receiver<T> {
     /// The next value of the pending batch, else of the next batch `recv`
     /// gives.
     fn next(&self, recv: impl FnOnce(&mpsc::Receiver<Vec<T>>) -> Option<Vec<T>>) -> Option<T> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let v = match pending.next() {
+        let mut pending = lock(&self.pending);
+        let v = match pending.pop_front() {
             Some(v) => v,
             None => {
                 // a batch is never empty (flush sends none)
-                *pending = recv(&self.rx)?.into_iter();
-                pending.next()?
+                let next = VecDeque::from(recv(&self.rx)?);
+                self.give_back(std::mem::replace(&mut *pending, next));
+                pending.pop_front()?
             }
         };
         self.held.fetch_sub(1, Ordering::AcqRel);
         Some(v)
+    }
+
+    /// Keeps an emptied batch's vector for the senders' next flushes
+    /// (at most [`SPARE`]; the first, empty one has no room to keep).
+    fn give_back(&self, emptied: VecDeque<T>) {
+        let v = Vec::from(emptied);
+        if v.capacity() == 0 || !v.is_empty() {
+            return;
+        }
+        let mut spares = lock(&self.spares);
+        if spares.len() < SPARE {
+            spares.push(v);
+        }
     }
 }
 
@@ -263,5 +299,38 @@ mod tests {
             Err(Refused::Gone(7)),
             "its places were given back"
         );
+    }
+
+    #[test]
+    fn an_emptied_batch_is_gathered_into_again_and_carries_no_old_value() {
+        let (tx, rx) = bounded(1000);
+        let drain = |rx: &Receiver<u32>| std::iter::from_fn(|| rx.try_recv()).collect::<Vec<_>>();
+        let mut batch = Vec::new();
+        for v in [1, 2, 3] {
+            tx.try_push(&mut batch, v).expect("room");
+        }
+        assert!(tx.flush(&mut batch));
+        assert_eq!(drain(&rx), [1, 2, 3]);
+        for v in [4, 5, 6] {
+            tx.try_push(&mut batch, v).expect("room");
+        }
+        assert!(tx.flush(&mut batch));
+        assert_eq!(drain(&rx), [4, 5, 6]);
+        let given_back: Vec<usize> = lock(&rx.spares).iter().map(Vec::capacity).collect();
+        assert_eq!(given_back.len(), 1, "the first batch's vector was given back");
+        assert!(given_back[0] >= 3, "with its room");
+        tx.try_push(&mut batch, 7).expect("room");
+        assert!(tx.flush(&mut batch));
+        assert!(lock(&rx.spares).is_empty(), "the flush took the spare");
+        assert!(batch.is_empty(), "a reused vector comes back empty");
+        assert!(batch.capacity() >= 3, "the spare's room is gathered into");
+        assert_eq!(drain(&rx), [7], "nothing old comes out again");
+        // a long flood keeps at most SPARE vectors aside
+        for v in 0..100 {
+            tx.try_push(&mut batch, v).expect("room");
+            assert!(tx.flush(&mut batch));
+            assert_eq!(rx.try_recv(), Some(v));
+            assert!(lock(&rx.spares).len() <= SPARE, "bounded spares");
+        }
     }
 }
