@@ -161,6 +161,7 @@ impl Accessors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trap::Args;
     use std::path::Path;
 
     const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
@@ -231,7 +232,7 @@ mod tests {
             loginuid: None,
             exe: String::new(),
             cwd: String::new(),
-            args: Vec::new(),
+            args: Args::default(),
             process_flags: 0,
             limited: 0,
             tamper: None,

@@ -100,11 +100,10 @@ impl<'a> ProcessStrings<'a> {
         Self {
             binary: kernel_or_proc(&raw.exe, &details.binary, ProcessFlags::BINARY_TRUNCATED),
             cwd: kernel_or_proc(&raw.cwd, &details.cwd, ProcessFlags::CWD_TRUNCATED),
-            arguments: match raw.args.as_slice() {
-                [] => Cow::Borrowed(&details.arguments),
-                [one] => Cow::Borrowed(one),
-                many => Cow::Owned(many.join(" ")),
-            },
+            arguments: raw
+                .args
+                .joined()
+                .unwrap_or(Cow::Borrowed(&details.arguments)),
             parent_binary: marked(
                 &raw.parent_exe,
                 flags.has(ProcessFlags::PARENT_BINARY_TRUNCATED),

@@ -12,7 +12,7 @@ use super::Shared;
 use crate::alert::text::escape;
 use crate::node::{PinnedFile, ResolveError, Root};
 use crate::policy::CompiledTrap;
-use crate::trap::{Action, Hook, RawEvent, Tamper, TrapKey};
+use crate::trap::{Action, Args, Hook, RawEvent, Tamper, TrapKey};
 
 impl Shared {
     /// Resolves (and creates) an entry's file and arms its key. Returns
@@ -346,7 +346,7 @@ impl Shared {
             loginuid: None,
             exe: String::new(),
             cwd: String::new(),
-            args: Vec::new(),
+            args: Args::default(),
             process_flags: 0,
             limited: 0,
             tamper: Some(tamper),

@@ -188,7 +188,7 @@ pub fn build_alert(
 mod tests {
     use super::*;
     use crate::policy::load_str;
-    use crate::trap::{Action, Hook, TrapKey};
+    use crate::trap::{Action, Args, Hook, TrapKey};
 
     const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
 
@@ -338,7 +338,7 @@ mod tests {
             loginuid: Some(1000),
             exe: "/usr/bin/cat".into(),
             cwd: String::new(),
-            args: vec!["cat".into(), "/etc/secret".into()],
+            args: Args::from_parts(&["cat", "/etc/secret"]),
             process_flags: 0,
             limited: 0,
             tamper: None,

@@ -317,7 +317,11 @@ mod tests {
         assert!(tx.flush(&mut batch));
         assert_eq!(drain(&rx), [4, 5, 6]);
         let given_back: Vec<usize> = lock(&rx.spares).iter().map(Vec::capacity).collect();
-        assert_eq!(given_back.len(), 1, "the first batch's vector was given back");
+        assert_eq!(
+            given_back.len(),
+            1,
+            "the first batch's vector was given back"
+        );
         assert!(given_back[0] >= 3, "with its room");
         tx.try_push(&mut batch, 7).expect("room");
         assert!(tx.flush(&mut batch));

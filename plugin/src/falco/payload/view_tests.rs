@@ -9,7 +9,7 @@ use crate::node::host::BootClock;
 use crate::node::procfs::ProcessDetails;
 use crate::policy::{load_str, CompiledTrap};
 use crate::runtime::{AlertView, ContainerOwner, NodeContext, Owner};
-use crate::trap::{Action, Hook, RawEvent, Tamper, TamperKind, TrapKey};
+use crate::trap::{Action, Args, Hook, RawEvent, Tamper, TamperKind, TrapKey};
 
 fn traps() -> Vec<Arc<CompiledTrap>> {
     let plain = load_str(
@@ -51,7 +51,7 @@ fn raw() -> RawEvent {
         loginuid: None,
         exe: format!("/{}\u{fffd}/cat\n", "x".repeat(4090)),
         cwd: "/tmp/\u{2028}".into(),
-        args: vec![bad, "a b".into(), String::new(), "--x=\"y\"".into()],
+        args: Args::from_parts(&[bad.as_str(), "a b", "", "--x=\"y\""]),
         process_flags: 0,
         limited: 0,
         tamper: None,
@@ -117,13 +117,13 @@ fn events() -> Vec<RawEvent> {
         RawEvent {
             exe: String::new(),
             cwd: String::new(),
-            args: Vec::new(),
+            args: Args::default(),
             process_flags: all_flags,
             ..base.clone()
         },
         // one argument; a tamper event with and without the old name
         RawEvent {
-            args: vec!["only".into()],
+            args: Args::from_parts(&["only"]),
             tamper: Some(Tamper {
                 kind: TamperKind::Rename,
                 old_path: String::new(),

@@ -14,7 +14,7 @@ use super::rule;
 use super::State;
 use crate::node::task::{read_task_u64, task_facts};
 use crate::trap::dev::kernel_dev;
-use crate::trap::wire::{Action, Hook, RawEvent, TrapKey};
+use crate::trap::wire::{Action, Args, Hook, RawEvent, TrapKey};
 
 pub(super) struct Reader<F> {
     pub(super) state: Arc<State>,
@@ -213,7 +213,7 @@ impl<F: FnMut(&[u8])> Reader<F> {
             loginuid: facts.loginuid,
             exe: facts.exe,
             cwd: facts.cwd,
-            args: Vec::new(),
+            args: Args::default(),
             process_flags,
             // no flood limit on this tier: nothing is held back
             limited: 0,

@@ -205,7 +205,7 @@ pub fn encode(ev: &RawEvent, args: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trap::TrapKey;
+    use crate::trap::{Args, TrapKey};
 
     #[test]
     fn masks_match_the_ebpf_tiers() {
@@ -298,7 +298,7 @@ mod tests {
             loginuid: None,
             exe: "/usr/bin/cat".into(),
             cwd: "/".into(),
-            args: vec!["cat".into(), "/secret".into()],
+            args: Args::from_parts(&["cat", "/secret"]),
             process_flags: 0x20,
             limited: 0,
             tamper: None,
@@ -317,6 +317,6 @@ mod tests {
         let ev2 = RawEvent { exe: long, ..ev };
         let back = RawEvent::decode(&encode(&ev2, &[b'a'; 600])).expect("decodes");
         assert_eq!(back.exe.len(), PATH_LEN - 1);
-        assert_eq!(back.args, vec!["a".repeat(crate::trap::wire::ARGS_LEN)]);
+        assert_eq!(back.args, ["a".repeat(crate::trap::wire::ARGS_LEN)]);
     }
 }

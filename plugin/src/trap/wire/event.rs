@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 
+use super::args::Args;
 use super::hook::{Action, Hook, Tamper};
 use super::{
     TrapKey, ARGS_LEN, COMM_LEN, EVENT_SIZE, EVENT_VERSION, EV_FLAGS_MASK, EV_LIMITED_SHIFT,
@@ -94,7 +95,7 @@ pub struct RawEvent {
     /// Working directory as the process sees it (empty if not captured).
     pub cwd: String,
     /// argv, possibly truncated (empty if not captured).
-    pub args: Vec<String>,
+    pub args: Args,
     /// `KIVE_EV_F_*`: cut paths and argv, memfd or deleted executable
     /// (the bits of [`crate::alert::ProcessFlags`]).
     pub process_flags: u32,
@@ -112,7 +113,7 @@ pub struct RawEvent {
 /// Bytes as text: valid UTF-8 (nearly every path and argument) is copied
 /// as it is after one validation pass; anything else has its invalid bytes
 /// replaced (`U+FFFD`), as [`String::from_utf8_lossy`] does.
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(bytes).into_owned(),
@@ -123,17 +124,6 @@ fn text(bytes: &[u8]) -> String {
 fn c_str(field: &[u8]) -> String {
     let end = memchr::memchr(0, field).unwrap_or(field.len());
     text(&field[..end])
-}
-
-/// NUL-separated argv (the last one possibly cut short).
-pub fn split_args(raw: &[u8]) -> Vec<String> {
-    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
-    if raw.is_empty() {
-        return Vec::new();
-    }
-    let mut args = Vec::with_capacity(memchr::memchr_iter(0, raw).count() + 1);
-    args.extend(raw.split(|&b| b == 0).map(text));
-    args
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -224,7 +214,7 @@ impl RawEvent {
             loginuid: (loginuid != u32::MAX).then_some(loginuid),
             exe: c_str(field(b, EXE, exe_len)),
             cwd: c_str(field(b, CWD, cwd_len)),
-            args: split_args(field(b, offsets::ARGS, args_len)),
+            args: Args::from_raw(field(b, offsets::ARGS, args_len)),
             process_flags: pflags & EV_FLAGS_MASK,
             limited: pflags >> EV_LIMITED_SHIFT,
             // paths are filled in from the trap (old) and the new name's
@@ -343,7 +333,7 @@ mod tests {
         assert!(e.args.is_empty());
         assert_eq!(e.parent_exe, "");
         assert_eq!(
-            split_args(b"a\0b"),
+            Args::from_raw(b"a\0b"),
             ["a", "b"],
             "a cut-short last argument is kept"
         );
@@ -431,11 +421,11 @@ mod tests {
             assert_eq!(c_str(&field), want, "{bytes:?} NUL-terminated");
         }
         assert_eq!(
-            split_args(b"cat\0/etc/\xffsecret\0\0last\0"),
+            Args::from_raw(b"cat\0/etc/\xffsecret\0\0last\0"),
             ["cat", "/etc/\u{fffd}secret", "", "last"],
             "every argument kept, an empty one too, invalid bytes replaced"
         );
-        assert!(split_args(b"\0").is_empty());
+        assert!(Args::from_raw(b"\0").is_empty());
     }
 
     /// The offsets used here are the ones clang laid out for `kive.h`

@@ -2,12 +2,14 @@
 //! to the trap map, and events read from the ring buffer. Pure code: encoded
 //! and decoded with explicit little-endian offsets, never by casting.
 //! [`hook`]: which program saw an event and what it says was done;
-//! [`event`]: the ring-buffer record.
+//! [`event`]: the ring-buffer record; [`args`]: its argv.
 
+mod args;
 mod event;
 mod hook;
 
-pub use event::{offsets, split_args, DecodeError, RawEvent};
+pub use args::Args;
+pub use event::{offsets, DecodeError, RawEvent};
 pub use hook::{Action, Hook, Tamper, TamperKind};
 
 /// Size of `struct kive_key`.
