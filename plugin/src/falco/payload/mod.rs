@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 mod decode;
 mod encode;
 mod event;
+mod stamp;
 #[cfg(test)]
 mod tests;
 mod view;

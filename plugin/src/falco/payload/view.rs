@@ -3,10 +3,9 @@
 //! instead of the alert's ~30 owned ones), byte for byte what encoding
 //! [`AlertView::alert`] gives.
 
+use super::stamp;
 use super::*;
-use crate::alert::rfc3339_nanos;
 use crate::runtime::{AlertView, ContainerOwner, Owner, ProcessStrings};
-use crate::trap::dev::kernel_dev_display;
 
 /// The strings of an alert that are computed from the event, not
 /// borrowed from it (the rest are).
@@ -19,8 +18,8 @@ struct Computed<'a> {
 impl<'a> Computed<'a> {
     fn of(v: &AlertView<'a>, wall_ns: u64) -> Self {
         Self {
-            timestamp: rfc3339_nanos(wall_ns),
-            dev: kernel_dev_display(v.raw.key.dev),
+            timestamp: stamp::timestamp(wall_ns),
+            dev: stamp::dev(v.raw.key.dev),
             process: ProcessStrings::of(v.raw, v.details),
         }
     }

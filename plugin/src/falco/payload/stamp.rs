@@ -1,0 +1,120 @@
+//! The two strings of a live payload computed at each event, without
+//! chrono's and `format!`'s machinery per event: the RFC 3339 timestamp
+//! from the second's prefix the thread formatted last, the device's
+//! `major:minor` with its digits written out. Byte for byte what
+//! [`rfc3339_nanos`] and [`kernel_dev_display`] give (tests below).
+
+use std::cell::RefCell;
+
+use crate::alert::rfc3339_nanos;
+
+const NS: u64 = 1_000_000_000;
+
+thread_local! {
+    /// The second formatted last and its RFC 3339 form up to the dot.
+    static SECOND: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
+}
+
+/// `rfc3339_nanos(wall_ns)`.
+pub fn timestamp(wall_ns: u64) -> String {
+    let (secs, nanos) = (wall_ns / NS, wall_ns % NS);
+    SECOND
+        .with(|cell| {
+            let mut cell = cell.try_borrow_mut().ok()?;
+            if cell.as_ref().map(|c| c.0) != Some(secs) {
+                // chrono writes nine digits and `Z`: keep what comes before
+                let whole = rfc3339_nanos(secs * NS);
+                let prefix = whole.strip_suffix(".000000000Z")?;
+                *cell = Some((secs, prefix.to_string()));
+            }
+            let (_, prefix) = cell.as_ref()?;
+            let mut out = String::with_capacity(prefix.len() + 11);
+            out.push_str(prefix);
+            out.push('.');
+            push_digits(&mut out, nanos, 9);
+            out.push('Z');
+            Some(out)
+        })
+        .unwrap_or_else(|| rfc3339_nanos(wall_ns))
+}
+
+/// `kernel_dev_display(dev)`: `major:minor` of a kernel `dev_t`.
+pub fn dev(dev: u32) -> String {
+    let mut out = String::with_capacity(12);
+    push_digits(&mut out, u64::from(dev >> 20), 0);
+    out.push(':');
+    push_digits(&mut out, u64::from(dev & 0xf_ffff), 0);
+    out
+}
+
+/// Writes `n` in decimal, zero-padded to `width` digits.
+fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = at.min(buf.len().saturating_sub(width));
+    for &b in &buf[start..] {
+        out.push(char::from(b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trap::dev::kernel_dev_display;
+
+    #[test]
+    fn the_timestamp_is_what_chrono_writes_for_every_second_and_nanosecond() {
+        let now = 1_764_629_357 * NS;
+        let mut cases = vec![
+            0,
+            1,
+            NS - 1,
+            NS,
+            now,
+            now + 1,
+            now + 999_999_999,
+            now + NS, // the next second: a new prefix
+            now - 1,  // back to the one before
+            now + 123_456_789,
+            u64::MAX,
+            u64::MAX - NS,
+            951_782_400 * NS + 5, // 2000-02-29
+            4_107_542_400 * NS,   // 2100-03-01
+        ];
+        // many nanoseconds of a few seconds, in and out of order
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(now + x % (4 * NS));
+        }
+        for ns in cases {
+            assert_eq!(timestamp(ns), rfc3339_nanos(ns), "at {ns} ns");
+        }
+    }
+
+    #[test]
+    fn the_device_is_what_format_writes() {
+        for d in [
+            0,
+            1,
+            45,
+            0x0fe0_0000,
+            0x0fe0_0001,
+            0xfff0_0000,
+            0x000f_ffff,
+            u32::MAX,
+        ] {
+            assert_eq!(dev(d), kernel_dev_display(d), "dev {d:#x}");
+        }
+    }
+}
