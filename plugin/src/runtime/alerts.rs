@@ -58,20 +58,33 @@ impl Runtime {
         let rescan = raw.hook == Hook::Rescan;
         let placed = (!rescan).then(|| self.kernel_new_path(raw)).flatten();
         let raw = placed.as_ref().unwrap_or(raw);
-        // (entry id, trap, owner, the key is an inode that left the path)
-        let hits: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = {
+        // (entry id, trap, owner, the key is an inode that left the path);
+        // nearly every key has one entry: the first is kept apart, so that
+        // such an event allocates no list
+        type Hit = (u32, Arc<CompiledTrap>, Owner, bool);
+        let mut first: Option<Hit> = None;
+        let mut more: Vec<Hit> = Vec::new();
+        {
             let table = self.shared.table();
-            let hit = |e: &Entry| {
-                let away = e.follows(raw.key);
-                (e.id, Arc::clone(&e.trap), e.owner.clone(), away)
+            let mut add = |e: &Entry| {
+                let hit = (
+                    e.id,
+                    Arc::clone(&e.trap),
+                    e.owner.clone(),
+                    e.follows(raw.key),
+                );
+                match first {
+                    None => first = Some(hit),
+                    Some(_) => more.push(hit),
+                }
             };
             if rescan {
-                table.get(raw.trap_id).map(hit).into_iter().collect()
+                table.get(raw.trap_id).into_iter().for_each(&mut add);
             } else {
-                table.entries_for(raw.key).map(hit).collect()
+                table.entries_for(raw.key).for_each(&mut add);
             }
-        };
-        if hits.is_empty() {
+        }
+        if first.is_none() {
             self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -84,7 +97,7 @@ impl Runtime {
         };
         let accessor = if rescan { None } else { self.accessor(raw) };
         let mut failed = None;
-        for (id, trap, owner, away) in &hits {
+        for (id, trap, owner, away) in first.iter().chain(&more) {
             let mut rate_limited = None;
             if let (Some(limit), false) = (trap.rate_limit, rescan) {
                 let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
