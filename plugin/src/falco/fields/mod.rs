@@ -63,9 +63,12 @@ fn text<const S: usize>(
 /// replaced, never passed on.
 fn escaped(b: &[u8]) -> CString {
     // nearly every value: printable ASCII without a backslash, nothing to
-    // replace or escape (one pass, one copy)
+    // replace or escape, and no NUL to cut at (one pass, one copy)
     if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
-        return cstring(b);
+        let mut v = Vec::with_capacity(b.len() + 1); // room for the NUL
+        v.extend_from_slice(b);
+        // SAFETY: printable ASCII holds no NUL byte.
+        return unsafe { CString::from_vec_unchecked(v) };
     }
     cstring(escape(&String::from_utf8_lossy(b)).as_bytes())
 }
