@@ -32,7 +32,7 @@ pub enum Refused<T> {
 }
 
 /// Emptied batch vectors kept for the next flushes at most (each holds
-/// [`super::ring_sink::GATHER`] events' room at most).
+/// a drain's gathered events' room at most: 256).
 pub const SPARE: usize = 2;
 
 /// Emptied vectors, given back by the consumer (always empty).
