@@ -132,15 +132,7 @@ pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
     let value = serde_yaml::to_value(serde_json::Value::Object(doc)).unwrap_or_default();
     let compiled = compile(vec![parse_document(format!("kivepolicy {name}"), value)]);
     let mut errors = compiled.errors;
-    let traps = compiled
-        .traps
-        .into_iter()
-        .map(|t| {
-            let mut t = (*t).clone();
-            t.from_cluster = true;
-            Arc::new(t)
-        })
-        .collect();
+    let traps = marked_from_cluster(compiled.traps);
     let before = errors.len();
     let traps = scope_traps(traps, scope, &mut errors);
     PolicyEntry {
@@ -152,6 +144,19 @@ pub fn policy_entry(obj: &DynamicObject, scope: &ScopeConfig) -> PolicyEntry {
         warnings: Vec::new(),
         object: object_ref(obj, "kivebpf.san7o.github.io/v1", "KivePolicy"),
     }
+}
+
+/// The compiled traps of a policy object served by the API server, marked
+/// as such (the scope rules of cluster policies apply to them).
+fn marked_from_cluster(traps: Vec<Arc<CompiledTrap>>) -> Vec<Arc<CompiledTrap>> {
+    traps
+        .into_iter()
+        .map(|t| {
+            let mut t = (*t).clone();
+            t.from_cluster = true;
+            Arc::new(t)
+        })
+        .collect()
 }
 
 /// Compiles a KubeArmor policy object as served by the API server. A
@@ -171,15 +176,7 @@ pub fn kubearmor_entry(obj: &DynamicObject, kind: KaKind, scope: &ScopeConfig) -
     let value = serde_yaml::to_value(doc).unwrap_or_default();
     let compiled = kubearmor::compile_value(&format!("{} {name}", kind.as_str()), value);
     let mut errors = compiled.errors;
-    let traps = compiled
-        .traps
-        .into_iter()
-        .map(|t| {
-            let mut t = (*t).clone();
-            t.from_cluster = true;
-            Arc::new(t)
-        })
-        .collect();
+    let traps = marked_from_cluster(compiled.traps);
     let scope = match kind {
         KaKind::Policy => scope.clone(),
         // cluster-scoped resources: no tenant namespace to stay in

@@ -137,12 +137,23 @@ impl<T> Sender<T> {
         if batch.is_empty() {
             return true;
         }
-        // the next batch gathers into an emptied one, else keeps this
-        // one's room
-        let next = lock(&self.spares)
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(batch.capacity()));
-        match self.tx.send(std::mem::replace(batch, next)) {
+        let message = if batch.len() < batch.capacity() / 4 {
+            // a few values in a large room (a trickle after a flood): sent
+            // in a vector of their size, the room kept for the next ones
+            // (a held message never holds much more room than values)
+            let mut sized = Vec::with_capacity(batch.len());
+            sized.append(batch);
+            sized
+        } else {
+            // the next batch gathers into an emptied vector as large, else
+            // into a new one with this one's room
+            let spare = lock(&self.spares)
+                .pop()
+                .filter(|v| v.capacity() >= batch.capacity());
+            let next = spare.unwrap_or_else(|| Vec::with_capacity(batch.capacity()));
+            std::mem::replace(batch, next)
+        };
+        match self.tx.send(message) {
             Ok(()) => true,
             Err(e) => {
                 self.held.fetch_sub(e.0.len(), Ordering::AcqRel);
@@ -329,12 +340,60 @@ mod tests {
         assert!(batch.is_empty(), "a reused vector comes back empty");
         assert!(batch.capacity() >= 3, "the spare's room is gathered into");
         assert_eq!(drain(&rx), [7], "nothing old comes out again");
-        // a long flood keeps at most SPARE vectors aside
-        for v in 0..100 {
+    }
+
+    #[test]
+    fn at_most_spare_emptied_vectors_are_kept_aside() {
+        let (tx, rx) = bounded(1000);
+        // five batches held at once, then all received: each emptied one
+        // is given back, and the spares stop at SPARE
+        for v in 0..5 {
+            let mut batch = Vec::with_capacity(2);
             tx.try_push(&mut batch, v).expect("room");
+            tx.try_push(&mut batch, v + 100).expect("room");
             assert!(tx.flush(&mut batch));
-            assert_eq!(rx.try_recv(), Some(v));
-            assert!(lock(&rx.spares).len() <= SPARE, "bounded spares");
         }
+        let got: Vec<u32> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(got.len(), 10, "every value received: {got:?}");
+        assert_eq!(lock(&rx.spares).len(), SPARE, "the spares are bounded");
+    }
+
+    #[test]
+    fn a_few_values_in_a_large_room_go_in_a_message_of_their_size() {
+        let (tx, rx) = bounded(1000);
+        let mut batch = Vec::with_capacity(256);
+        tx.try_push(&mut batch, 1u32).expect("room");
+        assert!(tx.flush(&mut batch));
+        assert!(batch.is_empty(), "the batch is handed over");
+        assert!(batch.capacity() >= 256, "its room stays with the sender");
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(
+            lock(&rx.pending).capacity() < 64,
+            "the message held the value's room, not the batch's: {}",
+            lock(&rx.pending).capacity()
+        );
+    }
+
+    #[test]
+    fn a_small_spare_is_not_gathered_into_by_a_larger_batch() {
+        let (tx, rx) = bounded(1000);
+        // a one-value message (a tamper event's) given back as a spare
+        tx.try_send(7u32).expect("room");
+        assert_eq!(rx.try_recv(), Some(7));
+        let mut batch = Vec::with_capacity(8);
+        tx.try_push(&mut batch, 1).expect("room");
+        assert!(tx.flush(&mut batch));
+        assert_eq!(rx.try_recv(), Some(1), "the one-value message given back");
+        assert!(!lock(&rx.spares).is_empty(), "a spare is kept");
+        let mut batch = Vec::with_capacity(256);
+        for v in 0..200 {
+            tx.try_push(&mut batch, v).expect("room");
+        }
+        assert!(tx.flush(&mut batch));
+        assert!(
+            batch.capacity() >= 256,
+            "the next batch keeps the flood's room: {}",
+            batch.capacity()
+        );
     }
 }

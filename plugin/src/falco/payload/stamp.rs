@@ -18,8 +18,9 @@ thread_local! {
 /// `rfc3339_nanos(wall_ns)`.
 pub fn timestamp(wall_ns: u64) -> String {
     let (secs, nanos) = (wall_ns / NS, wall_ns % NS);
+    // (no cache while the thread's locals are torn down: chrono)
     SECOND
-        .with(|cell| {
+        .try_with(|cell| {
             let mut cell = cell.try_borrow_mut().ok()?;
             if cell.as_ref().map(|c| c.0) != Some(secs) {
                 // chrono writes nine digits and `Z`: keep what comes before
@@ -35,6 +36,8 @@ pub fn timestamp(wall_ns: u64) -> String {
             out.push('Z');
             Some(out)
         })
+        .ok()
+        .flatten()
         .unwrap_or_else(|| rfc3339_nanos(wall_ns))
 }
 

@@ -20,6 +20,8 @@ impl Args {
     }
 
     /// From separate arguments (none may hold a NUL: it is cut there).
+    /// One empty argument gives the empty value, "not captured", as a
+    /// record holding one NUL decodes to.
     pub fn from_parts<S: AsRef<str>>(parts: &[S]) -> Self {
         let mut s = String::new();
         for (i, p) in parts.iter().enumerate() {
