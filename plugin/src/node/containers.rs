@@ -4,7 +4,7 @@
 //! cgroup path names its container (see [`super::cgroup`]).
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -49,17 +49,8 @@ pub fn open_container_root(
         Mode::empty(),
     )
     .map_err(at)?;
-    let cgroup = rustix::fs::openat(
-        &dir,
-        "cgroup",
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(at)?;
-    let mut text = String::new();
-    std::fs::File::from(cgroup)
-        .read_to_string(&mut text)
-        .map_err(fail)?;
+    // one line on cgroup v2 (a few on v1)
+    let text = super::procread::read_at(&dir, "cgroup", 1024).map_err(fail)?;
     match container_of_cgroup_file(&text) {
         // the process is named (pid, start time), not held: one fd per root
         Some(id) if id == container_id => {

@@ -48,11 +48,10 @@ impl PinnedFile {
 /// `dir_ino` (a link made elsewhere): the name alone is then all that is
 /// known.
 pub fn new_path_of(pin: &OwnedFd, dev: u32, name: &str, dir_ino: u64) -> Option<String> {
-    use std::os::fd::AsRawFd;
     if name.is_empty() || name.contains('/') || dir_ino == 0 {
         return None;
     }
-    let now = std::fs::read_link(format!("/proc/self/fd/{}", pin.as_raw_fd())).ok()?;
+    let now = super::procread::fd_link(pin).ok()?;
     let dir = now.parent()?;
     let st = rustix::fs::stat(dir).ok()?;
     (kernel_dev(st.st_dev) == dev && st.st_ino == dir_ino)
@@ -70,8 +69,7 @@ pub(super) fn links_of(fd: &OwnedFd) -> io::Result<Links> {
 /// The name an fd leads to now (readlink of `/proc/self/fd/N`), `None`
 /// once it is unlinked.
 pub(super) fn name_of(fd: &OwnedFd) -> Option<String> {
-    use std::os::fd::AsRawFd;
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    super::procread::fd_link(fd)
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|n| !n.ends_with(" (deleted)"))

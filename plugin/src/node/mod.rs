@@ -13,6 +13,7 @@ pub mod listing;
 pub mod mounts;
 pub mod pidcache;
 pub mod procfs;
+pub mod procread;
 pub mod procref;
 pub mod resolve;
 pub mod stamp;

@@ -4,7 +4,6 @@
 //! Parsing and deciding are pure; reading the file and
 //! `statx(STATX_MNT_ID)` are the edges.
 
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -309,16 +308,8 @@ impl Root {
 
 /// Reads `mountinfo` under a `/proc/<pid>` directory fd.
 pub fn read_mountinfo(proc_dir: impl AsFd) -> std::io::Result<String> {
-    let fd = rustix::fs::openat(
-        proc_dir,
-        "mountinfo",
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err)?;
-    let mut text = String::new();
-    std::fs::File::from(fd).read_to_string(&mut text)?;
-    Ok(text)
+    // a container's is a few dozen lines of ≈ 150 bytes (grown if longer)
+    super::procread::read_at(proc_dir, "mountinfo", 16 << 10)
 }
 
 #[cfg(test)]

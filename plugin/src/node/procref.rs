@@ -6,7 +6,7 @@
 //! in it), not two. A pid reused by another process since has another start
 //! time, and is refused as an exited one.
 
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -40,10 +40,8 @@ impl From<OwnedFd> for ProcDir {
 const TICKS: u64 = 100;
 
 fn start_of(dir: impl AsFd) -> io::Result<u64> {
-    let fd = rustix::fs::openat(dir, "stat", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(io_err)?;
-    let mut text = String::new();
-    std::fs::File::from(fd).read_to_string(&mut text)?;
+    // one line of ≈ 300 bytes (a `comm` of 64 at most)
+    let text = super::procread::read_at(dir, "stat", 1024)?;
     parse_stat(&text, TICKS)
         .map(|p| p.start_boot_ns)
         .ok_or_else(|| io::Error::other("unparsable /proc/<pid>/stat"))
