@@ -188,6 +188,17 @@ fn host_path(h: &MountInfo, root: &str) -> Option<String> {
     Some(format!("{}{rest}", h.mount_point.trim_end_matches('/')))
 }
 
+/// `statfs`'s `f_type` of an overlay filesystem (`OVERLAYFS_SUPER_MAGIC`).
+const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+
+/// Whether an open file is on an overlay filesystem (its `statfs`; `true`
+/// when that cannot be told, so that the mountinfo decides).
+// `f_type` is `i64` here, a narrower integer on some other targets
+#[allow(clippy::useless_conversion)]
+fn on_overlay(fd: impl AsFd) -> bool {
+    rustix::fs::fstatfs(fd).map_or(true, |st| i64::from(st.f_type) == OVERLAYFS_MAGIC)
+}
+
 /// The mount id of an open file.
 pub fn mount_id(fd: impl AsFd) -> std::io::Result<u64> {
     let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).map_err(io_err)?;
@@ -210,6 +221,16 @@ impl Root {
             let mut cache = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
             match cache.get(&id) {
                 Some(o) => o.clone(),
+                // a file on another filesystem has no layer behind it: the
+                // mountinfo (and the process's identity check before it,
+                // once per root) is read only for an overlay's mounts
+                None if !on_overlay(&pinned.pin) => {
+                    if cache.len() > 64 {
+                        cache.clear();
+                    }
+                    cache.insert(id, None);
+                    None
+                }
                 None => {
                     let text = read_mountinfo(proc_dir.open().ok()?).ok()?;
                     let o = find(&text, id)
@@ -317,6 +338,28 @@ mod tests {
     use super::*;
 
     const OVERLAY: &str = "1021 980 0:91 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/containerd/snap/3/fs:/var/lib/containerd/snap/2/fs,upperdir=/var/lib/containerd/snap/4/fs,workdir=/var/lib/containerd/snap/4/work";
+
+    #[test]
+    fn the_statfs_shortcut_agrees_with_mountinfo() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = Root::open(dir.path()).expect("root");
+        std::fs::write(dir.path().join("f"), "x").expect("write");
+        let pinned = root.resolve("/f").expect("resolves");
+        let id = mount_id(&pinned.pin).expect("mount id");
+        let own = rustix::fs::open("/proc/self", OFlags::PATH, Mode::empty()).expect("proc");
+        let text = read_mountinfo(&own).expect("mountinfo");
+        let mount = find(&text, id).expect("the file's mount is listed");
+        assert_eq!(
+            on_overlay(&pinned.pin),
+            mount.fs_type == "overlay",
+            "statfs and mountinfo disagree on {mount:?}"
+        );
+        // the mount's answer is remembered: one look per root and mount
+        let root = root.with_own_mounts(std::path::Path::new("/proc"));
+        let host = Root::open("/").expect("host root");
+        let _ = root.backing(&pinned, "/f", &host);
+        assert_eq!(root.overlays.lock().expect("cache").len(), 1);
+    }
 
     #[test]
     fn an_overlay_line_gives_its_layers_topmost_first() {
