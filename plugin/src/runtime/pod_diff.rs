@@ -118,14 +118,20 @@ pub(crate) fn diff<'t, 'd>(
             }
         }
     }
-    let wanted: HashSet<(&str, &str)> = desired.clone().map(DesiredEntry::ident).collect();
+    let ids: Vec<Option<u32>> = desired.map(|d| existing.get(&d.ident()).copied()).collect();
+    // what no desired entry matched is gone (ids, not idents, hashed: and
+    // nothing at all at a cold start, when the table holds none)
+    let kept: HashSet<u32> = if existing.is_empty() {
+        HashSet::new()
+    } else {
+        ids.iter().flatten().copied().collect()
+    };
     let mut gone: Vec<u32> = existing
-        .iter()
-        .filter(|(ident, _)| !wanted.contains(*ident))
-        .map(|(_, id)| *id)
+        .values()
+        .filter(|id| !kept.contains(*id))
+        .copied()
         .collect();
     gone.sort_unstable();
-    let ids: Vec<Option<u32>> = desired.map(|d| existing.get(&d.ident()).copied()).collect();
     Diff {
         touched: existing.len() + ids.len(),
         gone,

@@ -116,6 +116,7 @@ impl PodController {
                 self.shared.remove_children(trap, owner);
             }
             let mut table = self.shared.table();
+            table.reserve(ids.iter().filter(|id| id.is_none()).count());
             for (d, existing) in desired.zip(ids) {
                 let id = match existing {
                     Some(id) => {

@@ -85,6 +85,13 @@ impl TrapTable {
         id
     }
 
+    /// Room for `additional` more entries at once: a cold start's 100,000
+    /// inserts then neither rehash nor copy the table as it grows (each
+    /// growth held the old and the new table, and faulted in both).
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// Replaces an entry's owner (pod metadata changed), keeping the pod
     /// index right.
     pub fn set_owner(&mut self, id: u32, owner: Owner) {
