@@ -202,6 +202,49 @@ fn two_policies_on_one_file_give_one_alert_each() {
     assert_eq!(names, ["rt", "second"]);
 }
 
+/// Entries armed on a file other entries armed already skip the map update
+/// when the key's value stays the same: a second trap that changes it (no
+/// condition where the first had one) is still written to the kernel, in
+/// either order.
+#[test]
+fn a_second_trap_on_an_armed_file_that_changes_its_value_reaches_the_kernel() {
+    for conditioned_first in [true, false] {
+        let d = world_dir();
+        let f = d.path().join("shared");
+        std::fs::write(&f, "x").expect("write");
+        // root owns the file: `ownerOnly` lets root's reads pass in the kernel
+        let owner_only = host_policy(&f, "    ownerOnly: true\n");
+        let plain = load_str(
+            "second",
+            &format!(
+                "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: second}}\nspec:\n  traps:\n  - path: {}\n    matchAny: [{{host: true}}]\n",
+                f.display()
+            ),
+        );
+        assert!(plain.errors.is_empty(), "{:?}", plain.errors);
+        let traps: Vec<_> = if conditioned_first {
+            owner_only.into_iter().chain(plain.traps).collect()
+        } else {
+            plain.traps.into_iter().chain(owner_only).collect()
+        };
+        let rt = start(&traps);
+        assert_eq!(rt.kernel_keys().len(), 1);
+        run(Command::new("cat").arg(&f));
+        // the kernel reports root's read only with the shared value (no
+        // condition): with `ownerOnly`'s value alone nothing would come
+        let mut names: Vec<String> = alerts_until(&rt, 1)
+            .into_iter()
+            .map(|a| a.policy_name)
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(
+            names.contains(&"second".to_string()),
+            "root's read reported for the trap without a condition (conditioned first: {conditioned_first}): {names:?}"
+        );
+    }
+}
+
 #[test]
 fn an_atomic_writer_symlink_swap_is_followed() {
     // the kubelet's atomic writer: file -> ..data/file, ..data -> ..v1; an

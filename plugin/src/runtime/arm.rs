@@ -25,11 +25,20 @@ impl Shared {
     /// in between (removed, re-armed by another thread), nothing is
     /// committed; the next rescan looks again.
     pub(crate) fn arm_entry(&self, id: u32) -> Result<bool, String> {
+        self.arm_entry_in(id, None)
+    }
+
+    /// [`Shared::arm_entry`], giving an entry without a root `found` (its
+    /// container's, just found) under the same lock.
+    pub(crate) fn arm_entry_in(&self, id: u32, found: Option<Arc<Root>>) -> Result<bool, String> {
         let (trap, root, planned, pod_uid) = {
-            let table = self.table();
-            let Some(entry) = table.get(id) else {
+            let mut table = self.table();
+            let Some(entry) = table.get_mut(id) else {
                 return Ok(false);
             };
+            if let Some(found) = found {
+                entry.root.get_or_insert(found);
+            }
             let Some(root) = entry.root.clone() else {
                 return Err(format!(
                     "{}: container {} is not running on this node yet",
@@ -91,10 +100,20 @@ impl Shared {
                 } else {
                     AtPath::Other
                 };
+                // the key's value from the entries already on it (the
+                // kernel holds it: every change of the table is synced)
+                let before = table.kernel_value(new);
                 if let Some(old) = table.set_armed(id, pinned) {
                     self.left_path(&mut table, id, &trap.path, old, at_path);
                 }
-                if let Err(e) = self.sync_key(&table, new) {
+                // one more entry on a file other entries armed (a node-shared
+                // file in every pod) seldom changes its value: no update then
+                let same = before.is_some() && table.kernel_value(new) == before;
+                if let Err(e) = if same {
+                    Ok(())
+                } else {
+                    self.sync_key(&table, new)
+                } {
                     // not in the kernel (e.g. the map is full): pending, retried
                     let cause = std::error::Error::source(&e)
                         .map(|c| format!(": {c}"))

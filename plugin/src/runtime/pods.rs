@@ -202,12 +202,8 @@ impl PodController {
         ));
         let found = Arc::clone(&finder);
         let locate_and_arm = move |shared: &Shared, id: u32| {
-            if let Some(root) = unrooted.get(&id).and_then(|c| finder.root_of(c)) {
-                if let Some(e) = shared.table().get_mut(id) {
-                    e.root.get_or_insert(root);
-                }
-            }
-            shared.arm_entry(id)
+            let root = unrooted.get(&id).and_then(|c| finder.root_of(c));
+            shared.arm_entry_in(id, root)
         };
         // one batch for the workers (one hand-off, not one per entry); on a
         // worker with a deadline: a container on a hung filesystem stalls
