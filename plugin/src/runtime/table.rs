@@ -214,9 +214,17 @@ impl TrapTable {
             pinned.share(other);
         }
         let entry = self.entries.get_mut(&id)?;
+        // an entry is on a key's list exactly while it holds the key: one
+        // that did not is appended without a scan of the list (thousands
+        // of entries on a node-shared file)
+        let listed = entry.holds(key);
         entry.followed.retain(|f| f.pin.key != key);
         let old = self.set_state(id, EntryState::Armed(pinned));
-        self.index(id, key);
+        if listed {
+            self.index(id, key);
+        } else {
+            self.index_new(id, key);
+        }
         old
     }
 
@@ -284,6 +292,21 @@ impl TrapTable {
             k.ids.push(id);
             k.blocking += usize::from(blocking);
         }
+    }
+
+    /// [`TrapTable::index`] for an entry that did not hold `key`: not on
+    /// its list yet.
+    fn index_new(&mut self, id: u32, key: TrapKey) {
+        let Some(blocking) = self.entries.get(&id).map(|e| blocks_always(&e.trap)) else {
+            return;
+        };
+        let k = self.by_key.entry(key).or_default();
+        debug_assert!(
+            !k.ids.contains(&id),
+            "entry {id} listed on a key it did not hold"
+        );
+        k.ids.push(id);
+        k.blocking += usize::from(blocking);
     }
 
     /// Drops `id` from `key`'s list unless the entry still holds the key.

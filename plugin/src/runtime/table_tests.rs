@@ -77,3 +77,38 @@ fn entries_on_one_file_share_one_pinned_fd() {
     let st = rustix::fs::fstat(t.pin_of(key).expect("pin")).expect("fstat");
     assert_eq!(st.st_ino, key.ino);
 }
+
+#[test]
+fn an_entry_is_listed_once_on_a_key_it_comes_back_to() {
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::write(d.path().join("f"), "x").expect("write");
+    std::fs::write(d.path().join("g"), "y").expect("write");
+    let root = Arc::new(Root::open(d.path()).expect("root"));
+    let mut t = TrapTable::default();
+    let a = t.insert(trap("a"), Owner::Host, Some(Arc::clone(&root)));
+    let b = t.insert(trap("b"), Owner::Host, Some(Arc::clone(&root)));
+    t.set_armed(a, root.resolve("/f").expect("resolve"));
+    let f = t.get(a).and_then(Entry::key).expect("armed");
+    // the path leads to another file: the first one is followed, then the
+    // path leads back to it (its entry was listed on it all along)
+    let old = t
+        .set_armed(a, root.resolve("/g").expect("resolve"))
+        .expect("old pin");
+    t.follow(
+        a,
+        Followed {
+            pin: old,
+            quiet: false,
+        },
+    );
+    let g = t.get(a).and_then(Entry::key).expect("armed");
+    t.set_armed(a, root.resolve("/f").expect("resolve"));
+    t.set_armed(b, root.resolve("/f").expect("resolve"));
+    let ids = |k| t.entries_for(k).map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(f), [a, b], "each entry once on the file it is armed on");
+    assert!(
+        ids(g).is_empty(),
+        "nothing left on the file it left: {:?}",
+        ids(g)
+    );
+}
