@@ -217,34 +217,38 @@ impl Root {
             Some(id) => id,
             None => mount_id(&pinned.pin).ok()?,
         };
-        let overlay = {
-            let mut cache = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(&id) {
-                Some(o) => o.clone(),
+        let cached = self
+            .overlays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        let overlay = match cached {
+            Some(o) => o,
+            None => {
                 // a file on another filesystem has no layer behind it: the
                 // mountinfo (and the process's identity check before it,
-                // once per root) is read only for an overlay's mounts
-                None if !on_overlay(&pinned.pin) => {
-                    if cache.len() > 64 {
-                        cache.clear();
-                    }
-                    cache.insert(id, None);
-                    None
-                }
-                None => {
+                // once per root) is read only for an overlay's mounts; both
+                // outside the cache's lock, so that a filesystem never
+                // answering `statfs` (a container's FUSE) holds this entry
+                // only, not the container's others
+                let o = if on_overlay(&pinned.pin) {
                     let text = read_mountinfo(proc_dir.open().ok()?).ok()?;
-                    let o = find(&text, id)
+                    find(&text, id)
                         .filter(|m| m.fs_type == "overlay")
                         .and_then(|mount| {
                             let layers = overlay_layers(&mount.super_options)?;
                             Some(Arc::new(Overlay { mount, layers }))
-                        });
-                    if cache.len() > 64 {
-                        cache.clear();
-                    }
-                    cache.insert(id, o.clone());
-                    o
+                        })
+                } else {
+                    None
+                };
+                let mut cache = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() > 64 {
+                    cache.clear();
                 }
+                cache.insert(id, o.clone());
+                o
             }
         }?;
         let rel = path_in_mount(&overlay.mount, path)?;

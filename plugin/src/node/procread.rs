@@ -18,12 +18,19 @@ use super::resolve::io_err;
 /// while the file fills it): one `read` for a file that fits, one more for
 /// its end.
 pub fn read_at(dir: impl AsFd, name: &str, capacity: usize) -> io::Result<String> {
+    String::from_utf8(read_bytes_at(dir, name, capacity)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// [`read_at`]'s bytes, whatever they are (a process's `stat` shows its
+/// `comm` as the process set it, UTF-8 or not).
+pub fn read_bytes_at(dir: impl AsFd, name: &str, capacity: usize) -> io::Result<Vec<u8>> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(io_err)?;
     read_all(&fd, capacity)
 }
 
-fn read_all(fd: &OwnedFd, capacity: usize) -> io::Result<String> {
+fn read_all(fd: &OwnedFd, capacity: usize) -> io::Result<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(capacity.max(64));
     loop {
         if buf.len() == buf.capacity() {
@@ -42,7 +49,7 @@ fn read_all(fd: &OwnedFd, capacity: usize) -> io::Result<String> {
         // (they are inside the spare capacity it was given).
         unsafe { buf.set_len(buf.len() + n) };
     }
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(buf)
 }
 
 /// This process's `/proc/self/fd` directory, opened once (one fd for the

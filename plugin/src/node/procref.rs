@@ -41,8 +41,10 @@ const TICKS: u64 = 100;
 
 fn start_of(dir: impl AsFd) -> io::Result<u64> {
     // one line of ≈ 300 bytes (a `comm` of 64 at most)
-    let text = super::procread::read_at(dir, "stat", 1024)?;
-    parse_stat(&text, TICKS)
+    // the `comm` is the process's to set, valid UTF-8 or not: only the
+    // fields after it are read
+    let bytes = super::procread::read_bytes_at(dir, "stat", 1024)?;
+    parse_stat(&String::from_utf8_lossy(&bytes), TICKS)
         .map(|p| p.start_boot_ns)
         .ok_or_else(|| io::Error::other("unparsable /proc/<pid>/stat"))
 }
@@ -107,6 +109,7 @@ impl ProcDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
     use std::process::Command;
 
     fn open_dir(pid: u32) -> OwnedFd {
@@ -130,6 +133,34 @@ mod tests {
         child.wait().expect("reaped");
         assert!(named.exited(), "exited and reaped");
         assert!(named.open().is_err());
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_named() {
+        // a process sets its `comm` (here by its executable's name): bytes
+        // that are not UTF-8 must not make its container's root unreadable
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = dir.path().join(std::ffi::OsStr::from_bytes(b"\xff\xfe)x"));
+        std::os::unix::fs::symlink(which_sleep(), &exe).expect("symlink");
+        let mut child = Command::new(&exe).arg("1000").spawn().expect("spawn");
+        let pid = child.id();
+        let named = ProcDir::named(&open_dir(pid), format!("/proc/{pid}").into());
+        let opened = named.as_ref().map(|n| n.open().is_ok());
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        assert!(
+            matches!(opened, Ok(true)),
+            "a non-UTF-8 comm is named and opened: {:?}",
+            named.err()
+        );
+    }
+
+    fn which_sleep() -> std::path::PathBuf {
+        ["/usr/bin/sleep", "/bin/sleep"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+            .expect("sleep is installed")
     }
 
     #[test]

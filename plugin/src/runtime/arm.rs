@@ -101,14 +101,16 @@ impl Shared {
                     AtPath::Other
                 };
                 // the key's value from the entries already on it (the
-                // kernel holds it: every change of the table is synced)
+                // kernel holds it unless its last write failed)
                 let before = table.kernel_value(new);
                 if let Some(old) = table.set_armed(id, pinned) {
                     self.left_path(&mut table, id, &trap.path, old, at_path);
                 }
                 // one more entry on a file other entries armed (a node-shared
                 // file in every pod) seldom changes its value: no update then
-                let same = before.is_some() && table.kernel_value(new) == before;
+                let same = before.is_some()
+                    && table.kernel_value(new) == before
+                    && self.unsynced.holds_listed(new);
                 if let Err(e) = if same {
                     Ok(())
                 } else {

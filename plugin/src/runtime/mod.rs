@@ -25,6 +25,7 @@ mod sets;
 mod stalls;
 pub mod table;
 pub mod tamper;
+mod unsynced;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     stalls: stalls::Stalls,
     /// What the rescans remember between passes ([`rescan`]).
     rescan: rescan::RescanState,
+    /// Keys whose last kernel write failed ([`unsynced`]).
+    unsynced: unsynced::Unsynced,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
         if let Err(e) = &result {
             tracing::error!("{}", escape(&format!("{e:#}")));
         }
+        self.unsynced.wrote(key, &result);
         result
     }
 
@@ -221,6 +225,7 @@ impl Runtime {
             kernel_tampers,
             stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
             rescan: rescan::RescanState::new(cfg),
+            unsynced: unsynced::Unsynced::default(),
         });
         let mut ids = Vec::new();
         for trap in traps {

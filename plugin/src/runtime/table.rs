@@ -381,18 +381,22 @@ impl TrapTable {
         })
     }
 
-    /// A pinned file of a key (any entry armed on it: same key, same inode).
+    /// A pinned file of a key: the pin of the key's own inode held by an
+    /// entry listed on it (armed at a path, followed or backing; never
+    /// another key's pin of an entry listed through its backing).
     pub fn pin_of(&self, key: TrapKey) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        self.entries_for(key).find_map(|e| match &e.state {
-            EntryState::Armed(p) => Some(p.as_fd()),
-            _ => None,
-        })
+        self.pinned_of(key).map(|p| p.as_fd())
     }
 
     /// The pin of `key` (armed at a path, followed or backing), shared so
     /// that the file can be looked at without the table.
     pub fn shared_pin(&self, key: TrapKey) -> Option<Arc<std::os::fd::OwnedFd>> {
+        self.pinned_of(key).map(PinnedFile::shared_pin)
+    }
+
+    /// The pinned file of `key` among the pins of the entries listed on it.
+    fn pinned_of(&self, key: TrapKey) -> Option<&PinnedFile> {
         self.entries_for(key).find_map(|e| {
             let armed = match &e.state {
                 EntryState::Armed(p) => Some(p),
@@ -403,7 +407,6 @@ impl TrapTable {
                 .chain(e.followed.iter().map(|f| &f.pin))
                 .chain(e.backing.as_deref())
                 .find(|p| p.key == key)
-                .map(PinnedFile::shared_pin)
         })
     }
 

@@ -112,3 +112,25 @@ fn an_entry_is_listed_once_on_a_key_it_comes_back_to() {
         ids(g)
     );
 }
+
+#[test]
+fn a_keys_pin_is_its_own_file_when_an_entry_is_listed_through_its_backing() {
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::write(d.path().join("f"), "upper").expect("write");
+    std::fs::write(d.path().join("lower"), "lower").expect("write");
+    let root = Arc::new(Root::open(d.path()).expect("root"));
+    let mut t = TrapTable::default();
+    let a = t.insert(trap("a"), Owner::Host, Some(Arc::clone(&root)));
+    t.set_armed(a, root.resolve("/f").expect("resolve"));
+    let lower = root.resolve("/lower").expect("resolve");
+    let l = lower.key;
+    t.set_backing(a, Some(lower));
+    let ids: Vec<u32> = t.entries_for(l).map(|e| e.id).collect();
+    assert_eq!(ids, [a], "the entry is listed on its backing file");
+    let st = rustix::fs::fstat(t.pin_of(l).expect("the backing file's pin")).expect("fstat");
+    assert_eq!(
+        (st.st_ino, crate::trap::dev::kernel_dev(st.st_dev)),
+        (l.ino, l.dev),
+        "the backing key's pin is the backing file, not the entry's own"
+    );
+}
