@@ -58,8 +58,10 @@ pub mod ffi {
         unsafe fn plugin_get_fields() -> *const ::std::ffi::c_char;
     }
 
-    /// The SDK's `plugin_extract_fields`, then the values copied where
-    /// they stay valid until the next event ([`crate::falco::kept`]).
+    /// kive's plain fields written straight where they stay valid until
+    /// the next event ([`crate::falco::fields::direct`]); any other call
+    /// through the SDK's `plugin_extract_fields`, then the values copied
+    /// there ([`crate::falco::kept`]).
     ///
     /// # Safety
     /// The plugin API's contract: valid pointers from the framework.
@@ -69,6 +71,12 @@ pub mod ffi {
         event_input: *const ss_plugin_event_input,
         extract_input: *const ss_plugin_field_extract_input,
     ) -> ss_plugin_rc {
+        // SAFETY: the framework's arguments, passed on unchanged.
+        if let Some(rc) =
+            unsafe { crate::falco::fields::direct::extract(plugin, event_input, extract_input) }
+        {
+            return rc;
+        }
         // SAFETY: the framework's arguments, passed on unchanged.
         let rc = unsafe {
             wrappers::plugin_extract_fields::<KivePlugin>(plugin, event_input, extract_input)

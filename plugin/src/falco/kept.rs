@@ -19,6 +19,8 @@ use std::ptr;
 use std::sync::{Mutex, PoisonError};
 
 use bumpalo::Bump;
+
+use crate::falco::payload::Decoded;
 use falco_plugin::api::{
     ss_plugin_byte_buffer, ss_plugin_event_input, ss_plugin_extract_field,
     ss_plugin_field_extract_input, ss_plugin_field_type_FTYPE_ABSTIME,
@@ -39,6 +41,23 @@ struct Kept {
     /// When it was last used ([`Arenas::tick`]).
     used: u64,
     store: Bump,
+    /// What the direct extraction learnt of event `evtnum` (cleared with
+    /// the arena).
+    event: Option<EventSeen>,
+}
+
+/// The payload of one event as found by its first direct extraction
+/// ([`crate::falco::fields::direct`]), for the next fields of the same
+/// event (same plugin instance, same event number, same buffer).
+#[derive(Debug, Clone)]
+pub struct EventSeen {
+    /// The event's address and its header's length.
+    pub evt: usize,
+    /// The header's length of the event.
+    pub evt_len: u32,
+    /// The payload's offset in the event, its length and decoded header;
+    /// `None`: not a kive payload (another plugin's async event).
+    pub payload: Option<(usize, usize, Decoded)>,
 }
 
 struct Arenas {
@@ -67,17 +86,31 @@ pub unsafe fn keep(
     }
     // SAFETY: `fields` points to `num_fields` requests (caller's contract).
     let fields = unsafe { std::slice::from_raw_parts_mut(input.fields, input.num_fields as usize) };
+    with_arena(plugin, evt.evtnum, |store, _| {
+        for f in fields {
+            // SAFETY: the SDK's output for this field (caller's contract).
+            unsafe { copy(store, f) };
+        }
+    });
+}
+
+/// Runs `f` on the arena of `plugin` for event `evtnum` and on what was
+/// seen of that event, under the lock: both are emptied first when
+/// `evtnum` is not the arena's event, or is 0 (libsinsp caches nothing
+/// for event number 0: a call's values are kept until the next call).
+pub fn with_arena<R>(
+    plugin: *mut ss_plugin_t,
+    evtnum: u64,
+    f: impl FnOnce(&Bump, &mut Option<EventSeen>) -> R,
+) -> R {
     let mut arenas = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
-    let kept = arenas.of(plugin as usize, evt.evtnum);
-    // libsinsp caches nothing for event number 0: keep one call's values
-    if evt.evtnum == 0 || evt.evtnum != kept.evtnum {
+    let kept = arenas.of(plugin as usize, evtnum);
+    if evtnum == 0 || evtnum != kept.evtnum {
         kept.store.reset();
-        kept.evtnum = evt.evtnum;
+        kept.evtnum = evtnum;
+        kept.event = None;
     }
-    for f in fields {
-        // SAFETY: the SDK's output for this field (caller's contract).
-        unsafe { copy(&kept.store, f) };
-    }
+    f(&kept.store, &mut kept.event)
 }
 
 impl Arenas {
@@ -99,6 +132,7 @@ impl Arenas {
                     evtnum,
                     used: tick,
                     store: Bump::new(),
+                    event: None,
                 });
                 self.all.len() - 1
             }

@@ -58,13 +58,17 @@ fn text<const S: usize>(
     with(req, |data, d| d.text(data, Slot::ALL[S]).map(escaped))
 }
 
+/// Nearly every value: printable ASCII without a backslash, nothing to
+/// replace or escape, and no NUL to cut at (one pass, one copy).
+fn plain(b: &[u8]) -> bool {
+    b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\')
+}
+
 /// A string slot with control characters escaped (an executable named
 /// `x\n...` cannot add a line to a Falco output); invalid UTF-8 is
 /// replaced, never passed on.
 fn escaped(b: &[u8]) -> CString {
-    // nearly every value: printable ASCII without a backslash, nothing to
-    // replace or escape, and no NUL to cut at (one pass, one copy)
-    if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
+    if plain(b) {
         let mut v = Vec::with_capacity(b.len() + 1); // room for the NUL
         v.extend_from_slice(b);
         // SAFETY: printable ASCII holds no NUL byte.
@@ -124,7 +128,9 @@ fn joined<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<CString>
 }
 
 mod derived;
+pub mod direct;
 mod markdown;
+mod numbers;
 mod table;
 
 pub use derived::{foreign, short_container_id};

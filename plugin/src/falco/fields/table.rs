@@ -7,10 +7,9 @@ use falco_plugin::extract::{field, ExtractFieldInfo, ExtractRequest};
 use std::ffi::{CStr, CString};
 
 use super::{
-    cstring, escaped, foreign, joined, loss, num, pairs, process_flag, short_container_id, text,
-    with,
+    cstring, escaped, foreign, joined, loss, num, numbers, pairs, process_flag, short_container_id,
+    text, with,
 };
-use crate::alert::access_names;
 use crate::alert::kive_alert::{META_MESSAGE, META_SEVERITY, META_TAGS};
 use crate::alert::ProcessFlags;
 use crate::falco::payload::Slot;
@@ -18,57 +17,56 @@ use crate::falco::KivePlugin;
 
 impl KivePlugin {
     fn inode(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| Some(n.inode))
+        num(req, numbers::inode)
     }
 
     fn mask(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| Some(n.mask as u32 as u64))
+        num(req, numbers::mask)
     }
 
     fn open_flags(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.open_flags.map(u64::from))
+        num(req, numbers::open_flags)
     }
 
     fn cgroup_id(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.cgroup_id)
+        num(req, numbers::cgroup_id)
     }
 
     fn pid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.pid.and_then(|p| u64::try_from(p).ok()))
+        num(req, numbers::pid)
     }
 
     fn tgid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.tgid.map(u64::from))
+        num(req, numbers::tgid)
     }
 
     fn ppid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.ppid.map(u64::from))
+        num(req, numbers::ppid)
     }
 
     fn suppressed(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.suppressed)
+        num(req, numbers::suppressed)
     }
 
     fn vpid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.ns_pid.map(u64::from))
+        num(req, numbers::vpid)
     }
 
     fn loginuid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.loginuid.map(u64::from))
+        num(req, numbers::loginuid)
     }
 
     fn uid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.uid.map(u64::from))
+        num(req, numbers::uid)
     }
 
     fn gid(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
-        num(req, |n| n.gid.map(u64::from))
+        num(req, numbers::gid)
     }
 
     fn access(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
         with(req, |_, d| {
-            let names = access_names(d.numbers().mask as u32);
-            (!names.is_empty()).then(|| CString::new(names.join(",")).expect("ascii names"))
+            numbers::access(d.numbers()).and_then(|names| CString::new(names).ok())
         })
     }
 

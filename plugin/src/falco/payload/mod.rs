@@ -26,7 +26,7 @@ mod encode;
 mod event;
 mod stamp;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod view;
 #[cfg(test)]
 mod view_tests;
