@@ -10,6 +10,7 @@ pub mod k8s;
 pub mod node;
 pub mod policy;
 pub mod runtime;
+mod sync;
 pub mod trap;
 
 /// kive's Rust allocations, in the `kive` binary and in libkive.so alike

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use crate::sync::lock;
 use client::refusal_in;
 
 pub use destination::{DestinationConfig, Destinations, Refusal};
@@ -174,7 +175,7 @@ impl Callbacks {
         let Some(rt) = &self.runtime else {
             return false;
         };
-        let mut table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = lock(&self.endpoints);
         let now = Instant::now();
         if !table.live.contains_key(url) && !self.make_room(&mut table, now) {
             table.retired.refused += 1;
@@ -253,7 +254,7 @@ impl Callbacks {
     /// Counters of an endpoint (zero if it never got an alert or was
     /// dropped for room).
     pub fn counts(&self, url: &str) -> EndpointCounts {
-        let table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let table = lock(&self.endpoints);
         table
             .live
             .get(url)
@@ -263,7 +264,7 @@ impl Callbacks {
 
     /// Counters summed over every endpoint, past ones included.
     pub fn totals(&self) -> EndpointCounts {
-        let table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let table = lock(&self.endpoints);
         let mut t = table.retired;
         for e in table.live.values() {
             t.add(&EndpointCounts::of(&e.stats));
@@ -273,7 +274,7 @@ impl Callbacks {
 
     /// How many endpoints are kept now (at most `max_endpoints`).
     pub fn endpoints(&self) -> usize {
-        let table = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let table = lock(&self.endpoints);
         table.live.len()
     }
 }

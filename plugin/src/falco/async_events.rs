@@ -22,6 +22,7 @@ use falco_plugin::event::events::{Event, EventMetadata};
 
 use super::payload::{Decoded, SyscallPayload};
 use super::KivePlugin;
+use crate::sync::lock;
 
 /// The name of kive's async events (`evt.asynctype` in rules).
 pub const ASYNC_EVENT_NAME: &CStr = c"kive_alert";
@@ -31,7 +32,7 @@ static SINKS: Mutex<Vec<(u64, AsyncHandler)>> = Mutex::new(Vec::new());
 static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
 
 fn sinks() -> std::sync::MutexGuard<'static, Vec<(u64, AsyncHandler)>> {
-    SINKS.lock().unwrap_or_else(|p| p.into_inner())
+    lock(&SINKS)
 }
 
 /// Adds a handler; returns the id that [`unregister`] takes.

@@ -38,6 +38,7 @@ use falco_plugin::source::{serialize_open_params, OpenParam, PluginEvent, Source
 use falco_plugin::tables::TablesInput;
 
 use crate::runtime::Runtime;
+use crate::sync::lock;
 use crate::trap::Tier;
 
 pub use config::{KiveConfig, Mode};
@@ -147,15 +148,10 @@ impl Plugin for KivePlugin {
 
     fn get_metrics(&mut self) -> impl IntoIterator<Item = Metric> {
         use MetricType::{Monotonic, NonMonotonic};
-        let live = self
-            .stats
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade();
+        let live = lock(&self.stats.live).upgrade();
         let (m, tier) = match live {
             Some(rt) => {
-                let rt = rt.lock().unwrap_or_else(|p| p.into_inner());
+                let rt = lock(&rt);
                 (rt.metrics(), Some(rt.tier()))
             }
             None => (Default::default(), None),
@@ -257,7 +253,7 @@ impl SourcePlugin for KivePlugin {
     }
 
     fn close(&mut self, _instance: &mut KiveInstance) {
-        *self.stats.live.lock().unwrap_or_else(|p| p.into_inner()) = Weak::new();
+        *lock(&self.stats.live) = Weak::new();
     }
 
     fn event_to_string(

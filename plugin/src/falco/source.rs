@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use falco_plugin::anyhow::{self, Error};
@@ -23,6 +23,7 @@ use crate::alert::KiveAlert;
 use crate::k8s::ClusterSource;
 use crate::policy::{self, Compiled};
 use crate::runtime::Runtime;
+use crate::sync::lock;
 
 /// Where an open capture takes its alerts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,10 +121,6 @@ const _: () = {
 /// Chunks the replay thread may run ahead by.
 const REPLAY_DEPTH: usize = 16;
 
-fn lock(rt: &Mutex<Runtime>) -> MutexGuard<'_, Runtime> {
-    rt.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl KiveInstance {
     /// Opens the replay file or starts the live engine.
     pub(super) fn open(
@@ -193,7 +190,7 @@ impl KiveInstance {
                     compiled.errors.len()
                 );
                 let rt = Arc::new(Mutex::new(rt));
-                *stats.live.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&rt);
+                *lock(&stats.live) = Arc::downgrade(&rt);
                 Source::Live(rt, cluster)
             }
         };

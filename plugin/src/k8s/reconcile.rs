@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::convert::{plan, plan_pod, PolicyEntry};
-use super::source::{lock, Labels, State, LIST_GRACE, NOT_READY_RETRY, UNLOCATED_RETRY};
+use super::source::{Labels, State, LIST_GRACE, NOT_READY_RETRY, UNLOCATED_RETRY};
 use crate::runtime::{DesiredEntry, PodController, PodDesired};
+use crate::sync::lock;
 
 /// One reconcile's input: every wanted entry, or those of the pods that
 /// changed.

@@ -25,6 +25,7 @@ use crate::policy::kubearmor::{Kind, GROUP as KA_GROUP, VERSION as KA_VERSION};
 use crate::policy::pods::PodView;
 use crate::policy::scope::ScopeConfig;
 use crate::runtime::PodController;
+use crate::sync::lock;
 
 /// Where the API server is and which node this is.
 #[derive(Debug, Clone)]
@@ -413,10 +414,6 @@ fn spawn_policy_watch(
             }
         }
     });
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn describe(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
@@ -15,6 +15,7 @@ use rustix::fs::{Mode, OFlags};
 use super::cgroup::{container_from_cgroup_name, container_from_cgroup_path};
 use super::procref::ProcDir;
 use super::resolve::{io_err, ResolveError, Root};
+use crate::sync::lock;
 
 /// The root directory of process `pid`, checked to belong to container
 /// `container_id` (64 hex) *after* the root is open: `/proc/<pid>` is
@@ -146,10 +147,6 @@ pub struct ContainerLocator {
     min_walk: Duration,
     /// The index in [`kubelet_dirs`] of the layout that matched last.
     hint: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ContainerLocator {

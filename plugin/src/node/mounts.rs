@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
 use super::resolve::{io_err, PinnedFile, ResolveError, Root};
+use crate::sync::lock;
 
 /// The kubelet's per-pod directories (`<dir>/<pod uid>/volumes/...`).
 pub const KUBELET_PODS_DIR: &str = "/var/lib/kubelet/pods";
@@ -217,12 +218,7 @@ impl Root {
             Some(id) => id,
             None => mount_id(&pinned.pin).ok()?,
         };
-        let cached = self
-            .overlays
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
+        let cached = lock(&self.overlays).get(&id).cloned();
         let overlay = match cached {
             Some(o) => o,
             None => {
@@ -243,7 +239,7 @@ impl Root {
                 } else {
                     None
                 };
-                let mut cache = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
+                let mut cache = lock(&self.overlays);
                 if cache.len() > 64 {
                     cache.clear();
                 }

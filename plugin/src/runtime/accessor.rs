@@ -14,6 +14,7 @@ use crate::node::cgroup::{
     container_from_cgroup_path, process_v1_cgroups, CgroupIndex, CgroupMode,
 };
 use crate::node::pidcache::PidCache;
+use crate::sync::lock;
 use crate::trap::RawEvent;
 
 /// The node facts accessor attribution needs.
@@ -83,7 +84,7 @@ impl Accessors {
         let key = (raw.cgroup_id, raw.tgid, raw.start_ns, raw.mnt_ns);
         let ttl = V1_TTL.as_nanos() as u64;
         if raw.start_ns != 0 {
-            let last = self.last_host.lock().unwrap_or_else(|p| p.into_inner());
+            let last = lock(&self.last_host);
             if let Some(l) = last.as_ref() {
                 if l.key == key
                     && raw.ts_boot_ns.saturating_sub(l.at) < ttl
@@ -96,7 +97,7 @@ impl Accessors {
         let (found, as_of) = self.resolve_as_of(raw, owner_of);
         if let Some(a) = found.as_ref().filter(|a| a.host && raw.start_ns != 0) {
             // reused for as long as the facts it was made of are fresh
-            *self.last_host.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastHost {
+            *lock(&self.last_host) = Some(LastHost {
                 key,
                 at: as_of,
                 found: a.clone(),
@@ -123,7 +124,7 @@ impl Accessors {
         owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
     ) -> (Option<AccessorMetadata>, u64) {
         let (path, mode) = {
-            let mut idx = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idx = lock(&self.cgroups);
             (idx.lookup(raw.cgroup_id), idx.mode())
         };
         // /proc only where the v2 cgroup can hide a container
@@ -137,7 +138,7 @@ impl Accessors {
         let v1: &[PathBuf] = if mode == CgroupMode::Unified || named() {
             &[]
         } else {
-            let mut cache = self.v1.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = lock(&self.v1);
             (cached, as_of) = cache.get_or_read_at(raw.tgid, raw.start_ns, raw.ts_boot_ns, || {
                 decisive_v1(process_v1_cgroups(&self.proc_root, raw.tgid))
             });
@@ -154,7 +155,7 @@ impl Accessors {
 
     /// cgroup directories indexed.
     pub fn indexed(&self) -> usize {
-        self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.cgroups).len()
     }
 }
 

@@ -10,6 +10,7 @@ use crate::alert::{rfc3339_nanos, AccessorMetadata, AlertMetadata, KiveAlert, Lo
 use crate::node::procfs::process_details_of;
 use crate::node::resolve::new_path_of;
 use crate::policy::CompiledTrap;
+use crate::sync::lock;
 use crate::trap::{Hook, RawEvent};
 
 impl Runtime {
@@ -100,7 +101,7 @@ impl Runtime {
         for (id, trap, owner, away) in first.iter().chain(&more) {
             let mut rate_limited = None;
             if let (Some(limit), false) = (trap.rate_limit, rescan) {
-                let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+                let mut rl = lock(&self.limiter);
                 match rl.check(limit, *id, raw.tgid, raw.ts_boot_ns) {
                     Verdict::Suppress => {
                         self.shared
@@ -141,7 +142,7 @@ impl Runtime {
     /// reads the counters only once per period.
     pub fn loss_report(&self) -> Option<KiveAlert> {
         let now = std::time::Instant::now();
-        let mut tracker = self.loss.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tracker = lock(&self.loss);
         if !tracker.due(now) {
             return None;
         }

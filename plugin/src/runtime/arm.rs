@@ -12,6 +12,7 @@ use super::Shared;
 use crate::alert::text::escape;
 use crate::node::{PinnedFile, ResolveError, Root};
 use crate::policy::CompiledTrap;
+use crate::sync::lock;
 use crate::trap::{Action, Args, Hook, RawEvent, Tamper, TrapKey};
 
 impl Shared {
@@ -311,10 +312,7 @@ impl Shared {
     fn report_tamper(&self, table: &TrapTable, id: u32, key: TrapKey, tamper: Tamper) {
         if let Some(kt) = &self.kernel_tampers {
             let kind = tamper.kind;
-            let waits = kt
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .defer(id, key, tamper);
+            let waits = lock(kt).defer(id, key, tamper);
             if let (false, Some(e)) = (waits, table.get(id)) {
                 // info: says why the tamper alert has a process and no twin
                 tracing::info!(

@@ -38,6 +38,7 @@ use crate::callback::Callbacks;
 use crate::node::host::{boot_id, BootClock};
 use crate::node::Root;
 use crate::policy::{CompiledTrap, TrapAction};
+use crate::sync::lock;
 use crate::trap::{Engine, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
@@ -85,7 +86,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn table(&self) -> MutexGuard<'_, TrapTable> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.table)
     }
 
     /// Writes the kernel value of a key from the table (or removes it);
@@ -371,7 +372,7 @@ impl Runtime {
         let c = &self.shared.counters;
         let notify = self.shared.rescan.notify_figures();
         let (rate_limit_windows, rate_limit_evicted) = {
-            let mut rl = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rl = lock(&self.limiter);
             // idle windows go even when no rate-limited alert comes any more
             rl.sweep(crate::node::host::system_clocks().0);
             (rl.len(), rl.evicted())

@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::Root;
 
 use super::table::ContainerOwner;
+use crate::sync::lock;
 
 /// One lookup per container: the first of its entries to need the root
 /// finds it (a process through its cgroup, then its root opened and
@@ -42,10 +43,6 @@ enum State {
     Found(Option<Arc<Root>>),
     /// A waiter gave up on a lookup that did not return.
     GivenUp,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RootFinder {

@@ -16,6 +16,7 @@ use super::pod_roots::RootFinder;
 use super::table::{ContainerOwner, EntryState, Owner};
 use super::Shared;
 use crate::policy::CompiledTrap;
+use crate::sync::lock;
 
 /// What one reconcile did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -97,7 +98,7 @@ impl PodController {
             report.touched = d.touched;
             let (gone, ids) = (d.gone, d.existing);
             let mut gone_sets = Vec::new();
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = lock(&self.pending);
             for &id in &gone {
                 pending.remove(&id);
             }
@@ -140,7 +141,7 @@ impl PodController {
             if let Scope::Pods(_) = scope {
                 // other pods' entries whose container was not found yet:
                 // retried too (a file missing is retried by the rescan)
-                let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let pending = lock(&self.pending);
                 let queued: std::collections::HashSet<u32> =
                     to_arm.iter().map(|(id, ..)| *id).collect();
                 for id in pending.keys() {
@@ -214,7 +215,7 @@ impl PodController {
         let results = self.shared.isolated(&ids, locate_and_arm);
         // a worker that never returns keeps no container's root open
         found.clear();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = lock(&self.pending);
         for (id, result) in results {
             let Some((trap, owner)) = wanted.get(&id) else {
                 continue;

@@ -15,6 +15,7 @@
 //! flush gathers into it: a flood reuses the same few vectors instead of
 //! taking fresh memory (page faults) for every batch and freeing it.
 
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -85,11 +86,6 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             spares,
         },
     )
-}
-
-/// Takes the lock of `m`, poisoned or not (the values are plain data).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<T> Sender<T> {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::queue::{Refused, Sender};
 use super::tamper::KernelTampers;
 use super::Counters;
+use crate::sync::lock;
 use crate::trap::{RawEvent, RecordSink};
 
 /// Events handed over at most together.
@@ -39,7 +40,7 @@ impl RecordSink for RingSink {
         };
         if let (Some(seen), Some(_)) = (&self.seen, &ev.tamper) {
             // read at once, before the queue: the rescan asks
-            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = lock(seen);
             seen.record(ev.key, ev.ts_boot_ns);
         }
         if let Err(Refused::Full(_)) = self.tx.try_push(&mut self.gathered, ev) {

@@ -18,10 +18,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::alert::text::escape;
+use crate::sync::lock;
 
 /// The work of one entry (by table id).
 pub(crate) type Work = Arc<dyn Fn(u32) -> Result<bool, String> + Send + Sync>;
@@ -86,10 +87,6 @@ pub(crate) struct Stalls {
     total: AtomicU64,
     /// Set on close (or by whoever started the runtime, e.g. on SIGTERM).
     closing: Arc<AtomicBool>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Stalls {

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::sync::lock;
 use crate::trap::TrapKey;
 
 /// Keys not known to hold the table's value in the kernel.
@@ -15,7 +16,7 @@ pub(crate) struct Unsynced(Mutex<HashSet<TrapKey>>);
 impl Unsynced {
     /// Notes the outcome of a write of `key`'s value.
     pub(crate) fn wrote<T, E>(&self, key: TrapKey, result: &Result<T, E>) {
-        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = lock(&self.0);
         match result {
             Err(_) => {
                 keys.insert(key);
@@ -30,11 +31,7 @@ impl Unsynced {
     /// Whether the kernel holds what the table listed for `key` at its
     /// last write (every write since succeeded).
     pub(crate) fn holds_listed(&self, key: TrapKey) -> bool {
-        !self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
+        !lock(&self.0).contains(&key)
     }
 }
 

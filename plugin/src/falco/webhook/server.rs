@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{decode_body, Listen, Received, WebhookConfig, WebhookError, WebhookStats};
 use crate::alert::text::escape;
+use crate::sync::lock;
 
 /// Longest wait for a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -308,7 +309,7 @@ impl Ctx {
     /// [`WARN_EVERY`].
     fn queue_full(&self) {
         WebhookStats::bump(&self.stats.queue_full);
-        let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = lock(&self.warned);
         let now = Instant::now();
         if w.0.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
             log::warn!(

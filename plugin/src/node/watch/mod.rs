@@ -31,6 +31,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use super::resolve::io_err;
 use super::Root;
+use crate::sync::lock;
 use map::WatchMap;
 use sys::{components, errno, handle_of, init, mounts_changed, open_dir, read_all};
 
@@ -159,7 +160,7 @@ impl DirWatch {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Whether notification is on.

@@ -35,7 +35,7 @@ use std::hash::{Hash, Hasher};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod notified;
@@ -50,6 +50,7 @@ use crate::node::containers::{open_container_root, ContainerLocator};
 use crate::node::stamp::{name_stat, split_parent, NameStat};
 use crate::node::watch::DirWatch;
 use crate::node::Root;
+use crate::sync::lock;
 use notified::always_looked;
 
 /// The rescan's own state.
@@ -78,10 +79,6 @@ struct DirSlot {
     root: Arc<Root>,
     dir: String,
     fd: Arc<OwnedFd>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RescanState {

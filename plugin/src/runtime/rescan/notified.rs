@@ -6,11 +6,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{lock, RescanState};
+use super::RescanState;
 use crate::alert::text::escape;
 use crate::node::watch::mounts::under;
 use crate::runtime::table::{Entry, EntryState, TrapTable};
 use crate::runtime::Shared;
+use crate::sync::lock;
 
 /// What change notification holds and did (into [`crate::runtime::Metrics`]).
 pub(crate) struct NotifyFigures {

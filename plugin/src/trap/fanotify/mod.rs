@@ -29,6 +29,7 @@ use super::engine::KernelStats;
 use super::wire::{TrapKey, TrapValue};
 use super::TrapError;
 use crate::node::cgroup::CgroupIndex;
+use crate::sync::lock;
 use reader::Reader;
 
 /// The events each mark asks for.
@@ -77,11 +78,11 @@ fn mark_path(pin: BorrowedFd<'_>) -> std::ffi::CString {
 
 impl State {
     fn marks(&self) -> MutexGuard<'_, HashMap<TrapKey, Mark>> {
-        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.marks)
     }
 
     fn sources(&self) -> MutexGuard<'_, HashSet<(u32, TrapKey)>> {
-        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.sources)
     }
 
     fn mark(&self, op: libc::c_uint, pin: BorrowedFd<'_>) -> io::Result<()> {
