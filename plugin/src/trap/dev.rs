@@ -18,12 +18,34 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
 
 /// `MAJOR:MINOR` of a kernel-encoded device, as shown in `/proc/self/mountinfo`.
 pub fn kernel_dev_display(dev: u32) -> String {
-    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
+    // at every live event: no formatting machinery
+    let mut out = String::with_capacity(12);
+    out.push_str(itoa::Buffer::new().format(dev >> 20));
+    out.push(':');
+    out.push_str(itoa::Buffer::new().format(dev & 0xf_ffff));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_device_is_what_format_writes() {
+        for d in [
+            0,
+            1,
+            45,
+            0x0fe0_0000,
+            0x0fe0_0001,
+            0xfff0_0000,
+            0x000f_ffff,
+            u32::MAX,
+        ] {
+            let want = format!("{}:{}", d >> 20, d & 0xf_ffff);
+            assert_eq!(kernel_dev_display(d), want, "dev {d:#x}");
+        }
+    }
 
     #[test]
     fn block_device_254_0() {

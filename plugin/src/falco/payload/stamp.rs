@@ -1,8 +1,6 @@
-//! The two strings of a live payload computed at each event, without
-//! chrono's and `format!`'s machinery per event: the RFC 3339 timestamp
-//! from the second's prefix the thread formatted last, the device's
-//! `major:minor` with its digits written out. Byte for byte what
-//! [`rfc3339_nanos`] and [`kernel_dev_display`] give (tests below).
+//! A live payload's RFC 3339 timestamp without chrono's machinery per
+//! event: the second's prefix the thread formatted last, then the
+//! nanoseconds. Byte for byte what [`rfc3339_nanos`] gives (tests below).
 
 use std::cell::RefCell;
 
@@ -32,7 +30,13 @@ pub fn timestamp(wall_ns: u64) -> String {
             let mut out = String::with_capacity(prefix.len() + 11);
             out.push_str(prefix);
             out.push('.');
-            push_digits(&mut out, nanos, 9);
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(nanos);
+            out.extend(std::iter::repeat_n(
+                '0',
+                9usize.saturating_sub(digits.len()),
+            ));
+            out.push_str(digits);
             out.push('Z');
             Some(out)
         })
@@ -41,37 +45,9 @@ pub fn timestamp(wall_ns: u64) -> String {
         .unwrap_or_else(|| rfc3339_nanos(wall_ns))
 }
 
-/// `kernel_dev_display(dev)`: `major:minor` of a kernel `dev_t`.
-pub fn dev(dev: u32) -> String {
-    let mut out = String::with_capacity(12);
-    push_digits(&mut out, u64::from(dev >> 20), 0);
-    out.push(':');
-    push_digits(&mut out, u64::from(dev & 0xf_ffff), 0);
-    out
-}
-
-/// Writes `n` in decimal, zero-padded to `width` digits.
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let start = at.min(buf.len().saturating_sub(width));
-    for &b in &buf[start..] {
-        out.push(char::from(b));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trap::dev::kernel_dev_display;
 
     #[test]
     fn the_timestamp_is_what_chrono_writes_for_every_second_and_nanosecond() {
@@ -102,22 +78,6 @@ mod tests {
         }
         for ns in cases {
             assert_eq!(timestamp(ns), rfc3339_nanos(ns), "at {ns} ns");
-        }
-    }
-
-    #[test]
-    fn the_device_is_what_format_writes() {
-        for d in [
-            0,
-            1,
-            45,
-            0x0fe0_0000,
-            0x0fe0_0001,
-            0xfff0_0000,
-            0x000f_ffff,
-            u32::MAX,
-        ] {
-            assert_eq!(dev(d), kernel_dev_display(d), "dev {d:#x}");
         }
     }
 }

@@ -6,6 +6,7 @@
 use super::stamp;
 use super::*;
 use crate::runtime::{AlertView, ContainerOwner, Owner, ProcessStrings};
+use crate::trap::dev::kernel_dev_display;
 
 /// The strings of an alert that are computed from the event, not
 /// borrowed from it (the rest are).
@@ -19,7 +20,7 @@ impl<'a> Computed<'a> {
     fn of(v: &AlertView<'a>, wall_ns: u64) -> Self {
         Self {
             timestamp: stamp::timestamp(wall_ns),
-            dev: stamp::dev(v.raw.key.dev),
+            dev: kernel_dev_display(v.raw.key.dev),
             process: ProcessStrings::of(v.raw, v.details),
         }
     }
