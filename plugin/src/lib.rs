@@ -30,7 +30,7 @@ pub mod skel {
 pub mod ffi {
     use falco_plugin::api::{
         ss_plugin_event_input, ss_plugin_field_extract_input, ss_plugin_rc,
-        ss_plugin_rc_SS_PLUGIN_SUCCESS, ss_plugin_t,
+        ss_plugin_rc_SS_PLUGIN_FAILURE, ss_plugin_rc_SS_PLUGIN_SUCCESS, ss_plugin_t,
     };
     use falco_plugin::internals::extract::wrappers;
     use falco_plugin::{async_event_plugin, plugin, source_plugin, wrap_ffi};
@@ -72,26 +72,40 @@ pub mod ffi {
         event_input: *const ss_plugin_event_input,
         extract_input: *const ss_plugin_field_extract_input,
     ) -> ss_plugin_rc {
-        // SAFETY: the framework's arguments, passed on unchanged.
-        if let Some(rc) =
-            unsafe { crate::falco::fields::direct::extract(plugin, event_input, extract_input) }
-        {
-            return rc;
-        }
-        // SAFETY: the framework's arguments, passed on unchanged.
-        let rc = unsafe {
-            wrappers::plugin_extract_fields::<KivePlugin>(plugin, event_input, extract_input)
+        // SAFETY: null or valid for the call (the framework's contract).
+        let Some(input) = (unsafe { extract_input.as_ref() }) else {
+            return ss_plugin_rc_SS_PLUGIN_FAILURE;
         };
-        if rc != ss_plugin_rc_SS_PLUGIN_SUCCESS {
-            return rc;
+        if input.num_fields == 0 {
+            return ss_plugin_rc_SS_PLUGIN_SUCCESS;
         }
-        // SAFETY: non-null (the SDK failed on null ones) and valid for the
-        // call; on success every field's `res` is the SDK's output.
-        if let (Some(evt), Some(input)) = unsafe { (event_input.as_ref(), extract_input.as_ref()) }
-        {
-            unsafe { crate::falco::kept::keep(plugin, evt, input) };
+        if input.fields.is_null() {
+            // fields to extract, nowhere to put them (never a slice of null)
+            return ss_plugin_rc_SS_PLUGIN_FAILURE;
         }
-        rc
+        // a panic (an allocation refused) never unwinds into Falco's C++
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the framework's arguments, passed on unchanged.
+            if let Some(rc) =
+                unsafe { crate::falco::fields::direct::extract(plugin, event_input, extract_input) }
+            {
+                return rc;
+            }
+            // SAFETY: the framework's arguments, passed on unchanged.
+            let rc = unsafe {
+                wrappers::plugin_extract_fields::<KivePlugin>(plugin, event_input, extract_input)
+            };
+            if rc != ss_plugin_rc_SS_PLUGIN_SUCCESS {
+                return rc;
+            }
+            // SAFETY: valid for the call; on success every field's `res`
+            // is the SDK's output.
+            if let Some(evt) = unsafe { event_input.as_ref() } {
+                unsafe { crate::falco::kept::keep(plugin, evt, input) };
+            }
+            rc
+        }))
+        .unwrap_or(ss_plugin_rc_SS_PLUGIN_FAILURE)
     }
 }
 

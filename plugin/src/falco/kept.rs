@@ -16,11 +16,12 @@
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use bumpalo::Bump;
 
 use crate::falco::payload::Decoded;
+use crate::sync::lock;
 use falco_plugin::api::{
     ss_plugin_byte_buffer, ss_plugin_event_input, ss_plugin_extract_field,
     ss_plugin_field_extract_input, ss_plugin_field_type_FTYPE_ABSTIME,
@@ -51,13 +52,38 @@ struct Kept {
 /// event (same plugin instance, same event number, same buffer).
 #[derive(Debug, Clone)]
 pub struct EventSeen {
-    /// The event's address and its header's length.
+    /// The event's address.
     pub evt: usize,
-    /// The header's length of the event.
+    /// The event's length (from its header).
     pub evt_len: u32,
     /// The payload's offset in the event, its length and decoded header;
     /// `None`: not a kive payload (another plugin's async event).
     pub payload: Option<(usize, usize, Decoded)>,
+    /// A copy of the bytes all of that was read from (the event's header
+    /// and parameter lengths up to the payload's fixed part): another
+    /// event in the same buffer, with the same number and length (a new
+    /// plugin instance at a destroyed one's address, its numbering
+    /// restarted), is told apart by them. Empty: never reused.
+    pub read: Vec<u8>,
+}
+
+impl EventSeen {
+    /// Whether the event of `evt_len` bytes at `evt` is the one seen.
+    ///
+    /// # Safety
+    /// `evt` points to `evt_len` readable bytes.
+    pub unsafe fn is(&self, evt: *const u8, evt_len: u32) -> bool {
+        if self.read.is_empty()
+            || evt as usize != self.evt
+            || evt_len != self.evt_len
+            || self.read.len() > evt_len as usize
+        {
+            return false;
+        }
+        // SAFETY: `read.len()` ≤ `evt_len` readable bytes (checked above).
+        let now = unsafe { std::slice::from_raw_parts(evt, self.read.len()) };
+        now == self.read.as_slice()
+    }
 }
 
 struct Arenas {
@@ -103,7 +129,7 @@ pub fn with_arena<R>(
     evtnum: u64,
     f: impl FnOnce(&Bump, &mut Option<EventSeen>) -> R,
 ) -> R {
-    let mut arenas = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut arenas = lock(&KEPT);
     let kept = arenas.of(plugin as usize, evtnum);
     if evtnum == 0 || evtnum != kept.evtnum {
         kept.store.reset();

@@ -28,7 +28,7 @@ use falco_plugin::event::events::{Event, RawEvent};
 use super::numbers::{self, Getter};
 use super::{escaped, plain, FIELDS};
 use crate::falco::kept::{with_arena, EventSeen};
-use crate::falco::payload::{Decoded, KiveAnyEvent, Slot};
+use crate::falco::payload::{Decoded, KiveAnyEvent, Slot, FIXED};
 
 /// How a field is extracted directly.
 #[derive(Debug, Clone, Copy)]
@@ -148,8 +148,12 @@ pub unsafe fn extract(
     let evt_len = unsafe { (*evt.evt).len };
     let at = evt.evt as usize;
     with_arena(plugin, evt.evtnum, |store, seen| {
+        // SAFETY: a valid event of `evt_len` bytes (caller's contract).
+        let known = seen
+            .as_ref()
+            .is_some_and(|s| evt.evtnum != 0 && unsafe { s.is(evt.evt.cast(), evt_len) });
         let fresh = match seen {
-            Some(s) if evt.evtnum != 0 && s.evt == at && s.evt_len == evt_len => None,
+            Some(_) if known => None,
             // SAFETY: a valid event (caller's contract).
             _ => Some(unsafe { look(evt.evt.cast(), at, evt_len)? }),
         };
@@ -195,10 +199,21 @@ unsafe fn look(evt: *const u8, at: usize, evt_len: u32) -> Option<EventSeen> {
             Some((off, data.len(), Decoded::decode(data).ok()?))
         }
     };
+    // what the decode read: up to the payload's fixed part (a non-kive
+    // event is parsed again at each call: never remembered)
+    let read = match &payload {
+        Some((off, _, _)) => {
+            let end = off.checked_add(FIXED)?.min(evt_len as usize);
+            // SAFETY: `end` ≤ `evt_len` bytes of the valid event.
+            unsafe { std::slice::from_raw_parts(evt, end) }.to_vec()
+        }
+        None => Vec::new(),
+    };
     Some(EventSeen {
         evt: at,
         evt_len,
         payload,
+        read,
     })
 }
 

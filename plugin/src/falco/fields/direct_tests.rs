@@ -6,7 +6,7 @@ use std::ffi::{CStr, CString};
 use falco_plugin::api::{
     ss_plugin_event, ss_plugin_extract_field__bindgen_ty_1, ss_plugin_field_type_FTYPE_STRING,
     ss_plugin_field_type_FTYPE_UINT64, ss_plugin_init_input, ss_plugin_rc,
-    ss_plugin_table_reader_vtable_ext,
+    ss_plugin_rc_SS_PLUGIN_FAILURE, ss_plugin_table_reader_vtable_ext,
 };
 use falco_plugin::event::events::{EventMetadata, EventToBytes};
 use falco_plugin::internals::extract::wrappers;
@@ -195,9 +195,10 @@ fn direct_values_are_the_sdks() {
         for &id in &ids {
             let sdk = extract_one(&p, &evt, 0, id, Path::Sdk);
             // a new event number each field: the first field of an event
-            let fresh = extract_one(&p, &evt, 1000 + (n * 1000 + id) as u64, id, Path::Direct);
-            // the same event number: the payload as remembered
-            let again = extract_one(&p, &evt, 7 + n as u64, id, Path::Direct);
+            let num = 1000 + (n * 1000 + id) as u64;
+            let fresh = extract_one(&p, &evt, num, id, Path::Direct);
+            // the same event number again: the payload as remembered
+            let again = extract_one(&p, &evt, num, id, Path::Direct);
             let name = FIELDS[id].name;
             assert_eq!(fresh, sdk, "{name} of alert {n}: direct against the SDK's");
             assert_eq!(again, sdk, "{name} of alert {n}: from the remembered event");
@@ -257,4 +258,48 @@ fn a_new_event_or_another_instance_is_never_read_from_the_previous_ones_memory()
     // and the first instance's event 3 after it
     buf.copy_from_slice(&eb);
     assert_eq!(read(&one, &buf, 3), b, "event 3 after another instance");
+    // a new instance at a destroyed one's address inherits its record
+    // (this module is not told of the destroy): its numbering starts
+    // again, the buffer and the length are the same, the event is not
+    assert_eq!(read(&one, &buf, 3), b, "event 3 remembered");
+    buf.copy_from_slice(&ea);
+    assert_eq!(
+        read(&one, &buf, 3),
+        a,
+        "the same number, address and length, another event: read again"
+    );
+}
+
+#[test]
+fn a_request_without_its_fields_is_refused_not_read() {
+    let p = Plugin::new();
+    let evt = event(&full_alert());
+    // SAFETY: a table of Option<fn> is valid when zeroed (all None).
+    let mut reader_ext: ss_plugin_table_reader_vtable_ext = unsafe { std::mem::zeroed() };
+    let ev_in = ss_plugin_event_input {
+        evt: evt.as_ptr().cast::<ss_plugin_event>(),
+        evtnum: 1,
+        evtsrc: c"kive".as_ptr(),
+    };
+    let mut call = |num_fields| {
+        let input = ss_plugin_field_extract_input {
+            owner: ptr::null_mut(),
+            get_owner_last_error: None,
+            num_fields,
+            fields: ptr::null_mut(),
+            // SAFETY: as above, an all-None vtable.
+            table_reader: unsafe { std::mem::zeroed() },
+            table_reader_ext: &mut reader_ext,
+            value_offsets: ptr::null_mut(),
+        };
+        // SAFETY: a live plugin and a valid event; `fields` null on
+        // purpose (the exported function must not read it).
+        unsafe { crate::ffi::plugin_extract_fields(p.0, &ev_in, &input) }
+    };
+    let (none, some) = (call(0), call(3));
+    assert_eq!(none, ss_plugin_rc_SS_PLUGIN_SUCCESS, "no field asked: done");
+    assert_eq!(
+        some, ss_plugin_rc_SS_PLUGIN_FAILURE,
+        "three fields asked, none given: refused"
+    );
 }

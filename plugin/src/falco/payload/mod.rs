@@ -50,7 +50,8 @@ pub const PAYLOAD_VERSION: u8 = 1;
 
 const HEADER: usize = 8;
 const NUMBERS: usize = 64;
-const FIXED: usize = HEADER + NUMBERS;
+/// The payload's fixed part: header and numbers (then the slot table).
+pub(crate) const FIXED: usize = HEADER + NUMBERS;
 
 const HAS_CGROUP: u32 = 1;
 const HAS_PPID: u32 = 1 << 1;
