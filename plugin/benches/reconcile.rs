@@ -12,6 +12,16 @@
 //! container restart (new id) is re-armed.
 //!
 //! `cargo bench -p kive --bench reconcile -- [pods] [traps]` (default 1000 10).
+//!
+//! `--distinct`: a file per pod instead. Each container's process runs in a
+//! mount namespace of its own (`unshare --mount --propagation private`),
+//! where a directory of its own (in the bench's temp dir, holding the M
+//! trap files) is bind-mounted over the trap directory the policy names:
+//! the same trap path resolves to a distinct inode per container, N × M
+//! distinct keys. The bind mounts live only in the children's namespaces
+//! and go with them. No entry shares a pin: the process needs about
+//! N × (M + 1) + 1024 open files (the bench stops at once if it cannot
+//! raise its limit that far).
 
 // the test API server in its own process: the bench process's memory is kive's
 #[path = "reconcile/remote_api.rs"]
@@ -19,7 +29,9 @@ mod apiserver;
 #[path = "reconcile/heap.rs"]
 mod heap;
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -33,6 +45,30 @@ struct FakeContainer {
     id: String,
     cgroup: std::path::PathBuf,
     child: Child,
+    /// `--distinct`: the directory its trap paths resolve to.
+    files: Option<PathBuf>,
+}
+
+/// `--distinct`: the trap directory the policy names, the directory the
+/// containers' own directories are made in, and the trap count.
+struct Distinct {
+    trap_dir: PathBuf,
+    pods_dir: PathBuf,
+    traps: usize,
+}
+
+static DISTINCT: OnceLock<Distinct> = OnceLock::new();
+
+/// `--distinct`: container `n`'s generation `gen` gets a directory of its
+/// own (a new container, new files: its overlay's, on a node), holding the
+/// trap files.
+fn own_files(d: &Distinct, n: usize, gen: usize) -> PathBuf {
+    let dir = d.pods_dir.join(format!("pod-{n}-{gen}"));
+    std::fs::create_dir_all(&dir).expect("pod files dir");
+    for t in 0..d.traps {
+        std::fs::write(dir.join(format!("decoy-{t}")), "x").expect("pod file");
+    }
+    dir
 }
 
 /// Pod uids unique to this run (another run's or a real kubelet's pods are
@@ -93,15 +129,37 @@ fn container(n: usize, gen: usize) -> FakeContainer {
         ))
         .join(format!("cri-containerd-{id}.scope"));
     std::fs::create_dir_all(&cgroup).expect("cgroup dir");
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo 0 > {}/cgroup.procs && exec sleep 100000",
-            cgroup.display()
-        ))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn sleep");
+    let join = format!(
+        "echo 0 > {}/cgroup.procs && exec sleep 100000",
+        cgroup.display()
+    );
+    let (child, files) = match DISTINCT.get() {
+        None => (
+            Command::new("sh")
+                .arg("-c")
+                .arg(join)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep"),
+            None,
+        ),
+        Some(d) => {
+            let own = own_files(d, n, gen);
+            // the bind mount is made before the process joins its cgroup,
+            // which the wait below sees
+            let child = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind '{}' '{}' && {join}",
+                    own.display(),
+                    d.trap_dir.display()
+                ))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn unshare (util-linux)");
+            (child, Some(own))
+        }
+    };
     // running, as kubelet reports it: the process is in its cgroup
     let procs = cgroup.join("cgroup.procs");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -113,7 +171,12 @@ fn container(n: usize, gen: usize) -> FakeContainer {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    FakeContainer { id, cgroup, child }
+    FakeContainer {
+        id,
+        cgroup,
+        child,
+        files,
+    }
 }
 
 impl Drop for FakeContainer {
@@ -158,13 +221,30 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    let distinct = std::env::args().any(|a| a == "--distinct");
     sweep_stale_runs();
     let pods = args.first().copied().unwrap_or(1000);
     let traps = args.get(1).copied().unwrap_or(10);
     let files = tempfile::tempdir().expect("tmp");
+    // `--distinct`: the policy names files in `traps/`, over which each
+    // container mounts its own directory
+    let trap_dir = if distinct {
+        let trap_dir = files.path().join("traps");
+        let pods_dir = files.path().join("pods");
+        std::fs::create_dir_all(&trap_dir).expect("trap dir");
+        let set = DISTINCT.set(Distinct {
+            trap_dir: trap_dir.clone(),
+            pods_dir,
+            traps,
+        });
+        assert!(set.is_ok(), "distinct mode set twice");
+        trap_dir
+    } else {
+        files.path().to_path_buf()
+    };
     let trap_list: Vec<serde_json::Value> = (0..traps)
         .map(|t| {
-            let p = files.path().join(format!("decoy-{t}"));
+            let p = trap_dir.join(format!("decoy-{t}"));
             std::fs::write(&p, "x").expect("file");
             json!({"path": p.display().to_string(), "allowSharedFile": true,
                    "matchAny": [{"namespace": "default", "matchLabels": {"app": "web"}}]})
@@ -173,6 +253,16 @@ fn main() {
 
     // the bench holds a child per pod and the runtime a pin per entry
     let limit = kive::node::limits::ensure_nofile((pods * (traps + 4) + 4096) as u64);
+    // `--distinct`: no entry shares another's file, so each holds a pin of
+    // its own: under a lower limit entries would stay pending, never armed
+    let need = (pods * (traps + 1) + 1024) as u64;
+    if distinct && limit.is_some_and(|l| l < need) {
+        eprintln!(
+            "--distinct: {pods} pods x {traps} traps need about {need} open files (a pin per entry); the limit is {} and could not be raised (CAP_SYS_RESOURCE): fewer pods or traps",
+            limit.unwrap_or_default()
+        );
+        std::process::exit(2);
+    }
     let t0 = Instant::now();
     let mut containers: Vec<FakeContainer> = (0..pods).map(|i| container(i, 0)).collect();
     let spawn_s = t0.elapsed().as_secs_f64();
@@ -236,6 +326,14 @@ fn main() {
     let mem_cold = heap::snapshot();
     heap::reset_peak();
     let cold_reconciles = reconciles();
+    // distinct keys (files) armed: the table's, synced to the kernel map
+    // (read once here, past the clock: the metrics read /proc/self/fd)
+    let cold_keys = rt.metrics().trap_map_keys;
+    let want_keys = if distinct { want } else { traps };
+    assert_eq!(
+        cold_keys, want_keys,
+        "distinct keys armed after the cold start ({want} entries)"
+    );
 
     // one container restarts: the pod gets a new container id
     let fresh = container(0, 1);
@@ -278,8 +376,14 @@ fn main() {
     let rescan = rescan_start.elapsed();
 
     println!(
-        "kive reconcile benchmark (test API server on loopback, real kube client, real eBPF maps)"
+        "kive reconcile benchmark (test API server on loopback, real kube client, real eBPF maps), mode: {}",
+        if distinct {
+            "--distinct (a file per pod)"
+        } else {
+            "default (files shared by every pod)"
+        }
     );
+    println!("distinct keys armed after the cold start (trap map fill): {cold_keys}");
     println!();
     println!(
         "| pods | traps | entries | cold start → all armed | reconciles to arm | one container restart → re-armed | entries its reconcile touched | one full rescan | open fds | fd limit | RSS (whole bench process) | RSS growth from kive's start |"
@@ -307,8 +411,13 @@ fn main() {
     rescan_rows(&rt, &api, &mut containers, &files, want, traps, rescan);
     notify_rows(&rt, &api, &mut containers, want, traps);
 
+    let files_note = if distinct {
+        format!("--distinct: each in a mount namespace of its own with a directory of its own bind-mounted over the trap directory: {want} entries on {cold_keys} distinct files (keys)")
+    } else {
+        format!("default: sharing the host's root, {want} entries on {cold_keys} files (keys)")
+    };
     println!(
-        "method: {pods} sleep processes in their own cri-containerd-<id>.scope cgroups (spawned in {spawn_s:.2} s, not counted); \
+        "method: {pods} sleep processes in their own cri-containerd-<id>.scope cgroups (spawned in {spawn_s:.2} s, not counted), {files_note}; \
          the clock starts before the engine loads and stops when the cluster source's last reconcile reports {want} armed entries; \
          the restart is a MODIFIED pod with a new containerID, timed until a reconcile after it reports every entry armed and none pending (then checked: the new container's {traps} entries armed, the old ones removed); \
          fds and RSS are the bench process's (runtime + kube client + {pods} child handles; the test API server runs in a child process of its own) after the restart; \
@@ -446,8 +555,10 @@ fn rescan_rows(
     }
     drop(old);
     let one = timed_rescan(rt);
-    let decoy = files.path().join("decoy-0");
-    let tmp = files.path().join(".decoy-0.new");
+    // the file the first container sees (its own in `--distinct`)
+    let dir = containers[0].files.as_deref().unwrap_or(files.path());
+    let decoy = dir.join("decoy-0");
+    let tmp = dir.join(".decoy-0.new");
     std::fs::write(&tmp, "y").expect("write");
     std::fs::rename(&tmp, &decoy).expect("replace");
     let replaced = timed_rescan(rt);
@@ -462,7 +573,11 @@ fn rescan_rows(
         ("nothing changed", quiet),
         ("one container changed (restart)", one),
         (
-            "one trapped file replaced (shared by every container)",
+            if containers[0].files.is_some() {
+                "one trapped file replaced (one container's own)"
+            } else {
+                "one trapped file replaced (shared by every container)"
+            },
             replaced,
         ),
     ] {
