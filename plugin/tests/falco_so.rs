@@ -21,21 +21,25 @@ const GLIBC: &[&str] = &[
     "ld-linux-aarch64.so.1",
 ];
 
-#[test]
-fn libkive_so_needs_only_glibc() {
+/// What `readelf <args>` prints for the built libkive.so.
+fn readelf(args: &[&str]) -> String {
     let so = built_so();
     let out = Command::new("readelf")
-        .arg("-d")
+        .args(args)
         .arg(so)
         .output()
         .unwrap_or_else(|e| panic!("running readelf (binutils) on {}: {e}", so.display()));
     assert!(
         out.status.success(),
-        "readelf -d {}: {:?}",
-        so.display(),
-        out
+        "readelf {args:?} {}: {out:?}",
+        so.display()
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn libkive_so_needs_only_glibc() {
+    let text = readelf(&["-d"]);
     let needed: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("(NEEDED)"))
@@ -58,19 +62,7 @@ fn libkive_so_needs_only_glibc() {
 /// mimalloc's own functions either.
 #[test]
 fn libkive_so_leaves_the_hosts_malloc_alone() {
-    let so = built_so();
-    let out = Command::new("readelf")
-        .args(["--dyn-syms", "-W"])
-        .arg(so)
-        .output()
-        .unwrap_or_else(|e| panic!("running readelf (binutils) on {}: {e}", so.display()));
-    assert!(
-        out.status.success(),
-        "readelf --dyn-syms {}: {:?}",
-        so.display(),
-        out
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = readelf(&["--dyn-syms", "-W"]);
     // `Num: Value Size Type Bind Vis Ndx Name [(version)]`: the name without
     // its version; defined = section index not UND
     let name = |l: &str| {
