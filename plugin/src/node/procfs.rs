@@ -70,8 +70,9 @@ fn ticks_per_sec() -> u64 {
 
 /// The identity of process `tgid` under `proc_root`, if it is there.
 pub fn process_identity(proc_root: &Path, tgid: u32) -> Option<ProcessIdentity> {
-    let text = std::fs::read_to_string(proc_root.join(tgid.to_string()).join("stat")).ok()?;
-    parse_stat(&text, ticks_per_sec())
+    // the `comm` is the process's to set, UTF-8 or not
+    let bytes = std::fs::read(proc_root.join(tgid.to_string()).join("stat")).ok()?;
+    parse_stat(&String::from_utf8_lossy(&bytes), ticks_per_sec())
 }
 
 /// Whether the process now at the pid can be the one of an access by

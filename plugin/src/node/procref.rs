@@ -146,12 +146,17 @@ mod tests {
         let pid = child.id();
         let named = ProcDir::named(&open_dir(pid), format!("/proc/{pid}").into());
         let opened = named.as_ref().map(|n| n.open().is_ok());
+        let identity = crate::node::procfs::process_identity(std::path::Path::new("/proc"), pid);
         child.kill().expect("kill");
         child.wait().expect("reaped");
         assert!(
             matches!(opened, Ok(true)),
             "a non-UTF-8 comm is named and opened: {:?}",
             named.err()
+        );
+        assert!(
+            identity.is_some(),
+            "its identity (an alert's process details) is read too"
         );
     }
 

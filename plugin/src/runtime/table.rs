@@ -284,29 +284,29 @@ impl TrapTable {
     }
 
     fn index(&mut self, id: u32, key: TrapKey) {
-        let Some(blocking) = self.entries.get(&id).map(|e| blocks_always(&e.trap)) else {
-            return;
-        };
-        let k = self.by_key.entry(key).or_default();
-        if !k.ids.contains(&id) {
-            k.ids.push(id);
-            k.blocking += usize::from(blocking);
-        }
+        self.list(id, key, false);
     }
 
     /// [`TrapTable::index`] for an entry that did not hold `key`: not on
-    /// its list yet.
+    /// its list yet (no scan of it).
     fn index_new(&mut self, id: u32, key: TrapKey) {
+        self.list(id, key, true);
+    }
+
+    /// Puts `id` on `key`'s list once (`new`: known not to be on it).
+    fn list(&mut self, id: u32, key: TrapKey, new: bool) {
         let Some(blocking) = self.entries.get(&id).map(|e| blocks_always(&e.trap)) else {
             return;
         };
         let k = self.by_key.entry(key).or_default();
         debug_assert!(
-            !k.ids.contains(&id),
+            !new || !k.ids.contains(&id),
             "entry {id} listed on a key it did not hold"
         );
-        k.ids.push(id);
-        k.blocking += usize::from(blocking);
+        if new || !k.ids.contains(&id) {
+            k.ids.push(id);
+            k.blocking += usize::from(blocking);
+        }
     }
 
     /// Drops `id` from `key`'s list unless the entry still holds the key.
