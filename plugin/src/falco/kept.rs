@@ -134,7 +134,11 @@ pub fn with_arena<R>(
     if evtnum == 0 || evtnum != kept.evtnum {
         kept.store.reset();
         kept.evtnum = evtnum;
-        kept.event = None;
+        // forgotten (never reused: nothing read to compare), its copy's
+        // room kept for the next event's
+        if let Some(seen) = &mut kept.event {
+            seen.read.clear();
+        }
     }
     f(&kept.store, &mut kept.event)
 }

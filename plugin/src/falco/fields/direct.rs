@@ -152,10 +152,12 @@ pub unsafe fn extract(
         let known = seen
             .as_ref()
             .is_some_and(|s| evt.evtnum != 0 && unsafe { s.is(evt.evt.cast(), evt_len) });
-        let fresh = match seen {
-            Some(_) if known => None,
+        let fresh = if known {
+            None
+        } else {
+            let room = seen.take().map(|s| s.read).unwrap_or_default();
             // SAFETY: a valid event (caller's contract).
-            _ => Some(unsafe { look(evt.evt.cast(), at, evt_len)? }),
+            Some(unsafe { look(evt.evt.cast(), at, evt_len, room)? })
         };
         let seen = match fresh {
             Some(s) => seen.insert(s),
@@ -184,11 +186,12 @@ pub unsafe fn extract(
     })
 }
 
-/// Parses the event at `evt` and decodes its payload's header.
+/// Parses the event at `evt` and decodes its payload's header (`read`:
+/// room for the copy of what was read).
 ///
 /// # Safety
 /// `evt` points to a valid event of `evt_len` bytes.
-unsafe fn look(evt: *const u8, at: usize, evt_len: u32) -> Option<EventSeen> {
+unsafe fn look(evt: *const u8, at: usize, evt_len: u32, mut read: Vec<u8>) -> Option<EventSeen> {
     // SAFETY: a valid event (caller's contract).
     let raw = unsafe { RawEvent::from_ptr(evt) }.ok()?;
     let event: Event<KiveAnyEvent<'_>> = (&raw).try_into().ok()?;
@@ -201,14 +204,12 @@ unsafe fn look(evt: *const u8, at: usize, evt_len: u32) -> Option<EventSeen> {
     };
     // what the decode read: up to the payload's fixed part (a non-kive
     // event is parsed again at each call: never remembered)
-    let read = match &payload {
-        Some((off, _, _)) => {
-            let end = off.checked_add(FIXED)?.min(evt_len as usize);
-            // SAFETY: `end` ≤ `evt_len` bytes of the valid event.
-            unsafe { std::slice::from_raw_parts(evt, end) }.to_vec()
-        }
-        None => Vec::new(),
-    };
+    read.clear();
+    if let Some((off, _, _)) = &payload {
+        let end = off.checked_add(FIXED)?.min(evt_len as usize);
+        // SAFETY: `end` ≤ `evt_len` bytes of the valid event.
+        read.extend_from_slice(unsafe { std::slice::from_raw_parts(evt, end) });
+    }
     Some(EventSeen {
         evt: at,
         evt_len,
