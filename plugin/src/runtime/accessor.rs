@@ -40,7 +40,8 @@ struct LastHost {
     key: (u64, u32, u64, u32),
     /// When it was resolved (boot ns).
     at: u64,
-    found: AccessorMetadata,
+    /// Shared with the events that reuse it (no copy of its strings).
+    found: Arc<AccessorMetadata>,
 }
 
 /// How long a process's v1 cgroups are reused (a process moved to another
@@ -79,7 +80,7 @@ impl Accessors {
         &self,
         raw: &RawEvent,
         owner_of: impl FnOnce(&str) -> Option<ContainerOwner>,
-    ) -> Option<AccessorMetadata> {
+    ) -> Option<Arc<AccessorMetadata>> {
         // a process is known by (tgid, start time) only with its start time
         let key = (raw.cgroup_id, raw.tgid, raw.start_ns, raw.mnt_ns);
         let ttl = V1_TTL.as_nanos() as u64;
@@ -90,17 +91,18 @@ impl Accessors {
                     && raw.ts_boot_ns.saturating_sub(l.at) < ttl
                     && raw.ts_boot_ns >= l.at
                 {
-                    return Some(l.found.clone());
+                    return Some(Arc::clone(&l.found));
                 }
             }
         }
         let (found, as_of) = self.resolve_as_of(raw, owner_of);
+        let found = found.map(Arc::new);
         if let Some(a) = found.as_ref().filter(|a| a.host && raw.start_ns != 0) {
             // reused for as long as the facts it was made of are fresh
             *lock(&self.last_host) = Some(LastHost {
                 key,
                 at: as_of,
-                found: a.clone(),
+                found: Arc::clone(a),
             });
         }
         found
@@ -277,8 +279,8 @@ mod tests {
         assert_eq!(first.cgroup, host.display().to_string());
         let again = a.resolve(&event(host_id, 10, 5, 2_000), owner);
         assert_eq!(
-            again.as_ref(),
-            Some(&first),
+            again.as_deref(),
+            Some(&*first),
             "the same process: the same accessor"
         );
         // another cgroup, another process, the same pid restarted, another
@@ -310,8 +312,8 @@ mod tests {
             event(host_id, 10, 0, 4_000),
         ] {
             assert_eq!(
-                a.resolve(&ev, owner),
-                a.resolve_now(&ev, owner),
+                a.resolve(&ev, owner).as_deref(),
+                a.resolve_now(&ev, owner).as_ref(),
                 "{ev:?}: as resolved afresh"
             );
         }
@@ -327,11 +329,12 @@ mod tests {
         *a.last_host.lock().expect("lock") = Some(LastHost {
             key: (host_id, 10, 5, 9),
             at,
-            found: stale.clone(),
+            found: Arc::new(stale.clone()),
         });
         assert_eq!(
-            a.resolve(&event(host_id, 10, 5, at + ttl - 1), owner),
-            Some(stale.clone()),
+            a.resolve(&event(host_id, 10, 5, at + ttl - 1), owner)
+                .as_deref(),
+            Some(&stale),
             "the same process within the time: reused"
         );
         for ev in [
@@ -348,7 +351,7 @@ mod tests {
         ] {
             let got = a.resolve(&ev, owner);
             assert_ne!(
-                got.as_ref(),
+                got.as_deref(),
                 Some(&stale),
                 "{ev:?}: never the reused answer"
             );
@@ -356,7 +359,7 @@ mod tests {
             *a.last_host.lock().expect("lock") = Some(LastHost {
                 key: (host_id, 10, 5, 9),
                 at,
-                found: stale.clone(),
+                found: Arc::new(stale.clone()),
             });
         }
         std::fs::remove_dir(&host).expect("cgroup removed");

@@ -8,7 +8,7 @@ use crate::alert::flags::marked;
 use crate::alert::{AccessorMetadata, KiveAlert, ProcessFlags};
 use crate::node::procfs::ProcessDetails;
 use crate::policy::CompiledTrap;
-use crate::trap::RawEvent;
+use crate::trap::{Args, RawEvent};
 
 use super::enrich::{build_alert, NodeContext};
 use super::table::Owner;
@@ -80,8 +80,8 @@ pub struct ProcessStrings<'a> {
     pub binary: Cow<'a, str>,
     /// `process.cwd`.
     pub cwd: Cow<'a, str>,
-    /// `process.arguments`, joined with spaces.
-    pub arguments: Cow<'a, str>,
+    /// `process.arguments`.
+    pub arguments: Arguments<'a>,
     /// `process.parent-binary`.
     pub parent_binary: Cow<'a, str>,
 }
@@ -100,14 +100,43 @@ impl<'a> ProcessStrings<'a> {
         Self {
             binary: kernel_or_proc(&raw.exe, &details.binary, ProcessFlags::BINARY_TRUNCATED),
             cwd: kernel_or_proc(&raw.cwd, &details.cwd, ProcessFlags::CWD_TRUNCATED),
-            arguments: raw
-                .args
-                .joined()
-                .unwrap_or(Cow::Borrowed(&details.arguments)),
+            arguments: if raw.args.is_empty() {
+                Arguments::Proc(&details.arguments)
+            } else {
+                Arguments::Kernel(&raw.args)
+            },
             parent_binary: marked(
                 &raw.parent_exe,
                 flags.has(ProcessFlags::PARENT_BINARY_TRUNCATED),
             ),
+        }
+    }
+}
+
+/// `process.arguments` as captured, not yet joined.
+#[derive(Debug, Clone, Copy)]
+pub enum Arguments<'a> {
+    /// The kernel's argv (a NUL between arguments).
+    Kernel(&'a Args),
+    /// `/proc`'s, already joined with spaces.
+    Proc(&'a str),
+}
+
+impl<'a> Arguments<'a> {
+    /// Joined with spaces (borrowed when there is nothing to join).
+    pub fn joined(self) -> Cow<'a, str> {
+        match self {
+            Self::Kernel(args) => args.joined().unwrap_or_default(),
+            Self::Proc(text) => Cow::Borrowed(text),
+        }
+    }
+
+    /// The text as kept, and whether a NUL separates its arguments (each
+    /// reads as a space).
+    pub fn as_kept(self) -> (&'a str, bool) {
+        match self {
+            Self::Kernel(args) => (args.as_nul_separated(), true),
+            Self::Proc(text) => (text, false),
         }
     }
 }

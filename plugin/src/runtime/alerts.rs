@@ -119,7 +119,7 @@ impl Runtime {
                 owner,
                 node: &self.node,
                 details: &details,
-                accessor: accessor.as_ref(),
+                accessor: accessor.as_deref(),
                 rate_limited,
                 away: *away,
             };
@@ -183,7 +183,7 @@ impl Runtime {
     }
 
     /// Who opened the file (see [`Accessors`]).
-    fn accessor(&self, raw: &RawEvent) -> Option<AccessorMetadata> {
+    fn accessor(&self, raw: &RawEvent) -> Option<Arc<AccessorMetadata>> {
         self.accessors.resolve(raw, |id| {
             let table = self.shared.table();
             let owner = table.entries().find_map(|e| match &e.owner {

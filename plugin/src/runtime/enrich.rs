@@ -172,7 +172,7 @@ pub fn build_alert(
             gid: raw.gid,
             binary: strings.binary.into_owned(),
             cwd: strings.cwd.into_owned(),
-            arguments: strings.arguments.into_owned(),
+            arguments: strings.arguments.joined().into_owned(),
             comm: raw.comm.clone(),
             ppid: Some(raw.ppid),
             parent_comm: raw.parent_comm.clone(),

@@ -109,7 +109,16 @@ pub fn encode_parts<'a>(
         Ok(())
     };
     for (slot, s) in p.strings.iter().enumerate() {
+        let start = out.len();
         out.extend_from_slice(s.as_bytes());
+        if slot == Slot::Arguments as usize && p.arguments_nul_separated {
+            // argv joined with spaces where it lies
+            for b in &mut out[start..] {
+                if *b == 0 {
+                    *b = b' ';
+                }
+            }
+        }
         end(out, slot)?;
     }
     let write_map = |out: &mut Vec<u8>,

@@ -270,6 +270,9 @@ pub struct Parts<'a> {
     pub loss: Option<[u64; 3]>,
     /// The string slots after the loss slot, in [`Slot`] order.
     pub tail: [&'a str; TAIL_SLOTS],
+    /// Whether `process.arguments` is given NUL-separated (the kernel's
+    /// argv): written joined with spaces, with no copy of its own.
+    pub arguments_nul_separated: bool,
 }
 
 /// The payload parts of an alert: one mapping for [`KiveAlert`] and for the
@@ -342,6 +345,7 @@ macro_rules! alert_parts {
                 $a.metadata.tamper.as_ref().map_or("", |t| &t.new_path),
                 &$a.metadata.armed_as,
             ],
+            arguments_nul_separated: false,
         }
     }};
 }

@@ -52,6 +52,7 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
     let accessor = v.accessor;
     let tamper = raw.tamper.as_ref();
     let known = ProcessFlags(raw.process_flags).known().0;
+    let (arguments, arguments_nul_separated) = c.process.arguments.as_kept();
     let parts = Parts {
         strings: [
             &trap.alert_version,
@@ -74,7 +75,7 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
             &v.node.node_name,
             &c.process.binary,
             &c.process.cwd,
-            &c.process.arguments,
+            arguments,
             &raw.comm,
             pod_str(|p| &p.image),
             pod_str(|p| &p.pod_uid),
@@ -121,6 +122,7 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
             tamper.map_or("", |t| &t.new_path),
             v.armed_as(),
         ],
+        arguments_nul_separated,
     };
     let pair = |(k, v): (&'a String, &'a String)| -> (&'a str, &'a str) { (k, v) };
     encode_parts(

@@ -47,6 +47,11 @@ impl Args {
             .flatten()
     }
 
+    /// The arguments as kept: NUL-separated (empty = not captured).
+    pub fn as_nul_separated(&self) -> &str {
+        &self.0
+    }
+
     /// The arguments joined with spaces (one argument: borrowed); `None`
     /// when none was captured.
     pub fn joined(&self) -> Option<Cow<'_, str>> {
