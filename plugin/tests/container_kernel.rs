@@ -71,7 +71,7 @@ fn a_trap_armed_through_the_overlay_fires_from_inside_and_survives_copy_up() {
     c.exec("cat /secret.txt");
     let evs = events_until(&rx, key, 1);
     assert_eq!(evs.len(), 1, "{evs:#?}");
-    assert_eq!(evs[0].comm, "cat");
+    assert_eq!(evs[0].comm(), "cat");
     assert_eq!(
         evs[0].mnt_ns,
         c.mnt_ns(),

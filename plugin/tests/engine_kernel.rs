@@ -60,7 +60,8 @@ fn exec_of_a_trapped_binary_is_reported() {
     let (_t, ev) = scenarios::exec_of_a_trapped_binary(TierChoice::Tracepoint, arm_by_key);
     assert_eq!(ev.hook, Hook::TpExec);
     assert_eq!(
-        ev.comm, "trapped-true",
+        ev.comm(),
+        "trapped-true",
         "comm after exec is the new program's"
     );
 }

@@ -72,9 +72,9 @@ fn cat_of_a_trapped_file_gives_exactly_one_event() {
     let (t, ev, pid) = scenarios::cat_of_a_trapped_file(TierChoice::Fanotify, arm);
     assert_eq!(ev.hook, Hook::FanotifyPerm);
     let cat = std::fs::canonicalize("/bin/cat").expect("cat");
-    assert_eq!(ev.exe, cat.display().to_string());
-    assert_eq!(ev.cwd, t.dir.path().display().to_string());
-    assert_eq!(ev.args, ["cat".to_string(), t.path.display().to_string()]);
+    assert_eq!(ev.exe(), cat.display().to_string());
+    assert_eq!(ev.cwd(), t.dir.path().display().to_string());
+    assert_eq!(ev.args(), ["cat".to_string(), t.path.display().to_string()]);
     assert_eq!(ev.ns_pid, pid, "host pid namespace");
     assert_eq!(t.engine.kernel_stats().hits, 1);
 }
@@ -102,7 +102,7 @@ fn exec_of_a_trapped_binary_is_one_event_with_may_exec() {
     assert_eq!(ev.hook, Hook::FanotifyPerm);
     // the process waits before exec's point of no return: still the parent's image
     let me = std::env::current_exe().expect("test binary");
-    assert_eq!(ev.exe, me.display().to_string());
+    assert_eq!(ev.exe(), me.display().to_string());
     // a later plain read of the same binary is an open again
     run(Command::new("cat").arg(&t.path));
     let evs = events_until(&t.rx, t.key, 1);

@@ -202,8 +202,8 @@ fn payload_seeds() -> Vec<Vec<u8>> {
 /// a corrupt ring).
 fn ring_record(data: &[u8]) {
     if let Ok(e) = RawEvent::decode(data) {
-        assert!(e.comm.len() <= 3 * 16, "comm bounded by its field");
-        assert!(e.args.iter().map(str::len).sum::<usize>() <= 3 * 256);
+        assert!(e.comm().len() <= 3 * 16, "comm bounded by its field");
+        assert!(e.args().iter().map(str::len).sum::<usize>() <= 3 * 256);
         if let Some(t) = e.tamper {
             assert!(t.new_name.len() <= 3 * 256, "new name bounded by its field");
         }

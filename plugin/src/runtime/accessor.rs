@@ -164,7 +164,7 @@ impl Accessors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trap::Args;
+    use crate::trap::{EventText, Texts};
     use std::path::Path;
 
     const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
@@ -229,13 +229,11 @@ mod tests {
             trap_id: 1,
             hook: Hook::TpSysExit,
             action: Action::Audit,
-            comm: "cat".into(),
-            parent_comm: String::new(),
-            parent_exe: String::new(),
+            text: EventText::new(Texts {
+                comm: "cat",
+                ..Texts::default()
+            }),
             loginuid: None,
-            exe: String::new(),
-            cwd: String::new(),
-            args: Args::default(),
             process_flags: 0,
             limited: 0,
             tamper: None,

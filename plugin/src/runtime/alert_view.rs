@@ -8,7 +8,7 @@ use crate::alert::flags::marked;
 use crate::alert::{AccessorMetadata, KiveAlert, ProcessFlags};
 use crate::node::procfs::ProcessDetails;
 use crate::policy::CompiledTrap;
-use crate::trap::{Args, RawEvent};
+use crate::trap::{ArgsRef, RawEvent};
 
 use super::enrich::{build_alert, NodeContext};
 use super::table::Owner;
@@ -98,15 +98,15 @@ impl<'a> ProcessStrings<'a> {
             }
         };
         Self {
-            binary: kernel_or_proc(&raw.exe, &details.binary, ProcessFlags::BINARY_TRUNCATED),
-            cwd: kernel_or_proc(&raw.cwd, &details.cwd, ProcessFlags::CWD_TRUNCATED),
-            arguments: if raw.args.is_empty() {
+            binary: kernel_or_proc(raw.exe(), &details.binary, ProcessFlags::BINARY_TRUNCATED),
+            cwd: kernel_or_proc(raw.cwd(), &details.cwd, ProcessFlags::CWD_TRUNCATED),
+            arguments: if raw.args().is_empty() {
                 Arguments::Proc(&details.arguments)
             } else {
-                Arguments::Kernel(&raw.args)
+                Arguments::Kernel(raw.args())
             },
             parent_binary: marked(
-                &raw.parent_exe,
+                raw.parent_exe(),
                 flags.has(ProcessFlags::PARENT_BINARY_TRUNCATED),
             ),
         }
@@ -117,7 +117,7 @@ impl<'a> ProcessStrings<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum Arguments<'a> {
     /// The kernel's argv (a NUL between arguments).
-    Kernel(&'a Args),
+    Kernel(ArgsRef<'a>),
     /// `/proc`'s, already joined with spaces.
     Proc(&'a str),
 }

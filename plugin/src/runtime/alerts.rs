@@ -90,9 +90,9 @@ impl Runtime {
             return Ok(());
         }
         // the kernel captured the process at the access; /proc only fills gaps
-        let gaps = raw.exe.is_empty() || raw.cwd.is_empty() || raw.args.is_empty();
+        let gaps = raw.exe().is_empty() || raw.cwd().is_empty() || raw.args().is_empty();
         let details = if gaps && !rescan {
-            process_details_of(&self.proc_root, raw.tgid, &raw.comm, raw.ts_boot_ns)
+            process_details_of(&self.proc_root, raw.tgid, raw.comm(), raw.ts_boot_ns)
         } else {
             Default::default()
         };

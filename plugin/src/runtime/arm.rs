@@ -13,7 +13,7 @@ use crate::alert::text::escape;
 use crate::node::{PinnedFile, ResolveError, Root};
 use crate::policy::CompiledTrap;
 use crate::sync::lock;
-use crate::trap::{Action, Args, Hook, RawEvent, Tamper, TrapKey};
+use crate::trap::{Action, EventText, Hook, RawEvent, Tamper, TrapKey};
 
 impl Shared {
     /// Resolves (and creates) an entry's file and arms its key. Returns
@@ -359,13 +359,8 @@ impl Shared {
             trap_id: id,
             hook: Hook::Rescan,
             action: Action::Audit,
-            comm: String::new(),
-            parent_comm: String::new(),
-            parent_exe: String::new(),
+            text: EventText::default(),
             loginuid: None,
-            exe: String::new(),
-            cwd: String::new(),
-            args: Args::default(),
             process_flags: 0,
             limited: 0,
             tamper: Some(tamper),

@@ -173,9 +173,9 @@ pub fn build_alert(
             binary: strings.binary.into_owned(),
             cwd: strings.cwd.into_owned(),
             arguments: strings.arguments.joined().into_owned(),
-            comm: raw.comm.clone(),
+            comm: raw.comm().to_owned(),
             ppid: Some(raw.ppid),
-            parent_comm: raw.parent_comm.clone(),
+            parent_comm: raw.parent_comm().to_owned(),
             parent_binary: strings.parent_binary.into_owned(),
             ns_pid: Some(raw.ns_pid),
             loginuid: raw.loginuid,
@@ -188,7 +188,7 @@ pub fn build_alert(
 mod tests {
     use super::*;
     use crate::policy::load_str;
-    use crate::trap::{Action, Args, Hook, TrapKey};
+    use crate::trap::{Action, Args, EventText, Hook, Texts, TrapKey};
 
     const CID: &str = "0c37512624823392d71e99a12011148db30ba7ea2a74fc7ff8bd5f85bc7b499c";
 
@@ -332,13 +332,15 @@ mod tests {
             trap_id: 1,
             hook: Hook::TpSysExit,
             action: Action::Audit,
-            comm: "cat".into(),
-            parent_comm: "bash".into(),
-            parent_exe: "/usr/bin/bash".into(),
+            text: EventText::new(Texts {
+                comm: "cat",
+                parent_comm: "bash",
+                parent_exe: "/usr/bin/bash",
+                exe: "/usr/bin/cat",
+                args: Args::from_parts(&["cat", "/etc/secret"]).borrowed(),
+                ..Texts::default()
+            }),
             loginuid: Some(1000),
-            exe: "/usr/bin/cat".into(),
-            cwd: String::new(),
-            args: Args::from_parts(&["cat", "/etc/secret"]),
             process_flags: 0,
             limited: 0,
             tamper: None,

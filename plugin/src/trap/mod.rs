@@ -22,7 +22,9 @@ use thiserror::Error;
 
 pub use engine::{BpfEngine, KernelStats};
 pub use seam::{EachRecord, Engine, RecordSink};
-pub use wire::{Action, Args, Hook, RawEvent, Tamper, TamperKind, TrapKey, TrapValue};
+pub use wire::{
+    Action, Args, ArgsRef, EventText, Hook, RawEvent, Tamper, TamperKind, Texts, TrapKey, TrapValue,
+};
 
 /// A set of hooks that can report file opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -94,14 +94,14 @@ pub fn cat_of_a_trapped_file(tier: TierChoice, arm: ArmFn) -> (Trapped, RawEvent
     let ev = evs[0].clone();
     assert_eq!((ev.tgid, ev.pid), (pid, pid), "the cat's pid and tid");
     assert_eq!((ev.uid, ev.gid), (0, 0));
-    assert_eq!(ev.comm, "cat");
+    assert_eq!(ev.comm(), "cat");
     assert_eq!(ev.mask, 0x20 | 0x4, "MAY_OPEN|MAY_READ");
     assert_eq!(ev.trap_id, 7);
     assert_eq!(ev.action, Action::Audit);
     assert_eq!(ev.ppid, std::process::id(), "parent is the test process");
     let me = std::env::current_exe().expect("test binary");
     assert_eq!(
-        ev.parent_exe,
+        ev.parent_exe(),
         me.display().to_string(),
         "the parent's executable"
     );
@@ -182,7 +182,7 @@ pub fn write_then_append(tier: TierChoice, arm: ArmFn) -> (Trapped, Vec<RawEvent
     let evs = events_until(&t.rx, t.key, 2);
     let masks: Vec<u32> = evs.iter().map(|e| e.mask).collect();
     assert_eq!(masks, [0x20 | 0x2, 0x20 | 0x2 | 0x8], "write, then append");
-    assert_eq!(evs[0].comm, "sh");
+    assert_eq!(evs[0].comm(), "sh");
     (t, evs)
 }
 

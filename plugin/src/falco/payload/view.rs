@@ -76,7 +76,7 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
             &c.process.binary,
             &c.process.cwd,
             arguments,
-            &raw.comm,
+            raw.comm(),
             pod_str(|p| &p.image),
             pod_str(|p| &p.pod_uid),
             pod_str(|p| &p.service_account),
@@ -87,7 +87,7 @@ pub fn encode_view<'a>(v: &AlertView<'a>, out: &mut Vec<u8>) -> Result<u64, Falc
             accessor.map_or("", |x| &x.pod_name),
             accessor.map_or("", |x| &x.pod_namespace),
             accessor.map_or("", |x| &x.cgroup),
-            &raw.parent_comm,
+            raw.parent_comm(),
             &c.process.parent_binary,
         ],
         numbers: Numbers {

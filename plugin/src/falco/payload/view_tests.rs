@@ -9,7 +9,9 @@ use crate::node::host::BootClock;
 use crate::node::procfs::ProcessDetails;
 use crate::policy::{load_str, CompiledTrap};
 use crate::runtime::{AlertView, ContainerOwner, NodeContext, Owner};
-use crate::trap::{Action, Args, Hook, RawEvent, Tamper, TamperKind, TrapKey};
+use crate::trap::{
+    Action, Args, ArgsRef, EventText, Hook, RawEvent, Tamper, TamperKind, Texts, TrapKey,
+};
 
 fn traps() -> Vec<Arc<CompiledTrap>> {
     let plain = load_str(
@@ -45,13 +47,15 @@ fn raw() -> RawEvent {
         trap_id: 1,
         hook: Hook::TpSysExit,
         action: Action::Audit,
-        comm: bad.clone(),
-        parent_comm: String::new(),
-        parent_exe: format!("/{}/bash", "p".repeat(4000)),
+        text: EventText::new(Texts {
+            comm: &bad,
+            parent_exe: &format!("/{}/bash", "p".repeat(4000)),
+            exe: &format!("/{}\u{fffd}/cat\n", "x".repeat(4090)),
+            cwd: "/tmp/\u{2028}",
+            args: Args::from_parts(&[bad.as_str(), "a b", "", "--x=\"y\""]).borrowed(),
+            ..Texts::default()
+        }),
         loginuid: None,
-        exe: format!("/{}\u{fffd}/cat\n", "x".repeat(4090)),
-        cwd: "/tmp/\u{2028}".into(),
-        args: Args::from_parts(&[bad.as_str(), "a b", "", "--x=\"y\""]),
         process_flags: 0,
         limited: 0,
         tamper: None,
@@ -115,15 +119,21 @@ fn events() -> Vec<RawEvent> {
         },
         // nothing captured: /proc fills in, never marked
         RawEvent {
-            exe: String::new(),
-            cwd: String::new(),
-            args: Args::default(),
+            text: EventText::new(Texts {
+                exe: "",
+                cwd: "",
+                args: ArgsRef::default(),
+                ..base.text.texts()
+            }),
             process_flags: all_flags,
             ..base.clone()
         },
         // one argument; a tamper event with and without the old name
         RawEvent {
-            args: Args::from_parts(&["only"]),
+            text: EventText::new(Texts {
+                args: Args::from_parts(&["only"]).borrowed(),
+                ..base.text.texts()
+            }),
             tamper: Some(Tamper {
                 kind: TamperKind::Rename,
                 old_path: String::new(),

@@ -14,7 +14,7 @@ use super::rule;
 use super::State;
 use crate::node::task::{read_task_u64, task_facts};
 use crate::trap::dev::kernel_dev;
-use crate::trap::wire::{Action, Args, Hook, RawEvent, TrapKey};
+use crate::trap::wire::{Action, EventText, Hook, RawEvent, Texts, TrapKey};
 
 pub(super) struct Reader<F> {
     pub(super) state: Arc<State>,
@@ -207,13 +207,15 @@ impl<F: FnMut(&[u8])> Reader<F> {
             } else {
                 Action::Audit
             },
-            comm: facts.comm,
-            parent_comm: facts.parent_comm,
-            parent_exe: facts.parent_exe,
+            text: EventText::new(Texts {
+                comm: &facts.comm,
+                parent_comm: &facts.parent_comm,
+                parent_exe: &facts.parent_exe,
+                exe: &facts.exe,
+                cwd: &facts.cwd,
+                ..Texts::default()
+            }),
             loginuid: facts.loginuid,
-            exe: facts.exe,
-            cwd: facts.cwd,
-            args: Args::default(),
             process_flags,
             // no flood limit on this tier: nothing is held back
             limited: 0,

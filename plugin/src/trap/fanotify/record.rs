@@ -180,18 +180,18 @@ pub fn encode(ev: &RawEvent, args: &[u8]) -> Vec<u8> {
     let pflags = (ev.process_flags & crate::trap::wire::EV_FLAGS_MASK)
         | (ev.limited << crate::trap::wire::EV_LIMITED_SHIFT);
     put(&mut b, PFLAGS, &pflags.to_le_bytes());
-    let comm = ev.comm.as_bytes();
+    let comm = ev.comm().as_bytes();
     put(&mut b, COMM, &comm[..comm.len().min(COMM_LEN - 1)]);
     put(
         &mut b,
         LOGINUID,
         &ev.loginuid.unwrap_or(u32::MAX).to_le_bytes(),
     );
-    let pcomm = ev.parent_comm.as_bytes();
+    let pcomm = ev.parent_comm().as_bytes();
     put(&mut b, PCOMM, &pcomm[..pcomm.len().min(COMM_LEN - 1)]);
-    let exe_len = put_str(&mut b, EXE, PATH_LEN, ev.exe.as_bytes());
-    let cwd_len = put_str(&mut b, CWD, PATH_LEN, ev.cwd.as_bytes());
-    let pexe_len = put_str(&mut b, PEXE, PATH_LEN, ev.parent_exe.as_bytes());
+    let exe_len = put_str(&mut b, EXE, PATH_LEN, ev.exe().as_bytes());
+    let cwd_len = put_str(&mut b, CWD, PATH_LEN, ev.cwd().as_bytes());
+    let pexe_len = put_str(&mut b, PEXE, PATH_LEN, ev.parent_exe().as_bytes());
     let args_n = args.len().min(crate::trap::wire::ARGS_LEN);
     put(&mut b, offsets::ARGS, &args[..args_n]);
     put(&mut b, EXE_LEN, &exe_len.to_le_bytes());
@@ -205,7 +205,7 @@ pub fn encode(ev: &RawEvent, args: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trap::{Args, TrapKey};
+    use crate::trap::{Args, EventText, Texts, TrapKey};
 
     #[test]
     fn masks_match_the_ebpf_tiers() {
@@ -292,31 +292,42 @@ mod tests {
             trap_id: 42,
             hook: Hook::FanotifyPerm,
             action: Action::Block,
-            comm: "a-very-long-command-name".into(),
-            parent_comm: "bash".into(),
-            parent_exe: "/bin/bash".into(),
+            text: EventText::new(Texts {
+                comm: "a-very-long-command-name",
+                parent_comm: "bash",
+                parent_exe: "/bin/bash",
+                exe: "/usr/bin/cat",
+                cwd: "/",
+                args: Args::from_parts(&["cat", "/secret"]).borrowed(),
+            }),
             loginuid: None,
-            exe: "/usr/bin/cat".into(),
-            cwd: "/".into(),
-            args: Args::from_parts(&["cat", "/secret"]),
             process_flags: 0x20,
             limited: 0,
             tamper: None,
             start_ns: 123_456,
         };
         let back = RawEvent::decode(&encode(&ev, b"cat\0/secret\0")).expect("decodes");
-        assert_eq!(back.comm, "a-very-long-com", "cut to 15 bytes + NUL");
+        assert_eq!(back.comm(), "a-very-long-com", "cut to 15 bytes + NUL");
         assert_eq!(
             RawEvent {
-                comm: ev.comm.clone(),
-                ..back
+                text: EventText::new(Texts {
+                    comm: ev.comm(),
+                    ..back.text.texts()
+                }),
+                ..back.clone()
             },
             ev
         );
         let long = "x".repeat(1000);
-        let ev2 = RawEvent { exe: long, ..ev };
+        let ev2 = RawEvent {
+            text: EventText::new(Texts {
+                exe: &long,
+                ..ev.text.texts()
+            }),
+            ..ev.clone()
+        };
         let back = RawEvent::decode(&encode(&ev2, &[b'a'; 600])).expect("decodes");
-        assert_eq!(back.exe.len(), PATH_LEN - 1);
-        assert_eq!(back.args, ["a".repeat(crate::trap::wire::ARGS_LEN)]);
+        assert_eq!(back.exe().len(), PATH_LEN - 1);
+        assert_eq!(back.args(), ["a".repeat(crate::trap::wire::ARGS_LEN)]);
     }
 }

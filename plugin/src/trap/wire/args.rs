@@ -1,5 +1,5 @@
 //! A process's argv as captured: one string, the arguments NUL-separated
-//! (one allocation per event, not one per argument plus the list).
+//! (kept in the event's one text buffer, not one string per argument).
 
 use std::borrow::Cow;
 
@@ -8,15 +8,18 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Args(String);
 
+/// An argv borrowed from where it is kept (an event's texts, an [`Args`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArgsRef<'a>(&'a str);
+
 impl Args {
     /// The NUL-separated argv of a record (one trailing NUL dropped, the
     /// last argument possibly cut short); invalid bytes replaced (`U+FFFD`)
     /// as a lossy conversion of each argument would.
     pub fn from_raw(raw: &[u8]) -> Self {
-        let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
-        // a NUL is never part of a multi-byte sequence: converting the whole
-        // is converting each argument and joining them with NULs
-        Self(super::event::text(raw))
+        let mut s = String::new();
+        super::text::push_argv(&mut s, raw);
+        Self(s)
     }
 
     /// From separate arguments (none may hold a NUL: it is cut there).
@@ -34,17 +37,14 @@ impl Args {
         Self(s)
     }
 
+    /// Borrowed.
+    pub fn borrowed(&self) -> ArgsRef<'_> {
+        ArgsRef(&self.0)
+    }
+
     /// Whether no argument was captured.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// The arguments, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        (!self.0.is_empty())
-            .then(|| self.0.split('\0'))
-            .into_iter()
-            .flatten()
     }
 
     /// The arguments as kept: NUL-separated (empty = not captured).
@@ -52,26 +52,74 @@ impl Args {
         &self.0
     }
 
+    /// The arguments, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.borrowed().iter()
+    }
+
     /// The arguments joined with spaces (one argument: borrowed); `None`
     /// when none was captured.
     pub fn joined(&self) -> Option<Cow<'_, str>> {
+        self.borrowed().joined()
+    }
+}
+
+impl<'a> ArgsRef<'a> {
+    /// The arguments separated by NULs (as [`Args`] keeps them).
+    pub(super) fn new(nul_separated: &'a str) -> Self {
+        Self(nul_separated)
+    }
+
+    /// Whether no argument was captured.
+    pub fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The arguments, in order.
+    pub fn iter(self) -> impl Iterator<Item = &'a str> {
+        (!self.0.is_empty())
+            .then(|| self.0.split('\0'))
+            .into_iter()
+            .flatten()
+    }
+
+    /// The arguments as kept: NUL-separated (empty = not captured).
+    pub fn as_nul_separated(self) -> &'a str {
+        self.0
+    }
+
+    /// The arguments joined with spaces (one argument: borrowed); `None`
+    /// when none was captured.
+    pub fn joined(self) -> Option<Cow<'a, str>> {
         if self.0.is_empty() {
             None
         } else if self.0.contains('\0') {
             Some(Cow::Owned(self.0.replace('\0', " ")))
         } else {
-            Some(Cow::Borrowed(&self.0))
+            Some(Cow::Borrowed(self.0))
         }
     }
 }
 
 impl<S: AsRef<str>> PartialEq<[S]> for Args {
     fn eq(&self, other: &[S]) -> bool {
-        self.iter().eq(other.iter().map(AsRef::as_ref))
+        self.borrowed() == *other
     }
 }
 
 impl<S: AsRef<str>, const N: usize> PartialEq<[S; N]> for Args {
+    fn eq(&self, other: &[S; N]) -> bool {
+        *self == other[..]
+    }
+}
+
+impl<S: AsRef<str>> PartialEq<[S]> for ArgsRef<'_> {
+    fn eq(&self, other: &[S]) -> bool {
+        self.iter().eq(other.iter().map(AsRef::as_ref))
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> PartialEq<[S; N]> for ArgsRef<'_> {
     fn eq(&self, other: &[S; N]) -> bool {
         *self == other[..]
     }

@@ -2,8 +2,9 @@
 
 use thiserror::Error;
 
-use super::args::Args;
+use super::args::ArgsRef;
 use super::hook::{Action, Hook, Tamper};
+use super::text::{c_str, EventText, Fields};
 use super::{
     TrapKey, ARGS_LEN, COMM_LEN, EVENT_SIZE, EVENT_VERSION, EV_FLAGS_MASK, EV_LIMITED_SHIFT,
     NAME_LEN, PATH_LEN,
@@ -81,21 +82,11 @@ pub struct RawEvent {
     pub hook: Hook,
     /// What the kernel did.
     pub action: Action,
-    /// `task->comm`.
-    pub comm: String,
-    /// The parent's comm.
-    pub parent_comm: String,
-    /// The parent's executable path as the parent sees it (empty if not
-    /// captured).
-    pub parent_exe: String,
+    /// comm, parent comm, parent exe, exe, cwd and argv in one string
+    /// (read them with [`RawEvent::comm`] and its siblings).
+    pub text: EventText,
     /// Login uid (`None` when unset).
     pub loginuid: Option<u32>,
-    /// Executable path as the process sees it (empty if not captured).
-    pub exe: String,
-    /// Working directory as the process sees it (empty if not captured).
-    pub cwd: String,
-    /// argv, possibly truncated (empty if not captured).
-    pub args: Args,
     /// `KIVE_EV_F_*`: cut paths and argv, memfd or deleted executable
     /// (the bits of [`crate::alert::ProcessFlags`]).
     pub process_flags: u32,
@@ -108,22 +99,6 @@ pub struct RawEvent {
     /// unknown): with `tgid`, which process this is (a reused pid has
     /// another start time).
     pub start_ns: u64,
-}
-
-/// Bytes as text: valid UTF-8 (nearly every path and argument) is copied
-/// as it is after one validation pass; anything else has its invalid bytes
-/// replaced (`U+FFFD`), as [`String::from_utf8_lossy`] does.
-pub(super) fn text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
-/// A NUL-terminated string in a fixed field.
-fn c_str(field: &[u8]) -> String {
-    let end = memchr::memchr(0, field).unwrap_or(field.len());
-    text(&field[..end])
 }
 
 /// Why a ring-buffer record could not be decoded.
@@ -208,13 +183,15 @@ impl RawEvent {
             trap_id: u32_at(b, TRAP_ID),
             hook,
             action,
-            comm: c_str(field(b, COMM, COMM_LEN)),
-            parent_comm: c_str(field(b, PCOMM, COMM_LEN)),
-            parent_exe: c_str(field(b, PEXE, pexe_len)),
+            text: EventText::decode(Fields {
+                comm: field(b, COMM, COMM_LEN),
+                parent_comm: field(b, PCOMM, COMM_LEN),
+                parent_exe: field(b, PEXE, pexe_len),
+                exe: field(b, EXE, exe_len),
+                cwd: field(b, CWD, cwd_len),
+                args: field(b, offsets::ARGS, args_len),
+            }),
             loginuid: (loginuid != u32::MAX).then_some(loginuid),
-            exe: c_str(field(b, EXE, exe_len)),
-            cwd: c_str(field(b, CWD, cwd_len)),
-            args: Args::from_raw(field(b, offsets::ARGS, args_len)),
             process_flags: pflags & EV_FLAGS_MASK,
             limited: pflags >> EV_LIMITED_SHIFT,
             // paths are filled in from the trap (old) and the new name's
@@ -229,12 +206,43 @@ impl RawEvent {
             start_ns: u64_at(b, START_NS),
         })
     }
+
+    /// `task->comm`.
+    pub fn comm(&self) -> &str {
+        self.text.comm()
+    }
+
+    /// The parent's comm.
+    pub fn parent_comm(&self) -> &str {
+        self.text.parent_comm()
+    }
+
+    /// The parent's executable path as the parent sees it (empty if not
+    /// captured).
+    pub fn parent_exe(&self) -> &str {
+        self.text.parent_exe()
+    }
+
+    /// Executable path as the process sees it (empty if not captured).
+    pub fn exe(&self) -> &str {
+        self.text.exe()
+    }
+
+    /// Working directory as the process sees it (empty if not captured).
+    pub fn cwd(&self) -> &str {
+        self.text.cwd()
+    }
+
+    /// argv, possibly truncated (empty if not captured).
+    pub fn args(&self) -> ArgsRef<'_> {
+        self.text.args()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trap::wire::{TamperKind, TrapKey, KEY_SIZE, TRAP_SIZE};
+    use crate::trap::wire::{Args, TamperKind, TrapKey, KEY_SIZE, TRAP_SIZE};
 
     /// A record as the kernel writes it, byte by byte.
     const RECORD_HEAD: [u8; offsets::EXE] = [
@@ -305,13 +313,13 @@ mod tests {
         assert_eq!(e.trap_id, 7);
         assert_eq!(e.hook, Hook::TpSysExit);
         assert_eq!(e.action, Action::Audit);
-        assert_eq!(e.comm, "cat");
-        assert_eq!(e.parent_comm, "bash");
-        assert_eq!(e.parent_exe, "/bin/bash");
+        assert_eq!(e.comm(), "cat");
+        assert_eq!(e.parent_comm(), "bash");
+        assert_eq!(e.parent_exe(), "/bin/bash");
         assert_eq!(e.loginuid, Some(1000));
-        assert_eq!(e.exe, "/usr/bin/cat");
-        assert_eq!(e.cwd, "/root");
-        assert_eq!(e.args, ["cat", "/secret.txt"]);
+        assert_eq!(e.exe(), "/usr/bin/cat");
+        assert_eq!(e.cwd(), "/root");
+        assert_eq!(e.args(), ["cat", "/secret.txt"]);
         assert_eq!(e.process_flags, 0x21);
         assert_eq!(e.limited, 5);
         assert_eq!(e.start_ns, 0, "not set in this record");
@@ -329,9 +337,9 @@ mod tests {
         r[offsets::PEXE_LEN] = 0;
         let e = RawEvent::decode(&r).expect("decodes");
         assert_eq!(e.loginuid, None);
-        assert_eq!(e.exe, "");
-        assert!(e.args.is_empty());
-        assert_eq!(e.parent_exe, "");
+        assert_eq!(e.exe(), "");
+        assert!(e.args().is_empty());
+        assert_eq!(e.parent_exe(), "");
         assert_eq!(
             Args::from_raw(b"a\0b"),
             ["a", "b"],
@@ -401,7 +409,7 @@ mod tests {
         let mut r = record();
         r[offsets::COMM..offsets::COMM + COMM_LEN].copy_from_slice(b"0123456789abcdef");
         assert_eq!(
-            RawEvent::decode(&r).expect("decodes").comm,
+            RawEvent::decode(&r).expect("decodes").comm(),
             "0123456789abcdef"
         );
     }
@@ -415,7 +423,9 @@ mod tests {
             b"",
         ] {
             let want = String::from_utf8_lossy(bytes).into_owned();
-            assert_eq!(text(bytes), want, "{bytes:?}");
+            let mut text = String::new();
+            super::super::text::push_text(&mut text, bytes);
+            assert_eq!(text, want, "{bytes:?}");
             let mut field = bytes.to_vec();
             field.extend_from_slice(b"\0garbage after the terminator");
             assert_eq!(c_str(&field), want, "{bytes:?} NUL-terminated");

@@ -2,15 +2,18 @@
 //! to the trap map, and events read from the ring buffer. Pure code: encoded
 //! and decoded with explicit little-endian offsets, never by casting.
 //! [`hook`]: which program saw an event and what it says was done;
-//! [`event`]: the ring-buffer record; [`args`]: its argv.
+//! [`event`]: the ring-buffer record; [`text`]: its texts in one string;
+//! [`args`]: its argv.
 
 mod args;
 mod event;
 mod hook;
+mod text;
 
-pub use args::Args;
+pub use args::{Args, ArgsRef};
 pub use event::{offsets, DecodeError, RawEvent};
 pub use hook::{Action, Hook, Tamper, TamperKind};
+pub use text::{EventText, Texts};
 
 /// Size of `struct kive_key`.
 pub const KEY_SIZE: usize = 16;
