@@ -118,23 +118,31 @@ pub enum DecodeError {
     Action(u8),
 }
 
+/// A record of the expected size (the length checked once: every field at a
+/// constant offset is then read without a bounds check at run time).
+type Record = [u8; EVENT_SIZE];
+
 // Readers of a record's fields: never panic (a field past the end reads as
-// zero or empty; `decode` checks the length first anyway).
-fn bytes_at<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
+// zero or empty, which the constant offsets never are).
+#[inline(always)]
+fn bytes_at<const N: usize>(b: &Record, o: usize) -> [u8; N] {
     b.get(o..o.saturating_add(N))
         .and_then(|s| s.try_into().ok())
         .unwrap_or([0; N])
 }
-fn u16_at(b: &[u8], o: usize) -> u16 {
+#[inline(always)]
+fn u16_at(b: &Record, o: usize) -> u16 {
     u16::from_le_bytes(bytes_at(b, o))
 }
-fn u32_at(b: &[u8], o: usize) -> u32 {
+#[inline(always)]
+fn u32_at(b: &Record, o: usize) -> u32 {
     u32::from_le_bytes(bytes_at(b, o))
 }
-fn u64_at(b: &[u8], o: usize) -> u64 {
+#[inline(always)]
+fn u64_at(b: &Record, o: usize) -> u64 {
     u64::from_le_bytes(bytes_at(b, o))
 }
-fn field(b: &[u8], o: usize, len: usize) -> &[u8] {
+fn field(b: &Record, o: usize, len: usize) -> &[u8] {
     b.get(o..o.saturating_add(len)).unwrap_or_default()
 }
 
@@ -142,9 +150,9 @@ impl RawEvent {
     /// Decodes one ring-buffer record.
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         use offsets::*;
-        if b.len() < EVENT_SIZE {
+        let Some(b) = b.first_chunk::<EVENT_SIZE>() else {
             return Err(DecodeError::Short(b.len()));
-        }
+        };
         let version = u16_at(b, VERSION);
         if version != EVENT_VERSION {
             return Err(DecodeError::Version(version));
