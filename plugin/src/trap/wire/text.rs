@@ -379,7 +379,7 @@ mod hostile {
 
     #[test]
     fn hostile_texts_decode_as_before() {
-        let cases: [(&str, &[u8]); 14] = [
+        let cases: [(&str, &[u8]); 18] = [
             ("empty", b""),
             ("a lone NUL", b"\0"),
             ("NUL-terminated ASCII", b"/usr/bin/cat\0"),
@@ -394,6 +394,16 @@ mod hostile {
             ("0x01 after a NUL (borrow)", b"abc\0\x01\x01\x01\x01"),
             ("0x80 bytes", b"\x80\x80\x80\x80\x80\x80\x80\x80\0"),
             ("args with empty ones", b"cat\0\0/etc/\xffsecret\0\0last\0"),
+            ("0x80 in a long path", b"/a/long/enough/path/\x80\x80\0"),
+            (
+                "0x7f and 0x01 in a long path",
+                b"/a/long/enough/path/\x7f\x01\0",
+            ),
+            (
+                "UTF-8 in a long path",
+                "/a/long/enough/path/caf\u{e9}\0".as_bytes(),
+            ),
+            ("NUL in a long path", b"/a/long/enough/path\0/x\0"),
         ];
         for (what, bytes) in cases {
             for len in [
