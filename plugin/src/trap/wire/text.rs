@@ -3,11 +3,12 @@
 //! string: one allocation per event instead of six, and one free on the
 //! consumer's thread.
 //!
-//! Decoding is one pass over each field's text in the common case (ASCII up
-//! to the NUL where the kernel's length puts it; a comm eight bytes at a
-//! time up to its NUL); anything else takes the general path (find the NUL,
-//! validate, replace invalid bytes with `U+FFFD` as
-//! [`String::from_utf8_lossy`] does). Both give the same text, byte for byte.
+//! In the common case a field's text is found in one pass (ASCII up to the
+//! NUL where the kernel's length puts it; a comm eight bytes at a time up
+//! to its NUL), then validated as UTF-8 (ASCII is validation's fastest
+//! case); anything else takes the general path (find the NUL, validate,
+//! replace invalid bytes with `U+FFFD` as [`String::from_utf8_lossy`]
+//! does). Both give the same text, byte for byte. No `unsafe`.
 
 use std::fmt;
 
@@ -54,21 +55,19 @@ fn ascii_until_nul(field: &[u8]) -> Option<usize> {
     Some(at)
 }
 
-/// Appends bytes checked to be ASCII (no second validation pass).
+/// Appends bytes checked to be ASCII (validated again, safely: ASCII is
+/// the fastest case of the check).
 fn push_ascii(out: &mut String, ascii: &[u8]) {
     debug_assert!(ascii.is_ascii());
-    // SAFETY: every caller checked that each byte is below 0x80, and ASCII
-    // is valid UTF-8.
-    out.push_str(unsafe { std::str::from_utf8_unchecked(ascii) });
+    push_text(out, ascii);
 }
 
 /// Appends bytes as text: valid UTF-8 as it is, anything else with its
 /// invalid bytes replaced (`U+FFFD`), as [`String::from_utf8_lossy`] does.
 pub(super) fn push_text(out: &mut String, bytes: &[u8]) {
-    if bytes.is_ascii() {
-        push_ascii(out, bytes);
-    } else {
-        out.push_str(&String::from_utf8_lossy(bytes));
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
