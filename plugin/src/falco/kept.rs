@@ -13,10 +13,18 @@
 //! another number arrives, and points the request's `res` at the copy.
 //! Event number 0 (Falco numbers events from 1; libsinsp caches nothing
 //! for 0) keeps a call's values until the next call only, as the SDK does.
+//!
+//! The arenas are found by the instance's address in a process-wide list
+//! ([`KEPT`], under a lock) once per event and thread: the other calls of
+//! the same event (libsinsp asks one field per call) find it in the
+//! thread's memo ([`LAST`]) without the lock. The plugin API never runs
+//! two extraction calls of one instance at once, which is what lets a call
+//! use its instance's arena without holding a lock ([`Shared`]).
 
+use std::cell::{RefCell, UnsafeCell};
 use std::ffi::{c_char, CStr};
 use std::ptr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bumpalo::Bump;
 
@@ -36,15 +44,36 @@ use falco_plugin::api::{
 /// this many are live.
 const MAX_INSTANCES: usize = 64;
 
+/// What is kept for one plugin instance (at one address).
 struct Kept {
-    plugin: usize,
     evtnum: u64,
-    /// When it was last used ([`Arenas::tick`]).
-    used: u64,
     store: Bump,
     /// What the direct extraction learnt of event `evtnum` (cleared with
     /// the arena).
     event: Option<EventSeen>,
+}
+
+/// The [`Kept`] of one plugin instance, used by one call at a time.
+///
+/// Only [`with_arena`] reaches the [`Kept`], for an extraction call of
+/// the instance at [`Entry::plugin`]'s address, and the plugin API never
+/// runs two extraction calls of one instance at once (`extract_fields`
+/// "can be invoked concurrently by multiple threads, each with distinct
+/// and unique parameter values"; the SDK's own wrapper takes the
+/// instance as `&mut` on that ground). Two instances alive at once have
+/// two addresses, hence two entries.
+struct Shared(UnsafeCell<Kept>);
+
+// SAFETY: see [`Shared`]: one call of the instance at a time uses the
+// `Kept`; the framework orders a call on one thread before the next call
+// of the same instance on another (it hands the instance over).
+unsafe impl Sync for Shared {}
+
+struct Entry {
+    plugin: usize,
+    /// When it was last looked up ([`Arenas::tick`]).
+    used: u64,
+    kept: Arc<Shared>,
 }
 
 /// The payload of one event as found by its first direct extraction
@@ -82,19 +111,46 @@ impl EventSeen {
         }
         // SAFETY: `read.len()` ≤ `evt_len` readable bytes (checked above).
         let now = unsafe { std::slice::from_raw_parts(evt, self.read.len()) };
-        now == self.read.as_slice()
+        same_bytes(now, &self.read)
     }
+}
+
+/// Whether `a` and `b` hold the same bytes, every byte of both read (no
+/// early exit, no call: for the hundred bytes or so of [`EventSeen::read`]
+/// at each extraction call, cheaper than `memcmp`).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    // chunks of exactly 8 bytes: never the fallback
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (a1, b1) = (a8.remainder(), b8.remainder());
+    let words = a8.zip(b8).fold(0u64, |d, (x, y)| d | (word(x) ^ word(y)));
+    let bytes = a1.iter().zip(b1).fold(0u8, |d, (x, y)| d | (x ^ y));
+    words == 0 && bytes == 0
 }
 
 struct Arenas {
     tick: u64,
-    all: Vec<Kept>,
+    all: Vec<Entry>,
 }
 
 static KEPT: Mutex<Arenas> = Mutex::new(Arenas {
     tick: 0,
     all: Vec::new(),
 });
+
+thread_local! {
+    /// The instance this thread extracted for last and its [`Kept`]: the
+    /// next call for the same event of the same instance (the 10 or so
+    /// fields of an event come one per call) takes neither [`KEPT`]'s
+    /// lock nor its lookup. A call for another instance, another event
+    /// or event number 0 looks [`KEPT`] up again (an entry given up
+    /// there is not used past its event).
+    static LAST: RefCell<Option<(usize, Arc<Shared>)>> = const { RefCell::new(None) };
+}
 
 /// Copies the values of a successful `extract_fields` call of `plugin`
 /// into its arena and points every field's `res` at the copy.
@@ -121,32 +177,69 @@ pub unsafe fn keep(
 }
 
 /// Runs `f` on the arena of `plugin` for event `evtnum` and on what was
-/// seen of that event, under the lock: both are emptied first when
-/// `evtnum` is not the arena's event, or is 0 (libsinsp caches nothing
-/// for event number 0: a call's values are kept until the next call).
+/// seen of that event: both are emptied first when `evtnum` is not the
+/// arena's event, or is 0 (libsinsp caches nothing for event number 0: a
+/// call's values are kept until the next call). `f` must not call
+/// `with_arena` (refused: a panic, caught at the FFI edge).
+// inlined: `f`'s captures stay in registers (passed by value to a call,
+// the copy of them stalled each call, ≈ 6 ns)
+#[inline(always)]
 pub fn with_arena<R>(
     plugin: *mut ss_plugin_t,
     evtnum: u64,
     f: impl FnOnce(&Bump, &mut Option<EventSeen>) -> R,
 ) -> R {
-    let mut arenas = lock(&KEPT);
-    let kept = arenas.of(plugin as usize, evtnum);
-    if evtnum == 0 || evtnum != kept.evtnum {
-        kept.store.reset();
-        kept.evtnum = evtnum;
-        // forgotten (never reused: nothing read to compare), its copy's
-        // room kept for the next event's
-        if let Some(seen) = &mut kept.event {
-            seen.read.clear();
+    let plugin = plugin as usize;
+    let mut f = Some(f);
+    let mut run = |shared: &Shared| {
+        // SAFETY: a call of the instance at `plugin` (see `Shared`): no
+        // other reference to its `Kept` exists meanwhile.
+        let kept = unsafe { &mut *shared.0.get() };
+        if evtnum == 0 || evtnum != kept.evtnum {
+            kept.store.reset();
+            kept.evtnum = evtnum;
+            // forgotten (never reused: nothing read to compare), its
+            // copy's room kept for the next event's
+            if let Some(seen) = &mut kept.event {
+                seen.read.clear();
+            }
+        }
+        f.take().map(|f| f(&kept.store, &mut kept.event))
+    };
+    let done = LAST.try_with(|last| {
+        let mut last = last.borrow_mut();
+        let same = last.as_ref().is_some_and(|(p, shared)| {
+            // SAFETY: as in `run`; a plain read of the number, no
+            // reference kept.
+            *p == plugin && evtnum != 0 && unsafe { (*shared.0.get()).evtnum } == evtnum
+        });
+        if !same {
+            let mut arenas = lock(&KEPT);
+            let shared = arenas.of(plugin, evtnum);
+            // the same one (the instance's next event): no count taken
+            if !last
+                .as_ref()
+                .is_some_and(|(p, s)| *p == plugin && Arc::ptr_eq(s, shared))
+            {
+                *last = Some((plugin, Arc::clone(shared)));
+            }
+        }
+        last.as_ref().and_then(|(_, shared)| run(shared))
+    });
+    match done {
+        Ok(Some(r)) => r,
+        // the thread is ending (its `LAST` gone, `f` not run): looked up
+        _ => {
+            let shared = Arc::clone(lock(&KEPT).of(plugin, evtnum));
+            run(&shared).unwrap_or_else(|| unreachable!("`f` runs once"))
         }
     }
-    f(&kept.store, &mut kept.event)
 }
 
 impl Arenas {
-    /// The arena of `plugin`, made when it has none (the least recently
-    /// used one given up past [`MAX_INSTANCES`]).
-    fn of(&mut self, plugin: usize, evtnum: u64) -> &mut Kept {
+    /// The [`Kept`] of `plugin`, made when it has none (the least
+    /// recently used one given up past [`MAX_INSTANCES`]).
+    fn of(&mut self, plugin: usize, evtnum: u64) -> &Arc<Shared> {
         self.tick += 1;
         let tick = self.tick;
         let i = match self.all.iter().position(|k| k.plugin == plugin) {
@@ -157,19 +250,21 @@ impl Arenas {
                         self.all.swap_remove(lru);
                     }
                 }
-                self.all.push(Kept {
+                self.all.push(Entry {
                     plugin,
-                    evtnum,
                     used: tick,
-                    store: Bump::new(),
-                    event: None,
+                    kept: Arc::new(Shared(UnsafeCell::new(Kept {
+                        evtnum,
+                        store: Bump::new(),
+                        event: None,
+                    }))),
                 });
                 self.all.len() - 1
             }
         };
-        let kept = &mut self.all[i];
-        kept.used = tick;
-        kept
+        let entry = &mut self.all[i];
+        entry.used = tick;
+        &entry.kept
     }
 }
 
@@ -230,13 +325,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn same_bytes_tells_any_byte_apart() {
+        let a: Vec<u8> = (0..=117u8).collect();
+        assert!(same_bytes(&a, &a.clone()), "equal");
+        for len in [0, 1, 7, 8, 9, 64, 117, 118] {
+            assert!(same_bytes(&a[..len], &a[..len]), "equal prefixes of {len}");
+        }
+        for i in 0..a.len() {
+            let mut b = a.clone();
+            b[i] ^= 0x80;
+            assert!(!same_bytes(&a, &b), "byte {i} changed");
+        }
+        assert!(!same_bytes(&a, &a[..117]), "another length");
+    }
+
+    #[test]
     fn a_live_instance_keeps_its_arena_however_many_others_came_and_went() {
         let mut a = Arenas {
             tick: 0,
             all: Vec::new(),
         };
         let live = 1usize;
-        a.of(live, 1).store.alloc(7u64);
+        let first = Arc::clone(a.of(live, 1));
         // instances made and destroyed (never used again), while the live
         // one goes on extracting
         for dead in 2..(2 + 10 * MAX_INSTANCES) {
@@ -244,9 +354,8 @@ mod tests {
             a.of(live, 1);
         }
         assert!(a.all.len() <= MAX_INSTANCES, "bounded");
-        let kept = a.of(live, 1);
         assert!(
-            kept.store.allocated_bytes() > 0,
+            Arc::ptr_eq(a.of(live, 1), &first),
             "the live instance's arena was never given up"
         );
     }
