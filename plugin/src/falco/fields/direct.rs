@@ -14,6 +14,7 @@
 //! pointer) returns `None` and the caller takes the SDK's path, so errors
 //! and their messages stay the SDK's.
 
+use std::alloc::Layout;
 use std::ffi::c_char;
 use std::ptr;
 use std::sync::OnceLock;
@@ -233,7 +234,8 @@ fn write(store: &Bump, f: &mut ss_plugin_extract_field, direct: Direct, data: &[
             None => no_value(f),
         },
         Direct::Access => match numbers::access(d.numbers()) {
-            Some(names) => string(store, f, names.as_bytes()),
+            // a static value: only its pointer goes into the arena
+            Some(names) => one_string(store, f, names.as_ptr()),
             None => no_value(f),
         },
     }
@@ -241,14 +243,29 @@ fn write(store: &Bump, f: &mut ss_plugin_extract_field, direct: Direct, data: &[
 
 /// One string value: `b` escaped, with its NUL, in `store`.
 fn string(store: &Bump, f: &mut ss_plugin_extract_field, b: &[u8]) {
-    let s: &[u8] = if plain(b) {
-        let s = store.alloc_slice_fill_copy(b.len() + 1, 0u8);
-        s[..b.len()].copy_from_slice(b);
+    let s: *const u8 = if plain(b) {
+        // one copy: the bytes, then the NUL (printable ASCII holds none)
+        let Ok(layout) = Layout::array::<u8>(b.len() + 1) else {
+            return no_value(f); // longer than memory: never a slice's
+        };
+        let s = store.alloc_layout(layout).as_ptr();
+        // SAFETY: `s` is `b.len() + 1` fresh bytes of the arena (`layout`).
+        unsafe {
+            ptr::copy_nonoverlapping(b.as_ptr(), s, b.len());
+            s.add(b.len()).write(0);
+        }
         s
     } else {
-        store.alloc_slice_copy(escaped(b).as_bytes_with_nul())
+        store
+            .alloc_slice_copy(escaped(b).as_bytes_with_nul())
+            .as_ptr()
     };
-    let p: &mut *const c_char = store.alloc(s.as_ptr().cast());
+    one_string(store, f, s.cast());
+}
+
+/// `f`'s one value: the C string at `s` (valid until the arena's reset).
+fn one_string(store: &Bump, f: &mut ss_plugin_extract_field, s: *const c_char) {
+    let p: &mut *const c_char = store.alloc(s);
     f.res.str_ = p;
     f.res_len = 1;
 }

@@ -61,7 +61,9 @@ fn text<const S: usize>(
 /// Nearly every value: printable ASCII without a backslash, nothing to
 /// replace or escape, and no NUL to cut at (one pass, one copy).
 fn plain(b: &[u8]) -> bool {
-    b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\')
+    // no early exit: the loop runs on whole vectors of bytes
+    b.iter()
+        .fold(true, |ok, &c| ok & (0x20..0x7f).contains(&c) & (c != b'\\'))
 }
 
 /// A string slot with control characters escaped (an executable named

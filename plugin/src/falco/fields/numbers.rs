@@ -2,8 +2,15 @@
 //! the same function serves the SDK's extractors ([`super::table`]) and
 //! kive's direct extraction ([`super::direct`]).
 
+use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
+
 use crate::alert::access_names;
 use crate::falco::payload::Numbers;
+
+/// The MAY_* bits [`access_names`] reads (exec 1 … open 32): the names
+/// of a mask depend on these bits only.
+const ACCESS_BITS: u32 = 63;
 
 /// A number of the header, `None` when the event has no value.
 pub(super) type Getter = fn(&Numbers) -> Option<u64>;
@@ -56,8 +63,41 @@ pub(super) fn gid(n: &Numbers) -> Option<u64> {
     n.gid.map(u64::from)
 }
 
-/// `kive.access`: the access names of the mask, comma separated (ASCII).
-pub(super) fn access(n: &Numbers) -> Option<String> {
-    let names = access_names(n.mask as u32);
-    (!names.is_empty()).then(|| names.join(","))
+/// `kive.access`: the access names of the mask, comma separated (ASCII),
+/// from a table made once (no allocation per call; the value lives for
+/// the whole process).
+pub(super) fn access(n: &Numbers) -> Option<&'static CStr> {
+    static JOINED: OnceLock<Vec<Option<CString>>> = OnceLock::new();
+    let table = JOINED.get_or_init(|| {
+        (0..=ACCESS_BITS)
+            .map(|m| {
+                let names = access_names(m);
+                // ASCII names and commas: never a NUL
+                (!names.is_empty()).then(|| CString::new(names.join(",")).unwrap_or_default())
+            })
+            .collect()
+    });
+    table
+        .get((n.mask as u32 & ACCESS_BITS) as usize)?
+        .as_deref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_table_gives_every_masks_names_joined() {
+        let mut n = Numbers::default();
+        for mask in (0u32..64).chain([64, 64 | 4, u32::MAX, 1 << 31]) {
+            n.mask = mask as i32;
+            let want = access_names(mask).join(",");
+            let got = access(&n).map(|c| c.to_str().expect("ASCII").to_owned());
+            assert_eq!(
+                got,
+                (!want.is_empty()).then_some(want),
+                "kive.access of mask {mask:#x}"
+            );
+        }
+    }
 }

@@ -65,9 +65,7 @@ impl KivePlugin {
     }
 
     fn access(&mut self, req: ExtractRequest<Self>) -> Result<Option<CString>, Error> {
-        with(req, |_, d| {
-            numbers::access(d.numbers()).and_then(|names| CString::new(names).ok())
-        })
+        with(req, |_, d| numbers::access(d.numbers()).map(CString::from))
     }
 
     fn policy_severity(&mut self, req: ExtractRequest<Self>) -> Result<Option<u64>, Error> {
