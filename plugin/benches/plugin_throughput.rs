@@ -336,6 +336,56 @@ fn replay_plugin_path(rounds: usize) -> Row {
     }
 }
 
+/// The 10 extractions alone: one batch of replayed events (valid until
+/// the next next_batch call) extracted `rounds` times over, each time
+/// under new event numbers (`--only=extraction`, never in the default run).
+fn replay_extraction(rounds: usize) -> Row {
+    let lines = 512;
+    let (p, _file) = replay_plugin(lines, lines);
+    let inst = p.open(None).expect("open");
+    let mut ex = Extractor::new();
+    let t = Instant::now();
+    let (n, evts) = loop {
+        let mut n = 0u32;
+        let mut evts: *mut *mut ss_plugin_event = ptr::null_mut();
+        // SAFETY: valid plugin and instance, out pointers.
+        let rc = unsafe { (p.so.next_batch)(p.ptr, inst.ptr, &mut n, &mut evts) };
+        if rc == ss_plugin_rc_SS_PLUGIN_SUCCESS && n > 0 {
+            break (n as usize, evts);
+        }
+        assert!(
+            rc == ss_plugin_rc_SS_PLUGIN_TIMEOUT && t.elapsed() < Duration::from_secs(30),
+            "no batch: rc {rc}: {}",
+            p.last_error()
+        );
+    };
+    // SAFETY: evts holds n event pointers valid until the next call.
+    let evts: Vec<*const ss_plugin_event> = (0..n)
+        .map(|i| unsafe { *evts.add(i) }.cast_const())
+        .collect();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for &e in &evts {
+            std::hint::black_box(ex.extract(&p, e));
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let events = (rounds * n) as u64;
+    Row {
+        mode: "replay, extraction only",
+        events,
+        secs,
+        ring_drops: 0,
+        queue_drops: 0,
+        cpu_us: Some(secs * 1e6 / events as f64),
+        rescan_us: None,
+        latency_ms: None,
+        note: format!(
+            "{rounds} × one batch of {n} events: the 10 fields of each, one plugin_extract_fields call per field, a new event number each time (CPU column: wall time per event, one thread)"
+        ),
+    }
+}
+
 /// The opener child: opens and closes `path` until `secs` pass (the engine
 /// ignores the plugin's own process, so the load comes from another one).
 fn opener(path: &str, secs: f64, rate: f64) {
@@ -489,6 +539,10 @@ fn main() {
     }
     if want("plugin-path") {
         rows.push(replay_plugin_path(if quick { 2 } else { 20 }));
+    }
+    // --only=extraction: the extraction calls alone (not in the default run)
+    if only == Some("extraction") {
+        rows.push(replay_extraction(if quick { 200 } else { 2000 }));
     }
     let secs = if quick { 1.0 } else { 3.0 };
     // --only=live runs the live rows; --only=live-tracepoint|live-fanotify one tier's
