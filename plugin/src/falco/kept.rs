@@ -13,18 +13,10 @@
 //! another number arrives, and points the request's `res` at the copy.
 //! Event number 0 (Falco numbers events from 1; libsinsp caches nothing
 //! for 0) keeps a call's values until the next call only, as the SDK does.
-//!
-//! The arenas are found by the instance's address in a process-wide list
-//! ([`KEPT`], under a lock) once per event and thread: the other calls of
-//! the same event (libsinsp asks one field per call) find it in the
-//! thread's memo ([`LAST`]) without the lock. The plugin API never runs
-//! two extraction calls of one instance at once, which is what lets a call
-//! use its instance's arena without holding a lock ([`Shared`]).
 
-use std::cell::{RefCell, UnsafeCell};
 use std::ffi::{c_char, CStr};
 use std::ptr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bumpalo::Bump;
 
@@ -38,42 +30,21 @@ use falco_plugin::api::{
     ss_plugin_field_type_FTYPE_STRING, ss_plugin_field_type_FTYPE_UINT64, ss_plugin_t,
 };
 
-/// Plugin instances with an arena kept; past this, the entry used least
-/// recently goes: a destroyed instance (this module is not told) ages out,
-/// a live one (used at each of its events) never does while fewer than
-/// this many are live.
+/// Plugin instances with an arena kept; past this, the entry looked up
+/// least recently goes: a destroyed instance (this module is not told)
+/// ages out; a live one goes only when this many other instances were
+/// used since its last call.
 const MAX_INSTANCES: usize = 64;
 
-/// What is kept for one plugin instance (at one address).
 struct Kept {
+    plugin: usize,
     evtnum: u64,
+    /// When it was last used ([`Arenas::tick`]).
+    used: u64,
     store: Bump,
     /// What the direct extraction learnt of event `evtnum` (cleared with
     /// the arena).
     event: Option<EventSeen>,
-}
-
-/// The [`Kept`] of one plugin instance, used by one call at a time.
-///
-/// Only [`with_arena`] reaches the [`Kept`], for an extraction call of
-/// the instance at [`Entry::plugin`]'s address, and the plugin API never
-/// runs two extraction calls of one instance at once (`extract_fields`
-/// "can be invoked concurrently by multiple threads, each with distinct
-/// and unique parameter values"; the SDK's own wrapper takes the
-/// instance as `&mut` on that ground). Two instances alive at once have
-/// two addresses, hence two entries.
-struct Shared(UnsafeCell<Kept>);
-
-// SAFETY: see [`Shared`]: one call of the instance at a time uses the
-// `Kept`; the framework orders a call on one thread before the next call
-// of the same instance on another (it hands the instance over).
-unsafe impl Sync for Shared {}
-
-struct Entry {
-    plugin: usize,
-    /// When it was last looked up ([`Arenas::tick`]).
-    used: u64,
-    kept: Arc<Shared>,
 }
 
 /// The payload of one event as found by its first direct extraction
@@ -134,23 +105,13 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 struct Arenas {
     tick: u64,
-    all: Vec<Entry>,
+    all: Vec<Kept>,
 }
 
 static KEPT: Mutex<Arenas> = Mutex::new(Arenas {
     tick: 0,
     all: Vec::new(),
 });
-
-thread_local! {
-    /// The instance this thread extracted for last and its [`Kept`]: the
-    /// next call for the same event of the same instance (the 10 or so
-    /// fields of an event come one per call) takes neither [`KEPT`]'s
-    /// lock nor its lookup. A call for another instance, another event
-    /// or event number 0 looks [`KEPT`] up again (an entry given up
-    /// there is not used past its event).
-    static LAST: RefCell<Option<(usize, Arc<Shared>)>> = const { RefCell::new(None) };
-}
 
 /// Copies the values of a successful `extract_fields` call of `plugin`
 /// into its arena and points every field's `res` at the copy.
@@ -177,10 +138,9 @@ pub unsafe fn keep(
 }
 
 /// Runs `f` on the arena of `plugin` for event `evtnum` and on what was
-/// seen of that event: both are emptied first when `evtnum` is not the
-/// arena's event, or is 0 (libsinsp caches nothing for event number 0: a
-/// call's values are kept until the next call). `f` must not call
-/// `with_arena` (refused: a panic, caught at the FFI edge).
+/// seen of that event, under the lock: both are emptied first when
+/// `evtnum` is not the arena's event, or is 0 (libsinsp caches nothing
+/// for event number 0: a call's values are kept until the next call).
 // inlined: `f`'s captures stay in registers (passed by value to a call,
 // the copy of them stalled each call, ≈ 6 ns)
 #[inline(always)]
@@ -189,57 +149,24 @@ pub fn with_arena<R>(
     evtnum: u64,
     f: impl FnOnce(&Bump, &mut Option<EventSeen>) -> R,
 ) -> R {
-    let plugin = plugin as usize;
-    let mut f = Some(f);
-    let mut run = |shared: &Shared| {
-        // SAFETY: a call of the instance at `plugin` (see `Shared`): no
-        // other reference to its `Kept` exists meanwhile.
-        let kept = unsafe { &mut *shared.0.get() };
-        if evtnum == 0 || evtnum != kept.evtnum {
-            kept.store.reset();
-            kept.evtnum = evtnum;
-            // forgotten (never reused: nothing read to compare), its
-            // copy's room kept for the next event's
-            if let Some(seen) = &mut kept.event {
-                seen.read.clear();
-            }
-        }
-        f.take().map(|f| f(&kept.store, &mut kept.event))
-    };
-    let done = LAST.try_with(|last| {
-        let mut last = last.borrow_mut();
-        let same = last.as_ref().is_some_and(|(p, shared)| {
-            // SAFETY: as in `run`; a plain read of the number, no
-            // reference kept.
-            *p == plugin && evtnum != 0 && unsafe { (*shared.0.get()).evtnum } == evtnum
-        });
-        if !same {
-            let mut arenas = lock(&KEPT);
-            let shared = arenas.of(plugin, evtnum);
-            // the same one (the instance's next event): no count taken
-            if !last
-                .as_ref()
-                .is_some_and(|(p, s)| *p == plugin && Arc::ptr_eq(s, shared))
-            {
-                *last = Some((plugin, Arc::clone(shared)));
-            }
-        }
-        last.as_ref().and_then(|(_, shared)| run(shared))
-    });
-    match done {
-        Ok(Some(r)) => r,
-        // the thread is ending (its `LAST` gone, `f` not run): looked up
-        _ => {
-            let shared = Arc::clone(lock(&KEPT).of(plugin, evtnum));
-            run(&shared).unwrap_or_else(|| unreachable!("`f` runs once"))
+    let mut arenas = lock(&KEPT);
+    let kept = arenas.of(plugin as usize, evtnum);
+    if evtnum == 0 || evtnum != kept.evtnum {
+        kept.store.reset();
+        kept.evtnum = evtnum;
+        // forgotten (never reused: nothing read to compare), its copy's
+        // room kept for the next event's
+        if let Some(seen) = &mut kept.event {
+            seen.read.clear();
         }
     }
+    f(&kept.store, &mut kept.event)
 }
 
 impl Arenas {
-    /// The [`Kept`] of `plugin`, made when it has none (the least
-    /// recently used one given up past [`MAX_INSTANCES`]).
-    fn of(&mut self, plugin: usize, evtnum: u64) -> &Arc<Shared> {
+    /// The arena of `plugin`, made when it has none (the least recently
+    /// used one given up past [`MAX_INSTANCES`]).
+    fn of(&mut self, plugin: usize, evtnum: u64) -> &mut Kept {
         self.tick += 1;
         let tick = self.tick;
         let i = match self.all.iter().position(|k| k.plugin == plugin) {
@@ -250,21 +177,19 @@ impl Arenas {
                         self.all.swap_remove(lru);
                     }
                 }
-                self.all.push(Entry {
+                self.all.push(Kept {
                     plugin,
+                    evtnum,
                     used: tick,
-                    kept: Arc::new(Shared(UnsafeCell::new(Kept {
-                        evtnum,
-                        store: Bump::new(),
-                        event: None,
-                    }))),
+                    store: Bump::new(),
+                    event: None,
                 });
                 self.all.len() - 1
             }
         };
-        let entry = &mut self.all[i];
-        entry.used = tick;
-        &entry.kept
+        let kept = &mut self.all[i];
+        kept.used = tick;
+        kept
     }
 }
 
@@ -340,13 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn event_number_0_keeps_a_calls_values_until_the_next_call_only() {
+        // an address no instance has: this test's own
+        let plugin = Box::into_raw(Box::new(0u8)).cast::<ss_plugin_t>();
+        for _ in 0..10_000 {
+            with_arena(plugin, 0, |store, _| {
+                store.alloc([7u8; 1024]);
+            });
+        }
+        let held = with_arena(plugin, 0, |store, _| store.allocated_bytes());
+        assert!(
+            held < 64 * 1024,
+            "10,000 calls of event 0 left {held} bytes held: each call's values must go at the next"
+        );
+        // SAFETY: the box made above, freed once.
+        drop(unsafe { Box::from_raw(plugin.cast::<u8>()) });
+    }
+
+    #[test]
     fn a_live_instance_keeps_its_arena_however_many_others_came_and_went() {
         let mut a = Arenas {
             tick: 0,
             all: Vec::new(),
         };
         let live = 1usize;
-        let first = Arc::clone(a.of(live, 1));
+        a.of(live, 1).store.alloc(7u64);
         // instances made and destroyed (never used again), while the live
         // one goes on extracting
         for dead in 2..(2 + 10 * MAX_INSTANCES) {
@@ -354,8 +297,9 @@ mod tests {
             a.of(live, 1);
         }
         assert!(a.all.len() <= MAX_INSTANCES, "bounded");
+        let kept = a.of(live, 1);
         assert!(
-            Arc::ptr_eq(a.of(live, 1), &first),
+            kept.store.allocated_bytes() > 0,
             "the live instance's arena was never given up"
         );
     }
