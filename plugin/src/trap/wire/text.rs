@@ -5,10 +5,10 @@
 //!
 //! In the common case a field's text is found in one pass (ASCII up to the
 //! NUL where the kernel's length puts it; a comm eight bytes at a time up
-//! to its NUL), then validated as UTF-8 (ASCII is validation's fastest
-//! case); anything else takes the general path (find the NUL, validate,
-//! replace invalid bytes with `U+FFFD` as [`String::from_utf8_lossy`]
-//! does). Both give the same text, byte for byte. No `unsafe`.
+//! to its NUL; a path's ASCII is not validated a second time); anything
+//! else takes the general path (find the NUL, validate, replace invalid
+//! bytes with `U+FFFD` as [`String::from_utf8_lossy`] does). Both give the
+//! same text, byte for byte.
 
 use std::fmt;
 
@@ -55,13 +55,6 @@ fn ascii_until_nul(field: &[u8]) -> Option<usize> {
     Some(at)
 }
 
-/// Appends bytes checked to be ASCII (validated again, safely: ASCII is
-/// the fastest case of the check).
-fn push_ascii(out: &mut String, ascii: &[u8]) {
-    debug_assert!(ascii.is_ascii());
-    push_text(out, ascii);
-}
-
 /// Appends bytes as text: valid UTF-8 as it is, anything else with its
 /// invalid bytes replaced (`U+FFFD`), as [`String::from_utf8_lossy`] does.
 pub(super) fn push_text(out: &mut String, bytes: &[u8]) {
@@ -86,6 +79,18 @@ fn ascii_without_nul(bytes: &[u8]) -> bool {
     worst(chunks.remainder()) < 0x7f
 }
 
+/// `bytes` as text when every byte is ASCII and none is NUL (one pass, no
+/// second validation).
+fn ascii_text(bytes: &[u8]) -> Option<&str> {
+    if !ascii_without_nul(bytes) {
+        return None;
+    }
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: checked just above: every byte is in 1..=0x7f, i.e. ASCII,
+    // and ASCII is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
 /// Fields up to this long (a comm: the text, then NULs to the end) are
 /// read eight bytes at a time up to their first NUL.
 const SHORT: usize = 16;
@@ -97,11 +102,12 @@ const SHORT: usize = 16;
 pub(super) fn push_c_str(out: &mut String, field: &[u8]) {
     if field.len() > SHORT {
         let text = field.strip_suffix(&[0]).unwrap_or(field);
-        if ascii_without_nul(text) {
-            return push_ascii(out, text);
+        if let Some(text) = ascii_text(text) {
+            return out.push_str(text);
         }
     } else if let Some(end) = ascii_until_nul(field) {
-        return push_ascii(out, field.get(..end).unwrap_or_default());
+        // a comm's few bytes: validated again (safely)
+        return push_text(out, field.get(..end).unwrap_or_default());
     }
     let end = memchr::memchr(0, field).unwrap_or(field.len());
     push_text(out, field.get(..end).unwrap_or_default());
