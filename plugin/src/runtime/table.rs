@@ -42,17 +42,17 @@ fn pod_key(e: &Entry) -> Option<String> {
     }
 }
 
-/// A map by a key kive assigns or the kernel does (an entry id, a
-/// file's device and inode; never a name from outside): looked up at every
-/// event, hashed with foldhash's fast hasher (randomly seeded) rather than
-/// SipHash.
+/// A map by entry id (kive's own counter, nothing from outside): looked
+/// up at every event, hashed with foldhash's fast hasher instead of
+/// SipHash. The maps by file key (an outsider can influence inode numbers:
+/// a path set's children, a FUSE server's) and by pod name keep SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// All entries, by id, by key and by pod.
 #[derive(Debug, Default)]
 pub struct TrapTable {
     entries: FastMap<u32, Entry>,
-    by_key: FastMap<TrapKey, KeyEntries>,
+    by_key: HashMap<TrapKey, KeyEntries>,
     /// Pod entries (not path-set files) by `namespace/pod`: a pod's change
     /// touches its entries only.
     by_pod: HashMap<String, Vec<u32>>,

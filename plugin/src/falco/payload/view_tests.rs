@@ -170,6 +170,13 @@ fn the_view_encodes_the_same_bytes_and_timestamp_as_the_full_alert() {
             cwd: "/".into(),
             arguments: "cat /etc/secret\n".into(),
         },
+        // /proc's arguments are written as they are: a NUL in them is no
+        // argv separator (only the kernel's argv is joined in place)
+        ProcessDetails {
+            binary: String::new(),
+            cwd: String::new(),
+            arguments: "a\0b".into(),
+        },
     ];
     let nodes = [0, 1_754_153_479_000_000_000, -2_000].map(|offset| NodeContext {
         kernel_id: "boot".into(),
@@ -217,7 +224,7 @@ fn the_view_encodes_the_same_bytes_and_timestamp_as_the_full_alert() {
     }
     assert_eq!(
         cases,
-        6 * 2 * 3 * 2 * 3 * 3 * 2,
+        6 * 2 * 3 * 3 * 3 * 3 * 2,
         "every combination compared"
     );
 }

@@ -47,11 +47,6 @@ impl Args {
         self.0.is_empty()
     }
 
-    /// The arguments as kept: NUL-separated (empty = not captured).
-    pub fn as_nul_separated(&self) -> &str {
-        &self.0
-    }
-
     /// The arguments, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.borrowed().iter()
