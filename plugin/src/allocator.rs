@@ -19,6 +19,14 @@
 //! reuse, so the event path's short-lived allocations do not cycle pages
 //! through the kernel.
 //!
+//! A block freed by another thread than the one that allocated it goes
+//! back to its page only when that thread allocates again: a resolver
+//! thread going idle after a rescan or reconcile batch whose blocks the
+//! caller freed kept those pages resident (anonymous RSS minus live heap
+//! 8.6-11.2 MiB at 100,000 entries). [`give_back`] collects them where a
+//! batch, a rescan pass that looked at entries, or a reconcile ends (never
+//! on the event path).
+//!
 //! Counting (live bytes and their peak) is off unless [`start_counting`]
 //! is called: then one relaxed atomic add per allocation and free. Off, the
 //! cost is one relaxed load.
@@ -129,6 +137,21 @@ unsafe impl GlobalAlloc for KiveAlloc {
         }
         p
     }
+}
+
+/// Gives the calling thread's empty pages back: collects the blocks other
+/// threads freed into its pages (mimalloc only takes them back when the
+/// owning thread allocates again, and an idle resolver thread does not)
+/// and frees the pages that emptied out, and looks at some of the
+/// segments of exited threads; `force` also releases the pages mimalloc
+/// keeps for reuse and looks at every exited thread's segment. Called
+/// where a big batch of work ends (a worker's batch, a rescan pass that
+/// looked at entries, a reconcile), never on the event path.
+pub fn give_back(force: bool) {
+    // SAFETY: mi_collect walks the calling thread's own mimalloc heap and
+    // claims exited threads' segments through mimalloc's own atomics and
+    // locks; no pointer of the caller is touched.
+    unsafe { libmimalloc_sys::mi_collect(force) };
 }
 
 /// Starts counting live bytes (for a benchmark; never switched off). Bytes

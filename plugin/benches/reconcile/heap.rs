@@ -97,7 +97,7 @@ pub fn print_table(phases: &[(&str, Snapshot)], entries: usize, server_rss: u64)
         );
     }
     println!(
-        "sizes: a trap table entry {} B (+ its hash bucket's id and control byte), a container's owner record {} B, a pod's view {} B (each + its strings and label maps)",
+        "sizes: a trap table entry {} B (+ its id and position in the index by id), a container's owner record {} B, a pod's view {} B (each + its strings and label maps)",
         std::mem::size_of::<kive::runtime::Entry>(),
         std::mem::size_of::<kive::runtime::ContainerOwner>(),
         std::mem::size_of::<kive::policy::pods::PodView>(),

@@ -214,7 +214,7 @@ impl Root {
     /// has no mountinfo, or the layer cannot be found.
     pub fn backing(&self, pinned: &PinnedFile, path: &str, host: &Root) -> Option<PinnedFile> {
         let proc_dir = self.proc_dir.as_ref()?;
-        let id = match pinned.mnt_id {
+        let id = match pinned.mnt_id() {
             Some(id) => id,
             None => mount_id(&pinned.pin).ok()?,
         };

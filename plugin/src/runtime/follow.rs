@@ -35,11 +35,11 @@ pub struct Verdict {
 /// Judges the inode the trap's path led to until now (`armed_as` is the
 /// trap's path), from its links when armed (`before`) and now.
 pub fn judge_primary(armed_as: &str, before: &Links, now: &Links, at_path: AtPath) -> Verdict {
-    let tamper = |kind, new_path: Option<&String>| {
+    let tamper = |kind, new_path: Option<&str>| {
         Some(Tamper {
             kind,
             old_path: armed_as.to_string(),
-            new_path: new_path.cloned().unwrap_or_default(),
+            new_path: new_path.unwrap_or_default().to_string(),
             new_name: String::new(),
             new_dir_ino: 0,
         })
@@ -84,7 +84,7 @@ pub fn judge_primary(armed_as: &str, before: &Links, now: &Links, at_path: AtPat
             quiet: false,
         },
         _ => Verdict {
-            tamper: tamper(TamperKind::Rename, now.name.as_ref()),
+            tamper: tamper(TamperKind::Rename, now.name.as_deref()),
             keep: true,
             quiet: false,
         },
@@ -94,7 +94,7 @@ pub fn judge_primary(armed_as: &str, before: &Links, now: &Links, at_path: AtPat
 /// Judges an inode already followed away from the trap's path.
 pub fn judge_followed(before: &Links, now: &Links, quiet: bool) -> Verdict {
     let keep = now.nlink > 0;
-    let old_path = before.name.clone().unwrap_or_default();
+    let old_path = before.name.as_deref().unwrap_or_default().to_string();
     let kind = if !keep || now.nlink < before.nlink {
         Some(TamperKind::Unlink)
     } else if now.nlink > before.nlink {
@@ -109,7 +109,7 @@ pub fn judge_followed(before: &Links, now: &Links, quiet: bool) -> Verdict {
             kind,
             old_path,
             new_path: if kind == TamperKind::Rename {
-                now.name.clone().unwrap_or_default()
+                now.name.as_deref().unwrap_or_default().to_string()
             } else {
                 String::new()
             },
@@ -128,7 +128,7 @@ mod tests {
     fn links(nlink: u64, name: Option<&str>) -> Links {
         Links {
             nlink,
-            name: name.map(String::from),
+            name: name.map(Box::from),
         }
     }
 

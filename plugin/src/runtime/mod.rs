@@ -9,6 +9,7 @@ pub mod accessor;
 mod alert_view;
 mod alerts;
 mod arm;
+mod by_id;
 mod config;
 pub mod enrich;
 mod exits;

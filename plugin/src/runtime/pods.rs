@@ -10,6 +10,7 @@ use crate::node::cgroup::CgroupIndex;
 use crate::node::containers::ContainerLocator;
 use crate::node::Root;
 
+use super::by_id::ById;
 use super::pod_diff::{diff, Scope};
 pub use super::pod_diff::{DesiredEntry, PodDesired};
 use super::pod_roots::RootFinder;
@@ -17,6 +18,9 @@ use super::table::{ContainerOwner, EntryState, Owner};
 use super::Shared;
 use crate::policy::CompiledTrap;
 use crate::sync::lock;
+
+/// An entry to arm: its trap, its owner, whether its root is to be found.
+type ToArm = (Arc<CompiledTrap>, Owner, bool);
 
 /// What one reconcile did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -69,10 +73,12 @@ impl PodController {
     /// Makes the table's entries of `pods` exactly what each wants (a pod
     /// added, changed or deleted: its entries only, the others untouched).
     pub fn reconcile_pods(&self, pods: &[PodDesired]) -> PodReconcileReport {
-        self.apply(
+        let report = self.apply(
             &Scope::Pods(pods),
             pods.iter().flat_map(|p| p.entries.iter()),
-        )
+        );
+        crate::allocator::give_back(true);
+        report
     }
 
     /// Makes the table's pod entries exactly `desired`: adds the new ones
@@ -80,7 +86,9 @@ impl PodController {
     /// [`ContainerLocator`]: no `/proc` scan),
     /// retries pending ones, removes the rest.
     pub fn reconcile(&self, desired: &[DesiredEntry]) -> PodReconcileReport {
-        self.apply(&Scope::All, desired.iter())
+        let report = self.apply(&Scope::All, desired.iter());
+        crate::allocator::give_back(true);
+        report
     }
 
     fn apply<'a>(
@@ -91,7 +99,7 @@ impl PodController {
         let mut report = PodReconcileReport::default();
         // 1. under the table lock, table work only: drop what is no longer
         //    wanted, add what is new (pending), refresh pod metadata
-        let mut to_arm: Vec<(u32, Arc<CompiledTrap>, Owner, bool)> = Vec::new();
+        let mut to_arm: Vec<(u32, ToArm)> = Vec::new();
         {
             let mut table = self.shared.table();
             let d = diff(&table, scope, desired.clone());
@@ -117,7 +125,11 @@ impl PodController {
                 self.shared.remove_children(trap, owner);
             }
             let mut table = self.shared.table();
-            table.reserve(ids.iter().filter(|id| id.is_none()).count());
+            let new = ids.iter().filter(|id| id.is_none()).count();
+            table.reserve(new);
+            // every new entry is pending: room for them at once (a cold
+            // start's 100,000 without a doubling's copies)
+            to_arm.reserve(new);
             for (d, existing) in desired.zip(ids) {
                 let id = match existing {
                     Some(id) => {
@@ -134,7 +146,7 @@ impl PodController {
                 };
                 if let Some(e) = table.get(id) {
                     if matches!(e.state, EntryState::Pending { .. }) {
-                        to_arm.push((id, Arc::clone(&e.trap), e.owner.clone(), e.root.is_none()));
+                        to_arm.push((id, (Arc::clone(&e.trap), e.owner.clone(), e.root.is_none())));
                     }
                 }
             }
@@ -151,7 +163,7 @@ impl PodController {
                             && e.trap.path_set.is_none()
                             && !queued.contains(id)
                     }) {
-                        to_arm.push((e.id, Arc::clone(&e.trap), e.owner.clone(), true));
+                        to_arm.push((e.id, (Arc::clone(&e.trap), e.owner.clone(), true)));
                         report.touched += 1;
                     }
                 }
@@ -168,8 +180,16 @@ impl PodController {
         //    workers, each container's found while its entries are armed
         //    (cgroup.procs, then its root), side by side with the others
         let mut host_root: Option<Option<Arc<Root>>> = None;
-        let mut unrooted: HashMap<u32, Arc<ContainerOwner>> = HashMap::new();
-        for (id, _, owner, needs_root) in &to_arm {
+        // by id: the containers and results below are found by binary
+        // search (no two maps of every id built for one reconcile)
+        let to_arm = ById::new(to_arm);
+        let mut unrooted: Vec<(u32, Arc<ContainerOwner>)> = Vec::with_capacity(
+            to_arm
+                .iter()
+                .filter(|(_, (_, o, needs_root))| *needs_root && matches!(o, Owner::Container(_)))
+                .count(),
+        );
+        for (id, (_, owner, needs_root)) in to_arm.iter() {
             if !needs_root {
                 continue;
             }
@@ -184,7 +204,7 @@ impl PodController {
                     })
                     .clone(),
                 Owner::Container(c) => {
-                    unrooted.insert(*id, Arc::clone(c));
+                    unrooted.push((*id, Arc::clone(c)));
                     None
                 }
             };
@@ -202,22 +222,22 @@ impl PodController {
             self.shared.stalls.deadline() / 2,
         ));
         let found = Arc::clone(&finder);
+        let unrooted = ById::new(unrooted);
         let locate_and_arm = move |shared: &Shared, id: u32| {
-            let root = unrooted.get(&id).and_then(|c| finder.root_of(c));
+            let root = unrooted.get(id).and_then(|c| finder.root_of(c));
             shared.arm_entry_in(id, root)
         };
         // one batch for the workers (one hand-off, not one per entry); on a
         // worker with a deadline: a container on a hung filesystem stalls
         // only its entries (logged and counted there)
         let ids: Vec<u32> = to_arm.iter().map(|(id, ..)| *id).collect();
-        let wanted: HashMap<u32, (&Arc<CompiledTrap>, &Owner)> =
-            to_arm.iter().map(|(id, t, o, _)| (*id, (t, o))).collect();
         let results = self.shared.isolated(&ids, locate_and_arm);
+        drop(ids);
         // a worker that never returns keeps no container's root open
         found.clear();
         let mut pending = lock(&self.pending);
         for (id, result) in results {
-            let Some((trap, owner)) = wanted.get(&id) else {
+            let Some((trap, owner, _)) = to_arm.get(id) else {
                 continue;
             };
             let msg = match result {
@@ -243,7 +263,10 @@ impl PodController {
             );
         }
         // entries armed since (a rescan) or removed are no longer pending
+        // (the table's lock taken before the pending map's, as above)
+        drop(pending);
         let table = self.shared.table();
+        let mut pending = lock(&self.pending);
         pending.retain(|id, _| table.get(*id).is_some_and(|e| e.key().is_none()));
         report.unlocated = pending
             .keys()

@@ -390,6 +390,10 @@ fn work_loop(jobs: &Receiver<Batch>, done: &Sender<Done>, stalled: &Mutex<Stalle
             // the caller went on with another worker
             return;
         }
+        // idle until the next batch: the pages emptied while it worked
+        // (blocks other threads freed meanwhile included) go back now;
+        // what the caller frees of its results, at its next batch
+        crate::allocator::give_back(false);
     }
 }
 

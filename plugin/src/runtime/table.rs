@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use crate::node::{PinnedFile, Root};
 use crate::policy::{CompiledTrap, TrapAction};
+use crate::runtime::rescan::remembered::Remembered;
 use crate::trap::{TrapKey, TrapValue};
 
 mod entry;
-pub use entry::{ContainerOwner, Entry, EntryState, Followed, Owner};
+mod slots;
+pub use entry::{ContainerOwner, Entry, EntryState, Followed, FollowedList, Owner};
+use slots::Slots;
 
 /// The entries on one kernel key, and how many of them block without
 /// conditions (the key's kernel value without looking at each entry).
@@ -42,16 +45,13 @@ fn pod_key(e: &Entry) -> Option<String> {
     }
 }
 
-/// A map by entry id (kive's own counter, nothing from outside): looked
-/// up at every event, hashed with foldhash's fast hasher instead of
-/// SipHash. The maps by file key (an outsider can influence inode numbers:
-/// a path set's children, a FUSE server's) and by pod name keep SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// All entries, by id, by key and by pod.
+/// All entries, by id, by key and by pod. The maps by file key (an
+/// outsider can influence inode numbers: a path set's children, a FUSE
+/// server's) and by pod name keep SipHash; the index by id is kive's own
+/// counter ([`slots`]).
 #[derive(Debug, Default)]
 pub struct TrapTable {
-    entries: FastMap<u32, Entry>,
+    entries: Slots,
     by_key: HashMap<TrapKey, KeyEntries>,
     /// Pod entries (not path-set files) by `namespace/pod`: a pod's change
     /// touches its entries only.
@@ -70,7 +70,14 @@ impl TrapTable {
         owner: Owner,
         root: Option<Arc<Root>>,
     ) -> u32 {
-        self.next_id += 1;
+        // the next id not held: after 2^32 inserts the counter wraps
+        // (0 is never an id)
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id != 0 && self.entries.get(self.next_id).is_none() {
+                break;
+            }
+        }
         let id = self.next_id;
         let entry = Entry {
             id,
@@ -81,19 +88,20 @@ impl TrapTable {
                 reason: "not resolved yet".into(),
                 reported: true,
             },
-            followed: Vec::new(),
+            followed: FollowedList::default(),
             backing: None,
+            stamp: Remembered::default(),
         };
         if let Some(pod) = pod_key(&entry) {
             self.by_pod.entry(pod).or_default().push(id);
         }
-        self.entries.insert(id, entry);
+        self.entries.insert(entry);
         id
     }
 
     /// Room for `additional` more entries at once: a cold start's 100,000
     /// inserts then neither rehash nor copy the table as it grows (each
-    /// growth held the old and the new table, and faulted in both).
+    /// growth holds the old and the new storage, and faults in both).
     pub fn reserve(&mut self, additional: usize) {
         self.entries.reserve(additional);
     }
@@ -101,16 +109,16 @@ impl TrapTable {
     /// Replaces an entry's owner (pod metadata changed), keeping the pod
     /// index right.
     pub fn set_owner(&mut self, id: u32, owner: Owner) {
-        let Some(e) = self.entries.get(&id) else {
+        let Some(e) = self.entries.get(id) else {
             return;
         };
         let before = pod_key(e);
         let was_cluster = is_cluster(e);
         let armed = e.key().is_some();
-        if let Some(e) = self.entries.get_mut(&id) {
+        if let Some(e) = self.entries.get_mut(id) {
             e.owner = owner;
         }
-        let Some(e) = self.entries.get(&id) else {
+        let Some(e) = self.entries.get(id) else {
             return;
         };
         let after = pod_key(e);
@@ -149,7 +157,7 @@ impl TrapTable {
     /// Removes an entry; returns the keys it held (its path's and the
     /// followed inodes'), so that the caller can sync them with the kernel.
     pub fn remove(&mut self, id: u32) -> Vec<TrapKey> {
-        let Some(entry) = self.entries.remove(&id) else {
+        let Some(entry) = self.entries.remove(id) else {
             return Vec::new();
         };
         self.unindex_pod(pod_key(&entry).as_deref(), id);
@@ -179,17 +187,17 @@ impl TrapTable {
 
     /// An entry by id.
     pub fn get(&self, id: u32) -> Option<&Entry> {
-        self.entries.get(&id)
+        self.entries.get(id)
     }
 
     /// An entry by id, mutable.
     pub fn get_mut(&mut self, id: u32) -> Option<&mut Entry> {
-        self.entries.get_mut(&id)
+        self.entries.get_mut(id)
     }
 
     /// Every entry id, ascending.
     pub fn ids(&self) -> Vec<u32> {
-        let mut ids: Vec<_> = self.entries.keys().copied().collect();
+        let mut ids: Vec<_> = self.entries.values().map(|e| e.id).collect();
         ids.sort_unstable();
         ids
     }
@@ -200,7 +208,7 @@ impl TrapTable {
             .get(&key)
             .into_iter()
             .flat_map(|k| &k.ids)
-            .filter_map(|id| self.entries.get(id))
+            .filter_map(|id| self.entries.get(*id))
     }
 
     /// Marks an entry armed on `pinned.key`; returns the pinned file it
@@ -214,12 +222,12 @@ impl TrapTable {
             .by_key
             .get(&key)
             .and_then(|k| k.ids.iter().find(|&&i| i != id))
-            .and_then(|i| self.entries.get(i))
+            .and_then(|i| self.entries.get(*i))
             .map(|e| &e.state)
         {
             pinned.share(other);
         }
-        let entry = self.entries.get_mut(&id)?;
+        let entry = self.entries.get_mut(id)?;
         // an entry is on a key's list exactly while it holds the key: one
         // that did not is appended without a scan of the list (thousands
         // of entries on a node-shared file)
@@ -239,7 +247,7 @@ impl TrapTable {
     /// a state is logged once, not on every retry.
     pub fn set_pending(&mut self, id: u32, reason: String) -> Option<PinnedFile> {
         let reported = matches!(
-            self.entries.get(&id),
+            self.entries.get(id),
             Some(Entry {
                 state: EntryState::Pending { reason: r, reported: true },
                 ..
@@ -251,7 +259,7 @@ impl TrapTable {
     /// Sets (or clears) the backing file of an entry; returns the key it
     /// replaced, if any (the caller syncs both with the kernel).
     pub fn set_backing(&mut self, id: u32, backing: Option<PinnedFile>) -> Option<TrapKey> {
-        let entry = self.entries.get_mut(&id)?;
+        let entry = self.entries.get_mut(id)?;
         let new = backing.as_ref().map(|b| b.key);
         let old = std::mem::replace(&mut entry.backing, backing.map(Box::new)).map(|b| b.key);
         if let Some(k) = old.filter(|&k| Some(k) != new) {
@@ -266,7 +274,7 @@ impl TrapTable {
     /// Keeps an inode that left the trap's path armed for the entry.
     pub fn follow(&mut self, id: u32, followed: Followed) {
         let key = followed.pin.key;
-        let Some(entry) = self.entries.get_mut(&id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         if entry.holds(key) {
@@ -279,7 +287,7 @@ impl TrapTable {
     /// Stops following an inode (its last link is gone); returns whether
     /// it was followed.
     pub fn unfollow(&mut self, id: u32, key: TrapKey) -> bool {
-        let Some(entry) = self.entries.get_mut(&id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             return false;
         };
         let before = entry.followed.len();
@@ -301,7 +309,7 @@ impl TrapTable {
 
     /// Puts `id` on `key`'s list once (`new`: known not to be on it).
     fn list(&mut self, id: u32, key: TrapKey, new: bool) {
-        let Some(blocking) = self.entries.get(&id).map(|e| blocks_always(&e.trap)) else {
+        let Some(blocking) = self.entries.get(id).map(|e| blocks_always(&e.trap)) else {
             return;
         };
         let k = self.by_key.entry(key).or_default();
@@ -317,7 +325,7 @@ impl TrapTable {
 
     /// Drops `id` from `key`'s list unless the entry still holds the key.
     fn unindex(&mut self, id: u32, key: TrapKey) {
-        let Some(e) = self.entries.get(&id) else {
+        let Some(e) = self.entries.get(id) else {
             return;
         };
         if e.holds(key) {
@@ -341,13 +349,19 @@ impl TrapTable {
     }
 
     fn set_state(&mut self, id: u32, state: EntryState) -> Option<PinnedFile> {
-        let entry = self.entries.get_mut(&id)?;
+        let entry = self.entries.get_mut(id)?;
         let now_armed = matches!(state, EntryState::Armed(_));
         let cluster = is_cluster(entry);
         let old = match std::mem::replace(&mut entry.state, state) {
             EntryState::Armed(p) => Some(p),
             EntryState::Pending { .. } => None,
         };
+        // the rescan's memory of a look holds while the entry stays armed
+        // on that inode only: pending, or armed on another, it looks again
+        let now = entry.key();
+        if now.is_none() || old.as_ref().map(|p| p.key) != now {
+            entry.stamp.set(None);
+        }
         match (old.is_some(), now_armed) {
             (false, true) => {
                 self.armed += 1;
@@ -375,7 +389,7 @@ impl TrapTable {
         // shared by every pod of a node costs nothing more to sync)
         let (conditions, block) = match k.ids.as_slice() {
             [one] => {
-                let t = self.entries.get(one).map(|e| e.trap.as_ref())?;
+                let t = self.entries.get(*one).map(|e| e.trap.as_ref())?;
                 (t.conditions.bits(), t.action == TrapAction::Block)
             }
             _ => (0, k.blocking > 0),

@@ -27,7 +27,7 @@ fn resolves_a_file_to_its_kernel_key() {
         "the name the pin leads to"
     );
     assert_eq!(
-        p.mnt_id,
+        p.mnt_id(),
         Some(crate::node::mounts::mount_id(&p.pin).expect("statx mount id")),
         "the mount id read with the key (no statx of its own in backing)"
     );
@@ -148,4 +148,23 @@ fn directories_are_not_trappable() {
         root.resolve("/nope"),
         Err(ResolveError::NotFound { .. })
     ));
+}
+
+#[test]
+fn a_mount_id_the_kernel_did_not_give_stays_unknown() {
+    let dir = tmp();
+    let path = dir.path().join("f");
+    std::fs::write(&path, "x").expect("write");
+    for given in [None, Some(0), Some(7), Some(u64::MAX - 1)] {
+        let fd: OwnedFd = std::fs::File::open(&path).expect("open").into();
+        let st = FileStat {
+            mnt_id: given,
+            ..file_stat(&fd).expect("stat")
+        };
+        assert_eq!(
+            PinnedFile::of(fd, &st).mnt_id(),
+            given,
+            "the mount id read back is the one statx gave (or none)"
+        );
+    }
 }

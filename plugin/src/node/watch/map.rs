@@ -7,6 +7,11 @@
 //! follows it there, and under its file with no name. Two objects whose
 //! hashes collide only make a notification re-check more entries than it
 //! had to: never fewer.
+//!
+//! Each list of entries is kept sorted, so that registering an entry is a
+//! binary search (an entry registered again is listed once), not a scan:
+//! with 5,000 pods sharing the node's directories a list holds 100,000
+//! entries, and a pass registers every one of them.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
@@ -48,7 +53,8 @@ pub enum Named {
 /// Directories and files watched, and the entries each change names.
 #[derive(Debug, Default)]
 pub struct WatchMap {
-    /// (object, component or [`SELF`]) → entries whose path goes there.
+    /// (object, component or [`SELF`]) → entries whose path goes there,
+    /// ascending, each once.
     by_name: HashMap<(u64, u64), Vec<u32>>,
     /// Components registered under each directory (for a change to the
     /// directory itself: moved, deleted).
@@ -126,9 +132,13 @@ impl WatchMap {
     }
 }
 
+/// Adds `id` to the ascending list `ids` unless it is there (a pass
+/// registers entries mostly in ascending order: then an append).
 fn push_once(ids: &mut Vec<u32>, id: u32) {
-    if !ids.contains(&id) {
+    if ids.last().is_none_or(|&last| last < id) {
         ids.push(id);
+    } else if let Err(at) = ids.binary_search(&id) {
+        ids.insert(at, id);
     }
 }
 
@@ -193,6 +203,36 @@ mod tests {
             named(&m, &[Named::Object(12)], false).is_empty(),
             "a change to a directory's own attributes"
         );
+    }
+
+    #[test]
+    fn an_entry_registered_again_is_listed_once_in_any_order() {
+        let mut m = WatchMap::default();
+        // registered out of order, then again (watched anew after a
+        // notification) before, between and after the others
+        for id in [5, 2, 9, 5, 2, 7, 9, 1, 7, 5] {
+            m.add_child(10, b"etc", id);
+            m.add_file(100, id);
+        }
+        let mut out = Vec::new();
+        m.named(
+            &[Named::Child {
+                dir: 10,
+                name: name_hash(b"etc"),
+            }],
+            false,
+            &mut out,
+        );
+        assert_eq!(out, [1, 2, 5, 7, 9], "each entry once under the name");
+        out.clear();
+        m.named(&[Named::Object(100)], false, &mut out);
+        assert_eq!(out, [1, 2, 5, 7, 9], "each entry once under the file");
+        m.retain(|id| id != 5);
+        m.add_file(100, 5);
+        m.add_file(100, 3);
+        out.clear();
+        m.named(&[Named::Object(100)], false, &mut out);
+        assert_eq!(out, [1, 2, 3, 5, 7, 9], "registered again after a removal");
     }
 
     #[test]

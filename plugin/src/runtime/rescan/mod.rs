@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod notified;
+pub(crate) mod remembered;
 
 use super::arm::boot_ns;
 use super::config::RuntimeConfig;
@@ -52,11 +53,10 @@ use crate::node::watch::DirWatch;
 use crate::node::Root;
 use crate::sync::lock;
 use notified::always_looked;
+use remembered::Stamp;
 
 /// The rescan's own state.
 pub(crate) struct RescanState {
-    /// What each armed entry's name led to at its previous look.
-    stamps: Mutex<HashMap<u32, NameStat>>,
     /// The directory looked in last (entries of one directory in one root
     /// are visited together); dropped at the end of each pass.
     dir: Mutex<Option<DirSlot>>,
@@ -90,7 +90,6 @@ impl RescanState {
             .then(|| CgroupIndex::for_this_node().root().map(Path::to_path_buf))
             .flatten();
         Self {
-            stamps: Mutex::default(),
             dir: Mutex::default(),
             locator: Mutex::new(ContainerLocator::new(cgroup_root, proc_root.to_path_buf())),
             proc_root: proc_root.to_path_buf(),
@@ -107,16 +106,16 @@ impl RescanState {
 /// Whether a look at an armed entry's name (`now`) shows nothing a full
 /// re-resolution could see: the armed inode (`st_dev`, `ino`) with the
 /// link count the entry last saw (`seen_nlink`), and the same status time
-/// as the previous look (`before`; none yet: changed).
+/// as the previous look (`before`, its [`Stamp`]; none yet: changed).
 pub(crate) fn unchanged(
-    before: Option<&NameStat>,
+    before: Option<&Stamp>,
     now: &NameStat,
     st_dev: u64,
     ino: u64,
     seen_nlink: u64,
 ) -> bool {
     now.regular
-        && before == Some(now)
+        && before.is_some_and(|b| Stamp::of(now).as_ref() == Some(b))
         && (now.st_dev, now.ino) == (st_dev, ino)
         && now.nlink == seen_nlink
 }
@@ -177,14 +176,20 @@ impl Shared {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let named = self.named_ids(&drained.ids, &drained.roots, &named_keys);
-        self.rescan_entries(full, &named);
+        let looked = self.rescan_entries(full, &named);
         *lock(&self.rescan.dir) = None;
         if let Some(kt) = &self.kernel_tampers {
             lock(kt).end_pass();
         }
+        // a pass that looked at entries gives its pages back; an idle one
+        // (every second on a quiet node) keeps its few for the next
+        if looked > 0 {
+            crate::allocator::give_back(true);
+        }
     }
 
-    fn rescan_entries(self: &Arc<Self>, full: bool, named: &HashSet<u32>) {
+    /// Looks at the pass's entries; returns how many.
+    fn rescan_entries(self: &Arc<Self>, full: bool, named: &HashSet<u32>) -> usize {
         let keyed = {
             let table = self.table();
             let watched = lock(&self.rescan.watched);
@@ -206,7 +211,9 @@ impl Shared {
             }
             keyed
         };
+        let looked = keyed.len();
         self.isolated(&pass_order(keyed), Self::rescan_one);
+        looked
     }
 
     fn rescan_one(&self, id: u32) -> Result<bool, String> {
@@ -254,7 +261,7 @@ impl Shared {
 
     /// The cheap look at an armed entry ([`unchanged`]).
     fn look(&self, id: u32) -> Look {
-        let (root, trap, st_dev, ino, seen_nlink) = {
+        let (root, trap, st_dev, ino, seen_nlink, before) = {
             let table = self.table();
             let Some(e) = table.get(id) else {
                 return Look::Changed(None);
@@ -269,6 +276,7 @@ impl Shared {
                 pin.st_dev,
                 pin.key.ino,
                 pin.seen.nlink,
+                e.stamp.get(),
             )
         };
         let Some((dir, name)) = split_parent(&trap.path) else {
@@ -280,7 +288,6 @@ impl Shared {
         let Ok(now) = name_stat(&fd, name) else {
             return Look::Changed(None);
         };
-        let before = lock(&self.rescan.stamps).get(&id).copied();
         if unchanged(before.as_ref(), &now, st_dev, ino, seen_nlink) {
             Look::Unchanged
         } else {
@@ -292,19 +299,19 @@ impl Shared {
     /// is now armed on that very inode (a change after the look shows at
     /// the next one), else forget it.
     fn remember(&self, id: u32, seen: Option<NameStat>) {
-        let armed = match self.table().get(id).map(|e| &e.state) {
-            Some(EntryState::Armed(pin)) => Some((pin.st_dev, pin.key.ino)),
-            _ => None,
+        let mut table = self.table();
+        let Some(e) = table.get_mut(id) else {
+            return;
         };
-        let mut stamps = lock(&self.rescan.stamps);
-        match seen {
-            Some(s) if armed == Some((s.st_dev, s.ino)) => {
-                stamps.insert(id, s);
-            }
-            _ => {
-                stamps.remove(&id);
-            }
-        }
+        let armed = match &e.state {
+            EntryState::Armed(pin) => Some((pin.st_dev, pin.key.ino)),
+            EntryState::Pending { .. } => None,
+        };
+        let stamp = seen
+            .as_ref()
+            .and_then(Stamp::of)
+            .filter(|s| armed == Some(s.file()));
+        e.stamp.set(stamp);
     }
 
     /// Directory `dir` inside `root`, opened once for the entries of a
@@ -384,6 +391,18 @@ mod tests {
         }
     }
 
+    /// `unchanged` with the stamp of look `before`.
+    fn unchanged(
+        before: Option<&NameStat>,
+        now: &NameStat,
+        st_dev: u64,
+        ino: u64,
+        seen_nlink: u64,
+    ) -> bool {
+        let stamp = before.and_then(Stamp::of);
+        super::unchanged(stamp.as_ref(), now, st_dev, ino, seen_nlink)
+    }
+
     #[test]
     fn only_the_armed_inode_with_the_same_links_and_status_time_is_unchanged() {
         let s = stat(42, 1, 100);
@@ -408,6 +427,14 @@ mod tests {
         assert!(
             !unchanged(Some(&s), &stat(42, 1, 101), 8, 42, 1),
             "a status change (write, chmod, overlay copy-up)"
+        );
+        assert!(
+            !unchanged(Some(&s), &s, 8, 43, 1),
+            "the name still leads to the remembered file, but the entry is armed on another inode since (a container's exit, then a re-arm)"
+        );
+        assert!(
+            !unchanged(Some(&s), &s, 9, 42, 1),
+            "the entry is armed on another filesystem's inode 42 since"
         );
         let link = NameStat {
             regular: false,

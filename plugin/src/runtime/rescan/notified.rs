@@ -88,14 +88,14 @@ impl Shared {
     }
 
     /// At a full pass: what the rescan keeps for entries removed since
-    /// goes (stamps, watches; marks when most are stale).
+    /// goes (watches; marks when most are stale; an entry's stamp goes
+    /// with it).
     pub(super) fn forget_removed(&self, table: &TrapTable) {
         let live: HashSet<u32> = table.entries().map(|e| e.id).collect();
         let roots: HashSet<usize> = table
             .entries()
             .filter_map(|e| e.root.as_ref().map(|r| Arc::as_ptr(r) as usize))
             .collect();
-        lock(&self.rescan.stamps).retain(|id, _| live.contains(id));
         lock(&self.rescan.unwatched).retain(|id| live.contains(id));
         let mut watched = lock(&self.rescan.watched);
         watched.retain(|id| live.contains(id));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::node::{PinnedFile, Root};
 use crate::policy::pods::Labels;
 use crate::policy::CompiledTrap;
+use crate::runtime::rescan::remembered::Remembered;
 use crate::trap::TrapKey;
 
 /// The pod and container whose file a trap entry watches.
@@ -89,6 +90,58 @@ pub struct Followed {
     pub quiet: bool,
 }
 
+/// The inodes an entry follows away from its path: none for nearly every
+/// entry, so the list is boxed (8 bytes in each entry, not a vector's 24)
+/// and reads as a slice.
+#[derive(Debug, Default)]
+#[expect(
+    clippy::box_collection,
+    reason = "the box is for the entry's size: 8 bytes in each of a node's 100,000 entries, not a vector's 24"
+)]
+pub struct FollowedList(Option<Box<Vec<Followed>>>);
+
+impl FollowedList {
+    /// Adds a followed inode.
+    pub fn push(&mut self, followed: Followed) {
+        self.0.get_or_insert_with(Box::default).push(followed);
+    }
+
+    /// Keeps the followed inodes `keep` says (the box goes with the last).
+    pub fn retain(&mut self, keep: impl FnMut(&Followed) -> bool) {
+        if let Some(list) = &mut self.0 {
+            list.retain(keep);
+            if list.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for FollowedList {
+    type Target = [Followed];
+
+    fn deref(&self) -> &[Followed] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::ops::DerefMut for FollowedList {
+    fn deref_mut(&mut self) -> &mut [Followed] {
+        self.0
+            .as_deref_mut()
+            .map_or_else(Default::default, Vec::as_mut_slice)
+    }
+}
+
+impl<'a> IntoIterator for &'a mut FollowedList {
+    type Item = &'a mut Followed;
+    type IntoIter = std::slice::IterMut<'a, Followed>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
 /// One trap applied to one owner.
 #[derive(Debug)]
 pub struct Entry {
@@ -103,13 +156,17 @@ pub struct Entry {
     /// Armed or pending.
     pub state: EntryState,
     /// Inodes armed as this path before, still linked somewhere.
-    pub followed: Vec<Followed>,
+    pub followed: FollowedList,
     /// The overlay layer's file behind the file at the path (upper copy,
     /// else topmost lower), armed too: reading it directly from the node
     /// bypasses the overlay inode. The overlay key stays the primary.
     /// Boxed: most entries have none, and every entry of a node's
     /// 100,000 pays for the field's size in the table.
     pub backing: Option<Box<PinnedFile>>,
+    /// What the rescan's last look at the name saw, while the entry is
+    /// armed on that inode (none at first): kept here rather than in a
+    /// map by id, it goes with the entry and costs no bucket.
+    pub(crate) stamp: Remembered,
 }
 
 impl Entry {
