@@ -23,7 +23,7 @@ use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest: every test file that needs the
 /// kernel.
-const SUITE: [&str; 20] = [
+const SUITE: [&str; 21] = [
     "arm_batch_kernel",
     "attack_kernel",
     "cli_kernel",
@@ -41,6 +41,7 @@ const SUITE: [&str; 20] = [
     "kubearmor_kernel",
     "pidns_kernel",
     "pod_delta_kernel",
+    "reading_kernel",
     "redirect_kernel",
     "rescan_kernel",
     "runtime_kernel",

@@ -306,6 +306,8 @@ impl KiveConfig {
     pub fn runtime_config(&self) -> RuntimeConfig {
         let mut rc = RuntimeConfig {
             queue_capacity: self.queue_capacity as usize,
+            // Falco's source thread waits in next_batch: it reads the ring
+            read_in_caller: true,
             rescan: Duration::from_millis(self.rescan_ms),
             rescan_full: Duration::from_millis(self.rescan_full_ms),
             host_root: PathBuf::from(&self.host_root),

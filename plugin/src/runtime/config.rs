@@ -16,6 +16,12 @@ pub struct RuntimeConfig {
     pub queue_capacity: usize,
     /// Ring poll timeout (the reader is woken only past a fill threshold).
     pub poll: Duration,
+    /// The consumer reads the eBPF tiers' ring buffer itself in
+    /// [`super::Runtime::next_event`] (no reader thread): for a consumer
+    /// that always waits for events, as Falco's `next_batch` does. A
+    /// consumer that may stay away (tests, tools) keeps the thread, which
+    /// also records the kernel's tamper events for the rescan at once.
+    pub read_in_caller: bool,
     /// How often armed paths are re-resolved (replacement, deletion).
     pub rescan: Duration,
     /// The host's root (`/`).
@@ -49,6 +55,7 @@ impl Default for RuntimeConfig {
             engine: EngineConfig::default(),
             queue_capacity: 65536,
             poll: Duration::from_millis(10),
+            read_in_caller: false,
             rescan: Duration::from_secs(1),
             host_root: PathBuf::from("/"),
             proc_root: PathBuf::from("/proc"),
@@ -90,6 +97,9 @@ pub struct Metrics {
     pub kernel: KernelStats,
     /// Events lost because the consumer queue was full.
     pub queue_drops: u64,
+    /// Events in the consumer queue (taken from the ring, not yet by the
+    /// consumer).
+    pub queued: usize,
     /// Ring records that did not decode.
     pub decode_errors: u64,
     /// Events for keys no longer armed (dropped).

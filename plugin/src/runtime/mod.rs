@@ -20,6 +20,7 @@ mod pod_roots;
 pub mod pods;
 mod queue;
 pub mod ratelimit;
+mod reading;
 mod rescan;
 mod ring_sink;
 mod sets;
@@ -49,6 +50,7 @@ pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
 pub use ratelimit::{RateLimiter, Verdict};
+use reading::Reading;
 pub use table::{ContainerOwner, Entry, EntryState, Followed, Owner, TrapTable};
 
 #[derive(Default)]
@@ -162,6 +164,7 @@ fn host_mounts(root: Root, cfg: &RuntimeConfig) -> Root {
 pub struct Runtime {
     shared: Arc<Shared>,
     events: queue::Receiver<RawEvent>,
+    reading: Reading,
     node: NodeContext,
     proc_root: PathBuf,
     host_root: PathBuf,
@@ -200,15 +203,18 @@ impl Runtime {
         let tamper_tx = tx.clone();
         let kernel_tampers = kernel_sees_tamper(engine.tier())
             .then(|| Arc::new(Mutex::new(tamper::KernelTampers::default())));
-        engine.start_reader_sink(
-            cfg.poll,
-            ring_sink::RingSink {
-                tx,
-                counters: Arc::clone(&counters),
-                seen: kernel_tampers.clone(),
-                gathered: Vec::with_capacity(ring_sink::GATHER),
-            },
-        )?;
+        let sink = ring_sink::RingSink {
+            tx,
+            counters: Arc::clone(&counters),
+            seen: kernel_tampers.clone(),
+            gathered: Vec::with_capacity(ring_sink::GATHER),
+        };
+        let reading = if cfg.read_in_caller && engine.reads_in_caller() {
+            Reading::caller(engine.ring_reader(sink)?, cfg.poll)?
+        } else {
+            engine.start_reader_sink(cfg.poll, sink)?;
+            Reading::Thread
+        };
         let tier = engine.tier();
         let mut report = ArmReport::default();
         let host_root = match Root::open(&cfg.host_root) {
@@ -316,6 +322,7 @@ impl Runtime {
             Self {
                 shared,
                 events: rx,
+                reading,
                 node,
                 proc_root: cfg.proc_root.clone(),
                 host_root: cfg.host_root.clone(),
@@ -337,7 +344,7 @@ impl Runtime {
 
     /// The next kernel event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<RawEvent> {
-        self.events.recv_timeout(timeout)
+        self.reading.next(&self.events, timeout)
     }
 
     /// The next kernel event if one is queued.
@@ -383,6 +390,7 @@ impl Runtime {
             pending,
             kernel: self.shared.engine.kernel_stats(),
             queue_drops: c.queue_drops.load(Ordering::Relaxed),
+            queued: self.events.held(),
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             stale_events: c.stale.load(Ordering::Relaxed),
             rearms: c.rearms.load(Ordering::Relaxed),

@@ -160,6 +160,11 @@ impl<T> Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// How many values are held (queued, or gathered by a sender).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
     /// The next value, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<T> {
         self.next(|rx| rx.recv_timeout(timeout).ok())

@@ -6,11 +6,12 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, PrintLevel};
 
+use super::ring_reader::RingReader;
 use super::wire::{TrapKey, TrapValue};
 use super::{EngineConfig, Tier, TrapError};
 use crate::skel::{KiveSkel, KiveSkelBuilder, OpenKiveSkel};
@@ -343,20 +344,7 @@ impl BpfEngine {
         let handle = std::thread::Builder::new()
             .name("kive-ring".into())
             .spawn(move || {
-                let mut builder = libbpf_rs::RingBufferBuilder::new();
-                let handled = std::rc::Rc::new(std::cell::Cell::new(0u64));
-                let count = std::rc::Rc::clone(&handled);
-                let sink = std::rc::Rc::new(std::cell::RefCell::new(sink));
-                let records = std::rc::Rc::clone(&sink);
-                let built = match builder.add(&events, move |data: &[u8]| {
-                    count.set(count.get() + 1);
-                    records.borrow_mut().record(data);
-                    0
-                }) {
-                    Ok(_) => builder.build(),
-                    Err(e) => Err(e),
-                };
-                let ring = match built {
+                let mut reader = match RingReader::new(&events, sink) {
                     Ok(r) => {
                         let _ = ready_tx.send(Ok(()));
                         r
@@ -366,32 +354,17 @@ impl BpfEngine {
                         return;
                     }
                 };
-                let mut pace = super::coalesce::Coalesce::default();
                 while !stop2.load(Ordering::Relaxed) {
-                    // Producers wake us only past a fill threshold, so a
-                    // poll that times out still drains what is there.
-                    let _ = ring.poll(poll);
-                    let _ = ring.consume();
-                    // the drain's events handed on together: one wake-up
-                    sink.borrow_mut().flush();
-                    // a flood is read in batches, not one wake-up per event
-                    if let Some(pause) = pace.after_drain(handled.take(), Instant::now()) {
-                        std::thread::sleep(pause);
-                    }
-                    pace.resume(Instant::now());
+                    reader.read(poll);
                 }
-                let _ = ring.consume();
-                sink.borrow_mut().flush();
+                reader.drain();
             })
             .map_err(TrapError::Thread)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => {
+            Ok(Err(e)) => {
                 let _ = handle.join();
-                return Err(TrapError::Config {
-                    what: "ring buffer reader",
-                    source,
-                });
+                return Err(e);
             }
             Err(_) => {
                 let _ = handle.join();
@@ -400,6 +373,19 @@ impl BpfEngine {
         }
         self.reader = Some((stop, handle));
         Ok(())
+    }
+
+    /// A reader of the ring buffer into `sink` for the caller to run
+    /// ([`RingReader::read`]) instead of the reader thread.
+    pub fn ring_reader<S: super::seam::RecordSink>(
+        &self,
+        sink: S,
+    ) -> Result<RingReader<S>, TrapError> {
+        let events = MapHandle::try_from(&self.events).map_err(|source| TrapError::Config {
+            what: "ring buffer handle",
+            source,
+        })?;
+        RingReader::new(&events, sink)
     }
 
     /// Stops the reader thread (waits at most one poll period).

@@ -10,6 +10,7 @@ pub mod coalesce;
 pub mod dev;
 pub mod engine;
 pub mod fanotify;
+pub mod ring_reader;
 pub mod seam;
 pub mod stats;
 pub mod wire;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use engine::{BpfEngine, KernelStats};
+pub use ring_reader::RingReader;
 pub use seam::{EachRecord, Engine, RecordSink};
 pub use wire::{
     Action, Args, ArgsRef, EventText, Hook, RawEvent, Tamper, TamperKind, Texts, TrapKey, TrapValue,
@@ -263,6 +265,9 @@ pub enum TrapError {
     /// The reader thread exited during start.
     #[error("the ring buffer reader exited during start")]
     ReaderDied,
+    /// The tier hands its events on its own reader thread only.
+    #[error("the fanotify tier reads its events on its own thread")]
+    NoCallerReader,
     /// A fanotify call failed.
     #[error("fanotify tier: {what}")]
     Fanotify {

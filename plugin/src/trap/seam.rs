@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::engine::{bpf_lsm_active, BpfEngine, KernelStats};
 use super::fanotify::FanotifyEngine;
+use super::ring_reader::RingReader;
 use super::wire::{TrapKey, TrapValue};
 use super::{EngineConfig, Tier, TierChoice, TrapError};
 
@@ -211,6 +212,23 @@ impl Engine {
                 sink.record(data);
                 sink.flush();
             }),
+        }
+    }
+
+    /// Whether the caller may read the events itself ([`Engine::ring_reader`]):
+    /// the eBPF tiers' ring buffer, yes; the fanotify tier's permission
+    /// events are answered on its reader thread at once (the opener waits).
+    pub fn reads_in_caller(&self) -> bool {
+        matches!(self, Self::Bpf(_))
+    }
+
+    /// A reader of the ring buffer into `sink` that the caller runs
+    /// instead of the reader thread (the eBPF tiers only:
+    /// [`Engine::reads_in_caller`]).
+    pub fn ring_reader<S: RecordSink>(&self, sink: S) -> Result<RingReader<S>, TrapError> {
+        match self {
+            Self::Bpf(e) => e.ring_reader(sink),
+            Self::Fanotify(_) => Err(TrapError::NoCallerReader),
         }
     }
 
