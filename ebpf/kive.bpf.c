@@ -290,7 +290,8 @@ static __always_inline void emit_named(const struct kive_key *key, const struct 
 	 * read at once, and while the reader is behind (a flood) it is never
 	 * woken again, it is reading anyway. Past wakeup_bytes it is woken
 	 * whatever it did, so a reader that missed a wake-up never lets the
-	 * ring fill.
+	 * ring fill. (A reader that is away, Falco evaluating a batch, is
+	 * waiting on nothing: user space's spare reader drains the ring then.)
 	 */
 	if (wakeup_bytes && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
 		flags = 0;

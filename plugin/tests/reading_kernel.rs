@@ -1,29 +1,31 @@
 //! The consumer reading the ring buffer itself (`read_in_caller`, what
 //! Falco's `next_batch` does), on this machine's kernel: no reader thread
-//! runs, every record the ring holds reaches `next_event`, the rescan's
-//! tamper events reach it while the ring is idle, and while the consumer
-//! stays away the spare thread moves the ring's records into the queue, so
-//! that more than the ring holds is kept. One test in its own binary: it
-//! counts this process's threads by name.
+//! runs; the consumer's own reads deliver events; the rescan thread's
+//! tamper events reach a consumer that waits on an idle ring; while the
+//! consumer stays away the spare thread moves the ring's records into the
+//! queue, so that more than the ring holds is kept; the spare thread ends
+//! with the runtime. One test in its own binary: it counts this process's
+//! threads by name.
 
 mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kive::policy::CompiledTrap;
 use kive::runtime::{Runtime, RuntimeConfig};
 use kive::trap::{FloodLimit, TierChoice, TrapKey};
-use support::{key_of, run, scenarios, wait_for, DEADLINE};
+use support::{key_of, run, wait_for, world_dir, DEADLINE};
 
 fn config() -> RuntimeConfig {
     let mut cfg = RuntimeConfig {
         read_in_caller: true,
+        // the rescan thread runs on its own: its tamper events come while
+        // the consumer waits
+        rescan: Duration::from_millis(200),
         ..support::runtime::config(TierChoice::Tracepoint)
     };
-    // every open of the flood is an event (the kernel's per-process limit off)
+    // every open is an event (the kernel's per-process limit off)
     cfg.engine.flood_limit = FloodLimit {
         events: 0,
         ..FloodLimit::default()
@@ -38,11 +40,6 @@ fn threads(name: &str) -> usize {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .filter(|comm| comm.trim_end() == name)
         .count()
-}
-
-/// The engine's reader threads.
-fn reader_threads() -> usize {
-    threads("kive-ring")
 }
 
 /// Another process opens `path` `n` times (kive never reports its own
@@ -78,37 +75,63 @@ fn take_all(rt: &Runtime, key: TrapKey, n: usize) {
 
 #[test]
 fn the_consumer_reads_the_ring_itself_and_loses_nothing() {
-    let start = |traps: &[Arc<CompiledTrap>]| -> Runtime {
-        let rt = support::runtime::start(&config(), traps);
-        assert_eq!(reader_threads(), 0, "the consumer reads: no reader thread");
-        rt
-    };
-    // the rescan's tamper event (the tracepoint tier's kernel side does not
-    // see renames) reaches the consumer while it waits on an idle ring
-    let scenarios::Replaced {
-        dir: _dir,
-        rt,
-        path,
-        new_key,
-        ..
-    } = scenarios::replaced_file(
-        |f| support::runtime::host_traps("reading", &[(f, "")]),
-        start,
+    let dir = world_dir();
+    let path = dir.path().join("config");
+    std::fs::write(&path, "v1").expect("write");
+    let traps = support::runtime::host_traps("reading", &[(&path, "")]);
+    let rt = support::runtime::start(&config(), &traps);
+    assert_eq!(
+        threads("kive-ring"),
+        0,
+        "the consumer reads: no reader thread"
     );
+    assert_eq!(threads("kive-ring-spare"), 1, "the spare thread runs");
+
+    // an atomic writer replaces the file; the rescan thread finds it and
+    // queues a tamper event (the tracepoint tier's kernel side does not see
+    // renames) while the consumer waits on a ring where nothing comes: it
+    // arrives while the consumer waits, not at the end of its wait
+    let old_key = key_of(&path);
+    let new = dir.path().join(".config.tmp");
+    std::fs::write(&new, "v2").expect("write");
+    run(Command::new("mv").arg(&new).arg(&path));
+    let waited = Instant::now();
     let tamper = rt
         .next_event(DEADLINE)
         .expect("the rescan's tamper event, while the ring stays idle");
-    assert!(tamper.tamper.is_some(), "a tamper event: {tamper:?}");
-    assert_eq!(key_of(&path), new_key);
+    assert!(
+        waited.elapsed() < DEADLINE / 2,
+        "the tamper event came only at the end of the consumer's wait"
+    );
+    let t = tamper.tamper.as_ref().expect("a tamper event");
+    assert_eq!(tamper.key, old_key, "the replaced inode: {t:?}");
+    let new_key = key_of(&path);
+    wait_for("the new file armed", || {
+        (rt.kernel_keys() == [new_key]).then_some(())
+    });
 
-    // 2,000 opens while nobody reads (the ring holds them: 2,000 records
-    // of 1,424 bytes in 4 MiB), then read: every one arrives, in order
+    // the consumer's own reads deliver: an access while it waits (the spare
+    // may take one that comes before the consumer waits: tried again)
+    wait_for("an event the consumer read itself", || {
+        let opener = std::thread::spawn({
+            let path = path.clone();
+            move || open_times(&path, 1)
+        });
+        let ev = rt.next_event(DEADLINE);
+        opener.join().expect("the opener thread");
+        assert_eq!(ev.map(|e| e.key), Some(new_key), "the access is delivered");
+        (rt.metrics().caller_read_records > 0).then_some(())
+    });
+
+    // 2,000 opens while nobody reads (2,000 records of 1,432 bytes fit in
+    // the 4 MiB ring), then read: every one arrives, in order
     const OPENS: usize = 2_000;
     open_times(&path, OPENS);
     take_all(&rt, new_key, OPENS);
 
     // twice that while the consumer stays away, more than the ring holds:
     // the spare thread moves the first 2,000 into the queue meanwhile
+    let spare_before = rt.metrics().spare_read_records;
     open_times(&path, OPENS);
     wait_for("the spare thread to queue the ring's records", || {
         (rt.metrics().queued == OPENS).then_some(())
@@ -116,17 +139,18 @@ fn the_consumer_reads_the_ring_itself_and_loses_nothing() {
     open_times(&path, OPENS);
     take_all(&rt, new_key, 2 * OPENS);
     let m = rt.metrics();
+    assert!(
+        m.spare_read_records - spare_before >= OPENS as u64,
+        "the spare thread moved the first 2,000: {m:?}"
+    );
     assert_eq!(
         (m.kernel.drops, m.queue_drops, m.decode_errors),
         (0, 0, 0),
         "nothing lost: {m:?}"
     );
-    assert_eq!(reader_threads(), 0, "still no reader thread");
-    assert_eq!(threads("kive-ring-spare"), 1, "the spare thread");
+    assert_eq!(threads("kive-ring"), 0, "still no reader thread");
     drop(rt);
-    assert_eq!(
-        threads("kive-ring-spare"),
-        0,
-        "the spare thread ends with the runtime"
-    );
+    wait_for("the spare thread to end with the runtime", || {
+        (threads("kive-ring-spare") == 0).then_some(())
+    });
 }

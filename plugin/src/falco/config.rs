@@ -227,6 +227,10 @@ impl Default for KiveConfig {
     }
 }
 
+/// The smallest ring buffer `next_batch` reads itself (1 MiB, ~730
+/// records: what 360,000 events a second bring in the spare reader's 2 ms).
+pub const CALLER_READ_MIN_RING: u32 = 1 << 20;
+
 impl KiveConfig {
     /// Parses a JSON `init_config` (an empty string is `{}`) and validates it.
     pub fn from_json(text: &str) -> Result<Self, FalcoError> {
@@ -306,8 +310,11 @@ impl KiveConfig {
     pub fn runtime_config(&self) -> RuntimeConfig {
         let mut rc = RuntimeConfig {
             queue_capacity: self.queue_capacity as usize,
-            // Falco's source thread waits in next_batch: it reads the ring
-            read_in_caller: true,
+            // Falco's source thread waits in next_batch: it reads the ring,
+            // unless the ring is too small to hold what comes while Falco
+            // evaluates a batch (then a reader thread woken past a quarter
+            // of it reads)
+            read_in_caller: self.ring_bytes >= CALLER_READ_MIN_RING,
             rescan: Duration::from_millis(self.rescan_ms),
             rescan_full: Duration::from_millis(self.rescan_full_ms),
             host_root: PathBuf::from(&self.host_root),

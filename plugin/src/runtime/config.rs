@@ -14,7 +14,8 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// Capacity of the queue between the ring reader and the consumer.
     pub queue_capacity: usize,
-    /// Ring poll timeout (the reader is woken only past a fill threshold).
+    /// The reader thread's ring poll timeout (the reader is woken when it
+    /// caught up or past a fill threshold).
     pub poll: Duration,
     /// The consumer reads the eBPF tiers' ring buffer itself in
     /// [`super::Runtime::next_event`] (no reader thread): for a consumer
@@ -100,6 +101,11 @@ pub struct Metrics {
     /// Events in the consumer queue (taken from the ring, not yet by the
     /// consumer).
     pub queued: usize,
+    /// Ring records the consumer read itself (`read_in_caller`).
+    pub caller_read_records: u64,
+    /// Ring records the spare thread moved into the queue while the
+    /// consumer was away (`read_in_caller`).
+    pub spare_read_records: u64,
     /// Ring records that did not decode.
     pub decode_errors: u64,
     /// Events for keys no longer armed (dropped).

@@ -1,9 +1,11 @@
 //! The running tripwire: loads the engine, arms the planned traps, re-arms
 //! them when their files are replaced, and turns kernel events into alerts.
 //!
-//! Threads: the engine's ring reader only decodes and queues (bounded);
-//! a rescan thread re-resolves armed paths; the consumer (`kive run` or
-//! Falco's `next_batch`) pulls events and enriches them.
+//! Threads: the engine's ring reader only decodes and queues (bounded),
+//! or the consumer reads the ring itself with a spare thread for when it
+//! is away ([`reading`]); a rescan thread re-resolves armed paths; the
+//! consumer (`kive run` or Falco's `next_batch`) pulls events and enriches
+//! them.
 
 pub mod accessor;
 mod alert_view;
@@ -24,6 +26,7 @@ mod reading;
 mod rescan;
 mod ring_sink;
 mod sets;
+mod spare_pace;
 mod stalls;
 pub mod table;
 pub mod tamper;
@@ -66,6 +69,10 @@ struct Counters {
     rescan_roots: AtomicU64,
     rescan_notified: AtomicU64,
     rescan_full_passes: AtomicU64,
+    /// Ring records read by the consumer itself ([`reading`]).
+    caller_reads: AtomicU64,
+    /// Ring records the spare thread moved into the queue ([`reading`]).
+    spare_reads: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -85,6 +92,9 @@ pub(crate) struct Shared {
     rescan: rescan::RescanState,
     /// Keys whose last kernel write failed ([`unsynced`]).
     unsynced: unsynced::Unsynced,
+    /// The consumer's ring reader when it reads the ring itself: the
+    /// rescan catches up with the kernel's tamper events first.
+    caller_reader: Option<reading::Reader>,
 }
 
 impl Shared {
@@ -162,9 +172,10 @@ fn host_mounts(root: Root, cfg: &RuntimeConfig) -> Root {
 
 /// A running tripwire.
 pub struct Runtime {
+    /// First: the spare thread stops before the engine may go.
+    reading: Reading,
     shared: Arc<Shared>,
     events: queue::Receiver<RawEvent>,
-    reading: Reading,
     node: NodeContext,
     proc_root: PathBuf,
     host_root: PathBuf,
@@ -210,7 +221,7 @@ impl Runtime {
             gathered: Vec::with_capacity(ring_sink::GATHER),
         };
         let reading = if cfg.read_in_caller && engine.reads_in_caller() {
-            Reading::caller(engine.ring_reader(sink)?, cfg.poll)?
+            Reading::caller(engine.ring_reader(sink)?, Arc::clone(&counters))?
         } else {
             engine.start_reader_sink(cfg.poll, sink)?;
             Reading::Thread
@@ -234,6 +245,7 @@ impl Runtime {
             stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
             rescan: rescan::RescanState::new(cfg),
             unsynced: unsynced::Unsynced::default(),
+            caller_reader: reading.reader(),
         });
         let mut ids = Vec::new();
         for trap in traps {
@@ -391,6 +403,8 @@ impl Runtime {
             kernel: self.shared.engine.kernel_stats(),
             queue_drops: c.queue_drops.load(Ordering::Relaxed),
             queued: self.events.held(),
+            caller_read_records: c.caller_reads.load(Ordering::Relaxed),
+            spare_read_records: c.spare_reads.load(Ordering::Relaxed),
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             stale_events: c.stale.load(Ordering::Relaxed),
             rearms: c.rearms.load(Ordering::Relaxed),

@@ -42,6 +42,9 @@ pub struct BpfEngine {
     events: MapHandle,
     sources: MapHandle,
     reader: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// A [`RingReader`] was handed out: the caller reads the ring (two
+    /// readers would race on its consumer position).
+    caller_reads: bool,
 }
 
 /// libbpf's log of the load in progress, kept for the error.
@@ -227,6 +230,7 @@ impl BpfEngine {
             events,
             sources,
             reader: None,
+            caller_reads: false,
         })
     }
 
@@ -334,6 +338,9 @@ impl BpfEngine {
         if self.reader.is_some() {
             return Ok(());
         }
+        if self.caller_reads {
+            return Err(TrapError::SecondReader);
+        }
         let events = MapHandle::try_from(&self.events).map_err(|source| TrapError::Config {
             what: "ring buffer handle",
             source,
@@ -344,7 +351,7 @@ impl BpfEngine {
         let handle = std::thread::Builder::new()
             .name("kive-ring".into())
             .spawn(move || {
-                let mut reader = match RingReader::new(&events, sink) {
+                let mut reader = match RingReader::new(events, sink) {
                     Ok(r) => {
                         let _ = ready_tx.send(Ok(()));
                         r
@@ -378,17 +385,23 @@ impl BpfEngine {
     /// A reader of the ring buffer into `sink` for the caller to run
     /// ([`RingReader::read`]) instead of the reader thread.
     pub fn ring_reader<S: super::seam::RecordSink>(
-        &self,
+        &mut self,
         sink: S,
     ) -> Result<RingReader<S>, TrapError> {
+        if self.reader.is_some() || self.caller_reads {
+            return Err(TrapError::SecondReader);
+        }
         let events = MapHandle::try_from(&self.events).map_err(|source| TrapError::Config {
             what: "ring buffer handle",
             source,
         })?;
-        RingReader::new(&events, sink)
+        let reader = RingReader::new(events, sink)?;
+        self.caller_reads = true;
+        Ok(reader)
     }
 
-    /// Stops the reader thread (waits at most one poll period).
+    /// Stops the reader thread (waits at most one poll period, a flood's
+    /// pause and one read).
     pub fn stop_reader(&mut self) {
         if let Some((stop, handle)) = self.reader.take() {
             stop.store(true, Ordering::Relaxed);

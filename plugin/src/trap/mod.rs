@@ -268,6 +268,9 @@ pub enum TrapError {
     /// The tier hands its events on its own reader thread only.
     #[error("the fanotify tier reads its events on its own thread")]
     NoCallerReader,
+    /// The ring buffer has a reader already (the thread, or the caller's).
+    #[error("the ring buffer already has a reader")]
+    SecondReader,
     /// A fanotify call failed.
     #[error("fanotify tier: {what}")]
     Fanotify {

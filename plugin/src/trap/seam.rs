@@ -225,7 +225,7 @@ impl Engine {
     /// A reader of the ring buffer into `sink` that the caller runs
     /// instead of the reader thread (the eBPF tiers only:
     /// [`Engine::reads_in_caller`]).
-    pub fn ring_reader<S: RecordSink>(&self, sink: S) -> Result<RingReader<S>, TrapError> {
+    pub fn ring_reader<S: RecordSink>(&mut self, sink: S) -> Result<RingReader<S>, TrapError> {
         match self {
             Self::Bpf(e) => e.ring_reader(sink),
             Self::Fanotify(_) => Err(TrapError::NoCallerReader),

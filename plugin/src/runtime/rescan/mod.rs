@@ -152,6 +152,11 @@ impl Shared {
     fn rescan_pass(self: &Arc<Self>, force_full: bool) {
         let mut named_keys = Vec::new();
         if let Some(kt) = &self.kernel_tampers {
+            // the kernel's tamper events still in the ring recorded first
+            if let Some(reader) = &self.caller_reader {
+                let n = super::reading::catch_up(reader);
+                self.counters.spare_reads.fetch_add(n, Ordering::Relaxed);
+            }
             let (due, named) = {
                 let mut kt = lock(kt);
                 (kt.start_pass(boot_ns()), kt.take_named())
