@@ -94,11 +94,31 @@ impl Drop for Killed {
 
 #[test]
 fn two_flooders_cannot_drown_the_reads_of_a_third_process() {
-    let (_d, f) = trapped_file();
     let mut cfg = config();
-    // the ring of the attack: 64 KiB, about 55 events
+    // the ring of the attack: 64 KiB, about 45 events (read by the reader
+    // thread, as Falco reads a ring this small)
     cfg.engine.ring_bytes = 64 * 1024;
-    let rt = start(&cfg, &f);
+    flooders_against_a_victim(&cfg);
+}
+
+#[test]
+fn two_flooders_cannot_drown_a_victim_while_the_consumer_reads_the_ring() {
+    // as Falco reads the smallest ring it reads itself: 1 MiB, no reader
+    // thread, the spare thread draining while the consumer is away
+    let mut cfg = RuntimeConfig {
+        read_in_caller: true,
+        ..config()
+    };
+    cfg.engine.ring_bytes = 1 << 20;
+    flooders_against_a_victim(&cfg);
+}
+
+/// Two processes flood the trap; a third reads it five times: every one
+/// of its reads is an alert, the flooders' held-back hits are counted and
+/// reported.
+fn flooders_against_a_victim(cfg: &RuntimeConfig) {
+    let (_d, f) = trapped_file();
+    let rt = start(cfg, &f);
     let flooders = Killed(vec![flooder(&f), flooder(&f)]);
     let flood_pids: Vec<u32> = flooders.0.iter().map(Child::id).collect();
 
