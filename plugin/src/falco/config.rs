@@ -312,9 +312,10 @@ impl KiveConfig {
             queue_capacity: self.queue_capacity as usize,
             // Falco's source thread waits in next_batch: it reads the ring,
             // unless the ring is too small to hold what comes while Falco
-            // evaluates a batch (then a reader thread woken past a quarter
-            // of it reads)
-            read_in_caller: self.ring_bytes >= CALLER_READ_MIN_RING,
+            // evaluates a batch, or the queue to take a whole read (then a
+            // reader thread woken past a quarter of the ring reads)
+            read_in_caller: self.ring_bytes >= CALLER_READ_MIN_RING
+                && self.queue_capacity as usize >= crate::trap::ring_reader::READ_LIMIT,
             rescan: Duration::from_millis(self.rescan_ms),
             rescan_full: Duration::from_millis(self.rescan_full_ms),
             host_root: PathBuf::from(&self.host_root),

@@ -103,8 +103,8 @@ pub struct Metrics {
     pub queued: usize,
     /// Ring records the consumer read itself (`read_in_caller`).
     pub caller_read_records: u64,
-    /// Ring records the spare thread moved into the queue while the
-    /// consumer was away (`read_in_caller`).
+    /// Ring records the spare thread, or a rescan catching up, moved into
+    /// the queue while the consumer was away (`read_in_caller`).
     pub spare_read_records: u64,
     /// Ring records that did not decode.
     pub decode_errors: u64,

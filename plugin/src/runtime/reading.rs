@@ -103,7 +103,15 @@ impl Reading {
                 return Some(ev);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let n = lock(reader).read(left.min(CALLER_WAIT));
+            let mut r = lock(reader);
+            // the spare or the rescan may have just moved the ring's records
+            // into the queue while this waited for the lock: no new record
+            // would wake the read
+            if let Some(ev) = queue.try_recv() {
+                return Some(ev);
+            }
+            let n = r.read(left.min(CALLER_WAIT));
+            drop(r);
             if n > 0 {
                 counters.caller_reads.fetch_add(n, Ordering::Relaxed);
                 let thread = spare.handle.as_ref().map(JoinHandle::thread);
@@ -137,12 +145,8 @@ fn spare_loop(reader: &Mutex<RingReader<RingSink>>, state: &SparePace, counters:
             break;
         }
         let drained = catch_up(reader);
-        if drained > 0 {
-            counters.spare_reads.fetch_add(drained, Ordering::Relaxed);
-            state.read(drained, None);
-        } else {
-            state.after_quiet_wake();
-        }
+        counters.spare_reads.fetch_add(drained, Ordering::Relaxed);
+        state.after_spare_drain(drained);
     }
 }
 

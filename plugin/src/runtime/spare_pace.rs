@@ -59,7 +59,7 @@ impl SparePace {
     /// when that shortens its period.
     pub fn read(&self, n: u64, thread: Option<&Thread>) {
         let now = self.now_ns();
-        // SeqCst with `after_wake`: a read that ends as the thread goes
+        // SeqCst with `after_spare_drain`: a read that ends as the thread goes
         // idle either sees it idle (and wakes it) or is seen by it
         self.last_read_ns.store(now, Ordering::SeqCst);
         let mut wake = self.idle.swap(false, Ordering::SeqCst);
@@ -83,14 +83,16 @@ impl SparePace {
         }
     }
 
-    /// After the spare thread's wake-up that found nothing: a flood with
+    /// After the spare thread's drain of `drained` records: a flood with
     /// no flood's read for [`FLOOD_FOR`] is over; with nothing read for
     /// [`IDLE_AFTER`], idle (not when a read came meanwhile).
-    pub fn after_quiet_wake(&self) {
+    pub fn after_spare_drain(&self, drained: u64) {
+        if drained > 0 {
+            self.read(drained, None);
+        }
         let now = self.now_ns();
-        if self.flood.load(Ordering::Relaxed)
-            && now.saturating_sub(self.last_flood_ns.load(Ordering::Relaxed)) >= ns(FLOOD_FOR)
-        {
+        if now.saturating_sub(self.last_flood_ns.load(Ordering::Relaxed)) >= ns(FLOOD_FOR) {
+            // a flood's read racing this one sets it again at its next
             self.flood.store(false, Ordering::Relaxed);
         }
         let last = self.last_read_ns.load(Ordering::SeqCst);
@@ -135,7 +137,7 @@ mod tests {
     fn a_quiet_spell_idles_the_spare_and_the_next_read_wakes_it() {
         let p = quiet_for(IDLE_AFTER * 2);
         assert_eq!(p.period(), SPARE_BUSY, "busy until a quiet wake-up");
-        p.after_quiet_wake();
+        p.after_spare_drain(0);
         assert_eq!(p.period(), SPARE_IDLE, "nothing read for 2 s: idle");
         let me = std::thread::current();
         p.read(1, Some(&me));
@@ -144,7 +146,7 @@ mod tests {
             was_unparked(),
             "the idle spare thread was woken by the read"
         );
-        p.after_quiet_wake();
+        p.after_spare_drain(0);
         assert_eq!(p.period(), SPARE_BUSY, "just read: stays busy");
     }
 
@@ -159,21 +161,42 @@ mod tests {
         assert_eq!(p.period(), SPARE_FLOOD, "a flood's read");
         assert!(was_unparked(), "woken to its shorter period");
         p.read(FLOOD_READ, Some(&me));
-        p.after_quiet_wake();
+        p.after_spare_drain(0);
         assert_eq!(p.period(), SPARE_FLOOD, "the flood's read was just now");
         assert!(!was_unparked(), "already in the flood's period");
         // the flood's last read FLOOD_FOR ago
         let p = quiet_for(FLOOD_FOR * 3);
         p.read(FLOOD_READ, None);
         p.last_flood_ns.store(0, Ordering::Relaxed);
-        p.after_quiet_wake();
+        p.after_spare_drain(0);
         assert_eq!(p.period(), SPARE_BUSY, "over: back to the trickle's period");
+    }
+
+    #[test]
+    fn small_drains_end_a_flood_after_its_last_big_read() {
+        let p = quiet_for(FLOOD_FOR * 3);
+        p.read(FLOOD_READ, None);
+        p.after_spare_drain(FLOOD_READ - 1);
+        assert_eq!(p.period(), SPARE_FLOOD, "the flood's read was just now");
+        p.last_flood_ns.store(0, Ordering::Relaxed);
+        p.after_spare_drain(FLOOD_READ - 1);
+        assert_eq!(
+            p.period(),
+            SPARE_BUSY,
+            "a trickle since FLOOD_FOR: no flood"
+        );
+        p.after_spare_drain(FLOOD_READ);
+        assert_eq!(
+            p.period(),
+            SPARE_FLOOD,
+            "the spare's own big drain is a flood's"
+        );
     }
 
     #[test]
     fn a_spare_that_read_recently_stays_busy() {
         let p = quiet_for(IDLE_AFTER / 4);
-        p.after_quiet_wake();
+        p.after_spare_drain(0);
         assert_eq!(p.period(), SPARE_BUSY, "quiet for less than IDLE_AFTER");
     }
 }
