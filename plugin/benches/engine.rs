@@ -6,6 +6,9 @@
 //! 1. open+close of an UNtrapped file, no program loaded (baseline) vs each
 //!    hook tier that loads here, with few and many armed traps: median ns/op
 //!    over interleaved rounds and the ratio to the baseline of the same run;
+//!    then the same rows with kive's change notification watching the
+//!    trapped path (as the runtime does on every tier), whose own row is
+//!    their reference;
 //! 2. event throughput: a child process opens a trapped file in a tight loop,
 //!    the ring reader counts what it receives, the kernel counts drops; once
 //!    waking the reader on every event, once past the default fill threshold.
@@ -14,7 +17,7 @@
 //! `--iterations N` (or `KIVE_BENCH_ITERATIONS`, default 1,000,000),
 //! `--rounds N` (or `KIVE_BENCH_ROUNDS`, default 7), `--traps 10,10000`,
 //! `--events N` (default 200,000), `--throughput-rounds N` (default 3),
-//! `--skip-overhead`, `--skip-throughput`, `--dir PATH`.
+//! `--skip-overhead`, `--skip-throughput`, `--no-notify`, `--dir PATH`.
 //!
 //! The binary measures only when given `--bench` (cargo bench passes it), so
 //! that `cargo test --all-targets` does not run a minutes-long benchmark.
@@ -34,6 +37,8 @@ use clap::Parser;
 mod armed;
 #[path = "engine/method.rs"]
 mod method;
+#[path = "engine/notify.rs"]
+mod notify;
 #[path = "support/open_loop.rs"]
 mod open_loop;
 #[path = "engine/overhead.rs"]
@@ -87,6 +92,9 @@ struct Args {
     /// Skip the throughput table.
     #[arg(long)]
     skip_throughput: bool,
+    /// Skip the open+close rows with kive's change notification.
+    #[arg(long)]
+    no_notify: bool,
     /// Do not raise the measuring child's priority (nice -20) or pin it to
     /// the last CPU.
     #[arg(long)]
@@ -117,6 +125,13 @@ struct Config {
     /// `None` = baseline (no program loaded).
     choice: Option<TierChoice>,
     traps: u32,
+    /// kive's change notification watches the trapped file's path during
+    /// the measurement, as the runtime does on every tier.
+    notify: bool,
+    /// The row this one's own cost is measured against: the baseline (for
+    /// "change notification only" too), or for a tier row with change
+    /// notification, "change notification only".
+    reference: usize,
 }
 
 /// Files the benchmark opens: the free one in the open+close table, the
@@ -243,21 +258,22 @@ fn run(args: &Args) -> Result<(), String> {
     let mut foreign_total = 0usize;
     let mut tuned = None;
     let mut base_wall = None;
+    let mut refused_notify = None;
     if !args.skip_overhead {
-        let mut configs = vec![Config {
-            label: "baseline (no program)".into(),
-            choice: None,
-            traps: 0,
-        }];
-        for &(t, got) in &loadable {
-            for &n in &args.traps {
-                configs.push(Config {
-                    label: tier_label(t, got),
-                    choice: Some(t),
-                    traps: n,
-                });
+        // the rows with change notification only where it can watch the
+        // bench's trapped path (said why not, as a refused tier is)
+        let notify = if args.no_notify {
+            false
+        } else {
+            match notify::watch_trapped(&files.bench.trapped) {
+                Ok(_) => true,
+                Err(e) => {
+                    refused_notify = Some(e);
+                    false
+                }
             }
-        }
+        };
+        let configs = overhead_configs(&loadable, &args.traps, notify);
         let (table, foreign, all_tuned, wall) =
             overhead_table(&configs, &files, iterations, rounds, !args.no_tune)?;
         base_wall = Some(wall);
@@ -269,7 +285,12 @@ fn run(args: &Args) -> Result<(), String> {
     for (t, why) in &refused {
         out.push_str(&format!("- {}: {why}\n", t.as_str()));
     }
-    if !refused.is_empty() {
+    if let Some(why) = &refused_notify {
+        out.push_str(&format!(
+            "- change notification: not measured here: {why}\n"
+        ));
+    }
+    if !refused.is_empty() || refused_notify.is_some() {
         out.push('\n');
     }
     if !args.skip_throughput {
@@ -301,6 +322,46 @@ fn run(args: &Args) -> Result<(), String> {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("writing the table: {e}"))
+}
+
+/// The open+close table's rows: the baseline and each tier with each trap
+/// count, then (`notify`) the same with kive's change notification (the
+/// runtime's watch on the trapped path, on every tier), whose own row is
+/// their reference.
+fn overhead_configs(loadable: &[(TierChoice, Tier)], traps: &[u32], notify: bool) -> Vec<Config> {
+    let mut configs = Vec::new();
+    let kinds: &[bool] = if notify { &[false, true] } else { &[false] };
+    for &notify in kinds {
+        let reference = configs.len();
+        configs.push(Config {
+            label: if notify {
+                "change notification only".into()
+            } else {
+                "baseline (no program)".into()
+            },
+            choice: None,
+            traps: 0,
+            notify,
+            reference: 0,
+        });
+        for &(t, got) in loadable {
+            for &n in traps {
+                let label = tier_label(t, got);
+                configs.push(Config {
+                    label: if notify {
+                        format!("{label} + notification")
+                    } else {
+                        label
+                    },
+                    choice: Some(t),
+                    traps: n,
+                    notify,
+                    reference,
+                });
+            }
+        }
+    }
+    configs
 }
 
 fn tier_label(asked: TierChoice, got: Tier) -> String {

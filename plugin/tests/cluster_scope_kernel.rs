@@ -145,6 +145,21 @@ fn cluster_host_traps_need_the_operator() {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].metadata.owner, "host");
     assert_eq!(got[0].policy_name, "node");
+    // watched by change notification, as a policy file's host trap is
+    rt.rescan_now();
+    let m = rt.metrics();
+    if support::rescan::marks_supported(dir.path()) {
+        assert_eq!(
+            (m.notify_watched, m.notify_unwatched),
+            (1, 0),
+            "the cluster's host trap is watched: {m:?}"
+        );
+    } else {
+        assert_eq!(
+            m.notify_unwatched, 1,
+            "no marks here (kernel or filesystem): reported unwatched: {m:?}"
+        );
+    }
     // deleting the policy disarms it
     api.delete(Kind::Policy, "kivebpf-system", "node");
     wait_until("the host trap is disarmed", || rt.metrics().armed == 0);

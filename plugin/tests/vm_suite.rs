@@ -23,7 +23,7 @@ use vm::{parse_results, run_vm, section};
 
 /// The test binaries run in the guest: every test file that needs the
 /// kernel.
-const SUITE: [&str; 21] = [
+const SUITE: [&str; 22] = [
     "arm_batch_kernel",
     "attack_kernel",
     "cli_kernel",
@@ -42,6 +42,7 @@ const SUITE: [&str; 21] = [
     "pidns_kernel",
     "pod_delta_kernel",
     "reading_kernel",
+    "reading_tamper_kernel",
     "redirect_kernel",
     "rescan_kernel",
     "runtime_kernel",

@@ -55,6 +55,19 @@ pub(super) fn method(r: &RunInfo<'_>) -> String {
          tier, which marks inodes, real decoy files in the bench directory, with its reader \
          running), measures, and unloads. The kernel's hit counter is checked to be 0 after each measurement.\n",
     );
+    m.push_str(
+        "- Rows \"+ notification\" (and \"change notification only\") also hold kive's change \
+         notification for the trapped file, as the runtime does for each entry it watches \
+         (`node::watch`: a notification-class fanotify group marking each directory of the \
+         path and the file; asked for no open or close-nowrite event, checked to have read \
+         none). Once a filesystem has any watcher (this group, the fanotify tier's marks, or \
+         any inotify watch such as a kubelet's), the kernel runs its fsnotify hooks on every \
+         open and close on it: \"change notification only\" against the baseline is that \
+         first watcher's cost; the own cost column gives a tier row with notification against \
+         \"change notification only\" in the same round, what the tier adds where kive \
+         watches (\"as per round\": the reference is the baseline, as in the per-round \
+         column). Measured on the kernel named above; the hooks differ between kernels.\n",
+    );
     m.push_str(&format!(
         "- {} interleaved rounds: each round measures every configuration once, in an order \
          rotated by one each round, so drift (other load, CPU frequency) spreads over all rows. \

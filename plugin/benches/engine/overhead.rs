@@ -1,10 +1,12 @@
 //! Table 1: open+close of an untrapped file with no program loaded
-//! (baseline) and with each tier loaded and armed.
+//! (baseline) and with each tier loaded and armed, each also with kive's
+//! change notification watching the trapped path.
 
 use std::time::Duration;
 
 use kive::trap::{EngineConfig, Tier};
 
+use super::notify::{check_quiet, watch_trapped};
 use super::open_loop::{median, min_max, pct, spawn_open_loop, Rng};
 use super::quiet::measure_clean;
 use super::{load_armed, progress, Config, Files};
@@ -49,10 +51,19 @@ pub(super) fn overhead_table(
                 }
                 None => None,
             };
+            let notify = if c.notify {
+                Some(watch_trapped(&files.bench.trapped)?)
+            } else {
+                None
+            };
             let ours = engine.as_ref().map_or(0, |e| e.programs().len());
             let (times, dirty) = measure_clean(ours, || {
                 spawn_open_loop(&files.bench.free, iterations, warmup, tune)
             })?;
+            if let Some(w) = &notify {
+                check_quiet(w)?;
+            }
+            drop(notify);
             foreign_seen += usize::from(dirty);
             all_tuned &= times.tuned;
             if let Some(e) = &engine {
@@ -68,7 +79,7 @@ pub(super) fn overhead_table(
             let c_ns = times.cpu as f64 / iterations as f64;
             let w_ns = (times.end - times.start) as f64 / iterations as f64;
             progress(format_args!(
-                "round {}/{rounds}: {:<24} traps {:>6}: {c_ns:7.1} CPU ns/op, {w_ns:7.1} wall ns/op",
+                "round {}/{rounds}: {:<36} traps {:>6}: {c_ns:7.1} CPU ns/op, {w_ns:7.1} wall ns/op",
                 round + 1,
                 c.label,
                 c.traps
@@ -85,9 +96,9 @@ pub(super) fn overhead_table(
         "### open+close of an untrapped file ({iterations} iterations per measurement, {rounds} interleaved rounds)\n\n"
     ));
     t.push_str(
-        "| configuration | armed traps | CPU ns/op (median) | ratio to baseline | CPU ns/op min–max | ratio of minima | per-round ratio: median (min–max) | wall ns/op (median) | wall ratio |\n",
+        "| configuration | armed traps | CPU ns/op (median) | ratio to baseline | CPU ns/op min–max | ratio of minima | per-round ratio: median (min–max) | own cost: per-round ratio to its reference, median (min–max) | wall ns/op (median) | wall ratio |\n",
     );
-    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, c) in configs.iter().enumerate() {
         let m = median(&cpu[i]);
         let (lo, hi) = min_max(&cpu[i]);
@@ -95,6 +106,19 @@ pub(super) fn overhead_table(
         let per_round: Vec<f64> = cpu[i].iter().zip(&cpu[0]).map(|(x, b)| x / b).collect();
         let (rlo, rhi) = min_max(&per_round);
         let rmed = median(&per_round);
+        let own = if i == c.reference {
+            "–".to_string()
+        } else if c.reference == 0 {
+            "as per round".to_string()
+        } else {
+            let r: Vec<f64> = cpu[i]
+                .iter()
+                .zip(&cpu[c.reference])
+                .map(|(x, b)| x / b)
+                .collect();
+            let (lo, hi) = min_max(&r);
+            format!("{:.3} ({lo:.3}–{hi:.3})", median(&r))
+        };
         let ratio = m / base_cpu;
         let w = median(&wall[i]);
         let wratio = w / base_wall;
@@ -104,7 +128,7 @@ pub(super) fn overhead_table(
             "–".into()
         };
         t.push_str(&format!(
-            "| {} | {traps} | {m:.0} | {ratio:.3} ({}) | {lo:.0}–{hi:.0} | {:.3} ({}) | {rmed:.3} ({rlo:.3}–{rhi:.3}) | {w:.0} | {wratio:.3} ({}) |\n",
+            "| {} | {traps} | {m:.0} | {ratio:.3} ({}) | {lo:.0}–{hi:.0} | {:.3} ({}) | {rmed:.3} ({rlo:.3}–{rhi:.3}) | {own} | {w:.0} | {wratio:.3} ({}) |\n",
             c.label,
             pct(ratio),
             lo / base_min,

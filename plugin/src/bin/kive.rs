@@ -192,6 +192,9 @@ fn run(args: RunArgs) -> ExitCode {
         burst: flood_burst,
     };
     cfg.rescan = Duration::from_millis(rescan_ms.max(10));
+    // the loop below always waits for events: it reads the ring itself
+    // where the settings allow (as Falco's next_batch does)
+    cfg.read_in_caller = cfg.caller_read_fits();
     if let Some(n) = node_name {
         cfg.node_name = n;
     }

@@ -227,10 +227,6 @@ impl Default for KiveConfig {
     }
 }
 
-/// The smallest ring buffer `next_batch` reads itself (1 MiB, ~730
-/// records: what 360,000 events a second bring in the spare reader's 2 ms).
-pub const CALLER_READ_MIN_RING: u32 = 1 << 20;
-
 impl KiveConfig {
     /// Parses a JSON `init_config` (an empty string is `{}`) and validates it.
     pub fn from_json(text: &str) -> Result<Self, FalcoError> {
@@ -310,12 +306,6 @@ impl KiveConfig {
     pub fn runtime_config(&self) -> RuntimeConfig {
         let mut rc = RuntimeConfig {
             queue_capacity: self.queue_capacity as usize,
-            // Falco's source thread waits in next_batch: it reads the ring,
-            // unless the ring is too small to hold what comes while Falco
-            // evaluates a batch, or the queue to take a whole read (then a
-            // reader thread woken past a quarter of the ring reads)
-            read_in_caller: self.ring_bytes >= CALLER_READ_MIN_RING
-                && self.queue_capacity as usize >= crate::trap::ring_reader::READ_LIMIT,
             rescan: Duration::from_millis(self.rescan_ms),
             rescan_full: Duration::from_millis(self.rescan_full_ms),
             host_root: PathBuf::from(&self.host_root),
@@ -337,6 +327,9 @@ impl KiveConfig {
             cb.ca_bundle = self.callback_ca_bundle.as_ref().map(PathBuf::from);
             cb.destinations = self.callback_destinations();
         }
+        // Falco's source thread waits in next_batch: it reads the ring
+        // where the settings allow
+        rc.read_in_caller = rc.caller_read_fits();
         rc
     }
 
@@ -472,5 +465,25 @@ mod tests {
         let rc = c.runtime_config();
         assert_eq!(rc.node_name, "node-7");
         assert_eq!(rc.host_root, PathBuf::from("/host"));
+    }
+
+    #[test]
+    fn next_batch_reads_the_ring_itself_only_with_a_ring_and_queue_that_fit() {
+        let rc = |json: &str| {
+            KiveConfig::from_json(json)
+                .unwrap_or_else(|e| panic!("{json}: {e}"))
+                .runtime_config()
+                .read_in_caller
+        };
+        assert!(rc("{}"), "the defaults (4 MiB ring, 65,536 places) fit");
+        assert!(
+            rc(r#"{"ringBytes":1048576,"queueCapacity":4096}"#),
+            "the least that fits"
+        );
+        assert!(!rc(r#"{"ringBytes":524288}"#), "a ring under 1 MiB");
+        assert!(
+            !rc(r#"{"queueCapacity":4095}"#),
+            "a queue under a whole read"
+        );
     }
 }

@@ -50,6 +50,22 @@ pub struct RuntimeConfig {
     pub notify_max_mount_watches: usize,
 }
 
+/// The smallest ring buffer a consumer reads itself (1 MiB, ~730 records:
+/// what 360,000 events a second bring in the spare reader's 2 ms).
+pub const CALLER_READ_MIN_RING: u32 = 1 << 20;
+
+impl RuntimeConfig {
+    /// Whether a consumer that always waits for events (Falco's
+    /// `next_batch`, `kive run`) may read the ring itself with these
+    /// settings: a ring that holds what comes while the consumer is away,
+    /// and a queue that takes a whole read. Otherwise a reader thread woken
+    /// past a quarter of the ring reads.
+    pub fn caller_read_fits(&self) -> bool {
+        self.engine.ring_bytes >= CALLER_READ_MIN_RING
+            && self.queue_capacity >= crate::trap::ring_reader::READ_LIMIT
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {

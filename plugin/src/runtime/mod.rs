@@ -48,7 +48,7 @@ use crate::trap::{Engine, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
 pub use alert_view::{AlertView, ProcessStrings};
-pub use config::{ArmReport, Metrics, RuntimeConfig};
+pub use config::{ArmReport, Metrics, RuntimeConfig, CALLER_READ_MIN_RING};
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
@@ -162,9 +162,9 @@ fn kernel_sees_tamper(tier: Tier) -> bool {
 
 /// The host root with kive's own mountinfo when it is kive's `/` (then
 /// the node's overlay mounts are seen as kive sees them).
-fn host_mounts(root: Root, cfg: &RuntimeConfig) -> Root {
-    if cfg.host_root == std::path::Path::new("/") {
-        root.with_own_mounts(&cfg.proc_root)
+fn host_mounts(root: Root, host_root: &std::path::Path, proc_root: &std::path::Path) -> Root {
+    if host_root == std::path::Path::new("/") {
+        root.with_own_mounts(proc_root)
     } else {
         root
     }
@@ -229,7 +229,7 @@ impl Runtime {
         let tier = engine.tier();
         let mut report = ArmReport::default();
         let host_root = match Root::open(&cfg.host_root) {
-            Ok(r) => Some(Arc::new(host_mounts(r, cfg))),
+            Ok(r) => Some(Arc::new(host_mounts(r, &cfg.host_root, &cfg.proc_root))),
             Err(e) => {
                 report.failures.push(format!("host root: {e}"));
                 None

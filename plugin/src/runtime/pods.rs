@@ -196,7 +196,13 @@ impl PodController {
             let root = match owner {
                 Owner::Host => host_root
                     .get_or_insert_with(|| match Root::open(&self.host_root) {
-                        Ok(r) => Some(Arc::new(r)),
+                        // with kive's own mounts, as the host traps of
+                        // policy files: watched by change notification
+                        Ok(r) => Some(Arc::new(super::host_mounts(
+                            r,
+                            &self.host_root,
+                            &self.proc_root,
+                        ))),
                         Err(e) => {
                             tracing::debug!("host root: {e}");
                             None
