@@ -146,6 +146,8 @@ fn cluster_host_traps_need_the_operator() {
     assert_eq!(got[0].metadata.owner, "host");
     assert_eq!(got[0].policy_name, "node");
     // watched by change notification, as a policy file's host trap is
+    // (where this filesystem takes marks: not Debian 6.1's tmpfs, whose
+    // branch below passes without the watch too)
     rt.rescan_now();
     let m = rt.metrics();
     if support::rescan::marks_supported(dir.path()) {

@@ -158,6 +158,15 @@ fn pod_runtime_report(
     c: &Container,
     traps: &str,
 ) -> (kive::runtime::Runtime, kive::runtime::PodReconcileReport) {
+    pod_runtime_on(c, traps, "/")
+}
+
+/// [`pod_runtime_report`] with the node's root seen at `host_root`.
+fn pod_runtime_on(
+    c: &Container,
+    traps: &str,
+    host_root: &str,
+) -> (kive::runtime::Runtime, kive::runtime::PodReconcileReport) {
     use kive::runtime::{ContainerOwner, DesiredEntry, Runtime, RuntimeConfig};
     support::ensure_mounts();
     let cfg = RuntimeConfig {
@@ -167,9 +176,11 @@ fn pod_runtime_report(
             tier: TierChoice::Tracepoint,
             ..Default::default()
         },
+        host_root: host_root.into(),
         ..Default::default()
     };
-    let (rt, _) = Runtime::start(&cfg, &[]).expect("runtime");
+    let (rt, start) = Runtime::start(&cfg, &[]).expect("runtime");
+    assert!(start.failures.is_empty(), "{start:?}");
     let text = format!(
         "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: decoys, namespace: kive-system}}\nspec:\n  traps:\n{traps}"
     );
@@ -202,6 +213,57 @@ fn pod_runtime_report(
 }
 
 const POD_SELECTOR: &str = "    matchAny: [{namespace: default}]\n";
+
+/// `mount --rbind / <dir>` (made private), detached on drop.
+struct NodeRootAt(tempfile::TempDir);
+
+impl NodeRootAt {
+    fn new() -> Self {
+        let d = tempfile::tempdir().expect("temp dir");
+        for args in [vec!["--rbind", "/"], vec!["--make-rprivate"]] {
+            let (_, out) =
+                support::run(std::process::Command::new("mount").args(args).arg(d.path()));
+            assert!(out.status.success(), "mount: {out:?}");
+        }
+        Self(d)
+    }
+}
+
+impl Drop for NodeRootAt {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// The node's root mounted elsewhere (`hostRoot: /host` in a DaemonSet,
+/// here the whole tree bound at a temp dir): the node's mounts are read
+/// from its init's, so a pod's own files arm as with `/`.
+#[test]
+fn pod_traps_arm_when_the_node_s_root_is_mounted_elsewhere() {
+    let node = NodeRootAt::new();
+    let c = Container::start(&[("/secret.txt", "image secret\n")], &[]);
+    let traps = format!(
+        "  - path: /secret.txt\n{POD_SELECTOR}  - path: /decoy\n    create: true\n{POD_SELECTOR}"
+    );
+    let host = node.0.path().to_str().expect("utf-8 temp dir");
+    let (rt, report) = pod_runtime_on(&c, &traps, host);
+    assert_eq!(
+        (report.armed, report.pending.as_slice()),
+        (2, &[] as &[String]),
+        "both pod traps armed: {report:?}"
+    );
+    assert!(c.upper().join("decoy").exists(), "the decoy was created");
+    c.exec("cat /secret.txt /decoy");
+    let got = support::alerts_until(&rt, 2);
+    assert_eq!(got.len(), 2, "one alert per open inside: {got:#?}");
+    assert!(
+        got.iter().all(|a| a.pod.name == "web-0"),
+        "the pod's alerts: {got:#?}"
+    );
+}
 
 #[test]
 fn reading_the_overlay_layers_from_the_node_is_seen_and_names_the_container() {

@@ -14,7 +14,16 @@ use std::time::Duration;
 
 use kive::runtime::RuntimeConfig;
 use kive::trap::{Hook, TamperKind, Tier};
-use support::{key_of, run, tiers, world_dir, DEADLINE};
+use support::{key_of, run, tiers, wait_for, world_dir, DEADLINE};
+
+/// This process's threads named `name`.
+fn threads(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
 
 /// The hook that reports a rename of a trapped file on `tier`.
 fn rename_hook(tier: Tier) -> Hook {
@@ -36,6 +45,11 @@ fn one_rename_is_one_event(tier: Tier) {
     let traps = support::runtime::host_traps("reading-tamper", &[(&path, "")]);
     let rt = support::runtime::start(&cfg, &traps);
     assert_eq!(rt.tier(), tier, "the runtime runs on the tier asked");
+    assert_eq!(
+        (threads("kive-ring-spare"), threads("kive-ring")),
+        (1, 0),
+        "the consumer reads the ring on {tier}: a spare thread, no reader thread"
+    );
     let key = key_of(&path);
 
     let moved = dir.path().join("moved.txt");
@@ -89,6 +103,10 @@ fn one_rename_is_one_event(tier: Tier) {
         (0, 0, 0),
         "nothing lost on {tier}: {m:?}"
     );
+    drop(rt);
+    wait_for("the spare thread to end with the runtime", || {
+        (threads("kive-ring-spare") == 0).then_some(())
+    });
 }
 
 #[test]

@@ -65,7 +65,9 @@ struct RunArgs {
     /// Output format of alerts on stdout.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
-    /// Ring buffer size in bytes (power of two).
+    /// Ring buffer size in bytes (power of two). From 1 MiB on (eBPF tiers)
+    /// the print loop reads the ring itself; a smaller ring gets a reader
+    /// thread.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     ring_bytes: u32,
     /// The kernel's flood limit: events one process may report per trap per

@@ -193,8 +193,20 @@ impl Root {
     /// [`Root::with_proc_dir`] with this process's own `/proc/self` (for
     /// the root this process runs in); unchanged if it cannot be opened.
     pub fn with_own_mounts(self, proc_root: &Path) -> Self {
+        self.with_proc_entry(proc_root, "self")
+    }
+
+    /// [`Root::with_proc_dir`] with the init process of the proc filesystem
+    /// at `proc_root` (for the node's root mounted elsewhere, `/host` in a
+    /// DaemonSet with the node's `/proc`: the node's init sees the node's
+    /// mounts from that root); unchanged if it cannot be opened.
+    pub fn with_init_mounts(self, proc_root: &Path) -> Self {
+        self.with_proc_entry(proc_root, "1")
+    }
+
+    fn with_proc_entry(self, proc_root: &Path, entry: &str) -> Self {
         match rustix::fs::open(
-            proc_root.join("self"),
+            proc_root.join(entry),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {

@@ -19,9 +19,11 @@ pub struct RuntimeConfig {
     pub poll: Duration,
     /// The consumer reads the eBPF tiers' ring buffer itself in
     /// [`super::Runtime::next_event`] (no reader thread): for a consumer
-    /// that always waits for events, as Falco's `next_batch` does. A
-    /// consumer that may stay away (tests, tools) keeps the thread, which
-    /// also records the kernel's tamper events for the rescan at once.
+    /// that comes back to wait for events, as Falco's `next_batch` and
+    /// `kive run`'s print loop do (a spare thread drains the ring while it
+    /// is away; see [`RuntimeConfig::caller_read_fits`]). A consumer that
+    /// may never call again (tests, tools) keeps the thread, which also
+    /// records the kernel's tamper events for the rescan at once.
     pub read_in_caller: bool,
     /// How often armed paths are re-resolved (replacement, deletion).
     pub rescan: Duration,

@@ -160,13 +160,15 @@ fn kernel_sees_tamper(tier: Tier) -> bool {
     matches!(tier, Tier::Lsm | Tier::Trampoline | Tier::Fentry)
 }
 
-/// The host root with kive's own mountinfo when it is kive's `/` (then
-/// the node's overlay mounts are seen as kive sees them).
+/// The host root with the mountinfo its mounts are read from: kive's own
+/// when it is kive's `/` (the node's mounts seen as kive sees them), else
+/// (the node's `/` mounted elsewhere, `/host`) the node's init's, pid 1 of
+/// the proc filesystem at `proc_root`.
 fn host_mounts(root: Root, host_root: &std::path::Path, proc_root: &std::path::Path) -> Root {
     if host_root == std::path::Path::new("/") {
         root.with_own_mounts(proc_root)
     } else {
-        root
+        root.with_init_mounts(proc_root)
     }
 }
 

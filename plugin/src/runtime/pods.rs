@@ -194,19 +194,24 @@ impl PodController {
                 continue;
             }
             let root = match owner {
+                // the runtime's own (with kive's mounts when it is kive's
+                // `/`: watched by change notification, as the host traps
+                // of policy files), else opened once per reconcile
                 Owner::Host => host_root
-                    .get_or_insert_with(|| match Root::open(&self.host_root) {
-                        // with kive's own mounts, as the host traps of
-                        // policy files: watched by change notification
-                        Ok(r) => Some(Arc::new(super::host_mounts(
-                            r,
-                            &self.host_root,
-                            &self.proc_root,
-                        ))),
-                        Err(e) => {
-                            tracing::debug!("host root: {e}");
-                            None
-                        }
+                    .get_or_insert_with(|| {
+                        self.shared.host_root.clone().or_else(|| {
+                            match Root::open(&self.host_root) {
+                                Ok(r) => Some(Arc::new(super::host_mounts(
+                                    r,
+                                    &self.host_root,
+                                    &self.proc_root,
+                                ))),
+                                Err(e) => {
+                                    tracing::debug!("host root: {e}");
+                                    None
+                                }
+                            }
+                        })
                     })
                     .clone(),
                 Owner::Container(c) => {

@@ -7,7 +7,7 @@
 //! batch), a spare thread drains the ring into the queue, every 2 ms in a
 //! flood (the ring need hold only that long's records, the queue takes the
 //! rest of a burst), every 10 ms while records trickle, every 100 ms once
-//! idle ([`super::spare_pace`]).
+//! idle while the consumer waits on the ring ([`super::spare_pace`]).
 //! The fanotify tier keeps its reader thread: its opener waits in `open`
 //! until kive answers, whatever the consumer does.
 
@@ -98,6 +98,7 @@ impl Reading {
             } => (reader, counters, spare),
         };
         let deadline = Instant::now() + timeout;
+        let _waits = Waits::new(&spare.state);
         loop {
             if let Some(ev) = queue.try_recv() {
                 return Some(ev);
@@ -124,6 +125,22 @@ impl Reading {
                 return None;
             }
         }
+    }
+}
+
+/// The consumer waits for events (in [`Reading::next`]) until dropped.
+struct Waits<'a>(&'a SparePace);
+
+impl<'a> Waits<'a> {
+    fn new(pace: &'a SparePace) -> Self {
+        pace.consumer_waits(true);
+        Self(pace)
+    }
+}
+
+impl Drop for Waits<'_> {
+    fn drop(&mut self) {
+        self.0.consumer_waits(false);
     }
 }
 

@@ -14,7 +14,8 @@ pub const SPARE_BUSY: Duration = Duration::from_millis(10);
 /// holds this long of 1.4 million events a second, the queue the rest of
 /// a burst that comes while the consumer is away.
 pub const SPARE_FLOOD: Duration = Duration::from_millis(2);
-/// The period once nothing was read for [`IDLE_AFTER`].
+/// The period once nothing was read for [`IDLE_AFTER`], while the
+/// consumer waits on the ring (the kernel wakes it for the next record).
 pub const SPARE_IDLE: Duration = Duration::from_millis(100);
 /// A read of this many records or more is a flood's.
 pub const FLOOD_READ: u64 = 32;
@@ -29,6 +30,8 @@ pub struct SparePace {
     pub stop: AtomicBool,
     idle: AtomicBool,
     flood: AtomicBool,
+    /// The consumer waits in a read: a record that comes wakes it.
+    consumer_waits: AtomicBool,
     /// When records were last read, and a flood's read (ns after `since`).
     last_read_ns: AtomicU64,
     last_flood_ns: AtomicU64,
@@ -48,6 +51,7 @@ impl SparePace {
             stop: AtomicBool::new(false),
             idle: AtomicBool::new(false),
             flood: AtomicBool::new(false),
+            consumer_waits: AtomicBool::new(false),
             last_read_ns: AtomicU64::new(0),
             last_flood_ns: AtomicU64::new(0),
             since,
@@ -72,9 +76,17 @@ impl SparePace {
         }
     }
 
-    /// The spare thread's next period.
+    /// The consumer begins (`true`) or ends (`false`) a wait for events.
+    pub fn consumer_waits(&self, waits: bool) {
+        self.consumer_waits.store(waits, Ordering::SeqCst);
+    }
+
+    /// The spare thread's next period: idle only while the consumer waits
+    /// on the ring; a consumer kept away (Falco busy, `kive run` blocked on
+    /// its stdout) has the spare read as often as records trickle, however
+    /// long the ring was quiet.
     pub fn period(&self) -> Duration {
-        if self.idle.load(Ordering::Relaxed) {
+        if self.idle.load(Ordering::Relaxed) && self.consumer_waits.load(Ordering::SeqCst) {
             SPARE_IDLE
         } else if self.flood.load(Ordering::Relaxed) {
             SPARE_FLOOD
@@ -136,6 +148,7 @@ mod tests {
     #[test]
     fn a_quiet_spell_idles_the_spare_and_the_next_read_wakes_it() {
         let p = quiet_for(IDLE_AFTER * 2);
+        p.consumer_waits(true);
         assert_eq!(p.period(), SPARE_BUSY, "busy until a quiet wake-up");
         p.after_spare_drain(0);
         assert_eq!(p.period(), SPARE_IDLE, "nothing read for 2 s: idle");
@@ -191,6 +204,21 @@ mod tests {
             SPARE_FLOOD,
             "the spare's own big drain is a flood's"
         );
+    }
+
+    #[test]
+    fn a_quiet_ring_idles_the_spare_only_while_the_consumer_waits_on_it() {
+        let p = quiet_for(IDLE_AFTER * 2);
+        p.after_spare_drain(0);
+        assert_eq!(
+            p.period(),
+            SPARE_BUSY,
+            "the consumer is away (nobody the kernel would wake): the trickle's period"
+        );
+        p.consumer_waits(true);
+        assert_eq!(p.period(), SPARE_IDLE, "the consumer waits on the ring");
+        p.consumer_waits(false);
+        assert_eq!(p.period(), SPARE_BUSY, "away again");
     }
 
     #[test]
