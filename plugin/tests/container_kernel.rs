@@ -214,47 +214,33 @@ fn pod_runtime_on(
 
 const POD_SELECTOR: &str = "    matchAny: [{namespace: default}]\n";
 
-/// `mount --rbind / <dir>` (made private), detached on drop.
-struct NodeRootAt(tempfile::TempDir);
-
-impl NodeRootAt {
-    fn new() -> Self {
-        let d = tempfile::tempdir().expect("temp dir");
-        for args in [vec!["--rbind", "/"], vec!["--make-rprivate"]] {
-            let (_, out) =
-                support::run(std::process::Command::new("mount").args(args).arg(d.path()));
-            assert!(out.status.success(), "mount: {out:?}");
-        }
-        Self(d)
-    }
-}
-
-impl Drop for NodeRootAt {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
-/// The node's root mounted elsewhere (`hostRoot: /host` in a DaemonSet,
-/// here the whole tree bound at a temp dir): the node's mounts are read
-/// from its init's, so a pod's own files arm as with `/`.
+/// The node's root given as another path than `/` (`hostRoot: /host` in a
+/// DaemonSet; here `/proc/self/root`, the same tree, no mount made): the
+/// node's mounts are read from its init, so a pod's own files arm as with
+/// `/`, and a file on a node directory the pod mounts stays pending as
+/// node-shared (the node's table was read, not missing).
 #[test]
-fn pod_traps_arm_when_the_node_s_root_is_mounted_elsewhere() {
-    let node = NodeRootAt::new();
-    let c = Container::start(&[("/secret.txt", "image secret\n")], &[]);
+fn pod_traps_arm_when_the_node_s_root_is_given_elsewhere() {
+    let node_dir = support::world_dir();
+    std::fs::write(node_dir.path().join("shared.txt"), "the node's file\n").expect("write");
+    let c = Container::start_with(
+        &[("/secret.txt", "image secret\n")],
+        &[],
+        &[(node_dir.path(), "/hostdata")],
+    );
     let traps = format!(
-        "  - path: /secret.txt\n{POD_SELECTOR}  - path: /decoy\n    create: true\n{POD_SELECTOR}"
+        "  - path: /secret.txt\n{POD_SELECTOR}  - path: /decoy\n    create: true\n{POD_SELECTOR}  - path: /hostdata/shared.txt\n{POD_SELECTOR}"
     );
-    let host = node.0.path().to_str().expect("utf-8 temp dir");
+    let host = "/proc/self/root";
     let (rt, report) = pod_runtime_on(&c, &traps, host);
-    assert_eq!(
-        (report.armed, report.pending.as_slice()),
-        (2, &[] as &[String]),
-        "both pod traps armed: {report:?}"
-    );
+    assert_eq!(report.armed, 2, "the pod's own files armed: {report:?}");
+    match report.pending.as_slice() {
+        [why] => assert!(
+            why.contains("trap 2 (/hostdata/shared.txt)") && why.contains("node-shared"),
+            "the node's file is pending as node-shared: {why}"
+        ),
+        other => panic!("one trap pending, the node's file: {other:?}"),
+    }
     assert!(c.upper().join("decoy").exists(), "the decoy was created");
     c.exec("cat /secret.txt /decoy");
     let got = support::alerts_until(&rt, 2);

@@ -47,6 +47,21 @@ pub fn host_mnt_ns(proc_root: &std::path::Path) -> Option<u32> {
     mnt_ns(proc_root, 1).or_else(|| ns_inode(std::path::Path::new("/proc/self/ns/mnt")))
 }
 
+/// The node's init, `<proc_root>/1`, held open: its `mountinfo` is the
+/// node's mount table, in the node's own paths, whatever root and mount
+/// namespace kive runs in (with the node's `/proc`, or `hostPID`); without
+/// them, pid 1 is the container's own init and its table kive's own view.
+pub fn node_init(proc_root: &std::path::Path) -> Option<super::procref::ProcDir> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        proc_root.join("1"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .map(super::procref::ProcDir::from)
+}
+
 fn ns_inode(link: &std::path::Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     u32::try_from(std::fs::metadata(link).ok()?.ino()).ok()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
+use super::procref::ProcDir;
 use super::resolve::{io_err, PinnedFile, ResolveError, Root};
 use crate::sync::lock;
 
@@ -262,14 +263,15 @@ impl Root {
 
     /// Whether `path` in this root (the file, or with `parent` its
     /// directory) is on the pod's own filesystems ([`is_pod_own`]); the
-    /// node's mounts are read through `host`'s `/proc` directory. An error
+    /// node's mounts are read from `node`'s `mountinfo` (the node's init,
+    /// [`super::host::node_init`]). An error
     /// when either mountinfo cannot be read: the caller keeps the trap
     /// pending rather than guess.
     pub fn on_pod_mount(
         &self,
         path: &str,
         parent: bool,
-        host: &Root,
+        node: &ProcDir,
         pod_uid: &str,
     ) -> Result<bool, ResolveError> {
         let target = if parent {
@@ -294,7 +296,7 @@ impl Root {
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
         .map_err(|e| fail("resolving the mount of", io_err(e)))?;
-        self.fd_on_pod_mount(&fd, host, pod_uid)
+        self.fd_on_pod_mount(&fd, node, pod_uid)
             .map_err(|e| fail("reading the mounts of", e))
     }
 
@@ -303,10 +305,10 @@ impl Root {
         &self,
         pinned: &PinnedFile,
         path: &str,
-        host: &Root,
+        node: &ProcDir,
         pod_uid: &str,
     ) -> Result<bool, ResolveError> {
-        self.fd_on_pod_mount(&pinned.pin, host, pod_uid)
+        self.fd_on_pod_mount(&pinned.pin, node, pod_uid)
             .map_err(|source| ResolveError::Io {
                 op: "reading the mounts of",
                 path: path.to_string(),
@@ -315,13 +317,18 @@ impl Root {
             })
     }
 
-    fn fd_on_pod_mount(&self, fd: &OwnedFd, host: &Root, pod_uid: &str) -> std::io::Result<bool> {
+    fn fd_on_pod_mount(
+        &self,
+        fd: &OwnedFd,
+        node: &ProcDir,
+        pod_uid: &str,
+    ) -> std::io::Result<bool> {
         let no_mounts = || std::io::Error::other("no /proc directory to read mountinfo from");
         let id = mount_id(fd)?;
         let own = read_mountinfo(self.proc_dir.as_ref().ok_or_else(no_mounts)?.open()?)?;
         let m = find(&own, id)
             .ok_or_else(|| std::io::Error::other(format!("mount {id} not in mountinfo")))?;
-        let node = read_mountinfo(host.proc_dir.as_ref().ok_or_else(no_mounts)?.open()?)?;
+        let node = read_mountinfo(node.open()?)?;
         let node: Vec<MountInfo> = node.lines().filter_map(parse_line).collect();
         Ok(is_pod_own(&m, &node, KUBELET_PODS_DIR, pod_uid))
     }

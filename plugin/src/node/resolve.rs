@@ -193,25 +193,24 @@ impl Root {
     /// [`Root::with_proc_dir`] with this process's own `/proc/self` (for
     /// the root this process runs in); unchanged if it cannot be opened.
     pub fn with_own_mounts(self, proc_root: &Path) -> Self {
-        self.with_proc_entry(proc_root, "self")
-    }
-
-    /// [`Root::with_proc_dir`] with the init process of the proc filesystem
-    /// at `proc_root` (for the node's root mounted elsewhere, `/host` in a
-    /// DaemonSet with the node's `/proc`: the node's init sees the node's
-    /// mounts from that root); unchanged if it cannot be opened.
-    pub fn with_init_mounts(self, proc_root: &Path) -> Self {
-        self.with_proc_entry(proc_root, "1")
-    }
-
-    fn with_proc_entry(self, proc_root: &Path, entry: &str) -> Self {
         match rustix::fs::open(
-            proc_root.join(entry),
+            proc_root.join("self"),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
             Ok(fd) => self.with_proc_dir(fd),
             Err(_) => self,
+        }
+    }
+
+    /// [`Root::with_proc_dir`] with the node's init
+    /// ([`super::host::node_init`]), for the node's root mounted elsewhere
+    /// (`/host` in a DaemonSet): the node's init sees the node's mounts from
+    /// that root; unchanged if it cannot be opened.
+    pub fn with_init_mounts(self, proc_root: &Path) -> Self {
+        match super::host::node_init(proc_root) {
+            Some(dir) => self.with_proc_dir(dir),
+            None => self,
         }
     }
 

@@ -169,11 +169,11 @@ impl Shared {
         planned: Option<TrapKey>,
         created: &mut bool,
     ) -> Result<PinnedFile, ResolveError> {
-        let Some(host) = &self.host_root else {
+        let Some(node) = &self.node_mounts else {
             return Err(ResolveError::Shared {
                 path: trap.path.clone(),
                 root: root.path().to_path_buf(),
-                what: "the node's mounts are unknown (no host root), not armed",
+                what: "the node's mounts are unknown (no <procRoot>/1), not armed",
             });
         };
         let shared = |what| ResolveError::Shared {
@@ -182,7 +182,7 @@ impl Shared {
             what,
         };
         if trap.create {
-            if root.on_pod_mount(&trap.path, true, host, pod_uid)? {
+            if root.on_pod_mount(&trap.path, true, node, pod_uid)? {
                 *created = root.create_if_missing(&trap.path, trap.mode)?;
             } else if !trap.allow_shared_file {
                 return Err(shared(
@@ -193,7 +193,7 @@ impl Shared {
         let pinned = root.resolve(&trap.path)?;
         if Some(pinned.key) != planned
             && !trap.allow_shared_file
-            && !root.pinned_on_pod_mount(&pinned, &trap.path, host, pod_uid)?
+            && !root.pinned_on_pod_mount(&pinned, &trap.path, node, pod_uid)?
         {
             return Err(shared("not armed without allowSharedFile"));
         }
