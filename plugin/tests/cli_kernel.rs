@@ -57,15 +57,14 @@ fn run_arms_good_traps_reports_bad_ones_and_prints_json_alerts() {
     assert_eq!(v["process"]["tgid"], pid);
     assert_eq!(v["process"]["comm"], "cat");
     // the print loop reads the ring itself: a spare thread, no reader thread
-    let task = format!("/proc/{}/task", k.child.id());
-    let threads: Vec<String> = std::fs::read_dir(&task)
-        .unwrap_or_else(|e| panic!("{task}: {e}"))
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|c| c.trim_end().to_string())
-        .collect();
-    assert!(
-        threads.iter().any(|t| t == "kive-ring-spare") && !threads.iter().any(|t| t == "kive-ring"),
-        "kive run reads the ring in its print loop: {threads:?}"
+    let pid = k.child.id().to_string();
+    assert_eq!(
+        (
+            support::threads_named(&pid, "kive-ring-spare"),
+            support::threads_named(&pid, "kive-ring")
+        ),
+        (1, 0),
+        "kive run reads the ring in its print loop: a spare thread, no reader thread"
     );
     assert!(stop(k).success(), "clean exit on Ctrl-C");
 }

@@ -35,11 +35,7 @@ fn config() -> RuntimeConfig {
 
 /// This process's threads named `name`.
 fn threads(name: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end() == name)
-        .count()
+    support::threads_named("self", name)
 }
 
 /// Another process opens `path` `n` times (kive never reports its own

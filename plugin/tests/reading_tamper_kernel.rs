@@ -18,11 +18,7 @@ use support::{key_of, run, tiers, wait_for, world_dir, DEADLINE};
 
 /// This process's threads named `name`.
 fn threads(name: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end() == name)
-        .count()
+    support::threads_named("self", name)
 }
 
 /// The hook that reports a rename of a trapped file on `tier`.

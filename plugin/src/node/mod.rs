@@ -12,6 +12,7 @@ pub mod links;
 pub mod listing;
 pub mod mounts;
 pub mod pidcache;
+pub mod pod_own;
 pub mod procfs;
 pub mod procread;
 pub mod procref;

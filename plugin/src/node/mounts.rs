@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
-use super::procref::ProcDir;
+use super::pod_own::NodeMounts;
 use super::resolve::{io_err, PinnedFile, ResolveError, Root};
 use crate::sync::lock;
 
-/// The kubelet's per-pod directories (`<dir>/<pod uid>/volumes/...`).
-pub const KUBELET_PODS_DIR: &str = "/var/lib/kubelet/pods";
+pub use super::pod_own::{is_pod_own, KUBELET_PODS_DIR};
 
 /// An overlay mount and its layers.
 #[derive(Debug)]
@@ -154,42 +153,6 @@ pub fn path_in_mount(m: &MountInfo, path: &str) -> Option<String> {
     Some(format!("{root}{rest}"))
 }
 
-/// Whether the mount a pod's file is on (`m`, from the container's
-/// mountinfo) belongs to the pod: the container's root overlay, a mount that
-/// exists only inside the container (a virtual filesystem, device major 0),
-/// or one whose host location (found in the node's mountinfo `host` by
-/// device and root) is under the kubelet's directory of this pod
-/// (`<pods_dir>/<pod_uid>/`: emptyDir, secrets, configMaps, projected
-/// volumes). Anything else (a hostPath, a node disk) is node-shared.
-pub fn is_pod_own(m: &MountInfo, host: &[MountInfo], pods_dir: &str, pod_uid: &str) -> bool {
-    if m.fs_type == "overlay" && m.mount_point == "/" {
-        return true;
-    }
-    let mut candidates = host
-        .iter()
-        .filter(|h| h.dev == m.dev)
-        .filter_map(|h| host_path(h, &m.root))
-        .peekable();
-    if candidates.peek().is_none() {
-        return m.dev.starts_with("0:");
-    }
-    let own = format!("{}/{pod_uid}/", pods_dir.trim_end_matches('/'));
-    !pod_uid.is_empty()
-        && !pod_uid.contains('/')
-        && candidates.any(|p| format!("{p}/").starts_with(&own))
-}
-
-/// Where the directory `root` of a filesystem is on the host, through the
-/// host mount `h` of that filesystem (`None` if `h` does not contain it).
-fn host_path(h: &MountInfo, root: &str) -> Option<String> {
-    let base = h.root.trim_end_matches('/');
-    let rest = root.strip_prefix(base)?;
-    if !rest.is_empty() && !rest.starts_with('/') {
-        return None;
-    }
-    Some(format!("{}{rest}", h.mount_point.trim_end_matches('/')))
-}
-
 /// `statfs`'s `f_type` of an overlay filesystem (`OVERLAYFS_SUPER_MAGIC`).
 const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
 
@@ -263,15 +226,14 @@ impl Root {
 
     /// Whether `path` in this root (the file, or with `parent` its
     /// directory) is on the pod's own filesystems ([`is_pod_own`]); the
-    /// node's mounts are read from `node`'s `mountinfo` (the node's init,
-    /// [`super::host::node_init`]). An error
+    /// node's mounts are `node`'s (the node's init's mount table). An error
     /// when either mountinfo cannot be read: the caller keeps the trap
     /// pending rather than guess.
     pub fn on_pod_mount(
         &self,
         path: &str,
         parent: bool,
-        node: &ProcDir,
+        node: &NodeMounts,
         pod_uid: &str,
     ) -> Result<bool, ResolveError> {
         let target = if parent {
@@ -305,7 +267,7 @@ impl Root {
         &self,
         pinned: &PinnedFile,
         path: &str,
-        node: &ProcDir,
+        node: &NodeMounts,
         pod_uid: &str,
     ) -> Result<bool, ResolveError> {
         self.fd_on_pod_mount(&pinned.pin, node, pod_uid)
@@ -320,7 +282,7 @@ impl Root {
     fn fd_on_pod_mount(
         &self,
         fd: &OwnedFd,
-        node: &ProcDir,
+        node: &NodeMounts,
         pod_uid: &str,
     ) -> std::io::Result<bool> {
         let no_mounts = || std::io::Error::other("no /proc directory to read mountinfo from");
@@ -328,9 +290,7 @@ impl Root {
         let own = read_mountinfo(self.proc_dir.as_ref().ok_or_else(no_mounts)?.open()?)?;
         let m = find(&own, id)
             .ok_or_else(|| std::io::Error::other(format!("mount {id} not in mountinfo")))?;
-        let node = read_mountinfo(node.open()?)?;
-        let node: Vec<MountInfo> = node.lines().filter_map(parse_line).collect();
-        Ok(is_pod_own(&m, &node, KUBELET_PODS_DIR, pod_uid))
+        node.is_pod_own(&m, pod_uid)
     }
 }
 
@@ -414,83 +374,6 @@ mod tests {
         let text = format!("junk\n{OVERLAY}\n");
         assert_eq!(find(&text, 1021).map(|m| m.id), Some(1021));
         assert_eq!(find(&text, 5), None);
-    }
-
-    fn mount(dev: &str, root: &str, point: &str, fs: &str) -> MountInfo {
-        MountInfo {
-            id: 1,
-            dev: dev.into(),
-            root: root.into(),
-            mount_point: point.into(),
-            fs_type: fs.into(),
-            super_options: String::new(),
-        }
-    }
-
-    const PODS: &str = "/var/lib/kubelet/pods";
-
-    fn node() -> Vec<MountInfo> {
-        vec![
-            mount("254:0", "/", "/", "ext4"),
-            mount(
-                "0:55",
-                "/",
-                "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~secret/token",
-                "tmpfs",
-            ),
-            mount("0:60", "/", "/run", "tmpfs"),
-        ]
-    }
-
-    #[test]
-    fn the_container_root_and_its_own_volumes_are_the_pods() {
-        let root = mount("0:91", "/", "/", "overlay");
-        assert!(is_pod_own(&root, &node(), PODS, "uid-1"));
-        let empty_dir = mount(
-            "254:0",
-            "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~empty-dir/cache",
-            "/cache",
-            "ext4",
-        );
-        assert!(is_pod_own(&empty_dir, &node(), PODS, "uid-1"));
-        let secret = mount("0:55", "/", "/var/run/secrets/token", "tmpfs");
-        assert!(is_pod_own(&secret, &node(), PODS, "uid-1"));
-        let shm = mount("0:70", "/", "/dev/shm", "tmpfs");
-        assert!(
-            is_pod_own(&shm, &node(), PODS, "uid-1"),
-            "only in the container"
-        );
-    }
-
-    #[test]
-    fn host_paths_and_other_pods_volumes_are_node_shared() {
-        let host_etc = mount("254:0", "/etc", "/host-etc", "ext4");
-        assert!(!is_pod_own(&host_etc, &node(), PODS, "uid-1"));
-        let host_root = mount("254:0", "/", "/host", "ext4");
-        assert!(!is_pod_own(&host_root, &node(), PODS, "uid-1"));
-        let run = mount("0:60", "/", "/host-run", "tmpfs");
-        assert!(!is_pod_own(&run, &node(), PODS, "uid-1"), "the node's /run");
-        let other = mount("0:55", "/", "/token", "tmpfs");
-        assert!(
-            !is_pod_own(&other, &node(), PODS, "uid-2"),
-            "another pod's secret"
-        );
-        let sibling = mount(
-            "254:0",
-            "/var/lib/kubelet/pods/uid-10/volumes/x",
-            "/x",
-            "ext4",
-        );
-        assert!(
-            !is_pod_own(&sibling, &node(), PODS, "uid-1"),
-            "uid-10 is not uid-1"
-        );
-        let disk = mount("8:16", "/", "/data", "xfs");
-        assert!(
-            !is_pod_own(&disk, &node(), PODS, "uid-1"),
-            "a device not on the node's table"
-        );
-        assert!(!is_pod_own(&host_etc, &node(), PODS, ""), "no pod uid");
     }
 
     #[test]

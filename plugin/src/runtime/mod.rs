@@ -85,7 +85,7 @@ pub(crate) struct Shared {
     host_root: Option<Arc<Root>>,
     /// The node's init (`<procRoot>/1`): its mount table tells a pod's own
     /// filesystems from the node's ([`crate::node::host::node_init`]).
-    node_mounts: Option<crate::node::procref::ProcDir>,
+    node_mounts: Option<crate::node::pod_own::NodeMounts>,
     /// Tiers with kernel tamper hooks: what the kernel reported, so the
     /// rescan does not report it again ([`tamper`]).
     kernel_tampers: Option<Arc<Mutex<tamper::KernelTampers>>>,
@@ -246,7 +246,8 @@ impl Runtime {
             counters,
             tamper_tx,
             host_root: host_root.clone(),
-            node_mounts: crate::node::host::node_init(&cfg.proc_root),
+            node_mounts: crate::node::host::node_init(&cfg.proc_root)
+                .map(crate::node::pod_own::NodeMounts::new),
             kernel_tampers,
             stalls: stalls::Stalls::new(cfg.resolve_deadline, Arc::clone(&stop)),
             rescan: rescan::RescanState::new(cfg),

@@ -86,6 +86,16 @@ pub fn world_dir() -> tempfile::TempDir {
     d
 }
 
+/// The threads named `name` of process `pid` (`"self"`: this one).
+pub fn threads_named(pid: &str, name: &str) -> usize {
+    let task = format!("/proc/{pid}/task");
+    std::fs::read_dir(&task)
+        .unwrap_or_else(|e| panic!("{task}: {e}"))
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
 /// `v` in order (kernel keys, to compare sets).
 pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
