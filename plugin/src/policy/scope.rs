@@ -56,8 +56,12 @@ pub struct Scoped {
 ///
 /// A tenant (not cluster-wide) policy: an entry without `namespace` is
 /// narrowed to the policy's namespace; an entry naming another namespace
-/// is refused; `host: true` is refused. A cluster-wide policy keeps its
-/// entries; its `host: true` is refused unless host traps are allowed.
+/// is refused; `host: true` is refused; `allowSharedFile` is refused (the
+/// trap arms on the pod's own filesystems only: a tenant's pod that mounts
+/// a node directory or another pod's volume does not make it the tenant's
+/// to trap, or with `action: block` to deny to every process of the node).
+/// A cluster-wide policy keeps its entries; its `host: true` is refused
+/// unless host traps are allowed.
 pub fn apply_scope(trap: &CompiledTrap, cfg: &ScopeConfig) -> Scoped {
     let own = trap.policy_namespace.clone().unwrap_or_default();
     let cluster_wide = cfg.is_cluster_wide(&own);
@@ -87,6 +91,16 @@ pub fn apply_scope(trap: &CompiledTrap, cfg: &ScopeConfig) -> Scoped {
                 ),
             ));
         }
+    }
+    if !cluster_wide && trap.allow_shared_file {
+        out.allow_shared_file = false;
+        refused.push(refuse(
+            "allowSharedFile".into(),
+            format!(
+                "a policy in namespace {own:?} may not trap node-shared files (hostPath, node disk, another pod's volume): only policies in the cluster-wide namespaces ({}) may; armed on the pod's own filesystems only",
+                wide()
+            ),
+        ));
     }
     if !cluster_wide {
         out.target.pods.retain_mut(|sel| match &sel.namespace {
@@ -278,6 +292,38 @@ mod tests {
         let t = tenant.trap.expect("its pod entry stays");
         assert!(!t.target.host);
         assert_eq!(namespaces(&t), [Some("tenant-a".to_string())]);
+    }
+
+    #[test]
+    fn a_tenant_s_allow_shared_file_is_refused_and_its_trap_stays_on_the_pod_s_own_files() {
+        let shared = |ns: &str| {
+            let c = load_str(
+                "t",
+                &format!(
+                    "apiVersion: kivebpf.san7o.github.io/v1\nkind: KivePolicy\nmetadata: {{name: p, namespace: {ns}}}\nspec:\n  traps:\n  - path: /data/x\n    allowSharedFile: true\n    matchAny: [{{}}]\n"
+                ),
+            );
+            assert!(c.errors.is_empty(), "{:?}", c.errors);
+            (*c.traps[0]).clone()
+        };
+        let tenant = apply_scope(&shared("tenant-a"), &ScopeConfig::default());
+        assert_eq!(tenant.refused.len(), 1, "{:?}", tenant.refused);
+        let msg = tenant.refused[0].to_string();
+        assert!(
+            msg.contains("policy tenant-a/p trap 0 (/data/x)")
+                && msg.contains("field allowSharedFile")
+                && msg.contains("\"tenant-a\" may not trap node-shared files"),
+            "{msg}"
+        );
+        let t = tenant.trap.expect("still armed on the pod's own files");
+        assert!(!t.allow_shared_file, "the flag is off");
+        assert_eq!(namespaces(&t), [Some("tenant-a".to_string())]);
+        let wide = apply_scope(&shared("kivebpf-system"), &ScopeConfig::default());
+        assert!(wide.refused.is_empty(), "{:?}", wide.refused);
+        assert!(
+            wide.trap.expect("armed").allow_shared_file,
+            "a cluster-wide policy keeps it"
+        );
     }
 
     #[test]
