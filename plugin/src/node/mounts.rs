@@ -13,8 +13,6 @@ use super::pod_own::NodeMounts;
 use super::resolve::{io_err, PinnedFile, ResolveError, Root};
 use crate::sync::lock;
 
-pub use super::pod_own::{is_pod_own, KUBELET_PODS_DIR};
-
 /// An overlay mount and its layers.
 #[derive(Debug)]
 pub struct Overlay {
@@ -225,7 +223,7 @@ impl Root {
     }
 
     /// Whether `path` in this root (the file, or with `parent` its
-    /// directory) is on the pod's own filesystems ([`is_pod_own`]); the
+    /// directory) is on the pod's own filesystems ([`super::pod_own::is_pod_own`]); the
     /// node's mounts are `node`'s (the node's init's mount table). An error
     /// when either mountinfo cannot be read: the caller keeps the trap
     /// pending rather than guess.

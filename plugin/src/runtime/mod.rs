@@ -48,7 +48,7 @@ use crate::trap::{Engine, RawEvent, Tier, TrapError, TrapKey};
 
 pub use accessor::Accessors;
 pub use alert_view::{AlertView, ProcessStrings};
-pub use config::{ArmReport, Metrics, RuntimeConfig, CALLER_READ_MIN_RING};
+pub use config::{ArmReport, Metrics, RuntimeConfig};
 pub use enrich::{accessor_metadata, build_alert, CgroupFacts, NodeContext};
 pub use loss::LossTracker;
 pub use pods::{DesiredEntry, PodController, PodDesired, PodReconcileReport};
