@@ -75,7 +75,7 @@ fn host_path(h: &MountInfo, root: &str) -> Option<String> {
 }
 
 /// The node's mount table: its init's `mountinfo`
-/// ([`super::host::node_init`]), read again after [`TABLE_FOR`], or when a
+/// ([`super::host::node_init`]), read again after `TABLE_FOR` (1 s), or when a
 /// mount is in no line of the last read.
 pub struct NodeMounts {
     init: ProcDir,
